@@ -1,0 +1,5 @@
+//! mlmon: one process that monitors an ML pipeline and its machine.
+//! See `ARCHITECTURE.md` for the map of modules.
+
+pub mod model;
+pub mod tsdb;

@@ -1,0 +1,102 @@
+//! Bit-level writer and reader for the chunk codec (most significant bit
+//! first, like Prometheus' `bstream`). The reader never panics: running out of
+//! bits is `None`.
+
+#[derive(Default)]
+pub(super) struct BitWriter {
+    bytes: Vec<u8>,
+    /// Bits still free in the last byte (0 = need a new byte).
+    free: u32,
+}
+
+impl BitWriter {
+    pub(super) fn new(bytes: Vec<u8>) -> Self {
+        BitWriter { bytes, free: 0 }
+    }
+
+    pub(super) fn bit(&mut self, b: bool) {
+        self.bits(b as u64, 1);
+    }
+
+    /// Writes the low `n` bits of `v` (n ≤ 64), most significant first.
+    pub(super) fn bits(&mut self, v: u64, mut n: u32) {
+        while n > 0 {
+            if self.free == 0 {
+                self.bytes.push(0);
+                self.free = 8;
+            }
+            let take = n.min(self.free);
+            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= chunk << (self.free - take);
+            self.free -= take;
+            n -= take;
+        }
+    }
+
+    pub(super) fn finish(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+pub(super) struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: usize, // in bits
+}
+
+impl<'a> BitReader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        BitReader { bytes, pos: 0 }
+    }
+
+    pub(super) fn bit(&mut self) -> Option<bool> {
+        self.bits(1).map(|b| b == 1)
+    }
+
+    pub(super) fn bits(&mut self, n: u32) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        if self.pos + n as usize > self.bytes.len() * 8 {
+            return None;
+        }
+        let mut v: u64 = 0;
+        let mut left = n;
+        while left > 0 {
+            let byte = self.bytes[self.pos / 8];
+            let avail = 8 - (self.pos % 8) as u32;
+            let take = left.min(avail);
+            let shifted = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
+            v = (v << take) | shifted as u64;
+            self.pos += take as usize;
+            left -= take;
+        }
+        Some(v)
+    }
+
+    /// Bytes consumed so far, rounding a partial byte up.
+    pub(super) fn bytes_used(&self) -> usize {
+        self.pos.div_ceil(8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_mixed_widths() {
+        let mut w = BitWriter::default();
+        let items = [(1u64, 1u32), (0x3ff, 10), (u64::MAX, 64), (5, 3), (0, 0), (0xabcdef, 24)];
+        for (v, n) in items {
+            w.bits(v, n);
+        }
+        let bytes = w.finish();
+        let mut r = BitReader::new(&bytes);
+        for (v, n) in items {
+            let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+            assert_eq!(r.bits(n), Some(v & mask));
+        }
+        assert_eq!(r.bits(8), None);
+    }
+}

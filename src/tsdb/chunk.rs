@@ -1,0 +1,487 @@
+//! The chunk codec: a run of samples of one series in a few bytes.
+//!
+//! Timestamps are delta-of-delta coded; values are stored as scaled decimal
+//! integers (`m / 10^e`, then first or second differences) when every value
+//! round-trips exactly that way, which is the common case for exported
+//! metrics, and as Gorilla XOR floats otherwise (NaN, stale markers, -0.0,
+//! full-precision floats). Integer sequences are bit-packed at the width that
+//! makes the chunk smallest, with escapes for outliers. The byte layout is in
+//! `docs/format.md`; chunks are encoded once, when the head closes them.
+
+use super::bits::{BitReader, BitWriter};
+use crate::model::{get_uvarint, put_uvarint, Sample, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt chunk: {0}")]
+pub struct ChunkError(pub &'static str);
+
+const VALUES_XOR: u8 = 0;
+const VALUES_DECIMAL: u8 = 1;
+/// Largest decimal exponent tried: 10^e must be exact in an f64.
+const MAX_EXP: usize = 18;
+/// Scaled integers must stay exactly representable in an f64.
+const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0; // 2^53
+
+const POW10: [f64; MAX_EXP + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18,
+];
+
+/// Summary of a chunk read from its header without decoding the samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMeta {
+    pub count: usize,
+    pub min_t: Timestamp,
+    pub max_t: Timestamp,
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, zigzag(v));
+}
+
+fn get_varint(b: &mut &[u8]) -> Result<i64, ChunkError> {
+    get_uvarint(b)
+        .map(unzigzag)
+        .ok_or(ChunkError("truncated varint"))
+}
+
+/// Encodes samples (timestamps strictly increasing, at least one sample).
+pub fn encode(samples: &[Sample]) -> Vec<u8> {
+    assert!(!samples.is_empty(), "a chunk holds at least one sample");
+    let mut out = Vec::with_capacity(16 + samples.len() * 2);
+    let first = samples[0].t;
+    let last = samples[samples.len() - 1].t;
+    put_uvarint(&mut out, samples.len() as u64);
+    put_varint(&mut out, first);
+    put_uvarint(&mut out, (last - first) as u64);
+    encode_timestamps(&mut out, samples);
+    match decimal_exponent(samples) {
+        Some(e) => encode_decimal(&mut out, samples, e),
+        None => {
+            out.push(VALUES_XOR);
+            let mut w = BitWriter::new(out);
+            encode_xor(&mut w, samples);
+            out = w.finish();
+        }
+    }
+    out
+}
+
+/// Reads count and time range from the header.
+pub fn meta(mut b: &[u8]) -> Result<ChunkMeta, ChunkError> {
+    let count = get_uvarint(&mut b).ok_or(ChunkError("truncated count"))? as usize;
+    let min_t = get_varint(&mut b)?;
+    let span = get_uvarint(&mut b).ok_or(ChunkError("truncated span"))?;
+    let max_t = min_t
+        .checked_add(span as i64)
+        .ok_or(ChunkError("time span out of range"))?;
+    if count == 0 {
+        return Err(ChunkError("empty chunk"));
+    }
+    Ok(ChunkMeta {
+        count,
+        min_t,
+        max_t,
+    })
+}
+
+/// Decodes every sample of the chunk.
+pub fn decode(b: &[u8]) -> Result<Vec<Sample>, ChunkError> {
+    let mut out = Vec::new();
+    decode_into(b, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the chunk's samples to `out`.
+pub fn decode_into(mut b: &[u8], out: &mut Vec<Sample>) -> Result<(), ChunkError> {
+    let m = meta(b)?;
+    // Skip the header we just read.
+    get_uvarint(&mut b);
+    get_varint(&mut b)?;
+    get_uvarint(&mut b);
+    // Every sample needs at least one bit somewhere unless the chunk is
+    // regular and constant; cap the allocation by what the input could hold.
+    if m.count > 1 << 24 {
+        return Err(ChunkError("sample count out of range"));
+    }
+    let start = out.len();
+    out.reserve(m.count);
+    decode_timestamps(&mut b, m, out)?;
+    let mode = *b.first().ok_or(ChunkError("missing value mode"))?;
+    b = &b[1..];
+    match mode {
+        VALUES_XOR => decode_xor(b, &mut out[start..]),
+        VALUES_DECIMAL => decode_decimal(b, &mut out[start..]),
+        _ => Err(ChunkError("unknown value encoding")),
+    }
+}
+
+// === timestamps ===============================================================
+
+fn encode_timestamps(out: &mut Vec<u8>, samples: &[Sample]) {
+    if samples.len() < 2 {
+        return;
+    }
+    let d1 = samples[1].t - samples[0].t;
+    put_varint(out, d1);
+    let dods: Vec<u64> = samples
+        .windows(3)
+        .map(|w| zigzag((w[2].t - w[1].t) - (w[1].t - w[0].t)))
+        .collect();
+    pack_into(out, &dods);
+}
+
+fn decode_timestamps(b: &mut &[u8], m: ChunkMeta, out: &mut Vec<Sample>) -> Result<(), ChunkError> {
+    out.push(Sample { t: m.min_t, v: 0.0 });
+    if m.count < 2 {
+        return Ok(());
+    }
+    let mut delta = get_varint(b)?;
+    let mut t = m.min_t.wrapping_add(delta);
+    out.push(Sample { t, v: 0.0 });
+    let mut dods = Vec::with_capacity(m.count - 2);
+    unpack(b, m.count - 2, &mut dods)?;
+    for dod in dods {
+        delta = delta.wrapping_add(unzigzag(dod));
+        t = t.wrapping_add(delta);
+        out.push(Sample { t, v: 0.0 });
+    }
+    if t != m.max_t {
+        return Err(ChunkError("timestamps disagree with header"));
+    }
+    Ok(())
+}
+
+// === decimal values =========================================================
+
+/// The smallest `e` such that every value is exactly `m / 10^e` for an
+/// integer `|m| < 2^53`, or `None` (NaN, ±Inf, -0.0, long fractions).
+fn decimal_exponent(samples: &[Sample]) -> Option<usize> {
+    let mut e = 0;
+    for s in samples {
+        while !round_trips(s.v, e) {
+            e += 1;
+            if e > MAX_EXP {
+                return None;
+            }
+        }
+    }
+    Some(e)
+}
+
+fn round_trips(v: f64, e: usize) -> bool {
+    let m = (v * POW10[e]).round();
+    m.abs() < MAX_MANTISSA && (m / POW10[e]).to_bits() == v.to_bits()
+}
+
+fn encode_decimal(out: &mut Vec<u8>, samples: &[Sample], e: usize) {
+    out.push(VALUES_DECIMAL);
+    out.push(e as u8);
+    let ms: Vec<i64> = samples
+        .iter()
+        .map(|s| (s.v * POW10[e]).round() as i64)
+        .collect();
+    put_varint(out, ms[0]);
+    if ms.len() < 2 {
+        return;
+    }
+    let d1: Vec<i64> = ms.windows(2).map(|w| w[1] - w[0]).collect();
+    let first_order: Vec<u64> = d1.iter().map(|&d| zigzag(d)).collect();
+    let second_order: Vec<u64> = d1.windows(2).map(|w| zigzag(w[1] - w[0])).collect();
+    if packed_bits(&second_order).0 + 64 < packed_bits(&first_order).0 {
+        out.push(2);
+        put_varint(out, d1[0]);
+        pack_into(out, &second_order);
+    } else {
+        out.push(1);
+        pack_into(out, &first_order);
+    }
+}
+
+fn decode_decimal(mut b: &[u8], out: &mut [Sample]) -> Result<(), ChunkError> {
+    let e = *b.first().ok_or(ChunkError("missing exponent"))? as usize;
+    if e > MAX_EXP {
+        return Err(ChunkError("decimal exponent out of range"));
+    }
+    b = &b[1..];
+    let mut m = get_varint(&mut b)?;
+    out[0].v = m as f64 / POW10[e];
+    if out.len() < 2 {
+        return Ok(());
+    }
+    let order = *b.first().ok_or(ChunkError("missing delta order"))?;
+    b = &b[1..];
+    let mut deltas = Vec::with_capacity(out.len());
+    match order {
+        1 => {
+            unpack(&mut b, out.len() - 1, &mut deltas)?;
+            for (s, d) in out[1..].iter_mut().zip(deltas) {
+                m = m.wrapping_add(unzigzag(d));
+                s.v = m as f64 / POW10[e];
+            }
+        }
+        2 => {
+            let mut d = get_varint(&mut b)?;
+            m = m.wrapping_add(d);
+            out[1].v = m as f64 / POW10[e];
+            unpack(&mut b, out.len() - 2, &mut deltas)?;
+            for (s, dd) in out[2..].iter_mut().zip(deltas) {
+                d = d.wrapping_add(unzigzag(dd));
+                m = m.wrapping_add(d);
+                s.v = m as f64 / POW10[e];
+            }
+        }
+        _ => return Err(ChunkError("unknown delta order")),
+    }
+    Ok(())
+}
+
+// === bit-packed integers ======================================================
+//
+// Header byte: bits 0..7 = width w (0..=64), bit 7 = exceptions present.
+// Without exceptions every value takes exactly w bits. With exceptions each
+// value starts with one flag bit: 0 → w bits follow; 1 → 6 bits (n - 1) and
+// then n bits. A run of zeros therefore costs nothing at w = 0.
+
+fn bit_len(v: u64) -> u32 {
+    64 - v.leading_zeros()
+}
+
+/// (total bits, best width, exceptions present)
+fn packed_bits(vals: &[u64]) -> (u64, u32, bool) {
+    let mut hist = [0u64; 65];
+    for &v in vals {
+        hist[bit_len(v) as usize] += 1;
+    }
+    let max = (0..=64).rev().find(|&i| hist[i] > 0).unwrap_or(0) as u32;
+    let n = vals.len() as u64;
+    let mut best = (n * max as u64, max, false);
+    for w in 0..max {
+        let mut cost = n * (1 + w as u64);
+        for (len, &count) in hist.iter().enumerate().skip(w as usize + 1) {
+            cost += count * (6 + len as u64);
+        }
+        if cost < best.0 {
+            best = (cost, w, true);
+        }
+    }
+    best
+}
+
+fn pack_into(out: &mut Vec<u8>, vals: &[u64]) {
+    let (_, w, exceptions) = packed_bits(vals);
+    out.push(w as u8 | if exceptions { 0x80 } else { 0 });
+    let mut bw = BitWriter::new(std::mem::take(out));
+    for &v in vals {
+        if exceptions {
+            let len = bit_len(v);
+            if len > w {
+                bw.bit(true);
+                bw.bits((len - 1) as u64, 6);
+                bw.bits(v, len);
+                continue;
+            }
+            bw.bit(false);
+        }
+        bw.bits(v, w);
+    }
+    *out = bw.finish();
+}
+
+fn unpack(b: &mut &[u8], n: usize, out: &mut Vec<u64>) -> Result<(), ChunkError> {
+    let header = *b.first().ok_or(ChunkError("missing packing header"))?;
+    let w = (header & 0x7f) as u32;
+    let exceptions = header & 0x80 != 0;
+    if w > 64 {
+        return Err(ChunkError("packing width out of range"));
+    }
+    let body = &b[1..];
+    let mut r = BitReader::new(body);
+    const SHORT: ChunkError = ChunkError("truncated packed integers");
+    for _ in 0..n {
+        let v = if exceptions && r.bit().ok_or(SHORT)? {
+            let len = r.bits(6).ok_or(SHORT)? as u32 + 1;
+            r.bits(len).ok_or(SHORT)?
+        } else {
+            r.bits(w).ok_or(SHORT)?
+        };
+        out.push(v);
+    }
+    *b = &body[r.bytes_used()..];
+    Ok(())
+}
+
+// === XOR floats (Gorilla) =====================================================
+
+fn encode_xor(w: &mut BitWriter, samples: &[Sample]) {
+    let mut prev = samples[0].v.to_bits();
+    w.bits(prev, 64);
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    for s in &samples[1..] {
+        let cur = s.v.to_bits();
+        let x = cur ^ prev;
+        prev = cur;
+        if x == 0 {
+            w.bit(false);
+            continue;
+        }
+        w.bit(true);
+        let l = x.leading_zeros().min(31);
+        let t = x.trailing_zeros();
+        if lead != u32::MAX && l >= lead && t >= trail {
+            w.bit(false);
+            w.bits(x >> trail, 64 - lead - trail);
+        } else {
+            lead = l;
+            trail = t;
+            let sig = 64 - l - t;
+            w.bit(true);
+            w.bits(l as u64, 5);
+            // 64 significant bits are written as 0; 0 cannot occur otherwise.
+            w.bits((sig & 63) as u64, 6);
+            w.bits(x >> t, sig);
+        }
+    }
+}
+
+fn decode_xor(b: &[u8], out: &mut [Sample]) -> Result<(), ChunkError> {
+    const SHORT: ChunkError = ChunkError("truncated XOR values");
+    let mut r = BitReader::new(b);
+    let mut prev = r.bits(64).ok_or(SHORT)?;
+    out[0].v = f64::from_bits(prev);
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    for s in out[1..].iter_mut() {
+        if r.bit().ok_or(SHORT)? {
+            if r.bit().ok_or(SHORT)? {
+                lead = r.bits(5).ok_or(SHORT)? as u32;
+                let mut sig = r.bits(6).ok_or(SHORT)? as u32;
+                if sig == 0 {
+                    sig = 64;
+                }
+                if lead + sig > 64 {
+                    return Err(ChunkError("XOR window out of range"));
+                }
+                trail = 64 - lead - sig;
+            } else if lead == u32::MAX {
+                return Err(ChunkError("XOR window reused before it was set"));
+            }
+            let sig = 64 - lead - trail;
+            let x = r.bits(sig).ok_or(SHORT)?;
+            prev ^= if trail >= 64 { 0 } else { x << trail };
+        }
+        s.v = f64::from_bits(prev);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::stale_nan;
+    use proptest::prelude::*;
+
+    fn same(a: &[Sample], b: &[Sample]) -> bool {
+        a.len() == b.len()
+            && a
+                .iter()
+                .zip(b)
+                .all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
+    }
+
+    fn series(ts: &[i64], vs: &[f64]) -> Vec<Sample> {
+        ts.iter().zip(vs).map(|(&t, &v)| Sample { t, v }).collect()
+    }
+
+    #[test]
+    fn special_values_round_trip() {
+        let s = series(
+            &[0, 15_000, 30_000, 45_000, 60_000, 75_000, 90_000],
+            &[1.5, f64::NAN, stale_nan(), f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0],
+        );
+        assert!(same(&decode(&encode(&s)).unwrap(), &s));
+    }
+
+    #[test]
+    fn constant_regular_series_is_tiny() {
+        let s: Vec<Sample> = (0..240).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: 1.0 }).collect();
+        let bytes = encode(&s);
+        assert!(bytes.len() <= 24, "{} bytes", bytes.len());
+        assert!(same(&decode(&bytes).unwrap(), &s));
+    }
+
+    #[test]
+    fn two_decimal_counter_is_compact() {
+        let mut v = 1000.0f64;
+        let s: Vec<Sample> = (0..240)
+            .map(|i| {
+                v = ((v * 100.0).round() + ((i * 37) % 50 + 50) as f64) / 100.0;
+                Sample { t: i * 15_000, v }
+            })
+            .collect();
+        let bytes = encode(&s);
+        assert!(bytes.len() < 240 * 2, "{} bytes", bytes.len());
+        assert!(same(&decode(&bytes).unwrap(), &s));
+    }
+
+    #[test]
+    fn meta_reads_header() {
+        let s = series(&[10, 20, 35], &[1.0, 2.0, 3.0]);
+        let m = meta(&encode(&s)).unwrap();
+        assert_eq!((m.count, m.min_t, m.max_t), (3, 10, 35));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&[][..], &[5], &[1, 0, 0, 9], &[3, 0, 20, 4, 0xff, 0xff, 1]] {
+            let _ = decode(bytes);
+        }
+    }
+
+    fn arb_value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(stale_nan()),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            (-1_000_000i64..1_000_000).prop_map(|m| m as f64 / 100.0),
+            (0u32..5).prop_map(|m| m as f64),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(start in -1i64 << 50..1i64 << 50,
+                      steps in prop::collection::vec(1i64..1 << 40, 0..300),
+                      vals in prop::collection::vec(arb_value(), 301)) {
+            let mut t = start;
+            let mut s = vec![Sample { t, v: vals[0] }];
+            for (i, d) in steps.iter().enumerate() {
+                t += d;
+                s.push(Sample { t, v: vals[i + 1] });
+            }
+            prop_assert!(same(&decode(&encode(&s)).unwrap(), &s));
+        }
+
+        #[test]
+        fn decimal_runs_round_trip(vals in prop::collection::vec(-10_000_000i64..10_000_000, 1..300), e in 0u32..6) {
+            let s: Vec<Sample> = vals.iter().enumerate()
+                .map(|(i, &m)| Sample { t: i as i64 * 1000, v: m as f64 / 10f64.powi(e as i32) }).collect();
+            prop_assert!(same(&decode(&encode(&s)).unwrap(), &s));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The storage engine: one redb file holding series, compressed chunks, the
+//! write-ahead log and small durable state of other components.
+//!
+//! Writes go through [`Storage::appender`] ([`Appender`]): a batch is checked
+//! against the limits and per-series order, applied to the in-memory head,
+//! written as one WAL record and acknowledged once a durable redb commit holds
+//! it (the committer thread groups concurrent batches into one commit).
+//! Reads go through the [`Querier`] trait (`select(matchers, mint, maxt)`),
+//! which merges closed chunks from the file with the head. A head chunk is
+//! closed at [`StorageOptions::chunk_max_samples`] samples or two hours and
+//! encoded once by [`chunk`]; checkpoints write the open heads and truncate
+//! the WAL. Layout of every table: `docs/format.md`.
+
+pub mod chunk;
+
+mod bits;
+mod committer;
+mod index;
+mod schema;
+mod store;
+mod wal;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::model::{Labels, Matcher, Sample, Timestamp};
+
+pub use store::{Appender, Storage};
+
+/// Longest time span of one chunk; chunks are keyed by their first
+/// timestamp, so a read for `[mint, maxt]` starts at `mint - CHUNK_SPAN`.
+pub const CHUNK_SPAN_MS: i64 = 2 * 3_600_000;
+
+/// Everything the store needs to know, resolved from the config file.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Directory that holds `mlmon.redb`.
+    pub dir: PathBuf,
+    /// Chunks whose newest sample is older than this are deleted.
+    pub retention_ms: i64,
+    pub limits: Limits,
+    /// A head chunk is closed when it holds this many samples (default 240).
+    pub chunk_max_samples: usize,
+    /// A checkpoint is taken once this many WAL bytes were written since the
+    /// last one (default 32 MiB).
+    pub wal_checkpoint_bytes: u64,
+    /// redb page cache (default 16 MiB).
+    pub cache_bytes: usize,
+}
+
+impl StorageOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StorageOptions {
+            dir: dir.into(),
+            retention_ms: 15 * 86_400_000,
+            limits: Limits::default(),
+            chunk_max_samples: 240,
+            wal_checkpoint_bytes: 32 << 20,
+            cache_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Limits on what a batch may create; a batch over any of them is refused
+/// whole.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_series: usize,
+    pub max_labels_per_series: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_series: 1_000_000,
+            max_labels_per_series: 64,
+            max_label_name_length: 256,
+            max_label_value_length: 4096,
+        }
+    }
+}
+
+/// A failure of the store itself (I/O, corruption); the caller answers 5xx.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(pub String);
+
+macro_rules! storage_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self {
+                StorageError(e.to_string())
+            }
+        }
+    )*};
+}
+storage_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CompactionError,
+    std::io::Error
+);
+
+/// Why a batch was refused. Everything but `Storage` is the client's fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("series {labels}: sample at {t} is out of order (the series already has a sample at {last})")]
+    OutOfOrder { labels: String, t: Timestamp, last: Timestamp },
+    #[error("series {labels}: duplicate sample for timestamp {t} with a different value")]
+    DuplicateTimestamp { labels: String, t: Timestamp },
+    #[error("series limit reached: the batch would create {new} new series, {existing} of at most {limit} exist")]
+    TooManySeries { new: usize, existing: usize, limit: usize },
+    #[error("series {labels}: {count} labels, more than the limit of {limit}")]
+    TooManyLabels { labels: String, count: usize, limit: usize },
+    #[error("series {labels}: label {name:?} is {len} bytes long, more than the limit of {limit}")]
+    LabelTooLong { labels: String, name: String, len: usize, limit: usize },
+    #[error("series {labels}: no metric name")]
+    NoMetricName { labels: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// One series and its samples in the selected time range, ascending.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub labels: Arc<Labels>,
+    pub samples: Vec<Sample>,
+}
+
+/// The read side every consumer uses.
+pub trait Querier: Send + Sync {
+    /// Series matching all `matchers` with at least one sample in
+    /// `[mint, maxt]`, sorted by labels.
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, StorageError>;
+    /// Label sets of series matching any selector that have data in
+    /// `[mint, maxt]`.
+    fn series(&self, selectors: &[Vec<Matcher>], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Arc<Labels>>, StorageError>;
+    /// Label names, of all series or of those matching any selector.
+    fn label_names(&self, selectors: &[Vec<Matcher>]) -> Vec<String>;
+    /// Values of one label, of all series or of those matching any selector.
+    fn label_values(&self, name: &str, selectors: &[Vec<Matcher>]) -> Vec<String>;
+}
+
+/// Figures for `/metrics` and the status page.
+#[derive(Debug, Clone, Default)]
+pub struct StorageStats {
+    pub series: usize,
+    pub head_samples: usize,
+    pub wal_bytes: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    pub file_bytes: u64,
+    pub samples_appended_total: u64,
+    pub batches_rejected_total: u64,
+    pub checkpoints_total: u64,
+    pub compactions_total: u64,
+    pub retention_chunks_deleted_total: u64,
+    pub retention_series_deleted_total: u64,
+}

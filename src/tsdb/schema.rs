@@ -1,0 +1,22 @@
+//! Every redb table of the store, in one place. The byte layout of keys and
+//! values is documented in `docs/format.md`; bump [`FORMAT_VERSION`] when it
+//! changes.
+
+use redb::TableDefinition;
+
+/// Written to `META["format_version"]` when a file is created.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Small counters: `format_version`, `next_series_id`, `checkpoint_seq`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// series id → canonical label bytes (`Labels::encode`).
+pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
+/// (series id, first timestamp) → closed chunk (`chunk::encode`).
+pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("chunks");
+/// series id → the open head chunk as of the last checkpoint.
+pub const HEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("head");
+/// sequence number → one acknowledged append batch (`wal::encode`).
+pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
+/// (namespace, key) → value: small durable state of other components
+/// (push groups, later alert state, silences, notification log, runs).
+pub const KV: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("kv");

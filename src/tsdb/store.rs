@@ -1,0 +1,851 @@
+//! [`Storage`]: open and replay, append, select, checkpoint, retention and
+//! compaction. The head and index live under one mutex (`State`); the file
+//! is written only by the committer thread (and by the small KV helpers).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::committer::{self, Job, Reply, Shared};
+use super::index::Index;
+use super::schema::{CHUNKS, FORMAT_VERSION, HEAD, KV, META, SERIES, WAL};
+use super::{
+    chunk, wal, AppendError, Querier, Series, StorageError, StorageOptions, StorageStats,
+    CHUNK_SPAN_MS,
+};
+use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
+
+/// The open store. Share it as `Arc<Storage>`; call [`Storage::close`] to
+/// checkpoint the head and stop the committer.
+pub struct Storage {
+    opts: StorageOptions,
+    path: PathBuf,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+    tx: Mutex<Option<Sender<(Job, Reply)>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    failed: AtomicBool,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    samples_appended: AtomicU64,
+    batches_rejected: AtomicU64,
+    checkpoints: AtomicU64,
+    compactions: AtomicU64,
+    retention_chunks: AtomicU64,
+    retention_series: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    index: Index,
+    series: HashMap<u64, MemSeries>,
+    next_id: u64,
+    next_seq: u64,
+    wal_bytes: u64,
+    /// Set when a write has happened since the last checkpoint.
+    dirty: bool,
+}
+
+struct MemSeries {
+    /// Samples of the open chunk, ascending.
+    head: Vec<Sample>,
+    /// Closed chunks handed to the committer but maybe not yet in the file.
+    pending: Vec<(u64, Vec<Sample>)>,
+    /// The newest sample ever appended (for order and duplicate checks).
+    last: Option<Sample>,
+    /// The head changed since the last checkpoint.
+    dirty: bool,
+    /// The head table has a row for this series.
+    has_head_row: bool,
+}
+
+impl MemSeries {
+    fn new() -> Self {
+        MemSeries {
+            head: Vec::new(),
+            pending: Vec::new(),
+            last: None,
+            dirty: false,
+            has_head_row: false,
+        }
+    }
+}
+
+/// Buffers samples and writes them as one batch on [`Appender::commit`].
+pub struct Appender<'a> {
+    storage: &'a Storage,
+    batch: Vec<(Labels, Vec<Sample>)>,
+    by_labels: HashMap<Labels, usize>,
+}
+
+impl Appender<'_> {
+    pub fn append(&mut self, labels: Labels, t: Timestamp, v: f64) {
+        let s = Sample { t, v };
+        match self.by_labels.get(&labels) {
+            Some(&i) => self.batch[i].1.push(s),
+            None => {
+                self.by_labels.insert(labels.clone(), self.batch.len());
+                self.batch.push((labels, vec![s]));
+            }
+        }
+    }
+
+    /// Adds many samples of one series.
+    pub fn append_series(&mut self, labels: Labels, samples: Vec<Sample>) {
+        match self.by_labels.get(&labels) {
+            Some(&i) => self.batch[i].1.extend(samples),
+            None => {
+                self.by_labels.insert(labels.clone(), self.batch.len());
+                self.batch.push((labels, samples));
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Writes the batch: all of it, durably, or none of it. Blocks until the
+    /// commit is on disk. Returns the number of samples stored (duplicates
+    /// of already stored samples are skipped).
+    pub fn commit(self) -> Result<usize, AppendError> {
+        if self.batch.is_empty() {
+            return Ok(0);
+        }
+        self.storage.append_batch(self.batch)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Storage {
+    /// Opens (or creates) `dir/mlmon.redb`, rebuilds the index and replays the
+    /// WAL, then starts the committer thread.
+    pub fn open(opts: StorageOptions) -> Result<Arc<Storage>, StorageError> {
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(|e| StorageError(format!("cannot create data directory {}: {e}", opts.dir.display())))?;
+        let path = opts.dir.join("mlmon.redb");
+        let db = Database::builder()
+            .set_cache_size(opts.cache_bytes)
+            .create(&path)
+            .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
+        let shared = Arc::new(Shared {
+            db: RwLock::new(db),
+            committed_seq: AtomicU64::new(0),
+            chunk_bytes: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+        });
+        let storage = Storage {
+            opts,
+            path,
+            shared,
+            state: Mutex::new(State::default()),
+            tx: Mutex::new(None),
+            thread: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            counters: Counters::default(),
+        };
+        let replay = storage.load()?;
+        let (tx, rx) = mpsc::channel();
+        let shared = storage.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("tsdb-committer".into())
+            .spawn(move || committer::run(shared, rx))
+            .map_err(|e| StorageError(format!("cannot start committer thread: {e}")))?;
+        *lock(&storage.tx) = Some(tx);
+        *lock(&storage.thread) = Some(handle);
+        let storage = Arc::new(storage);
+        if replay > 0 {
+            tracing::info!(message = "Replayed write-ahead log", records = replay);
+            storage.checkpoint(None)?;
+        }
+        Ok(storage)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Loads series, heads and the WAL into memory. Returns the number of WAL
+    /// records replayed; their closed chunks are left for the first
+    /// checkpoint, which `open` takes right away.
+    fn load(&self) -> Result<usize, StorageError> {
+        let db = self.shared.db.read().map_err(|_| StorageError("lock poisoned".into()))?;
+        // Create every table so readers never meet a missing one.
+        {
+            let txn = db.begin_write()?;
+            {
+                let mut meta = txn.open_table(META)?;
+                let version = meta.get("format_version")?.map(|v| v.value());
+                match version {
+                    None => {
+                        meta.insert("format_version", FORMAT_VERSION)?;
+                    }
+                    Some(v) if v != FORMAT_VERSION => {
+                        return Err(StorageError(format!(
+                            "{} has storage format version {v}, this mlmon reads version {FORMAT_VERSION}",
+                            self.path.display()
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                txn.open_table(SERIES)?;
+                txn.open_table(CHUNKS)?;
+                txn.open_table(HEAD)?;
+                txn.open_table(WAL)?;
+                txn.open_table(KV)?;
+            }
+            txn.commit()?;
+        }
+        let txn = db.begin_read()?;
+        let series_t = txn.open_table(SERIES)?;
+        let chunks_t = txn.open_table(CHUNKS)?;
+        let head_t = txn.open_table(HEAD)?;
+        let wal_t = txn.open_table(WAL)?;
+        let mut st = lock(&self.state);
+        for row in series_t.iter()? {
+            let (id, bytes) = row?;
+            let id = id.value();
+            let labels = Labels::decode(bytes.value())
+                .ok_or_else(|| StorageError(format!("series {id}: corrupt label bytes")))?;
+            st.index.insert(id, Arc::new(labels));
+            st.series.insert(id, MemSeries::new());
+            st.next_id = st.next_id.max(id + 1);
+        }
+        let (mut bytes, mut count) = (0u64, 0u64);
+        // Rows come in key order: the last row of each id is its newest chunk.
+        let mut newest: Option<(u64, Vec<u8>)> = None;
+        let set_last = |st: &mut State, newest: Option<(u64, Vec<u8>)>| -> Result<(), StorageError> {
+            if let Some((id, value)) = newest {
+                if let Some(s) = st.series.get_mut(&id) {
+                    let samples = chunk::decode(&value).map_err(|e| StorageError(format!("series {id}: {e}")))?;
+                    s.last = samples.last().copied();
+                }
+            }
+            Ok(())
+        };
+        for row in chunks_t.iter()? {
+            let (key, value) = row?;
+            bytes += value.value().len() as u64;
+            count += 1;
+            let id = key.value().0;
+            if newest.as_ref().is_some_and(|(n, _)| *n != id) {
+                set_last(&mut st, newest.take())?;
+            }
+            newest = Some((id, value.value().to_vec()));
+        }
+        set_last(&mut st, newest)?;
+        self.shared.chunk_bytes.store(bytes, Ordering::Relaxed);
+        self.shared.chunks.store(count, Ordering::Relaxed);
+        for row in head_t.iter()? {
+            let (id, value) = row?;
+            if let Some(s) = st.series.get_mut(&id.value()) {
+                s.head = chunk::decode(value.value())
+                    .map_err(|e| StorageError(format!("head of series {}: {e}", id.value())))?;
+                s.last = s.head.last().copied().or(s.last);
+                s.has_head_row = true;
+            }
+        }
+        let mut replayed = 0;
+        let mut job = Job::default();
+        let max_samples = self.opts.chunk_max_samples;
+        for row in wal_t.iter()? {
+            let (seq, value) = row?;
+            st.next_seq = st.next_seq.max(seq.value() + 1);
+            let mut samples = Vec::new();
+            if wal::decode(value.value(), |id, s| samples.push((id, s))).is_none() {
+                tracing::warn!(message = "Skipping a corrupt WAL record", seq = seq.value());
+                continue;
+            }
+            for (id, s) in samples {
+                if let Some(ms) = st.series.get_mut(&id) {
+                    if ms.last.is_none_or(|l| s.t > l.t) {
+                        push_sample(id, ms, s, max_samples, u64::MAX, &mut job);
+                    }
+                }
+            }
+            replayed += 1;
+        }
+        st.wal_bytes = 0;
+        let checkpoint_seq = txn
+            .open_table(META)?
+            .get("checkpoint_seq")?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        st.next_seq = st.next_seq.max(checkpoint_seq + 1);
+        // Chunks closed during replay stay pending (seq u64::MAX) until the
+        // first checkpoint writes them.
+        st.dirty = replayed > 0;
+        Ok(replayed)
+    }
+
+    pub fn appender(&self) -> Appender<'_> {
+        Appender {
+            storage: self,
+            batch: Vec::new(),
+            by_labels: HashMap::new(),
+        }
+    }
+
+    fn sender(&self) -> Result<Sender<(Job, Reply)>, StorageError> {
+        lock(&self.tx)
+            .clone()
+            .ok_or_else(|| StorageError("storage is closed".into()))
+    }
+
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StorageError(
+                "an earlier commit failed; restart mlmon to replay the write-ahead log".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn append_batch(&self, batch: Vec<(Labels, Vec<Sample>)>) -> Result<usize, AppendError> {
+        let result = self.append_inner(batch);
+        if let Err(e) = &result {
+            if !matches!(e, AppendError::Storage(_)) {
+                self.counters.batches_rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    fn append_inner(&self, mut batch: Vec<(Labels, Vec<Sample>)>) -> Result<usize, AppendError> {
+        self.check_usable()?;
+        let sender = self.sender()?;
+        let limits = &self.opts.limits;
+        let (rx, stored) = {
+            let mut st = lock(&self.state);
+            // Pass 1: validate everything before changing anything.
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut new = 0usize;
+            for (labels, samples) in &mut batch {
+                let id = st.index.id_of(labels);
+                if id.is_none() {
+                    check_labels(labels, limits)?;
+                    new += 1;
+                }
+                let mut last = id.and_then(|id| st.series[&id].last);
+                let mut keep = Vec::with_capacity(samples.len());
+                for s in samples.iter() {
+                    if let Some(l) = last {
+                        if s.t < l.t {
+                            return Err(AppendError::OutOfOrder { labels: labels.to_string(), t: s.t, last: l.t });
+                        }
+                        if s.t == l.t {
+                            if s.v.to_bits() == l.v.to_bits() {
+                                continue;
+                            }
+                            return Err(AppendError::DuplicateTimestamp { labels: labels.to_string(), t: s.t });
+                        }
+                    }
+                    keep.push(*s);
+                    last = Some(*s);
+                }
+                *samples = keep;
+                ids.push(id);
+            }
+            if new > 0 && st.index.len() + new > limits.max_series {
+                return Err(AppendError::TooManySeries { new, existing: st.index.len(), limit: limits.max_series });
+            }
+            // Pass 2: apply to the head and build the WAL record.
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            purge_pending(&mut st, self.shared.committed_seq.load(Ordering::SeqCst));
+            let mut job = Job { seq, ..Job::default() };
+            let mut rec: Vec<(u64, &[Sample])> = Vec::with_capacity(batch.len());
+            let mut stored = 0;
+            for ((labels, samples), id) in batch.iter().zip(ids) {
+                let id = match id {
+                    Some(id) => id,
+                    None => {
+                        let id = st.next_id;
+                        st.next_id += 1;
+                        job.new_series.push((id, labels.encode()));
+                        st.index.insert(id, Arc::new(labels.clone()));
+                        st.series.insert(id, MemSeries::new());
+                        id
+                    }
+                };
+                if samples.is_empty() {
+                    continue;
+                }
+                let ms = st.series.get_mut(&id).expect("series was just resolved");
+                for s in samples {
+                    push_sample(id, ms, *s, self.opts.chunk_max_samples, seq, &mut job);
+                }
+                stored += samples.len();
+                rec.push((id, samples));
+            }
+            if stored == 0 && job.new_series.is_empty() {
+                return Ok(0);
+            }
+            let bytes = wal::encode(&rec);
+            st.wal_bytes += bytes.len() as u64;
+            st.dirty = true;
+            job.wal = Some(bytes);
+            let (reply, rx) = mpsc::sync_channel(1);
+            sender
+                .send((job, reply))
+                .map_err(|_| StorageError("storage is closed".into()))?;
+            (rx, stored)
+        };
+        self.wait(rx)?;
+        self.counters.samples_appended.fetch_add(stored as u64, Ordering::Relaxed);
+        if lock(&self.state).wal_bytes >= self.opts.wal_checkpoint_bytes {
+            self.checkpoint(None)?;
+        }
+        Ok(stored)
+    }
+
+    fn wait(&self, rx: mpsc::Receiver<Result<(), StorageError>>) -> Result<(), StorageError> {
+        let result = rx
+            .recv()
+            .unwrap_or_else(|_| Err(StorageError("committer stopped".into())));
+        if result.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Writes every changed head to the head table and drops the WAL. With
+    /// `close_before = Some(t)`, heads whose first sample is older than `t`
+    /// are closed into chunks first, so idle series do not hold the WAL.
+    pub fn checkpoint(&self, close_before: Option<Timestamp>) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let sender = self.sender()?;
+        let rx = {
+            let mut st = lock(&self.state);
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let mut job = Job { seq, wal_truncate: Some(seq), ..Job::default() };
+            let st = &mut *st;
+            for (&id, ms) in st.series.iter_mut() {
+                // Chunks closed during WAL replay are written now.
+                for (pseq, samples) in ms.pending.iter_mut() {
+                    if *pseq == u64::MAX {
+                        job.chunks.push((id, samples[0].t, chunk::encode(samples)));
+                        *pseq = seq;
+                    }
+                }
+                let old = close_before.is_some_and(|t| ms.head.first().is_some_and(|s| s.t < t));
+                if old {
+                    close_head(id, ms, seq, &mut job);
+                } else if ms.dirty && !ms.head.is_empty() {
+                    job.head_rows.push((id, chunk::encode(&ms.head)));
+                    ms.has_head_row = true;
+                }
+                ms.dirty = false;
+            }
+            st.wal_bytes = 0;
+            st.dirty = false;
+            let (reply, rx) = mpsc::sync_channel(1);
+            sender
+                .send((job, reply))
+                .map_err(|_| StorageError("storage is closed".into()))?;
+            rx
+        };
+        self.wait(rx)?;
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// True when samples arrived since the last checkpoint.
+    pub fn has_unflushed_writes(&self) -> bool {
+        lock(&self.state).dirty
+    }
+
+    /// Deletes chunks whose newest sample is older than `now - retention`,
+    /// and series left without samples.
+    pub fn apply_retention(&self, now: Timestamp) -> Result<(usize, usize), StorageError> {
+        self.check_usable()?;
+        let cutoff = now - self.opts.retention_ms;
+        let ids: Vec<u64> = lock(&self.state).index.ids().collect();
+        let mut chunk_deletes = Vec::new();
+        {
+            let db = self.db()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(CHUNKS)?;
+            for id in ids {
+                for row in table.range((id, i64::MIN)..(id, cutoff))? {
+                    let (key, value) = row?;
+                    let m = chunk::meta(value.value()).map_err(|e| StorageError(e.to_string()))?;
+                    if m.max_t < cutoff {
+                        chunk_deletes.push(key.value());
+                    }
+                }
+            }
+        }
+        let deleted: std::collections::HashSet<(u64, i64)> = chunk_deletes.iter().copied().collect();
+        let sender = self.sender()?;
+        let (rx, n_chunks, n_series) = {
+            let mut st = lock(&self.state);
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            purge_pending(&mut st, self.shared.committed_seq.load(Ordering::SeqCst));
+            let mut series_deletes = Vec::new();
+            let db = self.db()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(CHUNKS)?;
+            let ids: Vec<u64> = st.index.ids().collect();
+            for id in ids {
+                let ms = &st.series[&id];
+                if !ms.head.is_empty() || !ms.pending.is_empty() {
+                    continue;
+                }
+                let mut remaining = false;
+                for row in table.range((id, i64::MIN)..=(id, i64::MAX))? {
+                    if !deleted.contains(&row?.0.value()) {
+                        remaining = true;
+                        break;
+                    }
+                }
+                if !remaining {
+                    series_deletes.push(id);
+                }
+            }
+            drop(table);
+            drop(txn);
+            drop(db);
+            for id in &series_deletes {
+                st.index.remove(*id);
+                st.series.remove(id);
+            }
+            if chunk_deletes.is_empty() && series_deletes.is_empty() {
+                return Ok((0, 0));
+            }
+            let (nc, ns) = (chunk_deletes.len(), series_deletes.len());
+            let job = Job { seq, chunk_deletes, series_deletes, ..Job::default() };
+            let (reply, rx) = mpsc::sync_channel(1);
+            sender
+                .send((job, reply))
+                .map_err(|_| StorageError("storage is closed".into()))?;
+            (rx, nc, ns)
+        };
+        self.wait(rx)?;
+        self.counters.retention_chunks.fetch_add(n_chunks as u64, Ordering::Relaxed);
+        self.counters.retention_series.fetch_add(n_series as u64, Ordering::Relaxed);
+        Ok((n_chunks, n_series))
+    }
+
+    /// Compacts the file when much of it is free space; skipped while reads
+    /// are in flight. Returns true when the file was compacted.
+    pub fn compact_if_fragmented(&self) -> Result<bool, StorageError> {
+        let file = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let live = self.shared.chunk_bytes.load(Ordering::Relaxed);
+        if file < (1 << 20) || file < live.saturating_mul(2) + (1 << 20) {
+            return Ok(false);
+        }
+        let mut db = self
+            .shared
+            .db
+            .write()
+            .map_err(|_| StorageError("lock poisoned".into()))?;
+        let mut compacted = false;
+        // Each call moves what it can; a few rounds reach the fixed point.
+        for _ in 0..8 {
+            match db.compact() {
+                Ok(true) => compacted = true,
+                Ok(false) => break,
+                Err(redb::CompactionError::TransactionInProgress) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if compacted {
+            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(compacted)
+    }
+
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Database>, StorageError> {
+        self.shared
+            .db
+            .read()
+            .map_err(|_| StorageError("lock poisoned".into()))
+    }
+
+    /// Checkpoints the head, stops the committer and closes the file once
+    /// the last `Arc` is dropped. Later writes fail.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let result = if self.failed.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            self.checkpoint(None)
+        };
+        self.stop_committer();
+        result
+    }
+
+    /// Stops without a checkpoint, as a crash would: what was acknowledged is
+    /// in the WAL, the head is not. For tests of replay.
+    pub fn close_without_checkpoint(&self) {
+        self.stop_committer();
+    }
+
+    fn stop_committer(&self) {
+        lock(&self.tx).take();
+        if let Some(h) = lock(&self.thread).take() {
+            let _ = h.join();
+        }
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        let st = lock(&self.state);
+        StorageStats {
+            series: st.index.len(),
+            head_samples: st.series.values().map(|s| s.head.len()).sum(),
+            wal_bytes: st.wal_bytes,
+            chunks: self.shared.chunks.load(Ordering::Relaxed),
+            chunk_bytes: self.shared.chunk_bytes.load(Ordering::Relaxed),
+            file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+            samples_appended_total: self.counters.samples_appended.load(Ordering::Relaxed),
+            batches_rejected_total: self.counters.batches_rejected.load(Ordering::Relaxed),
+            checkpoints_total: self.counters.checkpoints.load(Ordering::Relaxed),
+            compactions_total: self.counters.compactions.load(Ordering::Relaxed),
+            retention_chunks_deleted_total: self.counters.retention_chunks.load(Ordering::Relaxed),
+            retention_series_deleted_total: self.counters.retention_series.load(Ordering::Relaxed),
+        }
+    }
+
+    // === small durable state of other components ===========================
+
+    /// Stores `value` under `(namespace, key)`, durably.
+    pub fn kv_put(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.kv_write(|t| {
+            t.insert((namespace, key), value)?;
+            Ok(())
+        })
+    }
+
+    pub fn kv_delete(&self, namespace: &str, key: &[u8]) -> Result<(), StorageError> {
+        self.kv_write(|t| {
+            t.remove((namespace, key))?;
+            Ok(())
+        })
+    }
+
+    /// Every `(key, value)` of a namespace, in key order.
+    pub fn kv_scan(&self, namespace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(KV)?;
+        let mut out = Vec::new();
+        for row in table.range((namespace, &[][..])..)? {
+            let (k, v) = row?;
+            let (ns, key) = k.value();
+            if ns != namespace {
+                break;
+            }
+            out.push((key.to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn kv_write(
+        &self,
+        f: impl FnOnce(&mut redb::Table<(&str, &[u8]), &[u8]>) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let db = self.db()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(KV)?;
+            f(&mut table)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Snapshot of the head (and not yet committed chunks) of the selected
+    /// series, together with a read transaction that sees the file as it was
+    /// when the snapshot was taken.
+    fn snapshot(
+        &self,
+        ids: impl FnOnce(&Index) -> Vec<u64>,
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<(Vec<(u64, Arc<Labels>, Vec<Sample>)>, redb::ReadTransaction), StorageError> {
+        let db = self.db()?;
+        let mut st = lock(&self.state);
+        let committed = self.shared.committed_seq.load(Ordering::SeqCst);
+        let txn = db.begin_read()?;
+        purge_pending(&mut st, committed);
+        let ids = ids(&st.index);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (Some(labels), Some(ms)) = (st.index.labels(id), st.series.get(&id)) else {
+                continue;
+            };
+            let mut mem = Vec::new();
+            for (_, samples) in &ms.pending {
+                mem.extend(samples.iter().filter(|s| s.t >= mint && s.t <= maxt));
+            }
+            mem.extend(ms.head.iter().filter(|s| s.t >= mint && s.t <= maxt));
+            out.push((id, labels.clone(), mem));
+        }
+        Ok((out, txn))
+    }
+}
+
+impl Querier for Storage {
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, StorageError> {
+        let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
+        let table = txn.open_table(CHUNKS)?;
+        let mut out = Vec::with_capacity(snap.len());
+        for (id, labels, mem) in snap {
+            let mut samples = Vec::new();
+            for row in table.range((id, mint.saturating_sub(CHUNK_SPAN_MS))..=(id, maxt))? {
+                let (_, value) = row?;
+                let bytes = value.value();
+                let m = chunk::meta(bytes).map_err(|e| StorageError(format!("series {labels}: {e}")))?;
+                if m.max_t < mint {
+                    continue;
+                }
+                let from = samples.len();
+                chunk::decode_into(bytes, &mut samples)
+                    .map_err(|e| StorageError(format!("series {labels}: {e}")))?;
+                if m.min_t < mint || m.max_t > maxt {
+                    let kept: Vec<Sample> = samples[from..]
+                        .iter()
+                        .filter(|s| s.t >= mint && s.t <= maxt)
+                        .copied()
+                        .collect();
+                    samples.truncate(from);
+                    samples.extend(kept);
+                }
+            }
+            let from_file = !samples.is_empty();
+            samples.extend(mem);
+            if samples.is_empty() {
+                continue;
+            }
+            if from_file && !samples.windows(2).all(|w| w[0].t < w[1].t) {
+                // A chunk was both in the file and still pending in memory.
+                samples.sort_by_key(|s| s.t);
+                samples.dedup_by_key(|s| s.t);
+            }
+            out.push(Series { labels, samples });
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    fn series(&self, selectors: &[Vec<Matcher>], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Arc<Labels>>, StorageError> {
+        let (snap, txn) = self.snapshot(|ix| union(ix, selectors), mint, maxt)?;
+        let table = txn.open_table(CHUNKS)?;
+        let mut out = Vec::new();
+        for (id, labels, mem) in snap {
+            let mut found = !mem.is_empty();
+            if !found {
+                for row in table.range((id, mint.saturating_sub(CHUNK_SPAN_MS))..=(id, maxt))? {
+                    let m = chunk::meta(row?.1.value()).map_err(|e| StorageError(e.to_string()))?;
+                    if m.max_t >= mint {
+                        found = true;
+                        break;
+                    }
+                }
+            }
+            if found {
+                out.push(labels);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn label_names(&self, selectors: &[Vec<Matcher>]) -> Vec<String> {
+        let st = lock(&self.state);
+        if selectors.is_empty() {
+            return st.index.label_names(None);
+        }
+        let ids = union(&st.index, selectors);
+        st.index.label_names(Some(&ids))
+    }
+
+    fn label_values(&self, name: &str, selectors: &[Vec<Matcher>]) -> Vec<String> {
+        let st = lock(&self.state);
+        if selectors.is_empty() {
+            return st.index.label_values(name, None);
+        }
+        let ids = union(&st.index, selectors);
+        st.index.label_values(name, Some(&ids))
+    }
+}
+
+fn union(ix: &Index, selectors: &[Vec<Matcher>]) -> Vec<u64> {
+    let mut ids: Vec<u64> = selectors.iter().flat_map(|m| ix.select(m)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Drops pending chunks that are known to be in the file.
+fn purge_pending(st: &mut State, committed: u64) {
+    for ms in st.series.values_mut() {
+        if !ms.pending.is_empty() {
+            ms.pending.retain(|(seq, _)| *seq > committed);
+        }
+    }
+}
+
+/// Appends one (already validated) sample, closing the head chunk first
+/// when it is full or spans too long.
+fn push_sample(id: u64, ms: &mut MemSeries, s: Sample, max_samples: usize, seq: u64, job: &mut Job) {
+    if let Some(first) = ms.head.first() {
+        if ms.head.len() >= max_samples || s.t - first.t >= CHUNK_SPAN_MS {
+            close_head(id, ms, seq, job);
+        }
+    }
+    ms.head.push(s);
+    ms.last = Some(s);
+    ms.dirty = true;
+}
+
+fn close_head(id: u64, ms: &mut MemSeries, seq: u64, job: &mut Job) {
+    if ms.head.is_empty() {
+        return;
+    }
+    let samples = std::mem::take(&mut ms.head);
+    job.chunks.push((id, samples[0].t, chunk::encode(&samples)));
+    ms.pending.push((seq, samples));
+    if ms.has_head_row {
+        job.head_deletes.push(id);
+        ms.has_head_row = false;
+    }
+    ms.dirty = false;
+}
+
+fn check_labels(labels: &Labels, limits: &super::Limits) -> Result<(), AppendError> {
+    if labels.metric_name().is_none() {
+        return Err(AppendError::NoMetricName { labels: labels.to_string() });
+    }
+    if labels.len() > limits.max_labels_per_series {
+        return Err(AppendError::TooManyLabels {
+            labels: labels.to_string(),
+            count: labels.len(),
+            limit: limits.max_labels_per_series,
+        });
+    }
+    for (n, v) in labels.iter() {
+        let (len, limit) = if n.len() > limits.max_label_name_length {
+            (n.len(), limits.max_label_name_length)
+        } else if v.len() > limits.max_label_value_length && n != METRIC_NAME {
+            (v.len(), limits.max_label_value_length)
+        } else {
+            continue;
+        };
+        return Err(AppendError::LabelTooLong { labels: labels.to_string(), name: n.to_string(), len, limit });
+    }
+    Ok(())
+}
