@@ -1,5 +1,6 @@
 //! mlmon: one process that monitors an ML pipeline and its machine.
 //! See `ARCHITECTURE.md` for the map of modules.
 
+pub mod config;
 pub mod model;
 pub mod tsdb;

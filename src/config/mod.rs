@@ -1,0 +1,205 @@
+//! The config file `mlmon.yml`, read in two stages: [`raw`] holds serde
+//! structs that mirror the file (unknown keys are errors), and
+//! [`Config::from_yaml`] validates them into the resolved [`Config`], reporting
+//! every problem as `file:line: message`. Top-level keys reuse
+//! `prometheus.yml`'s names, so its sections paste in; sections that mlmon
+//! does not act on yet are accepted and listed in [`Config::ignored`] for the
+//! log, never dropped silently. Validation does no I/O except reading the
+//! web-config and token files a config names.
+
+mod locate;
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use crate::model::{Labels, PromDuration};
+
+pub use locate::line_of;
+
+/// Listen address and data locations used when neither the file nor the
+/// command line names them.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8001";
+pub const DEFAULT_DATA_DIR: &str = "data";
+pub const DEFAULT_ARTIFACTS_DIR: &str = "artifacts";
+pub const DEFAULT_RULE_FILES: &str = "rules/*.yml";
+
+/// A resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (`None` for the embedded defaults).
+    pub source: Option<PathBuf>,
+    pub global: GlobalConfig,
+    /// Rule file globs, relative to the config file's directory.
+    pub rule_files: Vec<String>,
+    pub storage: StorageConfig,
+    pub web: WebConfig,
+    pub push: PushConfig,
+    pub host: HostConfig,
+    pub artifacts: ArtifactsConfig,
+    /// Sections accepted but not acted on by this version, with the reason.
+    pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GlobalConfig {
+    pub scrape_interval: PromDuration,
+    pub scrape_timeout: PromDuration,
+    pub evaluation_interval: PromDuration,
+    pub external_labels: Labels,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub retention: PromDuration,
+    pub max_series: usize,
+    pub max_labels_per_series: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted (after decompression for remote write).
+    pub max_request_bytes: usize,
+    pub auth: AuthConfig,
+}
+
+/// Who may call mutating endpoints. Empty means no authentication.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// user → bcrypt hash, in Prometheus web-config `basic_auth_users` form.
+    pub basic_auth_users: Vec<(String, String)>,
+    pub bearer_tokens: Vec<String>,
+}
+
+impl AuthConfig {
+    pub fn is_enabled(&self) -> bool {
+        !self.basic_auth_users.is_empty() || !self.bearer_tokens.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// How often the latest pushed values are written to the store.
+    pub interval: PromDuration,
+    /// Time-to-live of groups matched by no rule (`None`: forever).
+    pub default_ttl: Option<PromDuration>,
+    pub ttl_rules: Vec<TtlRule>,
+}
+
+/// Groups whose grouping key matches every pattern expire after `ttl`.
+#[derive(Debug, Clone)]
+pub struct TtlRule {
+    pub matchers: Vec<(String, Regex)>,
+    pub ttl: PromDuration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub interval: PromDuration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArtifactsConfig {
+    pub dir: PathBuf,
+    pub pipeline: String,
+    pub interval: PromDuration,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// The embedded defaults (no file).
+    pub fn defaults() -> Config {
+        Config::from_yaml("{}", "<defaults>", None).expect("embedded defaults are valid")
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError { file: name.clone(), line: None, message: format!("cannot read: {e}") }])
+        })?;
+        Config::from_yaml(&text, &name, Some(path))
+    }
+
+    /// Parses and validates YAML text; `file` names it in errors and `path`
+    /// (when it came from disk) anchors relative paths of referenced files.
+    pub fn from_yaml(text: &str, file: &str, path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig = if text.trim().is_empty() {
+            raw::RawConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| {
+                let line = e.location().map(|l| l.line());
+                let mut message = e.to_string();
+                if let Some(pos) = message.rfind(" at line ") {
+                    message.truncate(pos);
+                }
+                ConfigErrors(vec![ConfigError { file: file.to_string(), line, message }])
+            })?
+        };
+        let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
+        let mut v = raw::Validator::new(text, file, base);
+        let config = raw.resolve(&mut v, path);
+        match (config, v.errors.is_empty()) {
+            (Some(c), true) => Ok(c),
+            _ => Err(ConfigErrors(v.errors)),
+        }
+    }
+
+    /// The rule file globs resolved against the config file's directory.
+    pub fn rule_file_patterns(&self) -> Vec<String> {
+        let base = self.source.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        self.rule_files
+            .iter()
+            .map(|p| {
+                if Path::new(p).is_absolute() || base.as_os_str().is_empty() {
+                    p.clone()
+                } else {
+                    base.join(p).display().to_string()
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,407 @@
+//! Stage one: serde structs that mirror the file, key for key. Every struct
+//! denies unknown keys; defaults are documented on each field. Stage two,
+//! [`RawConfig::resolve`], checks values and collects every error.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::*;
+use crate::model::{is_valid_label_name, Labels, PromDuration};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    global: RawGlobal,
+    /// Default `["rules/*.yml"]`.
+    rule_files: Option<Vec<String>>,
+    // Accepted as in prometheus.yml; acted on by later versions.
+    scrape_configs: Option<Value>,
+    scrape_config_files: Option<Value>,
+    remote_write: Option<Value>,
+    remote_read: Option<Value>,
+    alerting: Option<Value>,
+    tracing: Option<Value>,
+    alertmanager: Option<Value>,
+    probes: Option<Value>,
+    storage: RawStorage,
+    web: RawWeb,
+    push: RawPush,
+    host: RawHost,
+    artifacts: RawArtifacts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGlobal {
+    /// Default 15s.
+    scrape_interval: Option<PromDuration>,
+    /// Default 10s.
+    scrape_timeout: Option<PromDuration>,
+    /// Default 15s.
+    evaluation_interval: Option<PromDuration>,
+    external_labels: BTreeMap<String, String>,
+    // prometheus.yml keys mlmon does not use yet.
+    query_log_file: Option<Value>,
+    body_size_limit: Option<Value>,
+    sample_limit: Option<Value>,
+    label_limit: Option<Value>,
+    label_name_length_limit: Option<Value>,
+    label_value_length_limit: Option<Value>,
+    target_limit: Option<Value>,
+    keep_dropped_targets: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    /// Default `data`.
+    path: Option<PathBuf>,
+    /// Default 15d.
+    retention: Option<PromDuration>,
+    /// Default 1,000,000.
+    max_series: Option<usize>,
+    /// Default 64.
+    max_labels_per_series: Option<usize>,
+    /// Default 256.
+    max_label_name_length: Option<usize>,
+    /// Default 4096.
+    max_label_value_length: Option<usize>,
+    // prometheus.yml's storage section.
+    tsdb: Option<Value>,
+    exemplars: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWeb {
+    /// Default 127.0.0.1:8001.
+    listen: Option<String>,
+    /// Default 32 MiB.
+    max_request_bytes: Option<usize>,
+    /// A Prometheus web-config file (`basic_auth_users`, ...).
+    config_file: Option<PathBuf>,
+    /// The same keys as a web-config file, inline.
+    basic_auth_users: BTreeMap<String, String>,
+    tls_server_config: Option<Value>,
+    http_server_config: Option<Value>,
+    /// Bearer tokens accepted on mutating endpoints.
+    bearer_tokens: Vec<String>,
+    /// A file with one bearer token per line.
+    bearer_token_file: Option<PathBuf>,
+}
+
+/// Prometheus' web-config file format (exporter-toolkit).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebConfigFile {
+    basic_auth_users: BTreeMap<String, String>,
+    tls_server_config: Option<Value>,
+    http_server_config: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPush {
+    /// How often pushed values are written to the store; default
+    /// `global.scrape_interval`.
+    interval: Option<PromDuration>,
+    /// Time-to-live of groups no rule matches; default: forever.
+    default_ttl: Option<PromDuration>,
+    ttl: Vec<RawTtlRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTtlRule {
+    /// grouping label → regular expression (anchored).
+    #[serde(rename = "match")]
+    matchers: BTreeMap<String, String>,
+    ttl: PromDuration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHost {
+    /// Default 15s.
+    interval: Option<PromDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawArtifacts {
+    /// Default `artifacts`.
+    dir: Option<PathBuf>,
+    /// Value of the `pipeline` label; default `default`.
+    pipeline: Option<String>,
+    /// Default 5s.
+    interval: Option<PromDuration>,
+}
+
+/// Collects errors with file and line.
+pub(super) struct Validator<'a> {
+    text: &'a str,
+    file: &'a str,
+    base: &'a Path,
+    pub errors: Vec<ConfigError>,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(text: &'a str, file: &'a str, base: &'a Path) -> Self {
+        Validator { text, file, base, errors: Vec::new() }
+    }
+
+    fn error(&mut self, path: &[&str], message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: line_of(self.text, path),
+            message: format!("{}: {}", path.join("."), message.into()),
+        });
+    }
+
+    fn relative(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+fn dur(d: Option<PromDuration>, default_secs: i64) -> PromDuration {
+    d.unwrap_or(PromDuration::from_secs(default_secs))
+}
+
+impl RawConfig {
+    pub fn resolve(self, v: &mut Validator, path: Option<&Path>) -> Option<Config> {
+        let mut ignored = Vec::new();
+        let mut ignore = |name: &str, present: bool, why: &str| {
+            if present {
+                ignored.push(format!("{name}: {why}"));
+            }
+        };
+        let later = "accepted, not acted on by this version of mlmon";
+        ignore("scrape_configs", self.scrape_configs.as_ref().is_some_and(|s| !is_empty(s)), later);
+        ignore("scrape_config_files", self.scrape_config_files.is_some(), later);
+        ignore("remote_write", self.remote_write.as_ref().is_some_and(|s| !is_empty(s)), later);
+        ignore("remote_read", self.remote_read.as_ref().is_some_and(|s| !is_empty(s)), "mlmon does not read from remote storage");
+        ignore("alerting", self.alerting.is_some(), later);
+        ignore("alertmanager", self.alertmanager.is_some(), later);
+        ignore("probes", self.probes.as_ref().is_some_and(|s| !is_empty(s)), later);
+        ignore("tracing", self.tracing.is_some(), "mlmon does not export traces");
+        ignore("storage.tsdb", self.storage.tsdb.is_some(), "Prometheus TSDB options do not apply to mlmon's store");
+        ignore("storage.exemplars", self.storage.exemplars.is_some(), "mlmon does not store exemplars");
+        let g = &self.global;
+        for (name, present) in [
+            ("query_log_file", g.query_log_file.is_some()),
+            ("body_size_limit", g.body_size_limit.is_some()),
+            ("sample_limit", g.sample_limit.is_some()),
+            ("label_limit", g.label_limit.is_some()),
+            ("label_name_length_limit", g.label_name_length_limit.is_some()),
+            ("label_value_length_limit", g.label_value_length_limit.is_some()),
+            ("target_limit", g.target_limit.is_some()),
+            ("keep_dropped_targets", g.keep_dropped_targets.is_some()),
+        ] {
+            ignore(&format!("global.{name}"), present, later);
+        }
+
+        let global = self.resolve_global(v);
+        let storage = self.resolve_storage(v);
+        let web = self.web.resolve(v);
+        let push = self.push.resolve(v, global.scrape_interval);
+        let host = HostConfig { interval: dur(self.host.interval, 15) };
+        if host.interval.millis() <= 0 {
+            v.error(&["host", "interval"], "must be greater than 0");
+        }
+        let artifacts = ArtifactsConfig {
+            dir: self.artifacts.dir.unwrap_or_else(|| DEFAULT_ARTIFACTS_DIR.into()),
+            pipeline: self.artifacts.pipeline.unwrap_or_else(|| "default".into()),
+            interval: dur(self.artifacts.interval, 5),
+        };
+        if artifacts.interval.millis() <= 0 {
+            v.error(&["artifacts", "interval"], "must be greater than 0");
+        }
+        let rule_files = self.rule_files.unwrap_or_else(|| vec![DEFAULT_RULE_FILES.into()]);
+        for (i, pattern) in rule_files.iter().enumerate() {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                v.error(&["rule_files"], format!("item {}: invalid pattern {pattern:?}: {e}", i + 1));
+            }
+        }
+        Some(Config {
+            source: path.map(Path::to_path_buf),
+            global,
+            rule_files,
+            storage,
+            web: web?,
+            push,
+            host,
+            artifacts,
+            ignored,
+        })
+    }
+
+    fn resolve_global(&self, v: &mut Validator) -> GlobalConfig {
+        let g = &self.global;
+        let scrape_interval = dur(g.scrape_interval, 15);
+        let scrape_timeout = dur(g.scrape_timeout, 10).min(scrape_interval);
+        if let Some(t) = g.scrape_timeout {
+            if t > scrape_interval {
+                v.error(&["global", "scrape_timeout"], format!("{t} is greater than scrape_interval {scrape_interval}"));
+            }
+        }
+        for (key, d) in [("scrape_interval", scrape_interval), ("evaluation_interval", dur(g.evaluation_interval, 15))] {
+            if d.millis() <= 0 {
+                v.error(&["global", key], "must be greater than 0");
+            }
+        }
+        let mut pairs = Vec::new();
+        for (name, value) in &g.external_labels {
+            if !is_valid_label_name(name) || name.starts_with("__") {
+                v.error(&["global", "external_labels"], format!("{name:?} is not a valid label name"));
+            } else {
+                pairs.push((name.clone(), value.clone()));
+            }
+        }
+        GlobalConfig {
+            scrape_interval,
+            scrape_timeout,
+            evaluation_interval: dur(g.evaluation_interval, 15),
+            external_labels: Labels::new(pairs).unwrap_or_default(),
+        }
+    }
+
+    fn resolve_storage(&self, v: &mut Validator) -> StorageConfig {
+        let s = &self.storage;
+        let retention = dur(s.retention, 15 * 86_400);
+        if retention.millis() <= 0 {
+            v.error(&["storage", "retention"], "must be greater than 0");
+        }
+        let c = StorageConfig {
+            path: s.path.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            retention,
+            max_series: s.max_series.unwrap_or(1_000_000),
+            max_labels_per_series: s.max_labels_per_series.unwrap_or(64),
+            max_label_name_length: s.max_label_name_length.unwrap_or(256),
+            max_label_value_length: s.max_label_value_length.unwrap_or(4096),
+        };
+        for (key, n) in [
+            ("max_series", c.max_series),
+            ("max_labels_per_series", c.max_labels_per_series),
+            ("max_label_name_length", c.max_label_name_length),
+            ("max_label_value_length", c.max_label_value_length),
+        ] {
+            if n == 0 {
+                v.error(&["storage", key], "must be greater than 0");
+            }
+        }
+        c
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Sequence(s) => s.is_empty(),
+        Value::Mapping(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+impl RawWeb {
+    fn resolve(self, v: &mut Validator) -> Option<WebConfig> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: Option<SocketAddr> = match listen_text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                v.error(&["web", "listen"], format!("{listen_text:?} is not an address like 127.0.0.1:8001"));
+                None
+            }
+        };
+        let mut users: BTreeMap<String, String> = self.basic_auth_users;
+        let mut tls = self.tls_server_config.is_some();
+        if let Some(file) = &self.config_file {
+            let path = v.relative(file);
+            match std::fs::read_to_string(&path) {
+                Err(e) => v.error(&["web", "config_file"], format!("cannot read {}: {e}", path.display())),
+                Ok(text) => match serde_yaml::from_str::<RawWebConfigFile>(&text) {
+                    Err(e) => {
+                        let line = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+                        let mut msg = e.to_string();
+                        if let Some(p) = msg.rfind(" at line ") {
+                            msg.truncate(p);
+                        }
+                        v.error(&["web", "config_file"], format!("{}{line}: {msg}", path.display()));
+                    }
+                    Ok(wc) => {
+                        tls |= wc.tls_server_config.is_some();
+                        users.extend(wc.basic_auth_users);
+                    }
+                },
+            }
+        }
+        if tls {
+            v.error(
+                &["web", "tls_server_config"],
+                "TLS is not supported by this version of mlmon; listen on loopback and put a TLS-terminating proxy in front",
+            );
+        }
+        for (user, hash) in &users {
+            if hash.parse::<bcrypt::HashParts>().is_err() {
+                v.error(&["web", "basic_auth_users"], format!("user {user:?}: the password must be a bcrypt hash ($2y$...), as in Prometheus' web-config"));
+            }
+        }
+        let mut tokens = self.bearer_tokens;
+        if let Some(file) = &self.bearer_token_file {
+            let path = v.relative(file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => tokens.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from)),
+                Err(e) => v.error(&["web", "bearer_token_file"], format!("cannot read {}: {e}", path.display())),
+            }
+        }
+        if tokens.iter().any(|t| t.len() < 16) {
+            v.error(&["web", "bearer_tokens"], "bearer tokens must be at least 16 characters");
+        }
+        let max_request_bytes = self.max_request_bytes.unwrap_or(32 << 20);
+        if max_request_bytes < 1024 {
+            v.error(&["web", "max_request_bytes"], "must be at least 1024");
+        }
+        Some(WebConfig {
+            listen: listen?,
+            max_request_bytes,
+            auth: AuthConfig { basic_auth_users: users.into_iter().collect(), bearer_tokens: tokens },
+        })
+    }
+}
+
+impl RawPush {
+    fn resolve(self, v: &mut Validator, scrape_interval: PromDuration) -> PushConfig {
+        let interval = self.interval.unwrap_or(scrape_interval);
+        if interval.millis() <= 0 {
+            v.error(&["push", "interval"], "must be greater than 0");
+        }
+        let mut ttl_rules = Vec::new();
+        for (i, rule) in self.ttl.into_iter().enumerate() {
+            let mut matchers = Vec::new();
+            for (name, pattern) in rule.matchers {
+                match Regex::new(&format!("^(?:{pattern})$")) {
+                    Ok(re) => matchers.push((name, re)),
+                    Err(e) => v.error(&["push", "ttl"], format!("rule {}: label {name:?}: invalid regular expression: {e}", i + 1)),
+                }
+            }
+            if rule.ttl.millis() <= 0 {
+                v.error(&["push", "ttl"], format!("rule {}: ttl must be greater than 0", i + 1));
+            }
+            ttl_rules.push(TtlRule { matchers, ttl: rule.ttl });
+        }
+        if let Some(d) = self.default_ttl {
+            if d.millis() <= 0 {
+                v.error(&["push", "default_ttl"], "must be greater than 0 (leave it out for no expiry)");
+            }
+        }
+        PushConfig { interval, default_ttl: self.default_ttl, ttl_rules }
+    }
+}

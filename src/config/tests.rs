@@ -1,0 +1,87 @@
+use super::*;
+
+const PROMETHEUS_YML: &str = r#"
+global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+
+rule_files:
+  - "alert_rules.yml"
+
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets:
+          - alertmanager:9093
+
+scrape_configs:
+  - job_name: 'prometheus'
+    static_configs:
+      - targets: ['localhost:9090']
+  - job_name: 'ml-metrics'
+    static_configs:
+      - targets: ['host.docker.internal:8001']
+    scrape_interval: 60s
+    metrics_path: '/ml-metrics'
+"#;
+
+#[test]
+fn defaults_without_a_file() {
+    let c = Config::defaults();
+    assert_eq!(c.web.listen.to_string(), "127.0.0.1:8001");
+    assert_eq!(c.storage.path, PathBuf::from("data"));
+    assert_eq!(c.rule_files, ["rules/*.yml"]);
+    assert_eq!(c.storage.retention.millis(), 15 * 86_400_000);
+    assert!(c.ignored.is_empty());
+}
+
+#[test]
+fn a_prometheus_yml_pastes_in_and_reports_what_is_ignored() {
+    let c = Config::from_yaml(PROMETHEUS_YML, "mlmon.yml", None).unwrap();
+    assert_eq!(c.rule_files, ["alert_rules.yml"]);
+    assert_eq!(c.global.scrape_interval.millis(), 15_000);
+    let ignored = c.ignored.join("\n");
+    assert!(ignored.contains("scrape_configs"), "{ignored}");
+    assert!(ignored.contains("alerting"), "{ignored}");
+}
+
+#[test]
+fn unknown_keys_name_the_key_and_line() {
+    let err = Config::from_yaml("web:\n  listen: 127.0.0.1:1\n  lisen: x\n", "m.yml", None).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("m.yml:3: "), "{text}");
+    assert!(text.contains("unknown field `lisen`"), "{text}");
+}
+
+#[test]
+fn bad_durations_and_values_are_all_reported() {
+    let yaml = "global:\n  scrape_interval: 15x\n";
+    let err = Config::from_yaml(yaml, "m.yml", None).unwrap_err().to_string();
+    assert!(err.contains("m.yml:2:") && err.contains("15x"), "{err}");
+
+    let yaml = "web:\n  listen: nowhere\nstorage:\n  max_series: 0\npush:\n  ttl:\n    - match: {job: '('}\n      ttl: 1h\n";
+    let err = Config::from_yaml(yaml, "m.yml", None).unwrap_err();
+    assert_eq!(err.0.len(), 3, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("m.yml:2: web.listen"), "{text}");
+    assert!(text.contains("m.yml:4: storage.max_series"), "{text}");
+    assert!(text.contains("m.yml:6: push.ttl: rule 1"), "{text}");
+}
+
+#[test]
+fn web_config_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("secret", 4).unwrap();
+    std::fs::write(dir.path().join("web.yml"), format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let main = dir.path().join("mlmon.yml");
+    std::fs::write(&main, "web:\n  config_file: web.yml\n").unwrap();
+    let c = Config::load(&main).unwrap();
+    assert_eq!(c.web.auth.basic_auth_users[0].0, "alice");
+
+    std::fs::write(dir.path().join("web.yml"), "basic_auth_users:\n  bob: plain\n").unwrap();
+    let err = Config::load(&main).unwrap_err().to_string();
+    assert!(err.contains("bcrypt"), "{err}");
+    std::fs::write(dir.path().join("web.yml"), "tls_server_config:\n  cert_file: x\n").unwrap();
+    let err = Config::load(&main).unwrap_err().to_string();
+    assert!(err.contains("TLS"), "{err}");
+}
