@@ -2,5 +2,6 @@
 //! See `ARCHITECTURE.md` for the map of modules.
 
 pub mod config;
+pub mod ingest;
 pub mod model;
 pub mod tsdb;
