@@ -1,7 +1,11 @@
 //! mlmon: one process that monitors an ML pipeline and its machine.
 //! See `ARCHITECTURE.md` for the map of modules.
 
+pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod model;
+pub mod promql;
+pub mod rules;
 pub mod tsdb;
+pub mod web;

@@ -1,1 +1,163 @@
-fn main() {}
+//! The `mlmon` command: parse flags, load the config, hand over to `app`.
+//! The only place that exits the process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mlmon::config::{Config, ConfigErrors};
+
+#[derive(Parser)]
+#[command(
+    name = "mlmon",
+    version,
+    about = "Monitors an ML pipeline and the machine it runs on, in one process"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Validate the config file and the rule files it names, then exit.
+    Check {
+        /// Config file (default: ./mlmon.yml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// Config file (default: ./mlmon.yml if it exists, else built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding web.listen.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory, overriding storage.path.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Pipeline artifacts directory, overriding artifacts.dir.
+    #[arg(long)]
+    artifacts_dir: Option<PathBuf>,
+    /// Log level filter (error, warn, info, debug, trace), or RUST_LOG.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, ConfigErrors> {
+    match path {
+        Some(p) => Config::load(&p),
+        None if std::path::Path::new("mlmon.yml").exists() => {
+            Config::load(std::path::Path::new("mlmon.yml"))
+        }
+        None => Ok(Config::defaults()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Version) => {
+            println!("mlmon {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Check { config }) => check(config),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = match load_config(args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = args.listen {
+        match listen.parse() {
+            Ok(a) => config.web.listen = a,
+            Err(_) => {
+                eprintln!("--listen: {listen:?} is not an address like 127.0.0.1:8001");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(d) = args.data_dir {
+        config.storage.path = d;
+    }
+    if let Some(d) = args.artifacts_dir {
+        config.artifacts.dir = d;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(mlmon::app::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(message = "mlmon stopped", error = format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = config
+        .source
+        .as_ref()
+        .map_or("<defaults>".to_string(), |p| p.display().to_string());
+    for note in &config.ignored {
+        println!("note: {name}: {note}");
+    }
+    let report = mlmon::rules::check_files(&config.rule_file_patterns());
+    for line in &report.notes {
+        println!("{line}");
+    }
+    if report.errors.is_empty() {
+        println!(
+            "SUCCESS: {name} is valid; {} rule files, {} rules",
+            report.files, report.rules
+        );
+        ExitCode::SUCCESS
+    } else {
+        for e in &report.errors {
+            eprintln!("{e}");
+        }
+        eprintln!("FAILED: {} problems", report.errors.len());
+        ExitCode::FAILURE
+    }
+}

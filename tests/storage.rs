@@ -43,7 +43,11 @@ fn append_then_select_across_closed_chunks_and_head() {
     let got = all(&s, "m");
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].1.len(), 175);
-    assert!(got[0].1.iter().enumerate().all(|(i, x)| x.t == i as i64 * 1000 && x.v == x.t as f64 / 10.0));
+    assert!(got[0]
+        .1
+        .iter()
+        .enumerate()
+        .all(|(i, x)| x.t == i as i64 * 1000 && x.v == x.t as f64 / 10.0));
     // A window inside the data.
     let part = s.select(&eq("m"), 10_000, 60_500).unwrap();
     assert_eq!(part[0].samples.len(), 51);
@@ -84,7 +88,10 @@ fn unclean_stop_replays_the_wal() {
 fn a_refused_batch_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(dir.path());
-    o.limits = Limits { max_series: 3, ..Limits::default() };
+    o.limits = Limits {
+        max_series: 3,
+        ..Limits::default()
+    };
     let s = Storage::open(o).unwrap();
     write(&s, "m", "a", [10]);
     let mut app = s.appender();
@@ -97,7 +104,17 @@ fn a_refused_batch_stores_nothing() {
         app.append(labels("m", j), 20, 1.0);
     }
     let err = app.commit().unwrap_err();
-    assert!(matches!(err, AppendError::TooManySeries { new: 3, existing: 1, limit: 3 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            AppendError::TooManySeries {
+                new: 3,
+                existing: 1,
+                limit: 3
+            }
+        ),
+        "{err}"
+    );
     let got = all(&s, "m");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, [Sample { t: 10, v: 1.0 }]);
@@ -105,7 +122,10 @@ fn a_refused_batch_stores_nothing() {
     write(&s, "m", "a", [10]);
     let mut app = s.appender();
     app.append(labels("m", "a"), 10, 2.0);
-    assert!(matches!(app.commit(), Err(AppendError::DuplicateTimestamp { .. })));
+    assert!(matches!(
+        app.commit(),
+        Err(AppendError::DuplicateTimestamp { .. })
+    ));
     s.close().unwrap();
 }
 

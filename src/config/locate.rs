@@ -20,7 +20,12 @@ pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
             }
         }
         let key = content.trim_start_matches("- ");
-        let key = key.split(':').next().unwrap_or("").trim().trim_matches(['"', '\'']);
+        let key = key
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
         if key == path[depth] && content.contains(':') {
             depth += 1;
             if depth == path.len() {
@@ -38,7 +43,8 @@ mod tests {
 
     #[test]
     fn finds_nested_keys() {
-        let text = "global:\n  scrape_interval: 15s\nweb:\n  # c\n  listen: x\nstorage:\n  path: d\n";
+        let text =
+            "global:\n  scrape_interval: 15s\nweb:\n  # c\n  listen: x\nstorage:\n  path: d\n";
         assert_eq!(line_of(text, &["web", "listen"]), Some(5));
         assert_eq!(line_of(text, &["storage", "path"]), Some(7));
         assert_eq!(line_of(text, &["storage", "listen"]), None);

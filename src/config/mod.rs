@@ -156,7 +156,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError { file: name.clone(), line: None, message: format!("cannot read: {e}") }])
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }])
         })?;
         Config::from_yaml(&text, &name, Some(path))
     }
@@ -173,7 +177,11 @@ impl Config {
                 if let Some(pos) = message.rfind(" at line ") {
                     message.truncate(pos);
                 }
-                ConfigErrors(vec![ConfigError { file: file.to_string(), line, message }])
+                ConfigErrors(vec![ConfigError {
+                    file: file.to_string(),
+                    line,
+                    message,
+                }])
             })?
         };
         let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
@@ -187,7 +195,11 @@ impl Config {
 
     /// The rule file globs resolved against the config file's directory.
     pub fn rule_file_patterns(&self) -> Vec<String> {
-        let base = self.source.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        let base = self
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
         self.rule_files
             .iter()
             .map(|p| {

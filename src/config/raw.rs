@@ -152,7 +152,12 @@ pub(super) struct Validator<'a> {
 
 impl<'a> Validator<'a> {
     pub fn new(text: &'a str, file: &'a str, base: &'a Path) -> Self {
-        Validator { text, file, base, errors: Vec::new() }
+        Validator {
+            text,
+            file,
+            base,
+            errors: Vec::new(),
+        }
     }
 
     fn error(&mut self, path: &[&str], message: impl Into<String>) {
@@ -185,24 +190,62 @@ impl RawConfig {
             }
         };
         let later = "accepted, not acted on by this version of mlmon";
-        ignore("scrape_configs", self.scrape_configs.as_ref().is_some_and(|s| !is_empty(s)), later);
-        ignore("scrape_config_files", self.scrape_config_files.is_some(), later);
-        ignore("remote_write", self.remote_write.as_ref().is_some_and(|s| !is_empty(s)), later);
-        ignore("remote_read", self.remote_read.as_ref().is_some_and(|s| !is_empty(s)), "mlmon does not read from remote storage");
+        ignore(
+            "scrape_configs",
+            self.scrape_configs.as_ref().is_some_and(|s| !is_empty(s)),
+            later,
+        );
+        ignore(
+            "scrape_config_files",
+            self.scrape_config_files.is_some(),
+            later,
+        );
+        ignore(
+            "remote_write",
+            self.remote_write.as_ref().is_some_and(|s| !is_empty(s)),
+            later,
+        );
+        ignore(
+            "remote_read",
+            self.remote_read.as_ref().is_some_and(|s| !is_empty(s)),
+            "mlmon does not read from remote storage",
+        );
         ignore("alerting", self.alerting.is_some(), later);
         ignore("alertmanager", self.alertmanager.is_some(), later);
-        ignore("probes", self.probes.as_ref().is_some_and(|s| !is_empty(s)), later);
-        ignore("tracing", self.tracing.is_some(), "mlmon does not export traces");
-        ignore("storage.tsdb", self.storage.tsdb.is_some(), "Prometheus TSDB options do not apply to mlmon's store");
-        ignore("storage.exemplars", self.storage.exemplars.is_some(), "mlmon does not store exemplars");
+        ignore(
+            "probes",
+            self.probes.as_ref().is_some_and(|s| !is_empty(s)),
+            later,
+        );
+        ignore(
+            "tracing",
+            self.tracing.is_some(),
+            "mlmon does not export traces",
+        );
+        ignore(
+            "storage.tsdb",
+            self.storage.tsdb.is_some(),
+            "Prometheus TSDB options do not apply to mlmon's store",
+        );
+        ignore(
+            "storage.exemplars",
+            self.storage.exemplars.is_some(),
+            "mlmon does not store exemplars",
+        );
         let g = &self.global;
         for (name, present) in [
             ("query_log_file", g.query_log_file.is_some()),
             ("body_size_limit", g.body_size_limit.is_some()),
             ("sample_limit", g.sample_limit.is_some()),
             ("label_limit", g.label_limit.is_some()),
-            ("label_name_length_limit", g.label_name_length_limit.is_some()),
-            ("label_value_length_limit", g.label_value_length_limit.is_some()),
+            (
+                "label_name_length_limit",
+                g.label_name_length_limit.is_some(),
+            ),
+            (
+                "label_value_length_limit",
+                g.label_value_length_limit.is_some(),
+            ),
             ("target_limit", g.target_limit.is_some()),
             ("keep_dropped_targets", g.keep_dropped_targets.is_some()),
         ] {
@@ -213,22 +256,32 @@ impl RawConfig {
         let storage = self.resolve_storage(v);
         let web = self.web.resolve(v);
         let push = self.push.resolve(v, global.scrape_interval);
-        let host = HostConfig { interval: dur(self.host.interval, 15) };
+        let host = HostConfig {
+            interval: dur(self.host.interval, 15),
+        };
         if host.interval.millis() <= 0 {
             v.error(&["host", "interval"], "must be greater than 0");
         }
         let artifacts = ArtifactsConfig {
-            dir: self.artifacts.dir.unwrap_or_else(|| DEFAULT_ARTIFACTS_DIR.into()),
+            dir: self
+                .artifacts
+                .dir
+                .unwrap_or_else(|| DEFAULT_ARTIFACTS_DIR.into()),
             pipeline: self.artifacts.pipeline.unwrap_or_else(|| "default".into()),
             interval: dur(self.artifacts.interval, 5),
         };
         if artifacts.interval.millis() <= 0 {
             v.error(&["artifacts", "interval"], "must be greater than 0");
         }
-        let rule_files = self.rule_files.unwrap_or_else(|| vec![DEFAULT_RULE_FILES.into()]);
+        let rule_files = self
+            .rule_files
+            .unwrap_or_else(|| vec![DEFAULT_RULE_FILES.into()]);
         for (i, pattern) in rule_files.iter().enumerate() {
             if let Err(e) = glob::Pattern::new(pattern) {
-                v.error(&["rule_files"], format!("item {}: invalid pattern {pattern:?}: {e}", i + 1));
+                v.error(
+                    &["rule_files"],
+                    format!("item {}: invalid pattern {pattern:?}: {e}", i + 1),
+                );
             }
         }
         Some(Config {
@@ -250,10 +303,16 @@ impl RawConfig {
         let scrape_timeout = dur(g.scrape_timeout, 10).min(scrape_interval);
         if let Some(t) = g.scrape_timeout {
             if t > scrape_interval {
-                v.error(&["global", "scrape_timeout"], format!("{t} is greater than scrape_interval {scrape_interval}"));
+                v.error(
+                    &["global", "scrape_timeout"],
+                    format!("{t} is greater than scrape_interval {scrape_interval}"),
+                );
             }
         }
-        for (key, d) in [("scrape_interval", scrape_interval), ("evaluation_interval", dur(g.evaluation_interval, 15))] {
+        for (key, d) in [
+            ("scrape_interval", scrape_interval),
+            ("evaluation_interval", dur(g.evaluation_interval, 15)),
+        ] {
             if d.millis() <= 0 {
                 v.error(&["global", key], "must be greater than 0");
             }
@@ -261,7 +320,10 @@ impl RawConfig {
         let mut pairs = Vec::new();
         for (name, value) in &g.external_labels {
             if !is_valid_label_name(name) || name.starts_with("__") {
-                v.error(&["global", "external_labels"], format!("{name:?} is not a valid label name"));
+                v.error(
+                    &["global", "external_labels"],
+                    format!("{name:?} is not a valid label name"),
+                );
             } else {
                 pairs.push((name.clone(), value.clone()));
             }
@@ -317,7 +379,10 @@ impl RawWeb {
         let listen: Option<SocketAddr> = match listen_text.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                v.error(&["web", "listen"], format!("{listen_text:?} is not an address like 127.0.0.1:8001"));
+                v.error(
+                    &["web", "listen"],
+                    format!("{listen_text:?} is not an address like 127.0.0.1:8001"),
+                );
                 None
             }
         };
@@ -326,15 +391,24 @@ impl RawWeb {
         if let Some(file) = &self.config_file {
             let path = v.relative(file);
             match std::fs::read_to_string(&path) {
-                Err(e) => v.error(&["web", "config_file"], format!("cannot read {}: {e}", path.display())),
+                Err(e) => v.error(
+                    &["web", "config_file"],
+                    format!("cannot read {}: {e}", path.display()),
+                ),
                 Ok(text) => match serde_yaml::from_str::<RawWebConfigFile>(&text) {
                     Err(e) => {
-                        let line = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+                        let line = e
+                            .location()
+                            .map(|l| format!(":{}", l.line()))
+                            .unwrap_or_default();
                         let mut msg = e.to_string();
                         if let Some(p) = msg.rfind(" at line ") {
                             msg.truncate(p);
                         }
-                        v.error(&["web", "config_file"], format!("{}{line}: {msg}", path.display()));
+                        v.error(
+                            &["web", "config_file"],
+                            format!("{}{line}: {msg}", path.display()),
+                        );
                     }
                     Ok(wc) => {
                         tls |= wc.tls_server_config.is_some();
@@ -358,12 +432,23 @@ impl RawWeb {
         if let Some(file) = &self.bearer_token_file {
             let path = v.relative(file);
             match std::fs::read_to_string(&path) {
-                Ok(text) => tokens.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from)),
-                Err(e) => v.error(&["web", "bearer_token_file"], format!("cannot read {}: {e}", path.display())),
+                Ok(text) => tokens.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from),
+                ),
+                Err(e) => v.error(
+                    &["web", "bearer_token_file"],
+                    format!("cannot read {}: {e}", path.display()),
+                ),
             }
         }
         if tokens.iter().any(|t| t.len() < 16) {
-            v.error(&["web", "bearer_tokens"], "bearer tokens must be at least 16 characters");
+            v.error(
+                &["web", "bearer_tokens"],
+                "bearer tokens must be at least 16 characters",
+            );
         }
         let max_request_bytes = self.max_request_bytes.unwrap_or(32 << 20);
         if max_request_bytes < 1024 {
@@ -372,7 +457,10 @@ impl RawWeb {
         Some(WebConfig {
             listen: listen?,
             max_request_bytes,
-            auth: AuthConfig { basic_auth_users: users.into_iter().collect(), bearer_tokens: tokens },
+            auth: AuthConfig {
+                basic_auth_users: users.into_iter().collect(),
+                bearer_tokens: tokens,
+            },
         })
     }
 }
@@ -389,19 +477,38 @@ impl RawPush {
             for (name, pattern) in rule.matchers {
                 match Regex::new(&format!("^(?:{pattern})$")) {
                     Ok(re) => matchers.push((name, re)),
-                    Err(e) => v.error(&["push", "ttl"], format!("rule {}: label {name:?}: invalid regular expression: {e}", i + 1)),
+                    Err(e) => v.error(
+                        &["push", "ttl"],
+                        format!(
+                            "rule {}: label {name:?}: invalid regular expression: {e}",
+                            i + 1
+                        ),
+                    ),
                 }
             }
             if rule.ttl.millis() <= 0 {
-                v.error(&["push", "ttl"], format!("rule {}: ttl must be greater than 0", i + 1));
+                v.error(
+                    &["push", "ttl"],
+                    format!("rule {}: ttl must be greater than 0", i + 1),
+                );
             }
-            ttl_rules.push(TtlRule { matchers, ttl: rule.ttl });
+            ttl_rules.push(TtlRule {
+                matchers,
+                ttl: rule.ttl,
+            });
         }
         if let Some(d) = self.default_ttl {
             if d.millis() <= 0 {
-                v.error(&["push", "default_ttl"], "must be greater than 0 (leave it out for no expiry)");
+                v.error(
+                    &["push", "default_ttl"],
+                    "must be greater than 0 (leave it out for no expiry)",
+                );
             }
         }
-        PushConfig { interval, default_ttl: self.default_ttl, ttl_rules }
+        PushConfig {
+            interval,
+            default_ttl: self.default_ttl,
+            ttl_rules,
+        }
     }
 }

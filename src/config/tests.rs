@@ -47,7 +47,8 @@ fn a_prometheus_yml_pastes_in_and_reports_what_is_ignored() {
 
 #[test]
 fn unknown_keys_name_the_key_and_line() {
-    let err = Config::from_yaml("web:\n  listen: 127.0.0.1:1\n  lisen: x\n", "m.yml", None).unwrap_err();
+    let err =
+        Config::from_yaml("web:\n  listen: 127.0.0.1:1\n  lisen: x\n", "m.yml", None).unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("m.yml:3: "), "{text}");
     assert!(text.contains("unknown field `lisen`"), "{text}");
@@ -56,7 +57,9 @@ fn unknown_keys_name_the_key_and_line() {
 #[test]
 fn bad_durations_and_values_are_all_reported() {
     let yaml = "global:\n  scrape_interval: 15x\n";
-    let err = Config::from_yaml(yaml, "m.yml", None).unwrap_err().to_string();
+    let err = Config::from_yaml(yaml, "m.yml", None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("m.yml:2:") && err.contains("15x"), "{err}");
 
     let yaml = "web:\n  listen: nowhere\nstorage:\n  max_series: 0\npush:\n  ttl:\n    - match: {job: '('}\n      ttl: 1h\n";
@@ -72,16 +75,28 @@ fn bad_durations_and_values_are_all_reported() {
 fn web_config_file_is_read_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let hash = bcrypt::hash("secret", 4).unwrap();
-    std::fs::write(dir.path().join("web.yml"), format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("web.yml"),
+        format!("basic_auth_users:\n  alice: {hash}\n"),
+    )
+    .unwrap();
     let main = dir.path().join("mlmon.yml");
     std::fs::write(&main, "web:\n  config_file: web.yml\n").unwrap();
     let c = Config::load(&main).unwrap();
     assert_eq!(c.web.auth.basic_auth_users[0].0, "alice");
 
-    std::fs::write(dir.path().join("web.yml"), "basic_auth_users:\n  bob: plain\n").unwrap();
+    std::fs::write(
+        dir.path().join("web.yml"),
+        "basic_auth_users:\n  bob: plain\n",
+    )
+    .unwrap();
     let err = Config::load(&main).unwrap_err().to_string();
     assert!(err.contains("bcrypt"), "{err}");
-    std::fs::write(dir.path().join("web.yml"), "tls_server_config:\n  cert_file: x\n").unwrap();
+    std::fs::write(
+        dir.path().join("web.yml"),
+        "tls_server_config:\n  cert_file: x\n",
+    )
+    .unwrap();
     let err = Config::load(&main).unwrap_err().to_string();
     assert!(err.contains("TLS"), "{err}");
 }

@@ -21,8 +21,10 @@ use crate::tsdb::{AppendError, Storage, StorageError};
 const KV_NAMESPACE: &str = "push";
 pub const PUSH_TIME: &str = "push_time_seconds";
 pub const PUSH_FAILURE_TIME: &str = "push_failure_time_seconds";
-const PUSH_TIME_HELP: &str = "Last Unix time when changing this group in the Pushgateway succeeded.";
-const PUSH_FAILURE_HELP: &str = "Last Unix time when changing this group in the Pushgateway failed.";
+const PUSH_TIME_HELP: &str =
+    "Last Unix time when changing this group in the Pushgateway succeeded.";
+const PUSH_FAILURE_HELP: &str =
+    "Last Unix time when changing this group in the Pushgateway failed.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushMethod {
@@ -30,6 +32,16 @@ pub enum PushMethod {
     Put,
     /// Replace only the families named in the body.
     Post,
+}
+
+/// One push as it arrived.
+pub struct PushRequest {
+    pub key: Labels,
+    pub method: PushMethod,
+    pub body: String,
+    pub format: Format,
+    /// A time-to-live asked for by the client.
+    pub ttl_ms: Option<i64>,
 }
 
 /// Why a push was refused (all are the client's fault but `Storage`).
@@ -73,21 +85,26 @@ pub struct PushGroups {
 pub fn grouping_key(path: &str) -> Result<Labels, PushError> {
     let err = |m: String| PushError::GroupingKey(m);
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    if segments.len() < 2 || segments.len() % 2 != 0 {
-        return Err(err("the path must be /metrics/job/<job>{/<label>/<value>}".into()));
+    if segments.len() < 2 || !segments.len().is_multiple_of(2) {
+        return Err(err(
+            "the path must be /metrics/job/<job>{/<label>/<value>}".into()
+        ));
     }
     let mut pairs = Vec::new();
     let mut seen = HashSet::new();
     for pair in segments.chunks(2) {
-        let raw_name = percent_decode(pair[0]).ok_or_else(|| err(format!("bad percent-encoding in {:?}", pair[0])))?;
+        let raw_name = percent_decode(pair[0])
+            .ok_or_else(|| err(format!("bad percent-encoding in {:?}", pair[0])))?;
         let (name, b64) = match raw_name.strip_suffix("@base64") {
             Some(n) => (n.to_string(), true),
             None => (raw_name, false),
         };
         let value = if b64 {
-            decode_base64(pair[1]).ok_or_else(|| err(format!("value of {name:?} is not valid URL-safe base64")))?
+            decode_base64(pair[1])
+                .ok_or_else(|| err(format!("value of {name:?} is not valid URL-safe base64")))?
         } else {
-            percent_decode(pair[1]).ok_or_else(|| err(format!("bad percent-encoding in {:?}", pair[1])))?
+            percent_decode(pair[1])
+                .ok_or_else(|| err(format!("bad percent-encoding in {:?}", pair[1])))?
         };
         if !crate::model::is_valid_label_name(&name) || name.starts_with("__") {
             return Err(err(format!("{name:?} is not a valid label name")));
@@ -109,7 +126,9 @@ pub fn grouping_key(path: &str) -> Result<Labels, PushError> {
 fn decode_base64(s: &str) -> Option<String> {
     use base64::Engine;
     let trimmed = s.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -159,7 +178,11 @@ impl PushGroups {
                 None => tracing::warn!(message = "Skipping a corrupt push group", group = %labels),
             }
         }
-        Ok(PushGroups { cfg, groups: Mutex::new(groups), last_emit: Mutex::new(i64::MIN) })
+        Ok(PushGroups {
+            cfg,
+            groups: Mutex::new(groups),
+            last_emit: Mutex::new(i64::MIN),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Labels, Group>> {
@@ -173,7 +196,11 @@ impl PushGroups {
             self.cfg
                 .ttl_rules
                 .iter()
-                .find(|r| r.matchers.iter().all(|(n, re)| re.is_match(key.get(n).unwrap_or(""))))
+                .find(|r| {
+                    r.matchers
+                        .iter()
+                        .all(|(n, re)| re.is_match(key.get(n).unwrap_or("")))
+                })
                 .map(|r| r.ttl.millis())
                 .or(self.cfg.default_ttl.map(|d| d.millis()))
         })
@@ -185,15 +212,21 @@ impl PushGroups {
     pub fn push(
         &self,
         storage: &Storage,
-        key: Labels,
-        method: PushMethod,
-        body: &str,
-        format: Format,
-        ttl_ms: Option<i64>,
+        req: PushRequest,
         reserved: &HashMap<String, MetricType>,
         now: Timestamp,
     ) -> Result<(), PushError> {
-        let families = text::parse(body, format).map_err(|e| PushError::Parse { line: e.line, reason: e.reason })?;
+        let PushRequest {
+            key,
+            method,
+            body,
+            format,
+            ttl_ms,
+        } = req;
+        let families = text::parse(&body, format).map_err(|e| PushError::Parse {
+            line: e.line,
+            reason: e.reason,
+        })?;
         let mut groups = self.lock();
         let old = groups.get(&key).cloned();
         let checked = self.check(&groups, &key, &families, reserved);
@@ -209,7 +242,12 @@ impl PushGroups {
         let mut merged = match (method, &old) {
             (PushMethod::Post, Some(g)) => {
                 let names: HashSet<&str> = families.iter().map(|f| f.name.as_str()).collect();
-                let mut keep: Vec<MetricFamily> = g.families.iter().filter(|f| !names.contains(f.name.as_str())).cloned().collect();
+                let mut keep: Vec<MetricFamily> = g
+                    .families
+                    .iter()
+                    .filter(|f| !names.contains(f.name.as_str()))
+                    .cloned()
+                    .collect();
                 keep.extend(families);
                 keep
             }
@@ -225,10 +263,19 @@ impl PushGroups {
             ttl_ms: ttl,
         };
         // Stale markers for series the new push no longer has.
-        let new_series: HashSet<Labels> = group_samples(&key, &group).into_iter().map(|(l, _)| l).collect();
+        let new_series: HashSet<Labels> = group_samples(&key, &group)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
         let gone: Vec<Labels> = old
             .as_ref()
-            .map(|g| group_samples(&key, g).into_iter().map(|(l, _)| l).filter(|l| !new_series.contains(l)).collect())
+            .map(|g| {
+                group_samples(&key, g)
+                    .into_iter()
+                    .map(|(l, _)| l)
+                    .filter(|l| !new_series.contains(l))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut samples = group_samples(&key, &group);
         samples.extend(gone.into_iter().map(|l| (l, stale_nan())));
@@ -245,7 +292,10 @@ impl PushGroups {
         let removed = self.lock().remove(key);
         if let Some(g) = removed {
             storage.kv_delete(KV_NAMESPACE, &key.encode())?;
-            let stale = group_samples(key, &g).into_iter().map(|(l, _)| (l, stale_nan())).collect();
+            let stale = group_samples(key, &g)
+                .into_iter()
+                .map(|(l, _)| (l, stale_nan()))
+                .collect();
             self.write(storage, stale, now)?;
         }
         Ok(())
@@ -261,13 +311,19 @@ impl PushGroups {
                 .filter(|(_, g)| g.expires_ms.is_some_and(|e| e <= now))
                 .map(|(k, _)| k.clone())
                 .collect();
-            keys.into_iter().filter_map(|k| groups.remove(&k).map(|g| (k, g))).collect()
+            keys.into_iter()
+                .filter_map(|k| groups.remove(&k).map(|g| (k, g)))
+                .collect()
         };
         let mut stale = Vec::new();
         for (key, g) in &expired {
             tracing::info!(message = "Push group expired", group = %key, ttl_ms = g.ttl_ms.unwrap_or(0));
             storage.kv_delete(KV_NAMESPACE, &key.encode())?;
-            stale.extend(group_samples(key, g).into_iter().map(|(l, _)| (l, stale_nan())));
+            stale.extend(
+                group_samples(key, g)
+                    .into_iter()
+                    .map(|(l, _)| (l, stale_nan())),
+            );
         }
         self.write(storage, stale, now)?;
         Ok(expired.len())
@@ -275,11 +331,20 @@ impl PushGroups {
 
     /// Writes the current value of every pushed series at `now`.
     pub fn emit(&self, storage: &Storage, now: Timestamp) -> Result<(), PushError> {
-        let samples: Vec<(Labels, f64)> = self.lock().iter().flat_map(|(k, g)| group_samples(k, g)).collect();
+        let samples: Vec<(Labels, f64)> = self
+            .lock()
+            .iter()
+            .flat_map(|(k, g)| group_samples(k, g))
+            .collect();
         self.write(storage, samples, now)
     }
 
-    fn write(&self, storage: &Storage, samples: Vec<(Labels, f64)>, now: Timestamp) -> Result<(), PushError> {
+    fn write(
+        &self,
+        storage: &Storage,
+        samples: Vec<(Labels, f64)>,
+        now: Timestamp,
+    ) -> Result<(), PushError> {
         if samples.is_empty() {
             return Ok(());
         }
@@ -302,12 +367,21 @@ impl PushGroups {
         let mut by_name: BTreeMap<String, MetricFamily> = BTreeMap::new();
         for (key, g) in groups.iter() {
             for fam in g.families.iter().chain(meta_families(key, g).iter()) {
-                let entry = by_name.entry(fam.name.clone()).or_insert_with(|| MetricFamily { samples: Vec::new(), ..fam.clone() });
+                let entry = by_name
+                    .entry(fam.name.clone())
+                    .or_insert_with(|| MetricFamily {
+                        samples: Vec::new(),
+                        ..fam.clone()
+                    });
                 for s in &fam.samples {
                     let labels = series_labels(key, s);
                     entry.samples.push(ParsedSample {
                         name: s.name.clone(),
-                        labels: labels.iter().filter(|(n, _)| *n != METRIC_NAME).map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+                        labels: labels
+                            .iter()
+                            .filter(|(n, _)| *n != METRIC_NAME)
+                            .map(|(n, v)| (n.to_string(), v.to_string()))
+                            .collect(),
                         value: s.value,
                         timestamp_ms: None,
                         line: 0,
@@ -341,19 +415,33 @@ impl PushGroups {
         let mut series = HashSet::new();
         for fam in families {
             if fam.name == PUSH_TIME || fam.name == PUSH_FAILURE_TIME {
-                return bad(format!("metric name {:?} is reserved for the push API", fam.name));
+                return bad(format!(
+                    "metric name {:?} is reserved for the push API",
+                    fam.name
+                ));
             }
             if let Some(t) = reserved.get(&fam.name) {
                 if *t != fam.typ {
-                    return bad(format!("metric {:?} is mlmon's own {} metric", fam.name, t.text_name()));
+                    return bad(format!(
+                        "metric {:?} is mlmon's own {} metric",
+                        fam.name,
+                        t.text_name()
+                    ));
                 }
             }
             for s in &fam.samples {
                 if s.timestamp_ms.is_some() {
-                    return bad(format!("line {}: pushed metrics must not have timestamps", s.line));
+                    return bad(format!(
+                        "line {}: pushed metrics must not have timestamps",
+                        s.line
+                    ));
                 }
                 if !series.insert(series_labels(key, s)) {
-                    return bad(format!("line {}: {} was pushed more than once", s.line, series_labels(key, s)));
+                    return bad(format!(
+                        "line {}: {} was pushed more than once",
+                        s.line,
+                        series_labels(key, s)
+                    ));
                 }
             }
             for (other_key, g) in groups.iter().filter(|(k, _)| *k != key) {
@@ -367,7 +455,10 @@ impl PushGroups {
                         ));
                     }
                     if other.help != fam.help {
-                        return bad(format!("metric {:?} has help {:?} but group {other_key} has {:?}", fam.name, fam.help, other.help));
+                        return bad(format!(
+                            "metric {:?} has help {:?} but group {other_key} has {:?}",
+                            fam.name, fam.help, other.help
+                        ));
                     }
                     for s in &other.samples {
                         let l = series_labels(other_key, s);
@@ -389,9 +480,18 @@ fn meta_families(_key: &Labels, g: &Group) -> [MetricFamily; 2] {
         help: Some(help.into()),
         typ: MetricType::Gauge,
         unit: None,
-        samples: vec![ParsedSample { name: name.into(), labels: vec![], value: v, timestamp_ms: None, line: 0 }],
+        samples: vec![ParsedSample {
+            name: name.into(),
+            labels: vec![],
+            value: v,
+            timestamp_ms: None,
+            line: 0,
+        }],
     };
-    [fam(PUSH_TIME, PUSH_TIME_HELP, g.push_time), fam(PUSH_FAILURE_TIME, PUSH_FAILURE_HELP, g.failure_time)]
+    [
+        fam(PUSH_TIME, PUSH_TIME_HELP, g.push_time),
+        fam(PUSH_FAILURE_TIME, PUSH_FAILURE_HELP, g.failure_time),
+    ]
 }
 
 /// Every series of a group with its value, grouping labels applied.
@@ -425,7 +525,13 @@ fn decode_group(b: &[u8]) -> Option<Group> {
     if f.len() != 6 || f[0] != "mlmon-push" || f[1] != "v1" {
         return None;
     }
-    let opt = |v: &str| if v == "-" { Some(None) } else { v.parse().ok().map(Some) };
+    let opt = |v: &str| {
+        if v == "-" {
+            Some(None)
+        } else {
+            v.parse().ok().map(Some)
+        }
+    };
     Some(Group {
         push_time: text::parse_value(f[2]).ok()?,
         failure_time: text::parse_value(f[3]).ok()?,
@@ -449,7 +555,15 @@ mod tests {
         assert_eq!((k.get("job"), k.get("x")), (Some("a/b"), Some("Π")));
         let k = grouping_key("job/e/first@base64/=").unwrap();
         assert_eq!(k.get("first"), None);
-        for bad in ["job", "job/a/b", "job//", "instance/x", "job/a/bad-name/1", "job/a/job/b", "job/a/x@base64/%%%"] {
+        for bad in [
+            "job",
+            "job/a/b",
+            "job//",
+            "instance/x",
+            "job/a/bad-name/1",
+            "job/a/job/b",
+            "job/a/x@base64/%%%",
+        ] {
             assert!(grouping_key(bad).is_err(), "{bad}");
         }
     }
@@ -465,6 +579,9 @@ mod tests {
         };
         let back = decode_group(&encode_group(&g)).unwrap();
         assert_eq!(back.families[0].samples[0].value, 2.5);
-        assert_eq!((back.push_time, back.ttl_ms, back.expires_ms), (1.7e9, Some(60_000), None));
+        assert_eq!(
+            (back.push_time, back.ttl_ms, back.expires_ms),
+            (1.7e9, Some(60_000), None)
+        );
     }
 }

@@ -78,19 +78,24 @@ pub struct Decoded {
 pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, DecodeError> {
     let size = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if size > max_decoded {
-        return Err(DecodeError::TooLarge { size, limit: max_decoded });
+        return Err(DecodeError::TooLarge {
+            size,
+            limit: max_decoded,
+        });
     }
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| DecodeError::Snappy(e.to_string()))?;
-    let req = WriteRequest::decode(raw.as_slice()).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    let req =
+        WriteRequest::decode(raw.as_slice()).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     let mut out = Decoded::default();
     for (index, ts) in req.timeseries.into_iter().enumerate() {
         let err = |reason: String| DecodeError::Series { index, reason };
         if ts.labels.is_empty() {
             return Err(err("no labels".into()));
         }
-        let labels = Labels::new(ts.labels.into_iter().map(|l| (l.name, l.value))).map_err(|e| err(e.to_string()))?;
+        let labels = Labels::new(ts.labels.into_iter().map(|l| (l.name, l.value)))
+            .map_err(|e| err(e.to_string()))?;
         if labels.metric_name().is_none() {
             return Err(err(format!("{labels} has no metric name (__name__)")));
         }
@@ -99,7 +104,14 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, DecodeError> {
             continue;
         }
         out.samples += ts.samples.len();
-        let samples = ts.samples.into_iter().map(|s| Sample { t: s.timestamp, v: s.value }).collect();
+        let samples = ts
+            .samples
+            .into_iter()
+            .map(|s| Sample {
+                t: s.timestamp,
+                v: s.value,
+            })
+            .collect();
         out.series.push((labels, samples));
     }
     Ok(out)
@@ -111,8 +123,20 @@ pub fn encode(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
         timeseries: series
             .iter()
             .map(|(labels, samples)| TimeSeries {
-                labels: labels.iter().map(|(n, v)| Label { name: n.into(), value: v.into() }).collect(),
-                samples: samples.iter().map(|s| ProtoSample { value: s.v, timestamp: s.t }).collect(),
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: n.into(),
+                        value: v.into(),
+                    })
+                    .collect(),
+                samples: samples
+                    .iter()
+                    .map(|s| ProtoSample {
+                        value: s.v,
+                        timestamp: s.t,
+                    })
+                    .collect(),
                 histograms: Vec::new(),
             })
             .collect(),
@@ -137,22 +161,50 @@ mod tests {
 
     #[test]
     fn refuses_bad_bodies() {
-        assert!(matches!(decode(b"garbage", 1 << 20), Err(DecodeError::Snappy(_))));
+        assert!(matches!(
+            decode(b"garbage", 1 << 20),
+            Err(DecodeError::Snappy(_))
+        ));
         let l = Labels::new([("__name__", "up")]).unwrap();
         let body = encode(&[(l, vec![Sample { t: 1, v: 2.0 }; 100])]);
-        assert!(matches!(decode(&body, 10), Err(DecodeError::TooLarge { .. })));
-        assert!(matches!(decode(&body[..body.len() / 2], 1 << 20), Err(DecodeError::Snappy(_))));
-        let not_proto = snap::raw::Encoder::new().compress_vec(&[0xff, 0xff, 0xff]).unwrap();
-        assert!(matches!(decode(&not_proto, 1 << 20), Err(DecodeError::Protobuf(_))));
+        assert!(matches!(
+            decode(&body, 10),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode(&body[..body.len() / 2], 1 << 20),
+            Err(DecodeError::Snappy(_))
+        ));
+        let not_proto = snap::raw::Encoder::new()
+            .compress_vec(&[0xff, 0xff, 0xff])
+            .unwrap();
+        assert!(matches!(
+            decode(&not_proto, 1 << 20),
+            Err(DecodeError::Protobuf(_))
+        ));
         let bad = WriteRequest {
             timeseries: vec![TimeSeries {
-                labels: vec![Label { name: "__name__".into(), value: "ok".into() }, Label { name: "bad-name".into(), value: "x".into() }],
-                samples: vec![ProtoSample { value: 1.0, timestamp: 1 }],
+                labels: vec![
+                    Label {
+                        name: "__name__".into(),
+                        value: "ok".into(),
+                    },
+                    Label {
+                        name: "bad-name".into(),
+                        value: "x".into(),
+                    },
+                ],
+                samples: vec![ProtoSample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
                 histograms: vec![],
             }],
             metadata: vec![],
         };
-        let body = snap::raw::Encoder::new().compress_vec(&bad.encode_to_vec()).unwrap();
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&bad.encode_to_vec())
+            .unwrap();
         let e = decode(&body, 1 << 20).unwrap_err();
         assert!(e.to_string().contains("bad-name"), "{e}");
     }

@@ -35,7 +35,10 @@ impl MetricType {
             MetricType::Gauge => "gauge",
             MetricType::Histogram => "histogram",
             MetricType::Summary => "summary",
-            MetricType::GaugeHistogram | MetricType::Info | MetricType::StateSet | MetricType::Untyped => "untyped",
+            MetricType::GaugeHistogram
+            | MetricType::Info
+            | MetricType::StateSet
+            | MetricType::Untyped => "untyped",
         }
     }
 
@@ -57,7 +60,9 @@ impl MetricType {
     fn suffixes(self, format: Format) -> &'static [&'static str] {
         match (self, format) {
             (MetricType::Counter, Format::OpenMetrics) => &["_total", "_created"],
-            (MetricType::Histogram, Format::OpenMetrics) => &["_bucket", "_sum", "_count", "_created"],
+            (MetricType::Histogram, Format::OpenMetrics) => {
+                &["_bucket", "_sum", "_count", "_created"]
+            }
             (MetricType::Histogram, Format::Text) => &["_bucket", "_sum", "_count"],
             (MetricType::GaugeHistogram, _) => &["_bucket", "_gsum", "_gcount"],
             (MetricType::Summary, Format::OpenMetrics) => &["_sum", "_count", "_created"],
@@ -98,18 +103,28 @@ pub struct ParseError {
 /// Picks the format from a `Content-Type` header (text 0.0.4 when absent).
 pub fn format_of(content_type: Option<&str>) -> Format {
     match content_type {
-        Some(ct) if ct.trim_start().starts_with("application/openmetrics-text") => Format::OpenMetrics,
+        Some(ct) if ct.trim_start().starts_with("application/openmetrics-text") => {
+            Format::OpenMetrics
+        }
         _ => Format::Text,
     }
 }
 
 /// Parses a whole exposition.
 pub fn parse(input: &str, format: Format) -> Result<Vec<MetricFamily>, ParseError> {
-    let mut p = Parser { format, families: Vec::new(), by_name: HashMap::new(), current: None };
+    let mut p = Parser {
+        format,
+        families: Vec::new(),
+        by_name: HashMap::new(),
+        current: None,
+    };
     let mut saw_eof = false;
     for (i, raw) in input.split('\n').enumerate() {
         let line_no = i + 1;
-        let err = |reason: String| ParseError { line: line_no, reason };
+        let err = |reason: String| ParseError {
+            line: line_no,
+            reason,
+        };
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if saw_eof {
             if line.is_empty() && i + 1 == input.split('\n').count() {
@@ -123,7 +138,8 @@ pub fn parse(input: &str, format: Format) -> Result<Vec<MetricFamily>, ParseErro
                 continue;
             }
             if let Some(rest) = t.strip_prefix('#') {
-                p.comment(rest.trim_start_matches([' ', '\t']), true).map_err(err)?;
+                p.comment(rest.trim_start_matches([' ', '\t']), true)
+                    .map_err(err)?;
                 continue;
             }
             p.sample(t, line_no).map_err(err)?;
@@ -147,7 +163,10 @@ pub fn parse(input: &str, format: Format) -> Result<Vec<MetricFamily>, ParseErro
     }
     if format == Format::OpenMetrics && !saw_eof {
         let last = input.split('\n').count();
-        return Err(ParseError { line: last, reason: "missing # EOF at the end of OpenMetrics input".into() });
+        return Err(ParseError {
+            line: last,
+            reason: "missing # EOF at the end of OpenMetrics input".into(),
+        });
     }
     p.check()?;
     Ok(p.families)
@@ -180,17 +199,29 @@ impl Parser {
     fn comment(&mut self, rest: &str, lenient: bool) -> Result<(), String> {
         let (keyword, tail) = split_word(rest);
         if !matches!(keyword, "HELP" | "TYPE" | "UNIT") {
-            return if lenient { Ok(()) } else { Err(format!("unknown comment keyword {keyword:?}")) };
+            return if lenient {
+                Ok(())
+            } else {
+                Err(format!("unknown comment keyword {keyword:?}"))
+            };
         }
         if keyword == "UNIT" && self.format == Format::Text {
             return Ok(());
         }
-        let tail = if lenient { tail.trim_start_matches([' ', '\t']) } else { tail };
+        let tail = if lenient {
+            tail.trim_start_matches([' ', '\t'])
+        } else {
+            tail
+        };
         let (name, arg) = split_word(tail);
         if !is_valid_metric_name(name) {
             return Err(format!("invalid metric name {name:?} in {keyword} line"));
         }
-        let arg = if lenient { arg.trim_start_matches([' ', '\t']) } else { arg };
+        let arg = if lenient {
+            arg.trim_start_matches([' ', '\t'])
+        } else {
+            arg
+        };
         let exists = self.by_name.contains_key(name);
         let i = self.family(name);
         let fam = &mut self.families[i];
@@ -214,7 +245,9 @@ impl Parser {
             }
             _ => {
                 if !arg.is_empty() && !name.ends_with(&format!("_{arg}")) {
-                    return Err(format!("unit {arg:?} is not a suffix of metric name {name:?}"));
+                    return Err(format!(
+                        "unit {arg:?} is not a suffix of metric name {name:?}"
+                    ));
                 }
                 fam.unit = Some(arg.to_string());
             }
@@ -228,8 +261,18 @@ impl Parser {
         let fits = |fam: &MetricFamily, format| {
             fam.name == name
                 && !(format == Format::OpenMetrics
-                    && matches!(fam.typ, MetricType::Counter | MetricType::Histogram | MetricType::Info | MetricType::GaugeHistogram))
-                || fam.typ.suffixes(format).iter().any(|s| name.strip_suffix(s) == Some(fam.name.as_str()))
+                    && matches!(
+                        fam.typ,
+                        MetricType::Counter
+                            | MetricType::Histogram
+                            | MetricType::Info
+                            | MetricType::GaugeHistogram
+                    ))
+                || fam
+                    .typ
+                    .suffixes(format)
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(fam.name.as_str()))
         };
         if let Some(i) = self.current {
             if fits(&self.families[i], self.format) {
@@ -263,19 +306,25 @@ impl Parser {
         }
         let sep = |r: &str| r.starts_with([' ', '\t']);
         if !sep(rest) {
-            return Err(format!("expected a space and a value after {name:?}, found {:?}", first_token(rest)));
+            return Err(format!(
+                "expected a space and a value after {name:?}, found {:?}",
+                first_token(rest)
+            ));
         }
         let rest = rest.trim_start_matches([' ', '\t']);
         let (value_text, rest) = split_ws(rest);
         let value = parse_value(value_text)?;
         let rest = rest.trim_start_matches([' ', '\t']);
-        let (ts_text, rest) = if rest.starts_with('#') { ("", rest) } else { split_ws(rest) };
+        let (ts_text, rest) = if rest.starts_with('#') {
+            ("", rest)
+        } else {
+            split_ws(rest)
+        };
         let timestamp_ms = match (ts_text, self.format) {
             ("", _) => None,
-            (t, Format::Text) => Some(
-                t.parse::<i64>()
-                    .map_err(|_| format!("invalid timestamp {t:?}: must be an integer in milliseconds"))?,
-            ),
+            (t, Format::Text) => Some(t.parse::<i64>().map_err(|_| {
+                format!("invalid timestamp {t:?}: must be an integer in milliseconds")
+            })?),
             (t, Format::OpenMetrics) => {
                 let secs: f64 = t.parse().map_err(|_| format!("invalid timestamp {t:?}"))?;
                 if !secs.is_finite() {
@@ -288,13 +337,22 @@ impl Parser {
         if !rest.is_empty() {
             let exemplar = self.format == Format::OpenMetrics && rest.starts_with("# {");
             if !exemplar {
-                return Err(format!("unexpected text after the sample: {:?}", first_token(rest)));
+                return Err(format!(
+                    "unexpected text after the sample: {:?}",
+                    first_token(rest)
+                ));
             }
         }
         let i = self.family_of(name);
         let fam = &mut self.families[i];
         check_sample_labels(fam, name, &labels)?;
-        fam.samples.push(ParsedSample { name: name.to_string(), labels, value, timestamp_ms, line: line_no });
+        fam.samples.push(ParsedSample {
+            name: name.to_string(),
+            labels,
+            value,
+            timestamp_ms,
+            line: line_no,
+        });
         Ok(())
     }
 
@@ -303,8 +361,13 @@ impl Parser {
         for fam in &self.families {
             if fam.typ == MetricType::Histogram {
                 for s in &fam.samples {
-                    if s.name == format!("{}_bucket", fam.name) && !s.labels.iter().any(|(n, _)| n == "le") {
-                        return Err(ParseError { line: s.line, reason: format!("histogram bucket {:?} has no \"le\" label", s.name) });
+                    if s.name == format!("{}_bucket", fam.name)
+                        && !s.labels.iter().any(|(n, _)| n == "le")
+                    {
+                        return Err(ParseError {
+                            line: s.line,
+                            reason: format!("histogram bucket {:?} has no \"le\" label", s.name),
+                        });
                     }
                 }
             }
@@ -313,20 +376,30 @@ impl Parser {
     }
 }
 
-fn check_sample_labels(fam: &MetricFamily, name: &str, labels: &[(String, String)]) -> Result<(), String> {
+fn check_sample_labels(
+    fam: &MetricFamily,
+    name: &str,
+    labels: &[(String, String)],
+) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for (n, v) in labels {
         if !seen.insert(n.as_str()) {
             return Err(format!("label {n:?} appears more than once"));
         }
-        if n == "le" && name.ends_with("_bucket") && matches!(fam.typ, MetricType::Histogram | MetricType::GaugeHistogram) {
+        if n == "le"
+            && name.ends_with("_bucket")
+            && matches!(fam.typ, MetricType::Histogram | MetricType::GaugeHistogram)
+        {
             parse_value(v).map_err(|_| format!("invalid \"le\" value {v:?}"))?;
         }
         if n == "quantile" && fam.typ == MetricType::Summary && name == fam.name {
             parse_value(v).map_err(|_| format!("invalid \"quantile\" value {v:?}"))?;
         }
     }
-    if fam.typ == MetricType::Summary && name == fam.name && !labels.iter().any(|(n, _)| n == "quantile") {
+    if fam.typ == MetricType::Summary
+        && name == fam.name
+        && !labels.iter().any(|(n, _)| n == "quantile")
+    {
         return Err(format!("summary sample {name:?} has no \"quantile\" label"));
     }
     Ok(())
@@ -339,7 +412,9 @@ fn parse_labels<'a>(mut r: &'a str, out: &mut Vec<(String, String)>) -> Result<&
         if let Some(rest) = r.strip_prefix('}') {
             return Ok(rest);
         }
-        let end = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(r.len());
+        let end = r
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(r.len());
         let name = &r[..end];
         if !is_valid_label_name(name) {
             return Err(format!("invalid label name {:?}", first_token(r)));
@@ -348,9 +423,13 @@ fn parse_labels<'a>(mut r: &'a str, out: &mut Vec<(String, String)>) -> Result<&
             return Err("label name \"__name__\" is reserved".into());
         }
         r = r[end..].trim_start_matches([' ', '\t']);
-        r = r.strip_prefix('=').ok_or_else(|| format!("expected '=' after label name {name:?}"))?;
+        r = r
+            .strip_prefix('=')
+            .ok_or_else(|| format!("expected '=' after label name {name:?}"))?;
         r = r.trim_start_matches([' ', '\t']);
-        r = r.strip_prefix('"').ok_or_else(|| format!("expected '\"' to start the value of label {name:?}"))?;
+        r = r
+            .strip_prefix('"')
+            .ok_or_else(|| format!("expected '\"' to start the value of label {name:?}"))?;
         let mut value = String::new();
         let mut chars = r.char_indices();
         let close = loop {
@@ -361,7 +440,11 @@ fn parse_labels<'a>(mut r: &'a str, out: &mut Vec<(String, String)>) -> Result<&
                     Some((_, '\\')) => value.push('\\'),
                     Some((_, '"')) => value.push('"'),
                     Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => return Err(format!("invalid escape sequence '\\{c}' in value of label {name:?}")),
+                    Some((_, c)) => {
+                        return Err(format!(
+                            "invalid escape sequence '\\{c}' in value of label {name:?}"
+                        ))
+                    }
                     None => return Err(format!("unterminated value of label {name:?}")),
                 },
                 Some((_, c)) => value.push(c),
@@ -372,7 +455,9 @@ fn parse_labels<'a>(mut r: &'a str, out: &mut Vec<(String, String)>) -> Result<&
         if let Some(rest) = r.strip_prefix(',') {
             r = rest;
         } else if !r.starts_with('}') {
-            return Err(format!("expected ',' or '}}' after the value of label {name:?}"));
+            return Err(format!(
+                "expected ',' or '}}' after the value of label {name:?}"
+            ));
         }
     }
 }
@@ -386,12 +471,16 @@ pub fn parse_value(s: &str) -> Result<f64, String> {
         "" => return Err("missing value".into()),
         _ => {}
     }
-    if s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) {
+    if s.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
         if let Ok(v) = s.parse::<f64>() {
             return Ok(v);
         }
     }
-    Err(format!("invalid value {s:?}: expected a number, NaN, +Inf or -Inf"))
+    Err(format!(
+        "invalid value {s:?}: expected a number, NaN, +Inf or -Inf"
+    ))
 }
 
 fn unescape_help(s: &str, format: Format) -> Result<String, String> {
@@ -520,7 +609,13 @@ pub fn write_sample<'a>(
 /// counter's family name drops `_total`; counters without that suffix are
 /// written as `unknown` so their sample names stay as they are.
 /// Returns the family name used.
-pub fn write_header(out: &mut String, name: &str, help: Option<&str>, typ: MetricType, format: Format) {
+pub fn write_header(
+    out: &mut String,
+    name: &str,
+    help: Option<&str>,
+    typ: MetricType,
+    format: Format,
+) {
     let (fam_name, type_name) = match format {
         Format::Text => (name, typ.text_name()),
         Format::OpenMetrics => match typ {
@@ -594,13 +689,23 @@ mod tests {
         let names: Vec<_> = fams.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
-            ["http_requests_total", "msdos_file_access_time_seconds", "metric_without_timestamp_and_labels", "something_weird", "rpc_duration_seconds", "h"]
+            [
+                "http_requests_total",
+                "msdos_file_access_time_seconds",
+                "metric_without_timestamp_and_labels",
+                "something_weird",
+                "rpc_duration_seconds",
+                "h"
+            ]
         );
         assert_eq!(fams[0].typ, MetricType::Counter);
         assert_eq!(fams[0].samples[1].labels[1], ("code".into(), "400".into()));
         assert_eq!(fams[0].samples[0].timestamp_ms, Some(1395066363000));
         assert_eq!(fams[1].samples[0].labels[0].1, "C:\\DIR\\FILE.TXT");
-        assert_eq!(fams[1].samples[0].labels[1].1, "Cannot find file:\n\"FILE.TXT\"");
+        assert_eq!(
+            fams[1].samples[0].labels[1].1,
+            "Cannot find file:\n\"FILE.TXT\""
+        );
         assert_eq!(fams[3].samples[0].value, f64::INFINITY);
         assert_eq!(fams[4].samples.len(), 3);
         assert_eq!(fams[5].samples.len(), 4);
@@ -635,7 +740,10 @@ mod tests {
         let fams = parse(om, Format::OpenMetrics).unwrap();
         assert_eq!(fams[0].samples.len(), 2);
         assert_eq!(fams[0].samples[0].timestamp_ms, Some(1500));
-        assert!(parse("a 1\n", Format::OpenMetrics).unwrap_err().reason.contains("EOF"));
+        assert!(parse("a 1\n", Format::OpenMetrics)
+            .unwrap_err()
+            .reason
+            .contains("EOF"));
         assert!(parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics).is_err());
     }
 

@@ -20,7 +20,9 @@ impl PromDuration {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a valid duration string: {input:?} ({reason}); use units ms, s, m, h, d, w, y as in 1h30m")]
+#[error(
+    "not a valid duration string: {input:?} ({reason}); use units ms, s, m, h, d, w, y as in 1h30m"
+)]
 pub struct DurationError {
     pub input: String,
     pub reason: &'static str,
@@ -60,7 +62,9 @@ pub fn parse_duration(input: &str) -> Result<PromDuration, DurationError> {
         if start == i {
             return Err(err("expected a number"));
         }
-        let n: i64 = input[start..i].parse().map_err(|_| err("number too large"))?;
+        let n: i64 = input[start..i]
+            .parse()
+            .map_err(|_| err("number too large"))?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;

@@ -204,7 +204,6 @@ impl fmt::Display for Labels {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,9 +211,18 @@ mod tests {
     #[test]
     fn sorts_drops_empty_and_validates() {
         let l = Labels::new([("job", "a"), ("__name__", "up"), ("x", "")]).unwrap();
-        assert_eq!(l.iter().collect::<Vec<_>>(), [("__name__", "up"), ("job", "a")]);
-        assert!(matches!(Labels::new([("a-b", "1")]), Err(LabelError::InvalidName(_))));
-        assert!(matches!(Labels::new([("a", "1"), ("a", "2")]), Err(LabelError::Duplicate(_))));
+        assert_eq!(
+            l.iter().collect::<Vec<_>>(),
+            [("__name__", "up"), ("job", "a")]
+        );
+        assert!(matches!(
+            Labels::new([("a-b", "1")]),
+            Err(LabelError::InvalidName(_))
+        ));
+        assert!(matches!(
+            Labels::new([("a", "1"), ("a", "2")]),
+            Err(LabelError::Duplicate(_))
+        ));
         assert!(matches!(
             Labels::new([("__name__", "1up")]),
             Err(LabelError::InvalidMetricName(_))

@@ -30,13 +30,13 @@ pub struct MatcherError {
 impl Matcher {
     pub fn new(op: MatchOp, name: &str, value: &str) -> Result<Matcher, MatcherError> {
         let re = match op {
-            MatchOp::Re | MatchOp::NotRe => Some(
-                Regex::new(&format!("^(?s:{value})$")).map_err(|e| MatcherError {
+            MatchOp::Re | MatchOp::NotRe => Some(Regex::new(&format!("^(?s:{value})$")).map_err(
+                |e| MatcherError {
                     name: name.to_string(),
                     pattern: value.to_string(),
                     reason: e.to_string(),
-                })?,
-            ),
+                },
+            )?),
             _ => None,
         };
         Ok(Matcher {

@@ -87,7 +87,14 @@ mod tests {
     #[test]
     fn round_trip_mixed_widths() {
         let mut w = BitWriter::default();
-        let items = [(1u64, 1u32), (0x3ff, 10), (u64::MAX, 64), (5, 3), (0, 0), (0xabcdef, 24)];
+        let items = [
+            (1u64, 1u32),
+            (0x3ff, 10),
+            (u64::MAX, 64),
+            (5, 3),
+            (0, 0),
+            (0xabcdef, 24),
+        ];
         for (v, n) in items {
             w.bits(v, n);
         }

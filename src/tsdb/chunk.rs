@@ -390,8 +390,7 @@ mod tests {
 
     fn same(a: &[Sample], b: &[Sample]) -> bool {
         a.len() == b.len()
-            && a
-                .iter()
+            && a.iter()
                 .zip(b)
                 .all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
     }
@@ -404,14 +403,27 @@ mod tests {
     fn special_values_round_trip() {
         let s = series(
             &[0, 15_000, 30_000, 45_000, 60_000, 75_000, 90_000],
-            &[1.5, f64::NAN, stale_nan(), f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0],
+            &[
+                1.5,
+                f64::NAN,
+                stale_nan(),
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                -0.0,
+                0.0,
+            ],
         );
         assert!(same(&decode(&encode(&s)).unwrap(), &s));
     }
 
     #[test]
     fn constant_regular_series_is_tiny() {
-        let s: Vec<Sample> = (0..240).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: 1.0 }).collect();
+        let s: Vec<Sample> = (0..240)
+            .map(|i| Sample {
+                t: 1_700_000_000_000 + i * 15_000,
+                v: 1.0,
+            })
+            .collect();
         let bytes = encode(&s);
         assert!(bytes.len() <= 24, "{} bytes", bytes.len());
         assert!(same(&decode(&bytes).unwrap(), &s));

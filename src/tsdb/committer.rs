@@ -62,12 +62,19 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<(Job, Reply)>) {
 }
 
 /// Writes jobs in one durable transaction.
-pub(super) fn write<'a>(shared: &Shared, jobs: impl Iterator<Item = &'a Job>) -> Result<(), StorageError> {
-    let db = shared.db.read().map_err(|_| StorageError("database lock poisoned".into()))?;
+pub(super) fn write<'a>(
+    shared: &Shared,
+    jobs: impl Iterator<Item = &'a Job>,
+) -> Result<(), StorageError> {
+    let db = shared
+        .db
+        .read()
+        .map_err(|_| StorageError("database lock poisoned".into()))?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StorageError(e.to_string()))?;
-    let (mut added_bytes, mut added_chunks, mut removed_bytes, mut removed_chunks) = (0u64, 0u64, 0u64, 0u64);
+    let (mut added_bytes, mut added_chunks, mut removed_bytes, mut removed_chunks) =
+        (0u64, 0u64, 0u64, 0u64);
     {
         let mut wal = txn.open_table(WAL)?;
         let mut series = txn.open_table(SERIES)?;
@@ -110,8 +117,14 @@ pub(super) fn write<'a>(shared: &Shared, jobs: impl Iterator<Item = &'a Job>) ->
     }
     txn.commit()?;
     shared.chunk_bytes.fetch_add(added_bytes, Ordering::Relaxed);
-    shared.chunk_bytes.fetch_sub(removed_bytes.min(shared.chunk_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+    shared.chunk_bytes.fetch_sub(
+        removed_bytes.min(shared.chunk_bytes.load(Ordering::Relaxed)),
+        Ordering::Relaxed,
+    );
     shared.chunks.fetch_add(added_chunks, Ordering::Relaxed);
-    shared.chunks.fetch_sub(removed_chunks.min(shared.chunks.load(Ordering::Relaxed)), Ordering::Relaxed);
+    shared.chunks.fetch_sub(
+        removed_chunks.min(shared.chunks.load(Ordering::Relaxed)),
+        Ordering::Relaxed,
+    );
     Ok(())
 }

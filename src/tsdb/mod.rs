@@ -111,15 +111,32 @@ storage_error_from!(
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     #[error("series {labels}: sample at {t} is out of order (the series already has a sample at {last})")]
-    OutOfOrder { labels: String, t: Timestamp, last: Timestamp },
+    OutOfOrder {
+        labels: String,
+        t: Timestamp,
+        last: Timestamp,
+    },
     #[error("series {labels}: duplicate sample for timestamp {t} with a different value")]
     DuplicateTimestamp { labels: String, t: Timestamp },
     #[error("series limit reached: the batch would create {new} new series, {existing} of at most {limit} exist")]
-    TooManySeries { new: usize, existing: usize, limit: usize },
+    TooManySeries {
+        new: usize,
+        existing: usize,
+        limit: usize,
+    },
     #[error("series {labels}: {count} labels, more than the limit of {limit}")]
-    TooManyLabels { labels: String, count: usize, limit: usize },
+    TooManyLabels {
+        labels: String,
+        count: usize,
+        limit: usize,
+    },
     #[error("series {labels}: label {name:?} is {len} bytes long, more than the limit of {limit}")]
-    LabelTooLong { labels: String, name: String, len: usize, limit: usize },
+    LabelTooLong {
+        labels: String,
+        name: String,
+        len: usize,
+        limit: usize,
+    },
     #[error("series {labels}: no metric name")]
     NoMetricName { labels: String },
     #[error(transparent)]
@@ -137,10 +154,20 @@ pub struct Series {
 pub trait Querier: Send + Sync {
     /// Series matching all `matchers` with at least one sample in
     /// `[mint, maxt]`, sorted by labels.
-    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, StorageError>;
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, StorageError>;
     /// Label sets of series matching any selector that have data in
     /// `[mint, maxt]`.
-    fn series(&self, selectors: &[Vec<Matcher>], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Arc<Labels>>, StorageError>;
+    fn series(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Arc<Labels>>, StorageError>;
     /// Label names, of all series or of those matching any selector.
     fn label_names(&self, selectors: &[Vec<Matcher>]) -> Vec<String>;
     /// Values of one label, of all series or of those matching any selector.

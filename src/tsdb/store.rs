@@ -20,6 +20,12 @@ use super::{
 };
 use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
 
+/// `(key, value)` rows of one KV namespace.
+pub type KvRows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// In-memory samples of one selected series: (id, labels, samples).
+type MemSnapshot = (u64, Arc<Labels>, Vec<Sample>);
+
 /// The open store. Share it as `Arc<Storage>`; call [`Storage::close`] to
 /// checkpoint the head and stop the committer.
 pub struct Storage {
@@ -132,8 +138,12 @@ impl Storage {
     /// Opens (or creates) `dir/mlmon.redb`, rebuilds the index and replays the
     /// WAL, then starts the committer thread.
     pub fn open(opts: StorageOptions) -> Result<Arc<Storage>, StorageError> {
-        std::fs::create_dir_all(&opts.dir)
-            .map_err(|e| StorageError(format!("cannot create data directory {}: {e}", opts.dir.display())))?;
+        std::fs::create_dir_all(&opts.dir).map_err(|e| {
+            StorageError(format!(
+                "cannot create data directory {}: {e}",
+                opts.dir.display()
+            ))
+        })?;
         let path = opts.dir.join("mlmon.redb");
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
@@ -180,7 +190,11 @@ impl Storage {
     /// records replayed; their closed chunks are left for the first
     /// checkpoint, which `open` takes right away.
     fn load(&self) -> Result<usize, StorageError> {
-        let db = self.shared.db.read().map_err(|_| StorageError("lock poisoned".into()))?;
+        let db = self
+            .shared
+            .db
+            .read()
+            .map_err(|_| StorageError("lock poisoned".into()))?;
         // Create every table so readers never meet a missing one.
         {
             let txn = db.begin_write()?;
@@ -225,15 +239,17 @@ impl Storage {
         let (mut bytes, mut count) = (0u64, 0u64);
         // Rows come in key order: the last row of each id is its newest chunk.
         let mut newest: Option<(u64, Vec<u8>)> = None;
-        let set_last = |st: &mut State, newest: Option<(u64, Vec<u8>)>| -> Result<(), StorageError> {
-            if let Some((id, value)) = newest {
-                if let Some(s) = st.series.get_mut(&id) {
-                    let samples = chunk::decode(&value).map_err(|e| StorageError(format!("series {id}: {e}")))?;
-                    s.last = samples.last().copied();
+        let set_last =
+            |st: &mut State, newest: Option<(u64, Vec<u8>)>| -> Result<(), StorageError> {
+                if let Some((id, value)) = newest {
+                    if let Some(s) = st.series.get_mut(&id) {
+                        let samples = chunk::decode(&value)
+                            .map_err(|e| StorageError(format!("series {id}: {e}")))?;
+                        s.last = samples.last().copied();
+                    }
                 }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         for row in chunks_t.iter()? {
             let (key, value) = row?;
             bytes += value.value().len() as u64;
@@ -316,7 +332,9 @@ impl Storage {
         let result = self.append_inner(batch);
         if let Err(e) = &result {
             if !matches!(e, AppendError::Storage(_)) {
-                self.counters.batches_rejected.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .batches_rejected
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         result
@@ -342,13 +360,20 @@ impl Storage {
                 for s in samples.iter() {
                     if let Some(l) = last {
                         if s.t < l.t {
-                            return Err(AppendError::OutOfOrder { labels: labels.to_string(), t: s.t, last: l.t });
+                            return Err(AppendError::OutOfOrder {
+                                labels: labels.to_string(),
+                                t: s.t,
+                                last: l.t,
+                            });
                         }
                         if s.t == l.t {
                             if s.v.to_bits() == l.v.to_bits() {
                                 continue;
                             }
-                            return Err(AppendError::DuplicateTimestamp { labels: labels.to_string(), t: s.t });
+                            return Err(AppendError::DuplicateTimestamp {
+                                labels: labels.to_string(),
+                                t: s.t,
+                            });
                         }
                     }
                     keep.push(*s);
@@ -358,13 +383,20 @@ impl Storage {
                 ids.push(id);
             }
             if new > 0 && st.index.len() + new > limits.max_series {
-                return Err(AppendError::TooManySeries { new, existing: st.index.len(), limit: limits.max_series });
+                return Err(AppendError::TooManySeries {
+                    new,
+                    existing: st.index.len(),
+                    limit: limits.max_series,
+                });
             }
             // Pass 2: apply to the head and build the WAL record.
             let seq = st.next_seq;
             st.next_seq += 1;
             purge_pending(&mut st, self.shared.committed_seq.load(Ordering::SeqCst));
-            let mut job = Job { seq, ..Job::default() };
+            let mut job = Job {
+                seq,
+                ..Job::default()
+            };
             let mut rec: Vec<(u64, &[Sample])> = Vec::with_capacity(batch.len());
             let mut stored = 0;
             for ((labels, samples), id) in batch.iter().zip(ids) {
@@ -403,7 +435,9 @@ impl Storage {
             (rx, stored)
         };
         self.wait(rx)?;
-        self.counters.samples_appended.fetch_add(stored as u64, Ordering::Relaxed);
+        self.counters
+            .samples_appended
+            .fetch_add(stored as u64, Ordering::Relaxed);
         if lock(&self.state).wal_bytes >= self.opts.wal_checkpoint_bytes {
             self.checkpoint(None)?;
         }
@@ -430,7 +464,11 @@ impl Storage {
             let mut st = lock(&self.state);
             let seq = st.next_seq;
             st.next_seq += 1;
-            let mut job = Job { seq, wal_truncate: Some(seq), ..Job::default() };
+            let mut job = Job {
+                seq,
+                wal_truncate: Some(seq),
+                ..Job::default()
+            };
             let st = &mut *st;
             for (&id, ms) in st.series.iter_mut() {
                 // Chunks closed during WAL replay are written now.
@@ -488,7 +526,8 @@ impl Storage {
                 }
             }
         }
-        let deleted: std::collections::HashSet<(u64, i64)> = chunk_deletes.iter().copied().collect();
+        let deleted: std::collections::HashSet<(u64, i64)> =
+            chunk_deletes.iter().copied().collect();
         let sender = self.sender()?;
         let (rx, n_chunks, n_series) = {
             let mut st = lock(&self.state);
@@ -527,7 +566,12 @@ impl Storage {
                 return Ok((0, 0));
             }
             let (nc, ns) = (chunk_deletes.len(), series_deletes.len());
-            let job = Job { seq, chunk_deletes, series_deletes, ..Job::default() };
+            let job = Job {
+                seq,
+                chunk_deletes,
+                series_deletes,
+                ..Job::default()
+            };
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((job, reply))
@@ -535,8 +579,12 @@ impl Storage {
             (rx, nc, ns)
         };
         self.wait(rx)?;
-        self.counters.retention_chunks.fetch_add(n_chunks as u64, Ordering::Relaxed);
-        self.counters.retention_series.fetch_add(n_series as u64, Ordering::Relaxed);
+        self.counters
+            .retention_chunks
+            .fetch_add(n_chunks as u64, Ordering::Relaxed);
+        self.counters
+            .retention_series
+            .fetch_add(n_series as u64, Ordering::Relaxed);
         Ok((n_chunks, n_series))
     }
 
@@ -637,7 +685,7 @@ impl Storage {
     }
 
     /// Every `(key, value)` of a namespace, in key order.
-    pub fn kv_scan(&self, namespace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn kv_scan(&self, namespace: &str) -> Result<KvRows, StorageError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(KV)?;
@@ -675,7 +723,7 @@ impl Storage {
         ids: impl FnOnce(&Index) -> Vec<u64>,
         mint: Timestamp,
         maxt: Timestamp,
-    ) -> Result<(Vec<(u64, Arc<Labels>, Vec<Sample>)>, redb::ReadTransaction), StorageError> {
+    ) -> Result<(Vec<MemSnapshot>, redb::ReadTransaction), StorageError> {
         let db = self.db()?;
         let mut st = lock(&self.state);
         let committed = self.shared.committed_seq.load(Ordering::SeqCst);
@@ -699,7 +747,12 @@ impl Storage {
 }
 
 impl Querier for Storage {
-    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, StorageError> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, StorageError> {
         let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
         let table = txn.open_table(CHUNKS)?;
         let mut out = Vec::with_capacity(snap.len());
@@ -708,7 +761,8 @@ impl Querier for Storage {
             for row in table.range((id, mint.saturating_sub(CHUNK_SPAN_MS))..=(id, maxt))? {
                 let (_, value) = row?;
                 let bytes = value.value();
-                let m = chunk::meta(bytes).map_err(|e| StorageError(format!("series {labels}: {e}")))?;
+                let m = chunk::meta(bytes)
+                    .map_err(|e| StorageError(format!("series {labels}: {e}")))?;
                 if m.max_t < mint {
                     continue;
                 }
@@ -741,7 +795,12 @@ impl Querier for Storage {
         Ok(out)
     }
 
-    fn series(&self, selectors: &[Vec<Matcher>], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Arc<Labels>>, StorageError> {
+    fn series(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Arc<Labels>>, StorageError> {
         let (snap, txn) = self.snapshot(|ix| union(ix, selectors), mint, maxt)?;
         let table = txn.open_table(CHUNKS)?;
         let mut out = Vec::new();
@@ -801,7 +860,14 @@ fn purge_pending(st: &mut State, committed: u64) {
 
 /// Appends one (already validated) sample, closing the head chunk first
 /// when it is full or spans too long.
-fn push_sample(id: u64, ms: &mut MemSeries, s: Sample, max_samples: usize, seq: u64, job: &mut Job) {
+fn push_sample(
+    id: u64,
+    ms: &mut MemSeries,
+    s: Sample,
+    max_samples: usize,
+    seq: u64,
+    job: &mut Job,
+) {
     if let Some(first) = ms.head.first() {
         if ms.head.len() >= max_samples || s.t - first.t >= CHUNK_SPAN_MS {
             close_head(id, ms, seq, job);
@@ -828,7 +894,9 @@ fn close_head(id: u64, ms: &mut MemSeries, seq: u64, job: &mut Job) {
 
 fn check_labels(labels: &Labels, limits: &super::Limits) -> Result<(), AppendError> {
     if labels.metric_name().is_none() {
-        return Err(AppendError::NoMetricName { labels: labels.to_string() });
+        return Err(AppendError::NoMetricName {
+            labels: labels.to_string(),
+        });
     }
     if labels.len() > limits.max_labels_per_series {
         return Err(AppendError::TooManyLabels {
@@ -845,7 +913,12 @@ fn check_labels(labels: &Labels, limits: &super::Limits) -> Result<(), AppendErr
         } else {
             continue;
         };
-        return Err(AppendError::LabelTooLong { labels: labels.to_string(), name: n.to_string(), len, limit });
+        return Err(AppendError::LabelTooLong {
+            labels: labels.to_string(),
+            name: n.to_string(),
+            len,
+            limit,
+        });
     }
     Ok(())
 }

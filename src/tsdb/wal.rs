@@ -38,7 +38,13 @@ pub(super) fn decode(mut b: &[u8], mut f: impl FnMut(u64, Sample)) -> Option<()>
             t = t.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
             let bytes: [u8; 8] = b.get(..8)?.try_into().ok()?;
             b = &b[8..];
-            f(id, Sample { t, v: f64::from_bits(u64::from_le_bytes(bytes)) });
+            f(
+                id,
+                Sample {
+                    t,
+                    v: f64::from_bits(u64::from_le_bytes(bytes)),
+                },
+            );
         }
     }
     Some(())
@@ -57,7 +63,11 @@ mod tests {
         decode(&rec, |id, s| got.push((id, s.t, s.v.to_bits()))).unwrap();
         assert_eq!(
             got,
-            [(7, 5, 1.5f64.to_bits()), (7, 9, f64::NAN.to_bits()), (1 << 40, -3, (-0.0f64).to_bits())]
+            [
+                (7, 5, 1.5f64.to_bits()),
+                (7, 9, f64::NAN.to_bits()),
+                (1 << 40, -3, (-0.0f64).to_bits())
+            ]
         );
         assert!(decode(&rec[..rec.len() - 1], |_, _| {}).is_none());
     }

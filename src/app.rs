@@ -1,0 +1,200 @@
+//! Wiring: open the store, load push groups, build the router, spawn the
+//! background tasks, serve until SIGINT/SIGTERM, then stop the tasks and
+//! checkpoint the head. The only module that spawns long-lived tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::ingest::push::PushGroups;
+use crate::model::now_ms;
+use crate::tsdb::{Limits, Storage, StorageOptions, CHUNK_SPAN_MS};
+use crate::web::{router, AppState, WebSettings};
+
+/// How often background maintenance looks at the store.
+const MAINTENANCE_TICK: Duration = Duration::from_secs(10);
+/// A checkpoint is taken at least this often while data arrives.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+pub fn storage_options(config: &Config) -> StorageOptions {
+    let s = &config.storage;
+    let mut o = StorageOptions::new(&s.path);
+    o.retention_ms = s.retention.millis();
+    o.limits = Limits {
+        max_series: s.max_series,
+        max_labels_per_series: s.max_labels_per_series,
+        max_label_name_length: s.max_label_name_length,
+        max_label_value_length: s.max_label_value_length,
+    };
+    o
+}
+
+/// Runs the server until a shutdown signal arrives.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    for note in &config.ignored {
+        tracing::warn!(message = "Config section ignored", section = %note);
+    }
+    let storage = tokio::task::spawn_blocking({
+        let opts = storage_options(&config);
+        move || Storage::open(opts)
+    })
+    .await?
+    .with_context(|| format!("cannot open the store in {}", config.storage.path.display()))?;
+    tracing::info!(message = "Store open", path = %storage.path().display(), series = storage.stats().series);
+    let push = Arc::new(
+        PushGroups::load(config.push.clone(), &storage).context("cannot load push groups")?,
+    );
+    let settings = WebSettings::new(
+        config.web.listen,
+        config.web.max_request_bytes,
+        &config.global,
+    );
+    let state = AppState::new(storage.clone(), push.clone(), settings, &config.web.auth);
+    if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
+        tracing::warn!(
+            message = "Listening on a non-loopback address without authentication: push and remote write are refused",
+            hint = "configure web.basic_auth_users or web.bearer_tokens in mlmon.yml"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.web.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.web.listen))?;
+    tracing::info!(message = "Listening", address = %config.web.listen);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(push_task(
+            storage.clone(),
+            push.clone(),
+            config.push.interval.std(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(maintenance_task(storage.clone(), stop_rx.clone())),
+    ];
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!(message = "Shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    tokio::task::spawn_blocking(move || storage.close())
+        .await?
+        .context("final checkpoint failed")?;
+    tracing::info!(message = "Stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Writes pushed values every interval and expires groups past their TTL.
+async fn push_task(
+    storage: Arc<Storage>,
+    push: Arc<PushGroups>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut emit = tokio::time::interval(every);
+    let mut expire = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = emit.tick() => {
+                let (s, p) = (storage.clone(), push.clone());
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || p.emit(&s, now_ms())).await {
+                    tracing::warn!(message = "Writing pushed values failed", error = %e);
+                }
+            }
+            _ = expire.tick() => {
+                let (s, p) = (storage.clone(), push.clone());
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || p.expire(&s, now_ms())).await {
+                    tracing::warn!(message = "Expiring push groups failed", error = %e);
+                }
+            }
+        }
+    }
+}
+
+/// Checkpoints (when idle, and at least every five minutes), compacts the
+/// file after idle checkpoints, and applies retention hourly.
+async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+    let mut last_appended = u64::MAX;
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let mut last_retention: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let appended = storage.stats().samples_appended_total;
+        let idle = appended == last_appended;
+        last_appended = appended;
+        let due = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+        let retention_due = last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
+        let s = storage.clone();
+        let result =
+            tokio::task::spawn_blocking(move || -> Result<bool, crate::tsdb::StorageError> {
+                let mut checkpointed = false;
+                if (idle || due) && s.has_unflushed_writes() {
+                    s.checkpoint(Some(now_ms() - CHUNK_SPAN_MS))?;
+                    checkpointed = true;
+                }
+                if retention_due {
+                    let (chunks, series) = s.apply_retention(now_ms())?;
+                    if chunks + series > 0 {
+                        tracing::info!(
+                            message = "Retention applied",
+                            chunks_deleted = chunks,
+                            series_deleted = series
+                        );
+                    }
+                }
+                if idle && checkpointed && s.compact_if_fragmented()? {
+                    tracing::info!(
+                        message = "Database file compacted",
+                        bytes = s.stats().file_bytes
+                    );
+                }
+                Ok(checkpointed)
+            })
+            .await;
+        match result {
+            Ok(Ok(checkpointed)) => {
+                if checkpointed {
+                    last_checkpoint = tokio::time::Instant::now();
+                }
+                if retention_due {
+                    last_retention = Some(tokio::time::Instant::now());
+                }
+            }
+            Ok(Err(e)) => tracing::error!(message = "Store maintenance failed", error = %e),
+            Err(e) => tracing::error!(message = "Store maintenance task failed", error = %e),
+        }
+    }
+}

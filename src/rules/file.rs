@@ -1,0 +1,256 @@
+//! The rule file format, parsed with serde (unknown keys are errors) and
+//! validated like `promtool check rules`: every error names the file, the
+//! line, the group and the rule, and PromQL errors carry the parser's
+//! position.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::model::{is_valid_label_name, is_valid_metric_name, PromDuration};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleGroup {
+    pub name: String,
+    pub interval: Option<PromDuration>,
+    #[serde(default)]
+    pub limit: usize,
+    pub query_offset: Option<PromDuration>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub alert: Option<String>,
+    pub record: Option<String>,
+    pub expr: String,
+    #[serde(rename = "for")]
+    pub for_: Option<PromDuration>,
+    pub keep_firing_for: Option<PromDuration>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What `mlmon check` found in the rule files.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub files: usize,
+    pub rules: usize,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Reads and validates one file; errors are `file:line: message`.
+pub fn load_file(path: &Path) -> Result<RuleFile, Vec<String>> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+    let file: RuleFile = serde_yaml::from_str(&text).map_err(|e| {
+        let line = e
+            .location()
+            .map(|l| format!(":{}", l.line()))
+            .unwrap_or_default();
+        let mut msg = e.to_string();
+        if let Some(p) = msg.rfind(" at line ") {
+            msg.truncate(p);
+        }
+        vec![format!("{name}{line}: {msg}")]
+    })?;
+    let errors = validate(&file, &text, &name);
+    if errors.is_empty() {
+        Ok(file)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The line where `key: value` is written, for errors about one rule.
+fn line_of_value(text: &str, key: &str, value: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(':'))
+                .is_some_and(|r| r.trim().trim_matches(['"', '\'']) == value)
+        })
+        .map(|i| i + 1)
+}
+
+fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for g in &file.groups {
+        let gline = line_of_value(text, "name", &g.name)
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
+        let mut err =
+            |line: String, m: String| errors.push(format!("{name}{line}: group {:?}: {m}", g.name));
+        if g.name.is_empty() {
+            err(gline.clone(), "group name must not be empty".into());
+        }
+        if !seen.insert(g.name.clone()) {
+            err(gline.clone(), "repeated group name".into());
+        }
+        if g.interval.is_some_and(|d| d.millis() <= 0) {
+            err(gline.clone(), "interval must be greater than 0".into());
+        }
+        for (i, r) in g.rules.iter().enumerate() {
+            let (kind, rname) = match (&r.alert, &r.record) {
+                (Some(a), None) => ("alert", a.as_str()),
+                (None, Some(rec)) => ("record", rec.as_str()),
+                (Some(_), Some(_)) => {
+                    err(
+                        gline.clone(),
+                        format!(
+                            "rule {}: only one of 'record' and 'alert' may be set",
+                            i + 1
+                        ),
+                    );
+                    continue;
+                }
+                (None, None) => {
+                    err(
+                        gline.clone(),
+                        format!("rule {}: one of 'record' or 'alert' must be set", i + 1),
+                    );
+                    continue;
+                }
+            };
+            let line = line_of_value(text, kind, rname)
+                .map(|l| format!(":{l}"))
+                .unwrap_or(gline.clone());
+            let what = format!("rule {} ({kind} {rname:?})", i + 1);
+            if r.expr.trim().is_empty() {
+                err(line.clone(), format!("{what}: field 'expr' must be set"));
+            } else if let Err(e) = promql_parser::parser::parse(&r.expr) {
+                err(
+                    line.clone(),
+                    format!("{what}: could not parse expression: {e}"),
+                );
+            }
+            if kind == "record" {
+                if !is_valid_metric_name(rname) {
+                    err(line.clone(), format!("{what}: invalid recording rule name"));
+                }
+                if !r.annotations.is_empty() {
+                    err(
+                        line.clone(),
+                        format!("{what}: invalid field 'annotations' in recording rule"),
+                    );
+                }
+                if r.for_.is_some() {
+                    err(
+                        line.clone(),
+                        format!("{what}: invalid field 'for' in recording rule"),
+                    );
+                }
+                if r.keep_firing_for.is_some() {
+                    err(
+                        line.clone(),
+                        format!("{what}: invalid field 'keep_firing_for' in recording rule"),
+                    );
+                }
+            } else if rname.is_empty() {
+                err(
+                    line.clone(),
+                    format!("{what}: alert name must not be empty"),
+                );
+            }
+            for l in r.labels.keys().chain(r.annotations.keys()) {
+                if !is_valid_label_name(l) || l == "__name__" {
+                    err(line.clone(), format!("{what}: invalid label name {l:?}"));
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// Expands globs and validates every file they name.
+pub fn check_files(patterns: &[String]) -> CheckReport {
+    let mut report = CheckReport::default();
+    for pattern in patterns {
+        let paths = match glob::glob(pattern) {
+            Ok(p) => p,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("rule_files: invalid pattern {pattern:?}: {e}"));
+                continue;
+            }
+        };
+        let mut matched = 0;
+        for path in paths.flatten() {
+            matched += 1;
+            report.files += 1;
+            match load_file(&path) {
+                Ok(f) => report.rules += f.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+                Err(errs) => report.errors.extend(errs),
+            }
+        }
+        if matched == 0 {
+            report.notes.push(format!(
+                "note: rule_files pattern {pattern:?} matches no file"
+            ));
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<RuleFile, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.yml");
+        std::fs::write(&p, text).unwrap();
+        load_file(&p).map_err(|e| {
+            e.into_iter()
+                .map(|s| s.replace(&p.display().to_string(), "r.yml"))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn valid_alert_file_loads() {
+        let f = check("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    for: 5m\n    labels: {severity: critical}\n").unwrap();
+        assert_eq!(f.groups[0].rules[0].for_.unwrap().millis(), 300_000);
+    }
+
+    #[test]
+    fn errors_name_file_line_group_and_rule() {
+        let e = check("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up ==\n").unwrap_err();
+        assert!(
+            e[0].starts_with(
+                "r.yml:4: group \"g\": rule 1 (alert \"A\"): could not parse expression"
+            ),
+            "{e:?}"
+        );
+        let e = check("groups:\n- name: g\n  rules: []\n- name: g\n  rules: []\n").unwrap_err();
+        assert!(e[0].contains("repeated group name"), "{e:?}");
+        let e = check(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels: {bad-name: x}\n",
+        )
+        .unwrap_err();
+        assert!(e[0].contains("invalid label name"), "{e:?}");
+        let e = check("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    fo: 5m\n")
+            .unwrap_err();
+        assert!(
+            e[0].starts_with("r.yml:6:") && e[0].contains("unknown field `fo`"),
+            "{e:?}"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Write endpoints: `POST /api/v1/write` (remote write) and the
+//! Pushgateway-compatible `PUT/POST/DELETE /metrics/job/...`. Errors are
+//! plain text like the receivers they replace; a refused request stores
+//! nothing.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::exposition::reserved_names;
+use super::telemetry::HttpMetrics;
+use super::{ApiError, AppState};
+use crate::ingest::push::{grouping_key, PushError, PushMethod, PushRequest};
+use crate::ingest::remote_write::{self, DecodeError};
+use crate::ingest::text::{self, MetricType};
+use crate::model::{now_ms, parse_duration};
+use crate::tsdb::AppendError;
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Storage(s) => ApiError::Internal(s.to_string()),
+            other => ApiError::BadData(other.to_string()),
+        }
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Append(a) => a.into(),
+            PushError::Storage(s) => ApiError::Internal(s.to_string()),
+            other => ApiError::BadData(other.to_string()),
+        }
+    }
+}
+
+pub async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match write(state, headers, body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.plain(),
+    }
+}
+
+async fn write(state: AppState, headers: HeaderMap, body: Bytes) -> Result<(), ApiError> {
+    if let Some(enc) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        if !enc.eq_ignore_ascii_case("snappy") {
+            return Err(ApiError::UnsupportedMedia(format!(
+                "unsupported Content-Encoding {enc:?}: remote write bodies are snappy-compressed"
+            )));
+        }
+    }
+    let max = state.settings.max_request_bytes;
+    let decoded = remote_write::decode(&body, max).map_err(|e| match e {
+        DecodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+        other => ApiError::BadData(other.to_string()),
+    })?;
+    HttpMetrics::add(
+        &state.metrics.remote_write_histograms_dropped,
+        decoded.histograms_dropped as u64,
+    );
+    let storage = state.storage.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut app = storage.appender();
+        for (labels, samples) in decoded.series {
+            app.append_series(labels, samples);
+        }
+        app.commit()
+    })
+    .await??;
+    HttpMetrics::add(&state.metrics.samples_remote_write, stored as u64);
+    Ok(())
+}
+
+fn reserved(state: &AppState) -> &'static HashMap<String, MetricType> {
+    static RESERVED: OnceLock<HashMap<String, MetricType>> = OnceLock::new();
+    RESERVED.get_or_init(|| reserved_names(state))
+}
+
+/// The grouping part of `/metrics/job/...`, taken from the raw path so that
+/// percent-encoded slashes stay inside values.
+fn grouping_path(uri: &OriginalUri) -> &str {
+    uri.0.path().strip_prefix("/metrics/").unwrap_or("")
+}
+
+pub async fn push_put(
+    state: State<AppState>,
+    uri: OriginalUri,
+    q: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    push(state, uri, q, headers, body, PushMethod::Put).await
+}
+
+pub async fn push_post(
+    state: State<AppState>,
+    uri: OriginalUri,
+    q: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    push(state, uri, q, headers, body, PushMethod::Post).await
+}
+
+async fn push(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+    method: PushMethod,
+) -> Response {
+    match push_inner(&state, &uri, &query, &headers, body, method).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.plain(),
+    }
+}
+
+async fn push_inner(
+    state: &AppState,
+    uri: &OriginalUri,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: Bytes,
+    method: PushMethod,
+) -> Result<(), ApiError> {
+    let key = grouping_key(grouping_path(uri))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if content_type.is_some_and(|c| c.starts_with("application/vnd.google.protobuf")) {
+        return Err(ApiError::UnsupportedMedia(
+            "protobuf pushes are not supported; push the text format (text/plain; version=0.0.4)"
+                .into(),
+        ));
+    }
+    if let Some(enc) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedMedia(format!(
+                "unsupported Content-Encoding {enc:?}; send the body uncompressed"
+            )));
+        }
+    }
+    let format = text::format_of(content_type);
+    let body = String::from_utf8(body.to_vec())
+        .map_err(|e| ApiError::BadData(format!("body is not valid UTF-8: {e}")))?;
+    let ttl_text = query
+        .iter()
+        .find(|(k, _)| k == "ttl")
+        .map(|(_, v)| v.clone())
+        .or_else(|| {
+            headers
+                .get("mlmon-push-ttl")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+    let ttl = match ttl_text {
+        None => None,
+        Some(t) => {
+            let d = parse_duration(&t)
+                .map_err(|e| ApiError::BadData(format!("invalid time-to-live: {e}")))?;
+            if d.millis() <= 0 {
+                return Err(ApiError::BadData(
+                    "invalid time-to-live: must be greater than 0".into(),
+                ));
+            }
+            Some(d.millis())
+        }
+    };
+    let reserved = reserved(state);
+    let samples = body
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .count();
+    let (storage, groups) = (state.storage.clone(), state.push.clone());
+    let req = PushRequest {
+        key,
+        method,
+        body,
+        format,
+        ttl_ms: ttl,
+    };
+    tokio::task::spawn_blocking(move || groups.push(&storage, req, reserved, now_ms())).await??;
+    HttpMetrics::add(&state.metrics.samples_push, samples as u64);
+    Ok(())
+}
+
+pub async fn push_delete(State(state): State<AppState>, uri: OriginalUri) -> Response {
+    let result = async {
+        let key = grouping_key(grouping_path(&uri))?;
+        let (storage, groups) = (state.storage.clone(), state.push.clone());
+        tokio::task::spawn_blocking(move || groups.delete(&storage, &key, now_ms())).await??;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => e.plain(),
+    }
+}

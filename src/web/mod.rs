@@ -1,0 +1,232 @@
+//! The HTTP layer: [`router`] builds every route from an [`AppState`]. Only
+//! this module knows HTTP, JSON and (later) HTML. Errors leave through one
+//! type, [`ApiError`], which maps to Prometheus' error JSON (or plain text on
+//! the ingest endpoints, like the tools they replace) and never shows
+//! internal error text to clients. Mutating endpoints sit behind [`auth`].
+
+mod api;
+mod auth;
+mod exposition;
+mod ingest;
+mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::config::{AuthConfig, GlobalConfig};
+use crate::ingest::push::PushGroups;
+use crate::tsdb::Storage;
+
+pub use auth::Auth;
+pub use telemetry::HttpMetrics;
+
+/// What the handlers share. Collaborators are behind `Arc`s; the state is
+/// cheap to clone per request.
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: Arc<Storage>,
+    pub push: Arc<PushGroups>,
+    pub settings: Arc<WebSettings>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<HttpMetrics>,
+}
+
+/// The parts of the config the handlers need at request time.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub listen: SocketAddr,
+    pub max_request_bytes: usize,
+    pub external_labels: crate::model::Labels,
+    pub started: std::time::SystemTime,
+}
+
+impl WebSettings {
+    pub fn new(listen: SocketAddr, max_request_bytes: usize, global: &GlobalConfig) -> Self {
+        WebSettings {
+            listen,
+            max_request_bytes,
+            external_labels: global.external_labels.clone(),
+            started: std::time::SystemTime::now(),
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(
+        storage: Arc<Storage>,
+        push: Arc<PushGroups>,
+        settings: WebSettings,
+        auth: &AuthConfig,
+    ) -> Self {
+        let loopback = settings.listen.ip().is_loopback();
+        AppState {
+            storage,
+            push,
+            settings: Arc::new(settings),
+            auth: Arc::new(Auth::new(auth.clone(), loopback)),
+            metrics: Arc::new(HttpMetrics::default()),
+        }
+    }
+}
+
+/// Every route of mlmon.
+pub fn router(state: AppState) -> Router {
+    let mutating = Router::new()
+        .route("/api/v1/write", post(ingest::remote_write))
+        .route(
+            "/metrics/{*grouping}",
+            put(ingest::push_put)
+                .post(ingest::push_post)
+                .delete(ingest::push_delete),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+    Router::new()
+        .route("/metrics", get(exposition::metrics))
+        .route("/federate", get(exposition::federate))
+        .route("/api/v1/query", get(api::query).post(api::query))
+        .route(
+            "/api/v1/query_range",
+            get(api::query_range).post(api::query_range),
+        )
+        .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(|| async { "Ready\n" }))
+        .route("/health", get(api::health))
+        .merge(mutating)
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts requests by route and status code, and logs internal errors once.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .observe(&handler, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// The one error type of the HTTP layer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400, Prometheus' `bad_data`.
+    BadData(String),
+    /// 422, Prometheus' `execution`.
+    Execution(String),
+    /// 401 with a Basic challenge.
+    Unauthorized,
+    /// 403.
+    Forbidden(String),
+    /// 413.
+    TooLarge(String),
+    /// 415.
+    UnsupportedMedia(String),
+    NotFound,
+    /// 500; the text is logged, never sent.
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ApiError::BadData(m) => (StatusCode::BAD_REQUEST, "bad_data", m.clone()),
+            ApiError::Execution(m) => (StatusCode::UNPROCESSABLE_ENTITY, "execution", m.clone()),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "authentication required".into(),
+            ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_data", m.clone()),
+            ApiError::UnsupportedMedia(m) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_data", m.clone())
+            }
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".into()),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the details are in mlmon's log".into(),
+            ),
+        }
+    }
+
+    fn log(&self) {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(message = "Request failed", error = %cause);
+        }
+    }
+
+    /// The same error as plain text, as the Pushgateway and remote-write
+    /// receivers answer.
+    pub fn plain(self) -> Response {
+        self.log();
+        let (status, _, msg) = self.parts();
+        let mut resp = (status, format!("{msg}\n")).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mlmon\""),
+            );
+        }
+        resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let (status, kind, msg) = self.parts();
+        let body = serde_json::json!({"status": "error", "errorType": kind, "error": msg});
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mlmon\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<crate::tsdb::StorageError> for ApiError {
+    fn from(e: crate::tsdb::StorageError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::promql::QueryError> for ApiError {
+    fn from(e: crate::promql::QueryError) -> Self {
+        use crate::promql::QueryError as Q;
+        match e {
+            Q::Parse(m) => ApiError::BadData(m),
+            Q::BadData(m) => ApiError::BadData(m),
+            Q::Unsupported(m) => ApiError::BadData(m),
+            Q::Storage(s) => ApiError::Internal(s.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("worker task failed: {e}"))
+    }
+}
