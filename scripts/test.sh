@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs mlmon's whole test suite. Installs what the tests drive for real when
+# it is missing (Debian: prometheus with promtool; PyPI: prometheus_client),
+# then runs `cargo test`. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  echo "installing Debian package prometheus (for promtool and the oracle server)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  echo "installing PyPI package prometheus_client"
+  python3 -m pip install -q prometheus_client
+fi
+
+exec cargo test "$@"

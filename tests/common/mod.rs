@@ -1,0 +1,156 @@
+//! Helpers for tests that run the real `mlmon` binary and real peers
+//! (Prometheus, promtool, Python's prometheus_client) on free loopback
+//! ports. Every process started here is killed when its handle drops.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Fails with a pointer to the README's test command when a tool is missing.
+pub fn require(tool: &str) -> PathBuf {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} is not installed; run the test suite with scripts/test.sh, which installs it"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// Polls `url` until it answers 200 or the deadline passes.
+pub fn wait_ready(url: &str, within: Duration, child: &mut Child) {
+    let c = client();
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("process exited before it was ready: {status}");
+        }
+        if c.get(url).send().map(|r| r.status().is_success()).unwrap_or(false) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{url} not ready within {within:?}");
+}
+
+/// A running `mlmon serve` on a free port with its own data directory.
+pub struct Mlmon {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    config: Option<String>,
+}
+
+impl Mlmon {
+    pub fn start(config: Option<&str>) -> Mlmon {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config.map(str::to_string))
+    }
+
+    fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Mlmon {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlmon"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("mlmon.log")).unwrap()));
+        if let Some(c) = &config {
+            let p = dir.path().join("mlmon.yml");
+            std::fs::write(&p, c).unwrap();
+            cmd.arg("--config").arg(p);
+        }
+        let mut child = cmd.spawn().unwrap();
+        wait_ready(&format!("http://127.0.0.1:{port}/-/ready"), Duration::from_secs(30), &mut child);
+        Mlmon { child, port, dir, config }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mlmon.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), 15);
+        self.child.wait().unwrap()
+    }
+
+    /// Starts again on the same data directory (after kill or terminate).
+    pub fn restart(self) -> Mlmon {
+        let mut this = self;
+        let _ = this.child.kill();
+        let _ = this.child.wait();
+        let dir = std::mem::replace(&mut this.dir, tempfile::tempdir().unwrap());
+        let config = this.config.take();
+        drop(this);
+        Self::start_in(dir, config)
+    }
+}
+
+impl Drop for Mlmon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+}
+
+/// A child process killed on drop (Prometheus, ...).
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+pub fn json(c: &reqwest::blocking::Client, url: &str) -> serde_json::Value {
+    let resp = c.get(url).send().unwrap();
+    let status = resp.status();
+    let text = resp.text().unwrap();
+    assert!(status.is_success(), "{url}: {status}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
