@@ -32,7 +32,13 @@ struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { max_series: 1_000_000, max_body: 1 << 20, listen: "127.0.0.1:8001", auth: AuthConfig::default(), push: None }
+        Setup {
+            max_series: 1_000_000,
+            max_body: 1 << 20,
+            listen: "127.0.0.1:8001",
+            auth: AuthConfig::default(),
+            push: None,
+        }
     }
 }
 
@@ -48,12 +54,19 @@ impl App {
 
     fn open(dir: tempfile::TempDir, s: Setup) -> App {
         let mut opts = StorageOptions::new(dir.path());
-        opts.limits = Limits { max_series: s.max_series, ..Limits::default() };
+        opts.limits = Limits {
+            max_series: s.max_series,
+            ..Limits::default()
+        };
         let storage = Storage::open(opts).unwrap();
         let config = Config::defaults();
-        let push = Arc::new(PushGroups::load(s.push.unwrap_or(config.push.clone()), &storage).unwrap());
+        let push =
+            Arc::new(PushGroups::load(s.push.unwrap_or(config.push.clone()), &storage).unwrap());
         let settings = WebSettings::new(s.listen.parse().unwrap(), s.max_body, &config.global);
-        App { state: AppState::new(storage, push, settings, &s.auth), _dir: dir }
+        App {
+            state: AppState::new(storage, push, settings, &s.auth),
+            _dir: dir,
+        }
     }
 
     /// Closes the store and opens everything again on the same directory.
@@ -72,7 +85,8 @@ impl App {
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, String) {
-        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
     }
 
     async fn json(&self, uri: &str) -> Value {
@@ -82,7 +96,14 @@ impl App {
     }
 
     async fn push(&self, method: &str, path: &str, body: &str) -> (StatusCode, String) {
-        self.send(Request::builder().method(method).uri(path).body(Body::from(body.to_string())).unwrap()).await
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
     }
 
     async fn write(&self, body: Vec<u8>) -> (StatusCode, String) {
@@ -114,14 +135,25 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 /// The raw samples mlmon returns for a range-vector selector.
 async fn raw(app: &App, selector: &str, at_ms: i64) -> Vec<(Value, Vec<(f64, String)>)> {
-    let v = app.json(&format!("/api/v1/query?query={}&time={}", enc(selector), at_ms as f64 / 1000.0)).await;
+    let v = app
+        .json(&format!(
+            "/api/v1/query?query={}&time={}",
+            enc(selector),
+            at_ms as f64 / 1000.0
+        ))
+        .await;
     assert_eq!(v["data"]["resultType"], "matrix");
     v["data"]["result"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            let pts = r["values"].as_array().unwrap().iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_str().unwrap().to_string())).collect();
+            let pts = r["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_f64().unwrap(), p[1].as_str().unwrap().to_string()))
+                .collect();
             (r["metric"].clone(), pts)
         })
         .collect()
@@ -135,7 +167,14 @@ async fn remote_write_lands_samples_that_query_range_returns_exactly() {
     for j in 0..3 {
         let l = labels(&[("__name__", "rw_test"), ("job", &format!("j{j}"))]);
         let samples: Vec<Sample> = (0..500)
-            .map(|i| Sample { t: t0 + i * 15_000, v: if j == 0 { i as f64 * 0.1 + 0.2 } else { (i * j) as f64 / 3.0 } })
+            .map(|i| Sample {
+                t: t0 + i * 15_000,
+                v: if j == 0 {
+                    i as f64 * 0.1 + 0.2
+                } else {
+                    (i * j) as f64 / 3.0
+                },
+            })
             .collect();
         series.push((l, samples));
     }
@@ -143,7 +182,11 @@ async fn remote_write_lands_samples_that_query_range_returns_exactly() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let end = t0 + 499 * 15_000;
     let v = app
-        .json(&format!("/api/v1/query_range?query=rw_test&start={}&end={}&step=15", t0 / 1000, end / 1000))
+        .json(&format!(
+            "/api/v1/query_range?query=rw_test&start={}&end={}&step=15",
+            t0 / 1000,
+            end / 1000
+        ))
         .await;
     let result = v["data"]["result"].as_array().unwrap();
     assert_eq!(result.len(), 3);
@@ -153,23 +196,34 @@ async fn remote_write_lands_samples_that_query_range_returns_exactly() {
         assert_eq!(values.len(), samples.len());
         for (p, s) in values.iter().zip(samples) {
             assert_eq!(p[0].as_f64().unwrap(), s.t as f64 / 1000.0);
-            assert_eq!(p[1].as_str().unwrap().parse::<f64>().unwrap().to_bits(), s.v.to_bits());
+            assert_eq!(
+                p[1].as_str().unwrap().parse::<f64>().unwrap().to_bits(),
+                s.v.to_bits()
+            );
         }
     }
     // The same data after a restart.
     let app = app.reopen();
     let after = raw(&app, "rw_test{job=\"j1\"}[2h]", end).await;
-    assert_eq!(after[0].1.len(), 481, "two hours at 15 s, both ends included");
+    assert_eq!(
+        after[0].1.len(),
+        481,
+        "two hours at 15 s, both ends included"
+    );
 }
 
 #[tokio::test]
 async fn malformed_push_is_refused_with_its_line_and_stores_nothing() {
     let app = App::new();
-    let (status, body) = app.push("PUT", "/metrics/job/j", "good 1\nbad{x=\"1\" 2\n").await;
+    let (status, body) = app
+        .push("PUT", "/metrics/job/j", "good 1\nbad{x=\"1\" 2\n")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("line 2"), "{body}");
     assert_eq!(app.series_count(), 0);
-    let (status, body) = app.push("PUT", "/metrics/job/j", "good 1 1700000000000\n").await;
+    let (status, body) = app
+        .push("PUT", "/metrics/job/j", "good 1 1700000000000\n")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("timestamps"), "{body}");
     let (status, _) = app.push("PUT", "/metrics/job/j", "good 1\n").await;
@@ -178,8 +232,14 @@ async fn malformed_push_is_refused_with_its_line_and_stores_nothing() {
 
 #[tokio::test]
 async fn bad_remote_write_bodies_are_refused_whole() {
-    let app = App::with(Setup { max_body: 64 << 10, ..Setup::default() });
-    let good = remote_write::encode(&[(labels(&[("__name__", "ok")]), vec![Sample { t: 1000, v: 1.0 }])]);
+    let app = App::with(Setup {
+        max_body: 64 << 10,
+        ..Setup::default()
+    });
+    let good = remote_write::encode(&[(
+        labels(&[("__name__", "ok")]),
+        vec![Sample { t: 1000, v: 1.0 }],
+    )]);
 
     // Not snappy at all, and a truncated snappy body.
     let (status, body) = app.write(b"definitely not snappy".to_vec()).await;
@@ -194,7 +254,11 @@ async fn bad_remote_write_bodies_are_refused_whole() {
     sample.extend_from_slice(&1.0f64.to_le_bytes());
     sample.extend_from_slice(&[0x11]); // field 2, fixed64: timestamp as NaN
     sample.extend_from_slice(&f64::NAN.to_le_bytes());
-    let label = remote_write::Label { name: "__name__".into(), value: "nan_ts".into() }.encode_to_vec();
+    let label = remote_write::Label {
+        name: "__name__".into(),
+        value: "nan_ts".into(),
+    }
+    .encode_to_vec();
     let mut ts = vec![0x0a, label.len() as u8];
     ts.extend(label);
     ts.extend([0x12, sample.len() as u8]);
@@ -210,22 +274,43 @@ async fn bad_remote_write_bodies_are_refused_whole() {
     let bad = remote_write::WriteRequest {
         timeseries: vec![
             remote_write::TimeSeries {
-                labels: vec![remote_write::Label { name: "__name__".into(), value: "fine".into() }],
-                samples: vec![remote_write::ProtoSample { value: 1.0, timestamp: 5 }],
+                labels: vec![remote_write::Label {
+                    name: "__name__".into(),
+                    value: "fine".into(),
+                }],
+                samples: vec![remote_write::ProtoSample {
+                    value: 1.0,
+                    timestamp: 5,
+                }],
                 histograms: vec![],
             },
             remote_write::TimeSeries {
                 labels: vec![
-                    remote_write::Label { name: "__name__".into(), value: "x".into() },
-                    remote_write::Label { name: "0bad".into(), value: "y".into() },
+                    remote_write::Label {
+                        name: "__name__".into(),
+                        value: "x".into(),
+                    },
+                    remote_write::Label {
+                        name: "0bad".into(),
+                        value: "y".into(),
+                    },
                 ],
-                samples: vec![remote_write::ProtoSample { value: 1.0, timestamp: 5 }],
+                samples: vec![remote_write::ProtoSample {
+                    value: 1.0,
+                    timestamp: 5,
+                }],
                 histograms: vec![],
             },
         ],
         metadata: vec![],
     };
-    let (status, text) = app.write(snap::raw::Encoder::new().compress_vec(&bad.encode_to_vec()).unwrap()).await;
+    let (status, text) = app
+        .write(
+            snap::raw::Encoder::new()
+                .compress_vec(&bad.encode_to_vec())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text.contains("0bad"), "{text}");
 
@@ -233,9 +318,16 @@ async fn bad_remote_write_bodies_are_refused_whole() {
     let (status, _) = app.write(vec![0u8; 100 << 10]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let big: Vec<Sample> = (0..20_000).map(|i| Sample { t: i, v: 0.0 }).collect();
-    let (status, text) = app.write(remote_write::encode(&[(labels(&[("__name__", "big")]), big)])).await;
+    let (status, text) = app
+        .write(remote_write::encode(&[(
+            labels(&[("__name__", "big")]),
+            big,
+        )]))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
-    let (status, _) = app.push("PUT", "/metrics/job/j", &"x 1\n".repeat(20_000)).await;
+    let (status, _) = app
+        .push("PUT", "/metrics/job/j", &"x 1\n".repeat(20_000))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Nothing of the above was stored, and the server still serves.
@@ -247,9 +339,18 @@ async fn bad_remote_write_bodies_are_refused_whole() {
 
 #[tokio::test]
 async fn the_series_limit_refuses_a_batch_whole() {
-    let app = App::with(Setup { max_series: 5_000, max_body: 32 << 20, ..Setup::default() });
+    let app = App::with(Setup {
+        max_series: 5_000,
+        max_body: 32 << 20,
+        ..Setup::default()
+    });
     let batch: Vec<(Labels, Vec<Sample>)> = (0..10_000)
-        .map(|i| (labels(&[("__name__", "many"), ("i", &i.to_string())]), vec![Sample { t: 1000, v: 1.0 }]))
+        .map(|i| {
+            (
+                labels(&[("__name__", "many"), ("i", &i.to_string())]),
+                vec![Sample { t: 1000, v: 1.0 }],
+            )
+        })
         .collect();
     let (status, body) = app.write(remote_write::encode(&batch)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -264,9 +365,19 @@ async fn the_series_limit_refuses_a_batch_whole() {
 async fn out_of_order_samples_are_refused() {
     let app = App::new();
     let l = labels(&[("__name__", "ooo")]);
-    let (s, _) = app.write(remote_write::encode(&[(l.clone(), vec![Sample { t: 2000, v: 1.0 }])])).await;
+    let (s, _) = app
+        .write(remote_write::encode(&[(
+            l.clone(),
+            vec![Sample { t: 2000, v: 1.0 }],
+        )]))
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, body) = app.write(remote_write::encode(&[(l, vec![Sample { t: 1000, v: 1.0 }])])).await;
+    let (s, body) = app
+        .write(remote_write::encode(&[(
+            l,
+            vec![Sample { t: 1000, v: 1.0 }],
+        )]))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(body.contains("out of order"), "{body}");
 }
@@ -275,45 +386,102 @@ async fn out_of_order_samples_are_refused() {
 async fn push_put_post_delete_follow_the_pushgateway() {
     let app = App::new();
     let key = "/metrics/job/train/instance/vm-1";
-    assert_eq!(app.push("PUT", key, "# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\n").await.0, StatusCode::OK);
-    assert_eq!(app.push("POST", key, "# TYPE b gauge\nb 3\n").await.0, StatusCode::OK);
+    assert_eq!(
+        app.push("PUT", key, "# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\n")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.push("POST", key, "# TYPE b gauge\nb 3\n").await.0,
+        StatusCode::OK
+    );
     let (_, metrics) = app.get("/metrics").await;
-    assert!(metrics.contains("a{instance=\"vm-1\",job=\"train\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("b{instance=\"vm-1\",job=\"train\"} 3\n"), "{metrics}");
-    assert!(metrics.contains("push_time_seconds{instance=\"vm-1\",job=\"train\"}"), "{metrics}");
+    assert!(
+        metrics.contains("a{instance=\"vm-1\",job=\"train\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("b{instance=\"vm-1\",job=\"train\"} 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("push_time_seconds{instance=\"vm-1\",job=\"train\"}"),
+        "{metrics}"
+    );
     // PUT replaces the whole group.
-    assert_eq!(app.push("PUT", key, "# TYPE b gauge\nb 4\n").await.0, StatusCode::OK);
+    assert_eq!(
+        app.push("PUT", key, "# TYPE b gauge\nb 4\n").await.0,
+        StatusCode::OK
+    );
     let (_, metrics) = app.get("/metrics").await;
     assert!(!metrics.contains("\na{"), "{metrics}");
     let v = app.json("/api/v1/query?query=a").await;
-    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0, "a is stale after the PUT");
+    assert_eq!(
+        v["data"]["result"].as_array().unwrap().len(),
+        0,
+        "a is stale after the PUT"
+    );
     // The grouping key wins over labels in the body.
-    assert_eq!(app.push("PUT", "/metrics/job/other", "c{job=\"body\",x=\"1\"} 5\n").await.0, StatusCode::OK);
+    assert_eq!(
+        app.push("PUT", "/metrics/job/other", "c{job=\"body\",x=\"1\"} 5\n")
+            .await
+            .0,
+        StatusCode::OK
+    );
     let v = app.json("/api/v1/query?query=c").await;
     assert_eq!(v["data"]["result"][0]["metric"]["job"], "other");
     // A type conflict with another group is refused and recorded.
-    let (status, body) = app.push("PUT", key, "# TYPE c counter\nc 1\n# TYPE b gauge\nb 4\n").await;
+    let (status, body) = app
+        .push("PUT", key, "# TYPE c counter\nc 1\n# TYPE b gauge\nb 4\n")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (_, metrics) = app.get("/metrics").await;
-    let failure = metrics.lines().find(|l| l.starts_with("push_failure_time_seconds{instance=\"vm-1\"")).unwrap();
+    let failure = metrics
+        .lines()
+        .find(|l| l.starts_with("push_failure_time_seconds{instance=\"vm-1\""))
+        .unwrap();
     assert!(!failure.ends_with(" 0"), "{failure}");
     // DELETE removes the group and marks its series stale.
     assert_eq!(app.push("DELETE", key, "").await.0, StatusCode::ACCEPTED);
     let v = app.json("/api/v1/query?query=b").await;
     assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0);
-    assert_eq!(app.push("DELETE", "/metrics/job/never", "").await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.push("DELETE", "/metrics/job/never", "").await.0,
+        StatusCode::ACCEPTED
+    );
     // Bad grouping keys.
-    assert_eq!(app.push("PUT", "/metrics/job/x/bad-label/1", "a 1\n").await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(app.push("PUT", "/metrics/job/x/odd", "a 1\n").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.push("PUT", "/metrics/job/x/bad-label/1", "a 1\n")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.push("PUT", "/metrics/job/x/odd", "a 1\n").await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
 async fn pushed_groups_survive_a_restart() {
     let app = App::new();
-    assert_eq!(app.push("PUT", "/metrics/job/keep/path@base64/L3Zhci90bXA", "kept 42\n").await.0, StatusCode::OK);
+    assert_eq!(
+        app.push(
+            "PUT",
+            "/metrics/job/keep/path@base64/L3Zhci90bXA",
+            "kept 42\n"
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
     let app = app.reopen();
     let (_, metrics) = app.get("/metrics").await;
-    assert!(metrics.contains("kept{job=\"keep\",path=\"/var/tmp\"} 42"), "{metrics}");
+    assert!(
+        metrics.contains("kept{job=\"keep\",path=\"/var/tmp\"} 42"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -326,17 +494,50 @@ async fn push_ttl_expires_groups_with_stale_markers() {
             ttl: PromDuration(60_000),
         }],
     };
-    let app = App::with(Setup { push: Some(push), ..Setup::default() });
-    assert_eq!(app.push("PUT", "/metrics/job/nightly-train", "ok 1\n").await.0, StatusCode::OK);
-    assert_eq!(app.push("PUT", "/metrics/job/adhoc?ttl=30s", "ok2 1\n").await.0, StatusCode::OK);
-    assert_eq!(app.push("PUT", "/metrics/job/forever", "ok3 1\n").await.0, StatusCode::OK);
-    assert_eq!(app.push("PUT", "/metrics/job/bad?ttl=soon", "ok4 1\n").await.0, StatusCode::BAD_REQUEST);
+    let app = App::with(Setup {
+        push: Some(push),
+        ..Setup::default()
+    });
+    assert_eq!(
+        app.push("PUT", "/metrics/job/nightly-train", "ok 1\n")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.push("PUT", "/metrics/job/adhoc?ttl=30s", "ok2 1\n")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.push("PUT", "/metrics/job/forever", "ok3 1\n").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.push("PUT", "/metrics/job/bad?ttl=soon", "ok4 1\n")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
     let now = mlmon::model::now_ms();
-    let n = app.state.push.expire(&app.state.storage, now + 61_000).unwrap();
+    let n = app
+        .state
+        .push
+        .expire(&app.state.storage, now + 61_000)
+        .unwrap();
     assert_eq!(n, 2);
     let (_, metrics) = app.get("/metrics").await;
-    assert!(!metrics.contains("\nok ") && !metrics.contains("\nok2 ") && metrics.contains("\nok3{"), "{metrics}");
-    let v = app.json(&format!("/api/v1/query?query=ok&time={}", (now + 62_000) as f64 / 1000.0)).await;
+    assert!(
+        !metrics.contains("\nok ") && !metrics.contains("\nok2 ") && metrics.contains("\nok3{"),
+        "{metrics}"
+    );
+    let v = app
+        .json(&format!(
+            "/api/v1/query?query=ok&time={}",
+            (now + 62_000) as f64 / 1000.0
+        ))
+        .await;
     assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0);
 }
 
@@ -349,12 +550,18 @@ async fn query_errors_use_prometheus_error_json() {
     assert_eq!(v["status"], "error");
     assert_eq!(v["errorType"], "bad_data");
     assert!(!v["error"].as_str().unwrap().is_empty());
-    let (status, body) = app.get("/api/v1/query_range?query=up&start=10&end=5&step=1").await;
+    let (status, body) = app
+        .get("/api/v1/query_range?query=up&start=10&end=5&step=1")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, body) = app.get("/api/v1/query_range?query=up&start=0&end=100000&step=1").await;
+    let (status, body) = app
+        .get("/api/v1/query_range?query=up&start=0&end=100000&step=1")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("11,000"), "{body}");
-    let (status, _) = app.get("/api/v1/query_range?query=up&start=x&end=5&step=1").await;
+    let (status, _) = app
+        .get("/api/v1/query_range?query=up&start=x&end=5&step=1")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = app.get("/api/v1/query").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -371,22 +578,52 @@ async fn series_and_label_endpoints() {
     let app = App::new();
     let t = 1_700_000_000_000i64;
     let batch = vec![
-        (labels(&[("__name__", "up"), ("job", "a")]), vec![Sample { t, v: 1.0 }]),
-        (labels(&[("__name__", "up"), ("job", "b")]), vec![Sample { t, v: 0.0 }]),
-        (labels(&[("__name__", "load"), ("host", "h")]), vec![Sample { t, v: 0.5 }]),
+        (
+            labels(&[("__name__", "up"), ("job", "a")]),
+            vec![Sample { t, v: 1.0 }],
+        ),
+        (
+            labels(&[("__name__", "up"), ("job", "b")]),
+            vec![Sample { t, v: 0.0 }],
+        ),
+        (
+            labels(&[("__name__", "load"), ("host", "h")]),
+            vec![Sample { t, v: 0.5 }],
+        ),
     ];
-    assert_eq!(app.write(remote_write::encode(&batch)).await.0, StatusCode::NO_CONTENT);
-    let v = app.json(&format!("/api/v1/series?match[]={}", enc("up{job=~\"a|b\"}"))).await;
+    assert_eq!(
+        app.write(remote_write::encode(&batch)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let v = app
+        .json(&format!(
+            "/api/v1/series?match[]={}",
+            enc("up{job=~\"a|b\"}")
+        ))
+        .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    let v = app.json(&format!("/api/v1/series?match[]=up&start={}&end={}", t / 1000 + 10, t / 1000 + 20)).await;
+    let v = app
+        .json(&format!(
+            "/api/v1/series?match[]=up&start={}&end={}",
+            t / 1000 + 10,
+            t / 1000 + 20
+        ))
+        .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 0);
     let v = app.json("/api/v1/labels").await;
     assert_eq!(v["data"], serde_json::json!(["__name__", "host", "job"]));
     let v = app.json("/api/v1/label/job/values").await;
     assert_eq!(v["data"], serde_json::json!(["a", "b"]));
-    let v = app.json(&format!("/api/v1/label/__name__/values?match[]={}", enc("{host=\"h\"}"))).await;
+    let v = app
+        .json(&format!(
+            "/api/v1/label/__name__/values?match[]={}",
+            enc("{host=\"h\"}")
+        ))
+        .await;
     assert_eq!(v["data"], serde_json::json!(["load"]));
-    let v = app.json(&format!("/api/v1/query?query=up&time={}", t / 1000)).await;
+    let v = app
+        .json(&format!("/api/v1/query?query=up&time={}", t / 1000))
+        .await;
     assert_eq!(v["data"]["result"][0]["value"][1], "1");
     let v = app.json("/api/v1/status/buildinfo").await;
     assert_eq!(v["data"]["version"], env!("CARGO_PKG_VERSION"));
@@ -395,11 +632,17 @@ async fn series_and_label_endpoints() {
 #[tokio::test]
 async fn metrics_negotiates_openmetrics() {
     let app = App::new();
-    let req = Request::get("/metrics").header("Accept", "application/openmetrics-text;version=1.0.0").body(Body::empty()).unwrap();
+    let req = Request::get("/metrics")
+        .header("Accept", "application/openmetrics-text;version=1.0.0")
+        .body(Body::empty())
+        .unwrap();
     let (status, body) = app.send(req).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.ends_with("# EOF\n"), "{body}");
-    assert!(body.contains("# TYPE mlmon_storage_samples_appended counter\n"), "{body}");
+    assert!(
+        body.contains("# TYPE mlmon_storage_samples_appended counter\n"),
+        "{body}"
+    );
     mlmon::ingest::text::parse(&body, mlmon::ingest::text::Format::OpenMetrics).unwrap();
     let (_, text) = app.get("/metrics").await;
     mlmon::ingest::text::parse(&text, mlmon::ingest::text::Format::Text).unwrap();
@@ -407,7 +650,10 @@ async fn metrics_negotiates_openmetrics() {
 
 #[tokio::test]
 async fn mutating_endpoints_need_auth_off_loopback() {
-    let app = App::with(Setup { listen: "0.0.0.0:8001", ..Setup::default() });
+    let app = App::with(Setup {
+        listen: "0.0.0.0:8001",
+        ..Setup::default()
+    });
     let (status, body) = app.push("PUT", "/metrics/job/j", "a 1\n").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("authentication"), "{body}");
@@ -415,8 +661,15 @@ async fn mutating_endpoints_need_auth_off_loopback() {
 
     let token = "a-token-that-is-long-enough";
     let hash = bcrypt::hash("s3cret", 4).unwrap();
-    let auth = AuthConfig { basic_auth_users: vec![("ops".into(), hash)], bearer_tokens: vec![token.into()] };
-    let app = App::with(Setup { listen: "0.0.0.0:8001", auth, ..Setup::default() });
+    let auth = AuthConfig {
+        basic_auth_users: vec![("ops".into(), hash)],
+        bearer_tokens: vec![token.into()],
+    };
+    let app = App::with(Setup {
+        listen: "0.0.0.0:8001",
+        auth,
+        ..Setup::default()
+    });
     let put = |auth: Option<String>| {
         let mut b = Request::put("/metrics/job/j");
         if let Some(a) = auth {
@@ -425,10 +678,29 @@ async fn mutating_endpoints_need_auth_off_loopback() {
         b.body(Body::from("a 1\n")).unwrap()
     };
     assert_eq!(app.send(put(None)).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.send(put(Some("Bearer wrong-token-of-some-length".into()))).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.send(put(Some(format!("Bearer {token}")))).await.0, StatusCode::OK);
+    assert_eq!(
+        app.send(put(Some("Bearer wrong-token-of-some-length".into())))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.send(put(Some(format!("Bearer {token}")))).await.0,
+        StatusCode::OK
+    );
     use base64::Engine;
-    let basic = |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
-    assert_eq!(app.send(put(Some(basic("ops", "s3cret")))).await.0, StatusCode::OK);
-    assert_eq!(app.send(put(Some(basic("ops", "nope")))).await.0, StatusCode::UNAUTHORIZED);
+    let basic = |u: &str, p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    assert_eq!(
+        app.send(put(Some(basic("ops", "s3cret")))).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.send(put(Some(basic("ops", "nope")))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -18,7 +18,11 @@ fn push_sample_data(c: &reqwest::blocking::Client, m: &Mlmon) {
                 # HELP ml_stage_duration_seconds Stage durations.\n# TYPE ml_stage_duration_seconds histogram\n\
                 ml_stage_duration_seconds_bucket{le=\"1\"} 1\nml_stage_duration_seconds_bucket{le=\"+Inf\"} 2\n\
                 ml_stage_duration_seconds_sum 3.5\nml_stage_duration_seconds_count 2\n";
-    let r = c.put(m.url("/metrics/job/ml-pipeline/instance/vm-1")).body(body).send().unwrap();
+    let r = c
+        .put(m.url("/metrics/job/ml-pipeline/instance/vm-1"))
+        .body(body)
+        .send()
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.text().unwrap());
 }
 
@@ -31,7 +35,13 @@ fn promtool_check_metrics_reports_nothing() {
     // promtool reads the text format (0.0.4); the OpenMetrics rendering is
     // covered by Prometheus scraping it in the next test.
     for accept in ["text/plain"] {
-        let text = c.get(m.url("/metrics")).header("Accept", accept).send().unwrap().text().unwrap();
+        let text = c
+            .get(m.url("/metrics"))
+            .header("Accept", accept)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         let mut child = Command::new(&promtool)
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -39,15 +49,33 @@ fn promtool_check_metrics_reports_nothing() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && said.trim().is_empty(), "promtool on {accept}: {said}\n{text}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool on {accept}: {said}\n{text}"
+        );
     }
 }
 
 fn prometheus_query(c: &reqwest::blocking::Client, base: &str, q: &str) -> serde_json::Value {
-    let v: serde_json::Value = c.get(format!("{base}/api/v1/query")).query(&[("query", q)]).send().unwrap().json().unwrap();
+    let v: serde_json::Value = c
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", q)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(v["status"], "success", "{q}: {v}");
     v["data"]["result"].clone()
 }
@@ -87,25 +115,39 @@ remote_write:
     let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
     let mut child = Command::new(prometheus)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{prom_port}");
-    wait_ready(&format!("{base}/-/ready"), Duration::from_secs(60), &mut child);
+    wait_ready(
+        &format!("{base}/-/ready"),
+        Duration::from_secs(60),
+        &mut child,
+    );
     let _prom = Proc(child);
 
     // Wait for several scrapes of both jobs.
     let start = Instant::now();
     loop {
         let r = prometheus_query(&c, &base, "count_over_time(up[1m])");
-        let enough = r.as_array().unwrap().len() == 2 && r.as_array().unwrap().iter().all(|s| s["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 5.0);
+        let enough = r.as_array().unwrap().len() == 2
+            && r.as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 5.0);
         if enough {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "Prometheus did not scrape: {r}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus did not scrape: {r}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let targets = json(&c, &format!("{base}/api/v1/targets"));
@@ -113,13 +155,24 @@ remote_write:
         assert_eq!(t["health"], "up", "{t}");
         assert_eq!(t["lastError"], "", "{t}");
     }
-    for q in ["min_over_time(up[1m])", "min_over_time(scrape_samples_scraped[1m])"] {
+    for q in [
+        "min_over_time(up[1m])",
+        "min_over_time(scrape_samples_scraped[1m])",
+    ] {
         for s in prometheus_query(&c, &base, q).as_array().unwrap() {
-            assert!(s["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 1.0, "{q}: {s}");
+            assert!(
+                s["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 1.0,
+                "{q}: {s}"
+            );
         }
     }
     // Prometheus' own counters of rejected scraped samples.
-    let own = c.get(format!("{base}/metrics")).send().unwrap().text().unwrap();
+    let own = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     for name in [
         "prometheus_target_scrapes_sample_out_of_order_total",
         "prometheus_target_scrapes_sample_duplicate_timestamp_total",
@@ -127,11 +180,17 @@ remote_write:
         "prometheus_target_scrapes_exceeded_sample_limit_total",
         "prometheus_target_scrapes_exemplar_out_of_order_total",
     ] {
-        let line = own.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing"));
+        let line = own
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(line, format!("{name} 0"));
     }
     let federated = prometheus_query(&c, &base, "ml_model_r2_score{job=\"ml-pipeline\"}");
-    assert_eq!(federated[0]["metric"]["job"], "ml-pipeline", "honor_labels keeps the pushed job: {federated}");
+    assert_eq!(
+        federated[0]["metric"]["job"], "ml-pipeline",
+        "honor_labels keeps the pushed job: {federated}"
+    );
     assert_eq!(federated[0]["value"][1], "0.87");
 
     // Remote write: what Prometheus stored up to `t` is exactly what mlmon has.
@@ -140,8 +199,20 @@ remote_write:
     std::thread::sleep(Duration::from_secs(4));
     let q = "{__name__=~\"up|scrape_duration_seconds|mlmon_storage_series\"}[1m]";
     let at = format!("{t:.3}");
-    let want: serde_json::Value = c.get(format!("{base}/api/v1/query")).query(&[("query", q), ("time", &at)]).send().unwrap().json().unwrap();
-    let got: serde_json::Value = c.get(receiver.url("/api/v1/query")).query(&[("query", q), ("time", &at)]).send().unwrap().json().unwrap();
+    let want: serde_json::Value = c
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", q), ("time", &at)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let got: serde_json::Value = c
+        .get(receiver.url("/api/v1/query"))
+        .query(&[("query", q), ("time", &at)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let want = &want["data"]["result"];
     let got = &got["data"]["result"];
     assert!(want.as_array().unwrap().len() >= 5, "{want}");

@@ -10,12 +10,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fails with a pointer to the README's test command when a tool is missing.
 pub fn require(tool: &str) -> PathBuf {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{tool} is not installed; run the test suite with scripts/test.sh, which installs it"
@@ -24,7 +32,10 @@ pub fn require(tool: &str) -> PathBuf {
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// Polls `url` until it answers 200 or the deadline passes.
@@ -35,7 +46,11 @@ pub fn wait_ready(url: &str, within: Duration, child: &mut Child) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("process exited before it was ready: {status}");
         }
-        if c.get(url).send().map(|r| r.status().is_success()).unwrap_or(false) {
+        if c.get(url)
+            .send()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -67,15 +82,26 @@ impl Mlmon {
             .arg(dir.path().join("data"))
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("mlmon.log")).unwrap()));
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("mlmon.log")).unwrap(),
+            ));
         if let Some(c) = &config {
             let p = dir.path().join("mlmon.yml");
             std::fs::write(&p, c).unwrap();
             cmd.arg("--config").arg(p);
         }
         let mut child = cmd.spawn().unwrap();
-        wait_ready(&format!("http://127.0.0.1:{port}/-/ready"), Duration::from_secs(30), &mut child);
-        Mlmon { child, port, dir, config }
+        wait_ready(
+            &format!("http://127.0.0.1:{port}/-/ready"),
+            Duration::from_secs(30),
+            &mut child,
+        );
+        Mlmon {
+            child,
+            port,
+            dir,
+            config,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -122,7 +148,11 @@ impl Drop for Mlmon {
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
-    Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
 }
 
 /// A child process killed on drop (Prometheus, ...).
