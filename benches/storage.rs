@@ -48,13 +48,32 @@ impl Gen {
                 let inst = format!("host-{:05}:9100", i / 20);
                 let job = format!("job-{}", (i / 20) % 5);
                 if i % 2 == 0 {
-                    Labels::new([("__name__", "bench_cpu_seconds_total"), ("cpu", &(i % 20 / 2).to_string()), ("instance", &inst), ("job", &job)]).unwrap()
+                    Labels::new([
+                        ("__name__", "bench_cpu_seconds_total"),
+                        ("cpu", &(i % 20 / 2).to_string()),
+                        ("instance", &inst),
+                        ("job", &job),
+                    ])
+                    .unwrap()
                 } else {
-                    Labels::new([("__name__", "bench_temperature_celsius"), ("sensor", &(i % 20 / 2).to_string()), ("instance", &inst), ("job", &job)]).unwrap()
+                    Labels::new([
+                        ("__name__", "bench_temperature_celsius"),
+                        ("sensor", &(i % 20 / 2).to_string()),
+                        ("instance", &inst),
+                        ("job", &job),
+                    ])
+                    .unwrap()
                 }
             })
             .collect();
-        let state = (0..series).map(|i| (Rng(i as u64 * 7919 + 1), if i % 2 == 0 { 100_000 } else { 5_000 })).collect();
+        let state = (0..series)
+            .map(|i| {
+                (
+                    Rng(i as u64 * 7919 + 1),
+                    if i % 2 == 0 { 100_000 } else { 5_000 },
+                )
+            })
+            .collect();
         Gen { labels, state }
     }
 
@@ -112,7 +131,10 @@ fn bench_appender() {
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
     // SAFETY: sysconf reads a constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / ticks
@@ -120,9 +142,18 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn bench_remote_write() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .arg("--log-level")
         .arg("warn")
@@ -134,8 +165,15 @@ fn bench_remote_write() {
     let url = format!("http://127.0.0.1:{port}/api/v1/write");
     let client = reqwest::blocking::Client::new();
     let ready = Instant::now();
-    while client.get(format!("http://127.0.0.1:{port}/-/ready")).send().is_err() {
-        assert!(ready.elapsed() < Duration::from_secs(20), "mlmon did not start");
+    while client
+        .get(format!("http://127.0.0.1:{port}/-/ready"))
+        .send()
+        .is_err()
+    {
+        assert!(
+            ready.elapsed() < Duration::from_secs(20),
+            "mlmon did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Pre-encode every body so the client's CPU stays out of the figure.
@@ -148,7 +186,15 @@ fn bench_remote_write() {
         for chunk in (0..series).collect::<Vec<_>>().chunks(2000) {
             let batch: Vec<(Labels, Vec<Sample>)> = chunk
                 .iter()
-                .map(|&i| (g.labels[i].clone(), vec![Sample { t: t0 + r as i64 * 250, v: g.next(i, 0.25) }]))
+                .map(|&i| {
+                    (
+                        g.labels[i].clone(),
+                        vec![Sample {
+                            t: t0 + r as i64 * 250,
+                            v: g.next(i, 0.25),
+                        }],
+                    )
+                })
                 .collect();
             bodies.push(remote_write::encode(&batch));
         }
@@ -175,7 +221,12 @@ fn bench_remote_write() {
                             .body(bodies[r * per_round + k].clone())
                             .send()
                             .unwrap();
-                        assert_eq!(resp.status().as_u16(), 204, "{}", resp.text().unwrap_or_default());
+                        assert_eq!(
+                            resp.status().as_u16(),
+                            204,
+                            "{}",
+                            resp.text().unwrap_or_default()
+                        );
                     }
                 }
             })

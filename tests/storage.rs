@@ -193,3 +193,29 @@ fn kv_round_trip_survives_restart() {
     assert_eq!(s.kv_scan("push").unwrap(), [(b"a".to_vec(), b"1".to_vec())]);
     s.close().unwrap();
 }
+
+#[test]
+fn repeated_series_in_one_batch_are_merged_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).unwrap();
+    write(&s, "m", "old", [1]);
+    let mut app = s.appender();
+    app.append_series(labels("m", "new"), vec![Sample { t: 1, v: 1.0 }]);
+    app.append_series(labels("m", "old"), vec![Sample { t: 2, v: 2.0 }]);
+    app.append_series(labels("m", "new"), vec![Sample { t: 2, v: 2.0 }]);
+    app.append_series(
+        labels("m", "old"),
+        vec![Sample { t: 2, v: 2.0 }, Sample { t: 3, v: 3.0 }],
+    );
+    assert_eq!(
+        app.commit().unwrap(),
+        4,
+        "the repeated t=2 of \"old\" is a no-op"
+    );
+    let got = all(&s, "m");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1.iter().map(|x| x.t).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(got[1].1.iter().map(|x| x.t).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(s.stats().series, 2);
+    s.close().unwrap();
+}

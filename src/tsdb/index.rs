@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use crate::model::{Labels, MatchOp, Matcher};
 
+/// A hash map with a fast, seeded hasher for the hot paths.
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub(super) struct Index {
-    by_labels: HashMap<Arc<Labels>, u64>,
-    by_id: HashMap<u64, Arc<Labels>>,
+    by_labels: FastMap<Arc<Labels>, u64>,
+    by_id: FastMap<u64, Arc<Labels>>,
     /// name → value → ids (ascending)
     postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
 }

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::committer::{self, Job, Reply, Shared};
-use super::index::Index;
+use super::index::{FastMap, Index};
 use super::schema::{CHUNKS, FORMAT_VERSION, HEAD, KV, META, SERIES, WAL};
 use super::{
     chunk, wal, AppendError, Querier, Series, StorageError, StorageOptions, StorageStats,
@@ -52,7 +52,9 @@ struct Counters {
 #[derive(Default)]
 struct State {
     index: Index,
-    series: HashMap<u64, MemSeries>,
+    series: FastMap<u64, MemSeries>,
+    /// Series that have closed chunks not yet known to be in the file.
+    pending_ids: Vec<u64>,
     next_id: u64,
     next_seq: u64,
     wal_bytes: u64,
@@ -86,33 +88,25 @@ impl MemSeries {
 }
 
 /// Buffers samples and writes them as one batch on [`Appender::commit`].
+/// Samples of one series may be appended in several calls; they are
+/// merged, in call order, when the batch is written.
 pub struct Appender<'a> {
     storage: &'a Storage,
     batch: Vec<(Labels, Vec<Sample>)>,
-    by_labels: HashMap<Labels, usize>,
 }
 
 impl Appender<'_> {
     pub fn append(&mut self, labels: Labels, t: Timestamp, v: f64) {
         let s = Sample { t, v };
-        match self.by_labels.get(&labels) {
-            Some(&i) => self.batch[i].1.push(s),
-            None => {
-                self.by_labels.insert(labels.clone(), self.batch.len());
-                self.batch.push((labels, vec![s]));
-            }
+        match self.batch.last_mut() {
+            Some((l, samples)) if *l == labels => samples.push(s),
+            _ => self.batch.push((labels, vec![s])),
         }
     }
 
     /// Adds many samples of one series.
     pub fn append_series(&mut self, labels: Labels, samples: Vec<Sample>) {
-        match self.by_labels.get(&labels) {
-            Some(&i) => self.batch[i].1.extend(samples),
-            None => {
-                self.by_labels.insert(labels.clone(), self.batch.len());
-                self.batch.push((labels, samples));
-            }
-        }
+        self.batch.push((labels, samples));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -302,6 +296,7 @@ impl Storage {
         // Chunks closed during replay stay pending (seq u64::MAX) until the
         // first checkpoint writes them.
         st.dirty = replayed > 0;
+        st.pending_ids.extend(job.chunks.iter().map(|c| c.0));
         Ok(replayed)
     }
 
@@ -309,7 +304,6 @@ impl Storage {
         Appender {
             storage: self,
             batch: Vec::new(),
-            by_labels: HashMap::new(),
         }
     }
 
@@ -346,17 +340,48 @@ impl Storage {
         let limits = &self.opts.limits;
         let (rx, stored) = {
             let mut st = lock(&self.state);
-            // Pass 1: validate everything before changing anything.
-            let mut ids = Vec::with_capacity(batch.len());
+            // Pass 1: resolve series and merge repeated ones, in order.
+            let mut ids: Vec<Option<u64>> = Vec::with_capacity(batch.len());
+            let mut first_of: FastMap<u64, usize> = FastMap::default();
+            let mut new_first: HashMap<Labels, usize> = HashMap::new();
             let mut new = 0usize;
-            for (labels, samples) in &mut batch {
-                let id = st.index.id_of(labels);
-                if id.is_none() {
-                    check_labels(labels, limits)?;
-                    new += 1;
+            for i in 0..batch.len() {
+                let id = st.index.id_of(&batch[i].0);
+                let earlier = match id {
+                    Some(id) => first_of.insert(id, i),
+                    None => new_first.get(&batch[i].0).copied(),
+                };
+                match earlier {
+                    Some(e) => {
+                        if let Some(id) = id {
+                            first_of.insert(id, e);
+                        }
+                        let samples = std::mem::take(&mut batch[i].1);
+                        batch[e].1.extend(samples);
+                    }
+                    None if id.is_none() => {
+                        check_labels(&batch[i].0, limits)?;
+                        new_first.insert(batch[i].0.clone(), i);
+                        new += 1;
+                    }
+                    None => {}
                 }
-                let mut last = id.and_then(|id| st.series[&id].last);
-                let mut keep = Vec::with_capacity(samples.len());
+                ids.push(id);
+            }
+            if new > 0 && st.index.len() + new > limits.max_series {
+                return Err(AppendError::TooManySeries {
+                    new,
+                    existing: st.index.len(),
+                    limit: limits.max_series,
+                });
+            }
+            // Pass 2: check order before changing anything. A sample equal
+            // to the one before it (same time, same bits) is a retry and is
+            // dropped.
+            for ((labels, samples), id) in batch.iter_mut().zip(&ids) {
+                let stored_last = id.and_then(|id| st.series[&id].last);
+                let mut last = stored_last;
+                let mut repeats = false;
                 for s in samples.iter() {
                     if let Some(l) = last {
                         if s.t < l.t {
@@ -368,6 +393,7 @@ impl Storage {
                         }
                         if s.t == l.t {
                             if s.v.to_bits() == l.v.to_bits() {
+                                repeats = true;
                                 continue;
                             }
                             return Err(AppendError::DuplicateTimestamp {
@@ -376,18 +402,16 @@ impl Storage {
                             });
                         }
                     }
-                    keep.push(*s);
                     last = Some(*s);
                 }
-                *samples = keep;
-                ids.push(id);
-            }
-            if new > 0 && st.index.len() + new > limits.max_series {
-                return Err(AppendError::TooManySeries {
-                    new,
-                    existing: st.index.len(),
-                    limit: limits.max_series,
-                });
+                if repeats {
+                    let mut prev = stored_last.map(|l| l.t);
+                    samples.retain(|s| {
+                        let keep = prev.is_none_or(|p| s.t > p);
+                        prev = Some(s.t);
+                        keep
+                    });
+                }
             }
             // Pass 2: apply to the head and build the WAL record.
             let seq = st.next_seq;
@@ -399,9 +423,11 @@ impl Storage {
             };
             let mut rec: Vec<(u64, &[Sample])> = Vec::with_capacity(batch.len());
             let mut stored = 0;
-            for ((labels, samples), id) in batch.iter().zip(ids) {
+            for (i, ((labels, samples), id)) in batch.iter().zip(ids).enumerate() {
                 let id = match id {
                     Some(id) => id,
+                    // A repeat of a new series, merged into its first entry.
+                    None if new_first.get(labels) != Some(&i) => continue,
                     None => {
                         let id = st.next_id;
                         st.next_id += 1;
@@ -424,6 +450,7 @@ impl Storage {
             if stored == 0 && job.new_series.is_empty() {
                 return Ok(0);
             }
+            st.pending_ids.extend(job.chunks.iter().map(|c| c.0));
             let bytes = wal::encode(&rec);
             st.wal_bytes += bytes.len() as u64;
             st.dirty = true;
@@ -489,6 +516,7 @@ impl Storage {
             }
             st.wal_bytes = 0;
             st.dirty = false;
+            st.pending_ids.extend(job.chunks.iter().map(|c| c.0));
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((job, reply))
@@ -851,11 +879,20 @@ fn union(ix: &Index, selectors: &[Vec<Matcher>]) -> Vec<u64> {
 
 /// Drops pending chunks that are known to be in the file.
 fn purge_pending(st: &mut State, committed: u64) {
-    for ms in st.series.values_mut() {
-        if !ms.pending.is_empty() {
+    let State {
+        series,
+        pending_ids,
+        ..
+    } = st;
+    pending_ids.sort_unstable();
+    pending_ids.dedup();
+    pending_ids.retain(|id| match series.get_mut(id) {
+        Some(ms) => {
             ms.pending.retain(|(seq, _)| *seq > committed);
+            !ms.pending.is_empty()
         }
-    }
+        None => false,
+    });
 }
 
 /// Appends one (already validated) sample, closing the head chunk first
