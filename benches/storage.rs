@@ -47,7 +47,7 @@ impl Gen {
             .map(|i| {
                 let inst = format!("host-{:05}:9100", i / 20);
                 let job = format!("job-{}", (i / 20) % 5);
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     Labels::new([
                         ("__name__", "bench_cpu_seconds_total"),
                         ("cpu", &(i % 20 / 2).to_string()),
@@ -70,7 +70,7 @@ impl Gen {
             .map(|i| {
                 (
                     Rng(i as u64 * 7919 + 1),
-                    if i % 2 == 0 { 100_000 } else { 5_000 },
+                    if i.is_multiple_of(2) { 100_000 } else { 5_000 },
                 )
             })
             .collect();
@@ -79,7 +79,7 @@ impl Gen {
 
     fn next(&mut self, i: usize, step_s: f64) -> f64 {
         let (rng, v) = &mut self.state[i];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             *v += (step_s * 100.0 * (0.5 + rng.unit())).round() as i64;
         } else {
             *v = (*v + (rng.unit() * 50.0 - 25.0).round() as i64).clamp(1000, 10_000);

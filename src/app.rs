@@ -74,6 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         )),
         tokio::spawn(maintenance_task(storage.clone(), stop_rx.clone())),
+        tokio::spawn(hangup_task(stop_rx.clone())),
     ];
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -110,6 +111,28 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// SIGHUP must not kill the process (systemd's reload sends it). Reloading
+/// the configuration arrives with the rule engine; until then it is logged.
+async fn hangup_task(mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = hup.recv() => tracing::warn!(
+                    message = "SIGHUP received: this version does not reload its configuration; restart mlmon to apply changes"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = stop.changed().await;
 }
 
 /// Writes pushed values every interval and expires groups past their TTL.
