@@ -261,6 +261,7 @@ fn bench_bytes_per_sample() {
         app.commit().unwrap();
     }
     s.checkpoint(Some(i64::MAX)).unwrap();
+    s.merge_blocks(usize::MAX).unwrap();
     s.compact_if_fragmented().unwrap();
     let st = s.stats();
     let n = (series * per_series) as f64;
@@ -290,6 +291,7 @@ fn bench_query() {
         app.commit().unwrap();
     }
     s.checkpoint(Some(i64::MAX)).unwrap();
+    s.merge_blocks(usize::MAX).unwrap();
     let end = t0 + per_series as i64 * 15_000;
     let matchers = [Matcher::new(mlmon::model::MatchOp::Re, "__name__", "bench_.+").unwrap()];
     let mut times = Vec::new();

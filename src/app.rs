@@ -19,6 +19,8 @@ const MAINTENANCE_TICK: Duration = Duration::from_secs(10);
 /// A checkpoint is taken at least this often while data arrives.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Series whose closed chunks are merged into blocks after one checkpoint.
+const MERGE_SERIES_PER_PASS: usize = 100_000;
 
 pub fn storage_options(config: &Config) -> StorageOptions {
     let s = &config.storage;
@@ -163,8 +165,9 @@ async fn push_task(
     }
 }
 
-/// Checkpoints (when idle, and at least every five minutes), compacts the
-/// file after idle checkpoints, and applies retention hourly.
+/// Checkpoints (when idle, and at least every five minutes), merges closed
+/// chunks into blocks after each checkpoint, compacts the file after idle
+/// checkpoints, and applies retention hourly.
 async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     let mut last_appended = u64::MAX;
@@ -187,6 +190,16 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
                 if (idle || due) && s.has_unflushed_writes() {
                     s.checkpoint(Some(now_ms() - CHUNK_SPAN_MS))?;
                     checkpointed = true;
+                }
+                if checkpointed {
+                    let (merged, blocks) = s.merge_blocks(MERGE_SERIES_PER_PASS)?;
+                    if blocks > 0 {
+                        tracing::debug!(
+                            message = "Merged chunks into blocks",
+                            chunks = merged,
+                            blocks
+                        );
+                    }
                 }
                 if retention_due {
                     let (chunks, series) = s.apply_retention(now_ms())?;

@@ -219,3 +219,38 @@ fn repeated_series_in_one_batch_are_merged_in_order() {
     assert_eq!(s.stats().series, 2);
     s.close().unwrap();
 }
+
+#[test]
+fn merging_chunks_into_blocks_keeps_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).unwrap();
+    // 50-sample chunks: 1,000 samples make 20 chunks per series.
+    for job in ["a", "b"] {
+        write(&s, "m", job, (0..1000).map(|i| i * 1000));
+    }
+    s.checkpoint(Some(i64::MAX)).unwrap();
+    let before = all(&s, "m");
+    let chunks_before = s.stats().chunks;
+    let (merged, blocks) = s.merge_blocks(usize::MAX).unwrap();
+    assert!(
+        blocks >= 2 && merged > blocks,
+        "merged {merged} into {blocks}"
+    );
+    assert!(s.stats().chunks < chunks_before);
+    assert_eq!(all(&s, "m"), before);
+    // Windows that start inside a block still find their samples.
+    let part = s.select(&eq("m"), 500_500, 510_000).unwrap();
+    assert_eq!(part[0].samples.first().map(|x| x.t), Some(501_000));
+    assert_eq!(part[0].samples.len(), 10);
+    // Appends after a merge, a second merge, and a restart.
+    write(&s, "m", "a", (1000..1100).map(|i| i * 1000));
+    s.checkpoint(Some(i64::MAX)).unwrap();
+    s.merge_blocks(usize::MAX).unwrap();
+    s.close().unwrap();
+    drop(s);
+    let s = Storage::open(opts(dir.path())).unwrap();
+    let after = all(&s, "m");
+    assert_eq!(after[0].1.len(), 1100);
+    assert_eq!(&after[0].1[..1000], &before[0].1[..]);
+    s.close().unwrap();
+}

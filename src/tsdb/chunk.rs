@@ -179,7 +179,8 @@ fn decimal_exponent(samples: &[Sample]) -> Option<usize> {
 
 fn round_trips(v: f64, e: usize) -> bool {
     let m = (v * POW10[e]).round();
-    m.abs() < MAX_MANTISSA && (m / POW10[e]).to_bits() == v.to_bits()
+    // Compare through the integer that is stored, so -0.0 (stored as 0) fails.
+    m.abs() < MAX_MANTISSA && ((m as i64) as f64 / POW10[e]).to_bits() == v.to_bits()
 }
 
 fn encode_decimal(out: &mut Vec<u8>, samples: &[Sample], e: usize) {
@@ -413,6 +414,14 @@ mod tests {
                 0.0,
             ],
         );
+        assert!(same(&decode(&encode(&s)).unwrap(), &s));
+    }
+
+    // Found by the round_trip property: a chunk of only -0.0 and zeros chose
+    // decimal mode and came back as +0.0.
+    #[test]
+    fn negative_zero_keeps_its_sign() {
+        let s = series(&[0, 1000, 2000], &[-0.0, 0.0, 0.0]);
         assert!(same(&decode(&encode(&s)).unwrap(), &s));
     }
 

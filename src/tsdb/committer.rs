@@ -89,7 +89,10 @@ pub(super) fn write<'a>(
                 wal.insert(job.seq, rec.as_slice())?;
             }
             for (id, start, bytes) in &job.chunks {
-                chunks.insert((*id, *start), bytes.as_slice())?;
+                if let Some(old) = chunks.insert((*id, *start), bytes.as_slice())? {
+                    removed_bytes += old.value().len() as u64;
+                    removed_chunks += 1;
+                }
                 added_bytes += bytes.len() as u64;
                 added_chunks += 1;
             }

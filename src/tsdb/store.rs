@@ -73,6 +73,9 @@ struct MemSeries {
     dirty: bool,
     /// The head table has a row for this series.
     has_head_row: bool,
+    /// Chunks written since the series' closed data was last merged into
+    /// blocks (see [`Storage::merge_blocks`]).
+    unmerged: u32,
 }
 
 impl MemSeries {
@@ -83,6 +86,7 @@ impl MemSeries {
             last: None,
             dirty: false,
             has_head_row: false,
+            unmerged: 0,
         }
     }
 }
@@ -249,6 +253,11 @@ impl Storage {
             bytes += value.value().len() as u64;
             count += 1;
             let id = key.value().0;
+            if value.value().len() < BLOCK_FULL_BYTES {
+                if let Some(ms) = st.series.get_mut(&id) {
+                    ms.unmerged += 1;
+                }
+            }
             if newest.as_ref().is_some_and(|(n, _)| *n != id) {
                 set_last(&mut st, newest.take())?;
             }
@@ -620,8 +629,16 @@ impl Storage {
     /// are in flight. Returns true when the file was compacted.
     pub fn compact_if_fragmented(&self) -> Result<bool, StorageError> {
         let file = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-        let live = self.shared.chunk_bytes.load(Ordering::Relaxed);
-        if file < (1 << 20) || file < live.saturating_mul(2) + (1 << 20) {
+        let used = {
+            let db = self.db()?;
+            let txn = db.begin_write()?;
+            let stats = txn.stats()?;
+            txn.abort()?;
+            stats.allocated_pages() * stats.page_size() as u64
+        };
+        // Worth it when at least a quarter of the file (and 256 KiB) is free.
+        let free = file.saturating_sub(used);
+        if free < (256 << 10) || free < file / 4 {
             return Ok(false);
         }
         let mut db = self
@@ -643,6 +660,71 @@ impl Storage {
             self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         }
         Ok(compacted)
+    }
+
+    /// Re-encodes runs of small closed chunks of a series into blocks of
+    /// about 4 KiB (one redb leaf page each), which costs fewer bytes per
+    /// sample on disk than many 240-sample chunks in half-full pages. Visits
+    /// at most `max_series` series that gained chunks since their last
+    /// merge. Returns (chunks merged away, blocks written).
+    pub fn merge_blocks(&self, max_series: usize) -> Result<(usize, usize), StorageError> {
+        self.check_usable()?;
+        let ids: Vec<u64> = {
+            let mut st = lock(&self.state);
+            let mut ids: Vec<u64> = st
+                .series
+                .iter()
+                .filter(|(_, m)| m.unmerged >= 2)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids.truncate(max_series);
+            for id in &ids {
+                if let Some(ms) = st.series.get_mut(id) {
+                    ms.unmerged = 0;
+                }
+            }
+            ids
+        };
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut job = Job::default();
+        {
+            let db = self.db()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(CHUNKS)?;
+            for id in ids {
+                // The tail of the series back to its last full block.
+                let mut tail: Vec<(i64, Vec<u8>)> = Vec::new();
+                for row in table.range((id, i64::MIN)..=(id, i64::MAX))?.rev() {
+                    let (key, value) = row?;
+                    if value.value().len() >= BLOCK_FULL_BYTES {
+                        break;
+                    }
+                    tail.push((key.value().1, value.value().to_vec()));
+                }
+                tail.reverse();
+                merge_runs(id, &tail, &mut job);
+            }
+        }
+        if job.chunks.is_empty() {
+            return Ok((0, 0));
+        }
+        let (merged, blocks) = (job.chunk_deletes.len() + job.chunks.len(), job.chunks.len());
+        let sender = self.sender()?;
+        let rx = {
+            let mut st = lock(&self.state);
+            job.seq = st.next_seq;
+            st.next_seq += 1;
+            let (reply, rx) = mpsc::sync_channel(1);
+            sender
+                .send((job, reply))
+                .map_err(|_| StorageError("storage is closed".into()))?;
+            rx
+        };
+        self.wait(rx)?;
+        Ok((merged, blocks))
     }
 
     fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Database>, StorageError> {
@@ -786,7 +868,7 @@ impl Querier for Storage {
         let mut out = Vec::with_capacity(snap.len());
         for (id, labels, mem) in snap {
             let mut samples = Vec::new();
-            for row in table.range((id, mint.saturating_sub(CHUNK_SPAN_MS))..=(id, maxt))? {
+            for row in table.range((id, first_chunk_start(&table, id, mint)?)..=(id, maxt))? {
                 let (_, value) = row?;
                 let bytes = value.value();
                 let m = chunk::meta(bytes)
@@ -835,7 +917,7 @@ impl Querier for Storage {
         for (id, labels, mem) in snap {
             let mut found = !mem.is_empty();
             if !found {
-                for row in table.range((id, mint.saturating_sub(CHUNK_SPAN_MS))..=(id, maxt))? {
+                for row in table.range((id, first_chunk_start(&table, id, mint)?)..=(id, maxt))? {
                     let m = chunk::meta(row?.1.value()).map_err(|e| StorageError(e.to_string()))?;
                     if m.max_t >= mint {
                         found = true;
@@ -870,6 +952,28 @@ impl Querier for Storage {
     }
 }
 
+/// Where a read of `[mint, ..]` starts: the newest chunk that begins at or
+/// before `mint` may still hold samples at `mint` (chunks of a series never
+/// overlap), so the read starts at its key.
+fn first_chunk_start(
+    table: &redb::ReadOnlyTable<(u64, i64), &[u8]>,
+    id: u64,
+    mint: Timestamp,
+) -> Result<i64, StorageError> {
+    Ok(
+        match table.range((id, i64::MIN)..=(id, mint))?.next_back() {
+            Some(row) => row?.0.value().1,
+            None => mint,
+        },
+    )
+}
+
+/// Merged blocks are at most this big, so one fits a 4 KiB redb leaf page
+/// together with its 16-byte key and the page header.
+const BLOCK_TARGET_BYTES: usize = 4064;
+/// A chunk this big counts as a full block.
+const BLOCK_FULL_BYTES: usize = BLOCK_TARGET_BYTES - 512;
+
 fn union(ix: &Index, selectors: &[Vec<Matcher>]) -> Vec<u64> {
     let mut ids: Vec<u64> = selectors.iter().flat_map(|m| ix.select(m)).collect();
     ids.sort_unstable();
@@ -893,6 +997,41 @@ fn purge_pending(st: &mut State, committed: u64) {
         }
         None => false,
     });
+}
+
+/// Groups consecutive chunks greedily while their total size stays under
+/// the block target, and turns each group of two or more into one block.
+fn merge_runs(id: u64, tail: &[(i64, Vec<u8>)], job: &mut Job) {
+    let mut i = 0;
+    while i < tail.len() {
+        let mut j = i;
+        let mut size = 0;
+        while j < tail.len() && size + tail[j].1.len() <= BLOCK_TARGET_BYTES {
+            size += tail[j].1.len();
+            j += 1;
+        }
+        // Merging removes headers, but a wider packing can make the block
+        // bigger than the parts: shrink the group until it fits.
+        while j > i + 1 {
+            let mut samples = Vec::new();
+            let decoded = tail[i..j]
+                .iter()
+                .try_for_each(|(_, b)| chunk::decode_into(b, &mut samples));
+            if let Err(e) = decoded {
+                tracing::warn!(message = "Skipping a corrupt chunk while merging blocks", series = id, error = %e);
+                break;
+            }
+            let block = chunk::encode(&samples);
+            if block.len() <= BLOCK_TARGET_BYTES {
+                job.chunks.push((id, tail[i].0, block));
+                job.chunk_deletes
+                    .extend(tail[i + 1..j].iter().map(|(start, _)| (id, *start)));
+                break;
+            }
+            j -= 1;
+        }
+        i = j.max(i + 1);
+    }
 }
 
 /// Appends one (already validated) sample, closing the head chunk first
@@ -922,6 +1061,7 @@ fn close_head(id: u64, ms: &mut MemSeries, seq: u64, job: &mut Job) {
     let samples = std::mem::take(&mut ms.head);
     job.chunks.push((id, samples[0].t, chunk::encode(&samples)));
     ms.pending.push((seq, samples));
+    ms.unmerged += 1;
     if ms.has_head_row {
         job.head_deletes.push(id);
         ms.has_head_row = false;
