@@ -1,0 +1,145 @@
+//! The command line: `mlmon check` accepts a pasted prometheus.yml and its
+//! rule files and rejects broken ones with file:line: reason; `version`;
+//! SIGTERM stops the server cleanly with the head checkpointed.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn mlmon(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlmon"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const RULES: &str = r#"groups:
+  - name: ml_pipeline_alerts
+    rules:
+      - alert: ModelAccuracyDrop
+        expr: ml_model_r2_score < 0.8
+        for: 5m
+        labels:
+          severity: warning
+        annotations:
+          description: "Model R² score is {{ $value }}"
+      - alert: HighCPUUsage
+        expr: 100 - (avg by(instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])) * 100) > 80
+        for: 5m
+"#;
+
+const CONFIG: &str = r#"global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+rule_files:
+  - "alert_rules.yml"
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['alertmanager:9093']
+scrape_configs:
+  - job_name: 'ml-pipeline'
+    static_configs:
+      - targets: ['host.docker.internal:8000']
+"#;
+
+#[test]
+fn check_accepts_a_prometheus_config_and_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "alert_rules.yml", RULES);
+    let cfg = write_file(dir.path(), "mlmon.yml", CONFIG);
+    let (code, out, err) = mlmon(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 rule files, 2 rules"), "{out}");
+    assert!(
+        out.contains("scrape_configs"),
+        "ignored sections are named: {out}"
+    );
+}
+
+#[test]
+fn check_rejects_broken_files_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "alert_rules.yml", &RULES.replace("< 0.8", "< "));
+    let cfg = write_file(dir.path(), "mlmon.yml", CONFIG);
+    let (code, _, err) = mlmon(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "alert_rules.yml:4: group \"ml_pipeline_alerts\": rule 1 (alert \"ModelAccuracyDrop\")"
+        ),
+        "{err}"
+    );
+
+    let cfg = write_file(
+        dir.path(),
+        "bad.yml",
+        "global:\n  scrape_interval: 15s\n  scrape_intervall: 5s\n",
+    );
+    let (code, _, err) = mlmon(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.yml:3: ") && err.contains("scrape_intervall"),
+        "{err}"
+    );
+
+    let (code, _, err) = mlmon(&["check", "--config", "missing.yml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("missing.yml") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = mlmon(&["--version"], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = mlmon(&["version"], dir.path());
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("mlmon {}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "mlmon.yml", "web:\n  listen: nowhere\n");
+    let (code, _, err) = mlmon(&["serve", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("mlmon.yml:2: web.listen"), "{err}");
+}
+
+#[test]
+fn sigterm_checkpoints_and_exits_cleanly() {
+    let mut m = Mlmon::start(None);
+    let c = client();
+    let r = c
+        .put(m.url("/metrics/job/j"))
+        .body("kept 1\n")
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let status = m.terminate();
+    assert!(status.success(), "{status}: {}", m.log());
+    assert!(m.log().contains("Stopped cleanly"), "{}", m.log());
+    let m = m.restart();
+    let v = json(&c, &m.url("/api/v1/query?query=kept"));
+    assert_eq!(v["data"]["result"][0]["value"][1], "1");
+    assert!(
+        !m.log().contains("Replayed"),
+        "a clean stop leaves no WAL to replay: {}",
+        m.log()
+    );
+}
