@@ -397,17 +397,10 @@ impl RawWeb {
                 ),
                 Ok(text) => match serde_yaml::from_str::<RawWebConfigFile>(&text) {
                     Err(e) => {
-                        let line = e
-                            .location()
-                            .map(|l| format!(":{}", l.line()))
-                            .unwrap_or_default();
-                        let mut msg = e.to_string();
-                        if let Some(p) = msg.rfind(" at line ") {
-                            msg.truncate(p);
-                        }
+                        let (line, msg) = yaml_error(&e);
                         v.error(
                             &["web", "config_file"],
-                            format!("{}{line}: {msg}", path.display()),
+                            at_line(&path.display().to_string(), line, &msg),
                         );
                     }
                     Ok(wc) => {

@@ -532,12 +532,8 @@ fn first_token(s: &str) -> &str {
 /// `NaN`, integers without a fraction, everything else in the shortest
 /// form that parses back to the same float.
 pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+    if let Some(special) = crate::model::special_float(v) {
+        special.into()
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         if v == 0.0 && v.is_sign_negative() {
             "-0".into()

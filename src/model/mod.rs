@@ -37,6 +37,20 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
+/// How Prometheus spells the floats that have no digits: `NaN`, `+Inf`,
+/// `-Inf`.
+pub fn special_float(v: f64) -> Option<&'static str> {
+    if v.is_nan() {
+        Some("NaN")
+    } else if v == f64::INFINITY {
+        Some("+Inf")
+    } else if v == f64::NEG_INFINITY {
+        Some("-Inf")
+    } else {
+        None
+    }
+}
+
 /// The current wall-clock time in milliseconds. Only the edges (ingest, web,
 /// app) call this; the store and the engines take time as an argument.
 pub fn now_ms() -> Timestamp {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config::{at_line, yaml_error};
 use crate::model::{is_valid_label_name, is_valid_metric_name, PromDuration};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,15 +59,8 @@ pub fn load_file(path: &Path) -> Result<RuleFile, Vec<String>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
     let file: RuleFile = serde_yaml::from_str(&text).map_err(|e| {
-        let line = e
-            .location()
-            .map(|l| format!(":{}", l.line()))
-            .unwrap_or_default();
-        let mut msg = e.to_string();
-        if let Some(p) = msg.rfind(" at line ") {
-            msg.truncate(p);
-        }
-        vec![format!("{name}{line}: {msg}")]
+        let (line, msg) = yaml_error(&e);
+        vec![at_line(&name, line, &msg)]
     })?;
     let errors = validate(&file, &text, &name);
     if errors.is_empty() {

@@ -72,14 +72,9 @@ fn selectors(params: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, ApiError>
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus writes values.
 fn value_string(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+    match crate::model::special_float(v) {
+        Some(special) => special.into(),
+        None => format!("{v}"),
     }
 }
 

@@ -39,6 +39,12 @@ impl From<PushError> for ApiError {
     }
 }
 
+fn content_encoding(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+}
+
 pub async fn remote_write(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -51,10 +57,7 @@ pub async fn remote_write(
 }
 
 async fn write(state: AppState, headers: HeaderMap, body: Bytes) -> Result<(), ApiError> {
-    if let Some(enc) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(enc) = content_encoding(&headers) {
         if !enc.eq_ignore_ascii_case("snappy") {
             return Err(ApiError::UnsupportedMedia(format!(
                 "unsupported Content-Encoding {enc:?}: remote write bodies are snappy-compressed"
@@ -146,10 +149,7 @@ async fn push_inner(
                 .into(),
         ));
     }
-    if let Some(enc) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(enc) = content_encoding(headers) {
         if !enc.eq_ignore_ascii_case("identity") {
             return Err(ApiError::UnsupportedMedia(format!(
                 "unsupported Content-Encoding {enc:?}; send the body uncompressed"
