@@ -569,6 +569,9 @@ async fn query_errors_use_prometheus_error_json() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = app.get("/api/v1/label/0bad/values").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = app.get("/api/v1/query?query=%ZZ").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("\"errorType\":\"bad_data\""), "{body}");
     let (status, _) = app.get("/no/such/page").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

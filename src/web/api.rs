@@ -2,16 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Map, Value as Json_};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Params};
 use crate::model::{is_valid_label_name, now_ms, Labels, Matcher, Sample, Timestamp};
 use crate::promql::{self, parse_selector, Value};
 use crate::tsdb::Querier;
-
-type Params = Form<Vec<(String, String)>>;
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
@@ -115,7 +113,7 @@ fn query_text(params: &[(String, String)]) -> Result<String, ApiError> {
 
 pub async fn query(
     State(state): State<AppState>,
-    Form(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Json_>, ApiError> {
     let text = query_text(&params)?;
     let t = time_param(&params, "time", now_ms())?;
@@ -127,7 +125,7 @@ pub async fn query(
 
 pub async fn query_range(
     State(state): State<AppState>,
-    Form(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Json_>, ApiError> {
     let text = query_text(&params)?;
     let start = parse_time(
@@ -154,7 +152,7 @@ pub async fn query_range(
 
 pub async fn series(
     State(state): State<AppState>,
-    Form(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Json_>, ApiError> {
     let sel = selectors(&params)?;
     if sel.is_empty() {
@@ -172,7 +170,7 @@ pub async fn series(
 
 pub async fn labels(
     State(state): State<AppState>,
-    Form(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Json_>, ApiError> {
     let sel = selectors(&params)?;
     Ok(success(json!(state.storage.label_names(&sel))))
@@ -181,7 +179,7 @@ pub async fn labels(
 pub async fn label_values(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Form(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Json_>, ApiError> {
     if !is_valid_label_name(&name) {
         return Err(ApiError::BadData(format!("invalid label name: {name:?}")));

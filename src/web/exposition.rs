@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use super::telemetry::process_stats;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Params};
 use crate::ingest::text::{self, Format, MetricFamily, MetricType, ParsedSample};
 use crate::model::{is_stale, now_ms, METRIC_NAME};
 use crate::promql::{parse_selector, LOOKBACK_MS};
@@ -253,7 +253,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 
 pub async fn federate(
     State(state): State<AppState>,
-    Form(params): Form<Vec<(String, String)>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let mut selectors = Vec::new();
     for (k, v) in &params {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Form, FromRequest, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -123,6 +123,27 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .metrics
         .observe(&handler, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// Query-string or form parameters with repeated keys kept (`match[]`). A
+/// malformed encoding is Prometheus' `bad_data` error, not axum's text.
+pub struct Params(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Form::<Vec<(String, String)>>::from_request(req, state).await {
+            Ok(Form(v)) => Ok(Params(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(e.body_text()))
+            }
+            Err(e) => Err(ApiError::BadData(format!(
+                "invalid parameters: {}",
+                e.body_text()
+            ))),
+        }
+    }
 }
 
 /// The one error type of the HTTP layer.
