@@ -266,7 +266,7 @@ fn bench_bytes_per_sample() {
     let st = s.stats();
     let n = (series * per_series) as f64;
     println!(
-        "disk: {} samples in {} series: file {} bytes = {:.3} bytes/sample (chunks alone {:.3})",
+        "disk: {} samples in {} series: file {} bytes = {:.3} bytes/sample (chunk keys and values {:.3})",
         series * per_series,
         series,
         st.file_bytes,

@@ -62,20 +62,23 @@ pub enum DecodeError {
     TooLarge { size: usize, limit: usize },
     #[error("body is not a valid remote-write protobuf WriteRequest: {0}")]
     Protobuf(String),
-    #[error("time series {index}: {reason}")]
-    Series { index: usize, reason: String },
 }
 
-/// What one request carried.
+/// Label pairs borrowed from a request body, in the order sent.
+pub type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
+/// What one request carried: label pairs borrowed from the decompressed
+/// body and their samples.
 #[derive(Debug, Default)]
-pub struct Decoded {
-    pub series: Vec<(Labels, Vec<Sample>)>,
+pub struct Request<'a> {
+    pub series: Vec<(Pairs<'a>, Vec<Sample>)>,
     pub samples: usize,
     pub histograms_dropped: usize,
 }
 
-/// Decompresses and decodes a request body, refusing it whole on any error.
-pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, DecodeError> {
+/// Undoes the snappy block compression, refusing bodies that would
+/// decompress to more than `max_decoded` bytes before allocating them.
+pub fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
     let size = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if size > max_decoded {
         return Err(DecodeError::TooLarge {
@@ -83,38 +86,169 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, DecodeError> {
             limit: max_decoded,
         });
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| DecodeError::Snappy(e.to_string()))?;
-    let req =
-        WriteRequest::decode(raw.as_slice()).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    let mut out = Decoded::default();
-    for (index, ts) in req.timeseries.into_iter().enumerate() {
-        let err = |reason: String| DecodeError::Series { index, reason };
-        if ts.labels.is_empty() {
-            return Err(err("no labels".into()));
+        .map_err(|e| DecodeError::Snappy(e.to_string()))
+}
+
+/// Parses a `WriteRequest` without copying strings. Unknown fields are
+/// skipped as protobuf requires; a known field with the wrong wire type, a
+/// truncated message or invalid UTF-8 refuses the request.
+pub fn parse(buf: &[u8]) -> Result<Request<'_>, DecodeError> {
+    let mut out = Request::default();
+    let mut r = Wire(buf);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => {
+                let index = out.series.len();
+                let (labels, samples, histograms) =
+                    time_series(r.bytes()?).map_err(|e| match e {
+                        DecodeError::Protobuf(m) => {
+                            DecodeError::Protobuf(format!("time series {index}: {m}"))
+                        }
+                        other => other,
+                    })?;
+                out.histograms_dropped += histograms;
+                if !samples.is_empty() {
+                    out.samples += samples.len();
+                    out.series.push((labels, samples));
+                }
+            }
+            (1, _) => return Err(wrong_type("WriteRequest.timeseries")),
+            _ => r.skip(wire)?,
         }
-        let labels = Labels::new(ts.labels.into_iter().map(|l| (l.name, l.value)))
-            .map_err(|e| err(e.to_string()))?;
-        if labels.metric_name().is_none() {
-            return Err(err(format!("{labels} has no metric name (__name__)")));
-        }
-        out.histograms_dropped += ts.histograms.len();
-        if ts.samples.is_empty() {
-            continue;
-        }
-        out.samples += ts.samples.len();
-        let samples = ts
-            .samples
-            .into_iter()
-            .map(|s| Sample {
-                t: s.timestamp,
-                v: s.value,
-            })
-            .collect();
-        out.series.push((labels, samples));
     }
     Ok(out)
+}
+
+type SeriesParts<'a> = (Pairs<'a>, Vec<Sample>, usize);
+
+fn time_series(buf: &[u8]) -> Result<SeriesParts<'_>, DecodeError> {
+    let (mut labels, mut samples, mut histograms) =
+        (Vec::with_capacity(8), Vec::with_capacity(1), 0);
+    let mut r = Wire(buf);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => labels.push(label(r.bytes()?)?),
+            (2, LEN) => samples.push(sample(r.bytes()?)?),
+            (4, LEN) => {
+                r.bytes()?;
+                histograms += 1;
+            }
+            (1 | 2 | 4, _) => return Err(wrong_type("TimeSeries field")),
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok((labels, samples, histograms))
+}
+
+fn label(buf: &[u8]) -> Result<(&str, &str), DecodeError> {
+    let (mut name, mut value) = ("", "");
+    let mut r = Wire(buf);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => name = utf8(r.bytes()?, "label name")?,
+            (2, LEN) => value = utf8(r.bytes()?, "label value")?,
+            (1 | 2, _) => return Err(wrong_type("Label field")),
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok((name, value))
+}
+
+fn sample(buf: &[u8]) -> Result<Sample, DecodeError> {
+    let (mut v, mut t) = (0.0, 0i64);
+    let mut r = Wire(buf);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, I64) => v = f64::from_bits(r.fixed64()?),
+            (2, VARINT) => t = r.varint()? as i64,
+            (1, _) => return Err(wrong_type("Sample.value (a double)")),
+            (2, _) => return Err(wrong_type("Sample.timestamp (an int64 varint)")),
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok(Sample { t, v })
+}
+
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(b).map_err(|_| DecodeError::Protobuf(format!("{what} is not valid UTF-8")))
+}
+
+fn wrong_type(what: &str) -> DecodeError {
+    DecodeError::Protobuf(format!("{what} has the wrong wire type"))
+}
+
+const VARINT: u8 = 0;
+const I64: u8 = 1;
+const LEN: u8 = 2;
+const I32: u8 = 5;
+
+/// A protobuf wire-format reader over a byte slice.
+struct Wire<'a>(&'a [u8]);
+
+impl<'a> Wire<'a> {
+    fn truncated() -> DecodeError {
+        DecodeError::Protobuf("message is truncated".into())
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&b, rest) = self.0.split_first().ok_or_else(Self::truncated)?;
+            self.0 = rest;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Protobuf(
+            "varint is longer than 10 bytes".into(),
+        ))
+    }
+
+    /// The next field number and wire type, or `None` at the end.
+    fn key(&mut self) -> Result<Option<(u64, u8)>, DecodeError> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        let k = self.varint()?;
+        if k >> 3 == 0 {
+            return Err(DecodeError::Protobuf("field number 0".into()));
+        }
+        Ok(Some((k >> 3, (k & 7) as u8)))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(Self::truncated());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| Self::truncated())?;
+        self.take(n)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("took 8 bytes")))
+    }
+
+    fn skip(&mut self, wire: u8) -> Result<(), DecodeError> {
+        match wire {
+            VARINT => self.varint().map(drop),
+            I64 => self.take(8).map(drop),
+            LEN => self.bytes().map(drop),
+            I32 => self.take(4).map(drop),
+            other => Err(DecodeError::Protobuf(format!(
+                "unsupported wire type {other}"
+            ))),
+        }
+    }
 }
 
 /// Encodes a request as a client would (tests, benchmarks, forwarding).
@@ -151,12 +285,62 @@ pub fn encode(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    type Owned = Vec<(Vec<(String, String)>, Vec<Sample>)>;
+
+    fn decode(body: &[u8], max: usize) -> Result<Owned, DecodeError> {
+        let raw = decompress(body, max)?;
+        let req = parse(&raw)?;
+        Ok(req
+            .series
+            .into_iter()
+            .map(|(l, s)| {
+                (
+                    l.into_iter()
+                        .map(|(n, v)| (n.to_string(), v.to_string()))
+                        .collect(),
+                    s,
+                )
+            })
+            .collect())
+    }
+
     #[test]
     fn round_trip() {
         let l = Labels::new([("__name__", "up"), ("job", "a")]).unwrap();
-        let body = encode(&[(l.clone(), vec![Sample { t: 1, v: 2.0 }])]);
+        let body = encode(&[(l, vec![Sample { t: -1, v: 2.0 }])]);
         let d = decode(&body, 1 << 20).unwrap();
-        assert_eq!(d.series, vec![(l, vec![Sample { t: 1, v: 2.0 }])]);
+        assert_eq!(
+            d[0].0,
+            [
+                ("__name__".to_string(), "up".to_string()),
+                ("job".into(), "a".into())
+            ]
+        );
+        assert_eq!(d[0].1, [Sample { t: -1, v: 2.0 }]);
+    }
+
+    #[test]
+    fn skips_unknown_fields_and_counts_histograms() {
+        let ts = TimeSeries {
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: "h".into(),
+            }],
+            samples: vec![],
+            histograms: vec![vec![1, 2, 3]],
+        };
+        let req = WriteRequest {
+            timeseries: vec![ts],
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "h".into(),
+                help: "x".into(),
+                unit: String::new(),
+            }],
+        };
+        let raw = req.encode_to_vec();
+        let parsed = parse(&raw).unwrap();
+        assert_eq!((parsed.series.len(), parsed.histograms_dropped), (0, 1));
     }
 
     #[test]
@@ -182,30 +366,12 @@ mod tests {
             decode(&not_proto, 1 << 20),
             Err(DecodeError::Protobuf(_))
         ));
-        let bad = WriteRequest {
-            timeseries: vec![TimeSeries {
-                labels: vec![
-                    Label {
-                        name: "__name__".into(),
-                        value: "ok".into(),
-                    },
-                    Label {
-                        name: "bad-name".into(),
-                        value: "x".into(),
-                    },
-                ],
-                samples: vec![ProtoSample {
-                    value: 1.0,
-                    timestamp: 1,
-                }],
-                histograms: vec![],
-            }],
-            metadata: vec![],
-        };
-        let body = snap::raw::Encoder::new()
-            .compress_vec(&bad.encode_to_vec())
-            .unwrap();
-        let e = decode(&body, 1 << 20).unwrap_err();
-        assert!(e.to_string().contains("bad-name"), "{e}");
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        for cut in 1..raw.len() {
+            assert!(
+                parse(&raw[..cut]).is_err(),
+                "a body cut at {cut} must not parse"
+            );
+        }
     }
 }

@@ -30,6 +30,9 @@ pub(super) struct Job {
     pub series_deletes: Vec<u64>,
 }
 
+/// A chunk key is a (u64, i64) pair.
+const CHUNK_KEY_BYTES: usize = 16;
+
 pub(super) type Reply = SyncSender<Result<(), StorageError>>;
 
 pub(super) struct Shared {
@@ -90,10 +93,10 @@ pub(super) fn write<'a>(
             }
             for (id, start, bytes) in &job.chunks {
                 if let Some(old) = chunks.insert((*id, *start), bytes.as_slice())? {
-                    removed_bytes += old.value().len() as u64;
+                    removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
                     removed_chunks += 1;
                 }
-                added_bytes += bytes.len() as u64;
+                added_bytes += (CHUNK_KEY_BYTES + bytes.len()) as u64;
                 added_chunks += 1;
             }
             for id in &job.head_deletes {
@@ -108,7 +111,7 @@ pub(super) fn write<'a>(
             }
             for key in &job.chunk_deletes {
                 if let Some(old) = chunks.remove(*key)? {
-                    removed_bytes += old.value().len() as u64;
+                    removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
                     removed_chunks += 1;
                 }
             }

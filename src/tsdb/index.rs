@@ -10,9 +10,22 @@ use crate::model::{Labels, MatchOp, Matcher};
 /// A hash map with a fast, seeded hasher for the hot paths.
 pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Label pairs borrowed from a request, in the order sent. It hashes exactly
+/// like `Labels` with the same pairs in the same order (both hash as a
+/// slice of string pairs), so an existing series is found without building
+/// a `Labels`.
+#[derive(Hash)]
+pub(super) struct PairsRef<'a>(pub &'a [(&'a str, &'a str)]);
+
+impl hashbrown::Equivalent<Arc<Labels>> for PairsRef<'_> {
+    fn equivalent(&self, key: &Arc<Labels>) -> bool {
+        key.len() == self.0.len() && key.iter().zip(self.0).all(|(a, b)| a == *b)
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Index {
-    by_labels: FastMap<Arc<Labels>, u64>,
+    by_labels: hashbrown::HashMap<Arc<Labels>, u64, foldhash::fast::RandomState>,
     by_id: FastMap<u64, Arc<Labels>>,
     /// name → value → ids (ascending)
     postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
@@ -25,6 +38,11 @@ impl Index {
 
     pub(super) fn id_of(&self, labels: &Labels) -> Option<u64> {
         self.by_labels.get(labels).copied()
+    }
+
+    /// The id of the series with exactly these pairs, in this order.
+    pub(super) fn id_of_pairs(&self, pairs: &[(&str, &str)]) -> Option<u64> {
+        self.by_labels.get(&PairsRef(pairs)).copied()
     }
 
     pub(super) fn labels(&self, id: u64) -> Option<&Arc<Labels>> {
@@ -179,6 +197,15 @@ mod tests {
         assert_eq!(ix.select(&[re]), [1, 2, 3]);
         let ne = Matcher::new(MatchOp::NotEqual, "job", "a").unwrap();
         assert_eq!(ix.select(&[eq("__name__", "up"), ne]), [2]);
+        assert_eq!(
+            ix.id_of_pairs(&[("__name__", "up"), ("env", "prod"), ("job", "b")]),
+            Some(2)
+        );
+        assert_eq!(
+            ix.id_of_pairs(&[("__name__", "up"), ("job", "b"), ("env", "prod")]),
+            None
+        );
+        assert_eq!(ix.id_of_pairs(&[("__name__", "up")]), None);
         ix.remove(2);
         assert_eq!(ix.select(&[eq("__name__", "up")]), [1]);
         assert_eq!(ix.label_values("job", None), ["a"]);

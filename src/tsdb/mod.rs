@@ -137,6 +137,8 @@ pub enum AppendError {
         len: usize,
         limit: usize,
     },
+    #[error("series {labels}: {reason}")]
+    InvalidLabels { labels: String, reason: String },
     #[error("series {labels}: no metric name")]
     NoMetricName { labels: String },
     #[error(transparent)]

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::committer::{self, Job, Reply, Shared};
 use super::index::{FastMap, Index};
@@ -96,21 +96,62 @@ impl MemSeries {
 /// merged, in call order, when the batch is written.
 pub struct Appender<'a> {
     storage: &'a Storage,
-    batch: Vec<(Labels, Vec<Sample>)>,
+    batch: Vec<(SeriesKey<'a>, Vec<Sample>)>,
 }
 
-impl Appender<'_> {
+/// How a batch names a series: a label set, or label pairs borrowed from a
+/// request (an existing series is then found without building a `Labels`).
+enum SeriesKey<'a> {
+    Labels(Labels),
+    Pairs(Vec<(&'a str, &'a str)>),
+}
+
+impl SeriesKey<'_> {
+    /// `name{a="1", b="2"}` for error messages.
+    fn describe(&self) -> String {
+        match self {
+            SeriesKey::Labels(l) => l.to_string(),
+            SeriesKey::Pairs(p) => {
+                let name = p
+                    .iter()
+                    .find(|(n, _)| *n == METRIC_NAME)
+                    .map_or("", |(_, v)| *v);
+                let rest: Vec<String> = p
+                    .iter()
+                    .filter(|(n, _)| *n != METRIC_NAME)
+                    .map(|(n, v)| format!("{n}={v:?}"))
+                    .collect();
+                format!("{name}{{{}}}", rest.join(", "))
+            }
+        }
+    }
+
+    fn labels(&self) -> Option<&Labels> {
+        match self {
+            SeriesKey::Labels(l) => Some(l),
+            SeriesKey::Pairs(_) => None,
+        }
+    }
+}
+
+impl<'a> Appender<'a> {
     pub fn append(&mut self, labels: Labels, t: Timestamp, v: f64) {
         let s = Sample { t, v };
         match self.batch.last_mut() {
-            Some((l, samples)) if *l == labels => samples.push(s),
-            _ => self.batch.push((labels, vec![s])),
+            Some((SeriesKey::Labels(l), samples)) if *l == labels => samples.push(s),
+            _ => self.batch.push((SeriesKey::Labels(labels), vec![s])),
         }
     }
 
     /// Adds many samples of one series.
     pub fn append_series(&mut self, labels: Labels, samples: Vec<Sample>) {
-        self.batch.push((labels, samples));
+        self.batch.push((SeriesKey::Labels(labels), samples));
+    }
+
+    /// Adds samples of a series named by label pairs as a client sent them
+    /// (any order; validated only if the series is new).
+    pub fn append_pairs(&mut self, pairs: Vec<(&'a str, &'a str)>, samples: Vec<Sample>) {
+        self.batch.push((SeriesKey::Pairs(pairs), samples));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -234,45 +275,31 @@ impl Storage {
             st.series.insert(id, MemSeries::new());
             st.next_id = st.next_id.max(id + 1);
         }
-        let (mut bytes, mut count) = (0u64, 0u64);
-        // Rows come in key order: the last row of each id is its newest chunk.
-        let mut newest: Option<(u64, Vec<u8>)> = None;
-        let set_last =
-            |st: &mut State, newest: Option<(u64, Vec<u8>)>| -> Result<(), StorageError> {
-                if let Some((id, value)) = newest {
-                    if let Some(s) = st.series.get_mut(&id) {
-                        let samples = chunk::decode(&value)
-                            .map_err(|e| StorageError(format!("series {id}: {e}")))?;
-                        s.last = samples.last().copied();
-                    }
-                }
-                Ok(())
-            };
-        for row in chunks_t.iter()? {
-            let (key, value) = row?;
-            bytes += value.value().len() as u64;
-            count += 1;
-            let id = key.value().0;
-            if value.value().len() < BLOCK_FULL_BYTES {
-                if let Some(ms) = st.series.get_mut(&id) {
-                    ms.unmerged += 1;
-                }
-            }
-            if newest.as_ref().is_some_and(|(n, _)| *n != id) {
-                set_last(&mut st, newest.take())?;
-            }
-            newest = Some((id, value.value().to_vec()));
-        }
-        set_last(&mut st, newest)?;
-        self.shared.chunk_bytes.store(bytes, Ordering::Relaxed);
-        self.shared.chunks.store(count, Ordering::Relaxed);
+        let stats = chunks_t.stats()?;
+        self.shared
+            .chunk_bytes
+            .store(stats.stored_bytes(), Ordering::Relaxed);
+        self.shared.chunks.store(chunks_t.len()?, Ordering::Relaxed);
         for row in head_t.iter()? {
             let (id, value) = row?;
             if let Some(s) = st.series.get_mut(&id.value()) {
                 s.head = chunk::decode(value.value())
                     .map_err(|e| StorageError(format!("head of series {}: {e}", id.value())))?;
-                s.last = s.head.last().copied().or(s.last);
+                s.last = s.head.last().copied();
                 s.has_head_row = true;
+            }
+        }
+        // Series without a head row: their newest sample ends their newest
+        // chunk. Every series gets one merge check after start-up.
+        for (&id, ms) in st.series.iter_mut() {
+            ms.unmerged = 2;
+            if ms.last.is_some() {
+                continue;
+            }
+            if let Some(row) = chunks_t.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() {
+                let samples = chunk::decode(row?.1.value())
+                    .map_err(|e| StorageError(format!("series {id}: {e}")))?;
+                ms.last = samples.last().copied();
             }
         }
         let mut replayed = 0;
@@ -331,7 +358,7 @@ impl Storage {
         Ok(())
     }
 
-    fn append_batch(&self, batch: Vec<(Labels, Vec<Sample>)>) -> Result<usize, AppendError> {
+    fn append_batch(&self, batch: Vec<(SeriesKey<'_>, Vec<Sample>)>) -> Result<usize, AppendError> {
         let result = self.append_inner(batch);
         if let Err(e) = &result {
             if !matches!(e, AppendError::Storage(_)) {
@@ -343,7 +370,10 @@ impl Storage {
         result
     }
 
-    fn append_inner(&self, mut batch: Vec<(Labels, Vec<Sample>)>) -> Result<usize, AppendError> {
+    fn append_inner(
+        &self,
+        mut batch: Vec<(SeriesKey<'_>, Vec<Sample>)>,
+    ) -> Result<usize, AppendError> {
         self.check_usable()?;
         let sender = self.sender()?;
         let limits = &self.opts.limits;
@@ -355,10 +385,27 @@ impl Storage {
             let mut new_first: HashMap<Labels, usize> = HashMap::new();
             let mut new = 0usize;
             for i in 0..batch.len() {
-                let id = st.index.id_of(&batch[i].0);
-                let earlier = match id {
-                    Some(id) => first_of.insert(id, i),
-                    None => new_first.get(&batch[i].0).copied(),
+                let mut id = match &batch[i].0 {
+                    SeriesKey::Labels(l) => st.index.id_of(l),
+                    SeriesKey::Pairs(p) => st.index.id_of_pairs(p),
+                };
+                if id.is_none() {
+                    // Unknown as sent: validate and normalize, then look again.
+                    if let SeriesKey::Pairs(p) = &batch[i].0 {
+                        let labels = Labels::new(p.iter().copied()).map_err(|e| {
+                            AppendError::InvalidLabels {
+                                labels: batch[i].0.describe(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        id = st.index.id_of(&labels);
+                        batch[i].0 = SeriesKey::Labels(labels);
+                    }
+                }
+                let earlier = match (id, batch[i].0.labels()) {
+                    (Some(id), _) => first_of.insert(id, i),
+                    (None, Some(l)) => new_first.get(l).copied(),
+                    (None, None) => None,
                 };
                 match earlier {
                     Some(e) => {
@@ -369,9 +416,11 @@ impl Storage {
                         batch[e].1.extend(samples);
                     }
                     None if id.is_none() => {
-                        check_labels(&batch[i].0, limits)?;
-                        new_first.insert(batch[i].0.clone(), i);
-                        new += 1;
+                        if let Some(l) = batch[i].0.labels() {
+                            check_labels(l, limits)?;
+                            new_first.insert(l.clone(), i);
+                            new += 1;
+                        }
                     }
                     None => {}
                 }
@@ -395,7 +444,7 @@ impl Storage {
                     if let Some(l) = last {
                         if s.t < l.t {
                             return Err(AppendError::OutOfOrder {
-                                labels: labels.to_string(),
+                                labels: labels.describe(),
                                 t: s.t,
                                 last: l.t,
                             });
@@ -406,7 +455,7 @@ impl Storage {
                                 continue;
                             }
                             return Err(AppendError::DuplicateTimestamp {
-                                labels: labels.to_string(),
+                                labels: labels.describe(),
                                 t: s.t,
                             });
                         }
@@ -422,7 +471,7 @@ impl Storage {
                     });
                 }
             }
-            // Pass 2: apply to the head and build the WAL record.
+            // Pass 3: apply to the head and build the WAL record.
             let seq = st.next_seq;
             st.next_seq += 1;
             purge_pending(&mut st, self.shared.committed_seq.load(Ordering::SeqCst));
@@ -432,12 +481,13 @@ impl Storage {
             };
             let mut rec: Vec<(u64, &[Sample])> = Vec::with_capacity(batch.len());
             let mut stored = 0;
-            for (i, ((labels, samples), id)) in batch.iter().zip(ids).enumerate() {
-                let id = match id {
-                    Some(id) => id,
+            for (i, ((key, samples), id)) in batch.iter().zip(ids).enumerate() {
+                let id = match (id, key.labels()) {
+                    (Some(id), _) => id,
                     // A repeat of a new series, merged into its first entry.
-                    None if new_first.get(labels) != Some(&i) => continue,
-                    None => {
+                    (None, Some(labels)) if new_first.get(labels) != Some(&i) => continue,
+                    (None, None) => continue,
+                    (None, Some(labels)) => {
                         let id = st.next_id;
                         st.next_id += 1;
                         job.new_series.push((id, labels.encode()));

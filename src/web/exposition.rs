@@ -132,7 +132,7 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         Fam::new(
             "mlmon_storage_chunk_bytes",
             Gauge,
-            "Bytes of closed chunks in the store.",
+            "Bytes of closed chunks in the store, keys and values.",
         )
         .value(s.chunk_bytes as f64),
         Fam::new(

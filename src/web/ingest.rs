@@ -65,21 +65,25 @@ async fn write(state: AppState, headers: HeaderMap, body: Bytes) -> Result<(), A
         }
     }
     let max = state.settings.max_request_bytes;
-    let decoded = remote_write::decode(&body, max).map_err(|e| match e {
+    let refused = |e: DecodeError| match e {
         DecodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
         other => ApiError::BadData(other.to_string()),
-    })?;
-    HttpMetrics::add(
-        &state.metrics.remote_write_histograms_dropped,
-        decoded.histograms_dropped as u64,
-    );
+    };
+    let raw = remote_write::decompress(&body, max).map_err(refused)?;
     let storage = state.storage.clone();
-    let stored = tokio::task::spawn_blocking(move || {
+    let metrics = state.metrics.clone();
+    // Parsing borrows from `raw`, so it runs where the append does.
+    let stored = tokio::task::spawn_blocking(move || -> Result<usize, ApiError> {
+        let req = remote_write::parse(&raw).map_err(refused)?;
+        HttpMetrics::add(
+            &metrics.remote_write_histograms_dropped,
+            req.histograms_dropped as u64,
+        );
         let mut app = storage.appender();
-        for (labels, samples) in decoded.series {
-            app.append_series(labels, samples);
+        for (pairs, samples) in req.series {
+            app.append_pairs(pairs, samples);
         }
-        app.commit()
+        Ok(app.commit()?)
     })
     .await??;
     HttpMetrics::add(&state.metrics.samples_remote_write, stored as u64);
