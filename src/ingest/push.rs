@@ -568,6 +568,13 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_paths_never_panic(path in "[a-z@%/=0-9A-F_.-]{0,40}") {
+            let _ = grouping_key(&path);
+        }
+    }
+
     #[test]
     fn group_encoding_round_trips() {
         let g = Group {

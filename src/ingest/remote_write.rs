@@ -343,6 +343,14 @@ mod tests {
         assert_eq!((parsed.series.len(), parsed.histograms_dropped), (0, 1));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = parse(&bytes);
+            let _ = decompress(&bytes, 1 << 20);
+        }
+    }
+
     #[test]
     fn refuses_bad_bodies() {
         assert!(matches!(

@@ -521,9 +521,15 @@ fn split_ws(s: &str) -> (&str, &str) {
     }
 }
 
+/// The first word of `s`, at most 64 bytes (cut on a character boundary),
+/// for error messages.
 fn first_token(s: &str) -> &str {
     let t = s.split([' ', '\t']).next().unwrap_or("");
-    &t[..t.len().min(64)]
+    let mut end = t.len().min(64);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    &t[..end]
 }
 
 // === writing ==================================================================
@@ -741,6 +747,29 @@ mod tests {
             .reason
             .contains("EOF"));
         assert!(parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics).is_err());
+    }
+
+    // Found by review: an error message cut a long non-ASCII token inside a
+    // character and panicked.
+    #[test]
+    fn long_non_ascii_tokens_in_errors_do_not_panic() {
+        let line = format!("a-{} 1\n", "é".repeat(100));
+        let e = text(&line).unwrap_err();
+        assert!(e.reason.contains("expected a space"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(input in "\\PC{0,200}") {
+            let _ = parse(&input, Format::Text);
+            let _ = parse(&input, Format::OpenMetrics);
+        }
+
+        #[test]
+        fn exposition_shaped_input_never_panics(input in "(# (HELP|TYPE|UNIT|EOF) ?)?[a-z_:]{0,5}(\\{[a-z_]{0,3}=?\"[^\"]{0,4}\"?,?\\}?)? ?[-+0-9.eE]{0,6} ?[0-9.]{0,4}\n?") {
+            let _ = parse(&input, Format::Text);
+            let _ = parse(&input, Format::OpenMetrics);
+        }
     }
 
     #[test]
