@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json_};
 
 use super::{ApiError, AppState, Params};
 use crate::model::{is_valid_label_name, now_ms, Labels, Matcher, Sample, Timestamp};
-use crate::promql::{self, parse_selector, Value};
+use crate::promql::{self, parse_selector, QueryOptions, Value};
 use crate::tsdb::Querier;
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -92,16 +92,26 @@ fn success(data: Json_) -> Json<Json_> {
     Json(json!({"status": "success", "data": data}))
 }
 
+fn point_at(t: i64, v: f64) -> Json_ {
+    json!([t as f64 / 1000.0, value_string(v)])
+}
+
+fn matrix(items: &[promql::Series]) -> Json_ {
+    json!({
+        "resultType": "matrix",
+        "result": items.iter().map(|s| json!({"metric": metric(&s.labels), "values": s.samples.iter().map(point).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+    })
+}
+
 fn render(v: Value) -> Json_ {
     match v {
+        Value::Scalar { t, v } => json!({"resultType": "scalar", "result": point_at(t, v)}),
+        Value::String { t, s } => json!({"resultType": "string", "result": [t as f64 / 1000.0, s]}),
         Value::Vector(items) => json!({
             "resultType": "vector",
-            "result": items.iter().map(|(l, s)| json!({"metric": metric(l), "value": point(s)})).collect::<Vec<_>>(),
+            "result": items.iter().map(|s| json!({"metric": metric(&s.labels), "value": point_at(s.t, s.v)})).collect::<Vec<_>>(),
         }),
-        Value::Matrix(items) => json!({
-            "resultType": "matrix",
-            "result": items.iter().map(|(l, ss)| json!({"metric": metric(l), "values": ss.iter().map(point).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-        }),
+        Value::Matrix(items) => matrix(&items),
     }
 }
 
@@ -119,7 +129,7 @@ pub async fn query(
     let t = time_param(&params, "time", now_ms())?;
     let storage = state.storage.clone();
     let v =
-        tokio::task::spawn_blocking(move || promql::instant(storage.as_ref(), &text, t)).await??;
+        tokio::task::spawn_blocking(move || promql::instant(storage.as_ref(), &text, t, &QueryOptions::default())).await??;
     Ok(success(render(v)))
 }
 
@@ -144,10 +154,10 @@ pub async fn query_range(
     )?;
     let storage = state.storage.clone();
     let v = tokio::task::spawn_blocking(move || {
-        promql::range(storage.as_ref(), &text, start, end, step)
+        promql::range(storage.as_ref(), &text, start, end, step, &QueryOptions::default())
     })
     .await??;
-    Ok(success(render(v)))
+    Ok(success(matrix(&v)))
 }
 
 pub async fn series(

@@ -162,6 +162,8 @@ pub enum ApiError {
     /// 415.
     UnsupportedMedia(String),
     NotFound,
+    /// 503, Prometheus' `timeout`/`execution` for stopped queries.
+    Unavailable(String),
     /// 500; the text is logged, never sent.
     Internal(String),
 }
@@ -182,6 +184,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_data", m.clone())
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".into()),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", m.clone()),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -240,7 +243,10 @@ impl From<crate::promql::QueryError> for ApiError {
         match e {
             Q::Parse(m) => ApiError::BadData(m),
             Q::BadData(m) => ApiError::BadData(m),
-            Q::Unsupported(m) => ApiError::BadData(m),
+            Q::Unsupported(m) => ApiError::BadData(format!("unsupported: {m}")),
+            Q::Execution(m) => ApiError::Execution(m),
+            e @ Q::TooManySamples(_) => ApiError::Execution(e.to_string()),
+            e @ Q::Timeout(_) => ApiError::Unavailable(e.to_string()),
             Q::Storage(s) => ApiError::Internal(s.to_string()),
         }
     }

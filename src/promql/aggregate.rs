@@ -1,0 +1,159 @@
+//! Aggregation operators with `by`/`without`: sum, avg, min, max, count,
+//! group, stddev, stdvar, topk, bottomk, quantile, count_values. Arithmetic
+//! follows Prometheus 2.x (incremental mean, Welford variance) so results
+//! agree to the last bits.
+
+use std::sync::Arc;
+
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::eval::Evaluator;
+use super::functions::quantile;
+use super::value::{VSample, Value};
+use super::QueryError;
+use crate::model::{is_valid_label_name, Labels, Timestamp, METRIC_NAME};
+
+/// The labels of the group a sample belongs to.
+fn group_labels(l: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(by)) => {
+            let pairs: Vec<(&str, &str)> = l.iter().filter(|(n, _)| by.labels.iter().any(|b| b == n)).collect();
+            Labels::new(pairs).unwrap_or_default()
+        }
+        Some(LabelModifier::Exclude(without)) => {
+            let pairs: Vec<(&str, &str)> = l
+                .iter()
+                .filter(|(n, _)| *n != METRIC_NAME && !without.labels.iter().any(|b| b == n))
+                .collect();
+            Labels::new(pairs).unwrap_or_default()
+        }
+        None => Labels::default(),
+    }
+}
+
+struct Group {
+    labels: Arc<Labels>,
+    members: Vec<VSample>,
+}
+
+pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Result<Value, QueryError> {
+    let op = a.op.to_string();
+    let param = match &a.param {
+        Some(p) => Some(ev.eval(p, t)?),
+        None => None,
+    };
+    let input = ev.vector(&a.expr, t)?;
+    let modifier = a.modifier.as_ref();
+    // Groups in order of first appearance.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let count_values_label = if op == "count_values" {
+        match &param {
+            Some(Value::String { s, .. }) if is_valid_label_name(s) => Some(s.clone()),
+            Some(Value::String { s, .. }) => return Err(QueryError::Execution(format!("invalid label name {s:?}"))),
+            _ => return Err(QueryError::BadData("count_values needs a string parameter".into())),
+        }
+    } else {
+        None
+    };
+    for s in input {
+        let mut gl = group_labels(&s.labels, modifier);
+        if let Some(label) = &count_values_label {
+            let text = crate::model::special_float(s.v).map_or_else(|| format!("{}", s.v), str::to_string);
+            gl = gl.with(label, &text);
+        }
+        let i = *index.entry(gl.clone()).or_insert_with(|| {
+            groups.push(Group { labels: Arc::new(gl), members: Vec::new() });
+            groups.len() - 1
+        });
+        groups[i].members.push(s);
+    }
+    let scalar_param = |name: &str| -> Result<f64, QueryError> {
+        match &param {
+            Some(Value::Scalar { v, .. }) => Ok(*v),
+            _ => Err(QueryError::BadData(format!("{name} needs a scalar parameter"))),
+        }
+    };
+    let mut out = Vec::new();
+    match op.as_str() {
+        "topk" | "bottomk" => {
+            let k = scalar_param(&op)?;
+            if k.is_nan() {
+                return Err(QueryError::Execution(format!("Parameter value is NaN for {op}")));
+            }
+            let k = if k < 1.0 { 0 } else { k.min(1e9) as usize };
+            let top = op == "topk";
+            for g in groups {
+                let mut m = g.members;
+                // NaN sorts last for both, as in Prometheus' heaps.
+                m.sort_by(|x, y| {
+                    let ord = match (x.v.is_nan(), y.v.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if top => y.v.partial_cmp(&x.v).unwrap_or(std::cmp::Ordering::Equal),
+                        _ => x.v.partial_cmp(&y.v).unwrap_or(std::cmp::Ordering::Equal),
+                    };
+                    ord
+                });
+                m.truncate(k);
+                out.extend(m.into_iter().map(|s| VSample { t, ..s }));
+            }
+            return Ok(Value::Vector(out));
+        }
+        "quantile" => {
+            let q = scalar_param("quantile")?;
+            for g in groups {
+                let mut vals: Vec<f64> = g.members.iter().map(|s| s.v).collect();
+                out.push(VSample { labels: g.labels, t, v: quantile(q, &mut vals) });
+            }
+            return Ok(Value::Vector(out));
+        }
+        _ => {}
+    }
+    for g in groups {
+        let vals = g.members.iter().map(|s| s.v);
+        let v = match op.as_str() {
+            "sum" => vals.sum(),
+            "count" | "count_values" => g.members.len() as f64,
+            "group" => 1.0,
+            "min" => vals.fold(f64::NAN, |acc, x| if acc.is_nan() || x < acc { x } else { acc }),
+            "max" => vals.fold(f64::NAN, |acc, x| if acc.is_nan() || x > acc { x } else { acc }),
+            "avg" => {
+                let mut mean = 0.0f64;
+                let mut n = 0.0f64;
+                for x in vals {
+                    n += 1.0;
+                    if mean.is_infinite() {
+                        if x.is_infinite() && (mean > 0.0) == (x > 0.0) {
+                            continue;
+                        }
+                        if !x.is_infinite() && !x.is_nan() {
+                            continue;
+                        }
+                    }
+                    mean += x / n - mean / n;
+                }
+                mean
+            }
+            "stddev" | "stdvar" => {
+                let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+                for x in vals {
+                    n += 1.0;
+                    let delta = x - mean;
+                    mean += delta / n;
+                    m2 += delta * (x - mean);
+                }
+                let var = m2 / n;
+                if op == "stddev" {
+                    var.sqrt()
+                } else {
+                    var
+                }
+            }
+            other => return Err(QueryError::Unsupported(format!("aggregation {other}"))),
+        };
+        out.push(VSample { labels: g.labels, t, v });
+    }
+    Ok(Value::Vector(out))
+}

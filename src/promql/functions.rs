@@ -1,0 +1,612 @@
+//! PromQL functions, one table from name to implementation, each under a
+//! `// === name(args) type ===` header like Prometheus' `functions.go`.
+//! Results drop the metric name except where Prometheus keeps it
+//! (`last_over_time`, `label_replace`, `label_join`, `sort`, `sort_desc`).
+
+use std::sync::Arc;
+
+use chrono::{Datelike, TimeZone, Timelike};
+use promql_parser::parser::{Call, Expr, MatrixSelector};
+use regex::Regex;
+
+use super::eval::{check_unique, drop_name, Evaluator};
+use super::value::{Series, VSample, Value};
+use super::{matchers_of, QueryError};
+use crate::model::{is_valid_label_name, Labels, MatchOp, Sample, Timestamp, METRIC_NAME};
+
+pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, QueryError> {
+    let name = c.func.name;
+    let args = &c.args.args;
+    let out = match name {
+        // === time() scalar ===
+        "time" => return Ok(Value::Scalar { t, v: t as f64 / 1000.0 }),
+        // === pi() scalar ===
+        "pi" => return Ok(Value::Scalar { t, v: std::f64::consts::PI }),
+        // === vector(s scalar) vector ===
+        "vector" => {
+            let v = ev.scalar(&args[0], t)?;
+            return Ok(Value::Vector(vec![VSample { labels: Arc::new(Labels::default()), t, v }]));
+        }
+        // === scalar(v vector) scalar ===
+        "scalar" => {
+            let v = ev.vector(&args[0], t)?;
+            let v = if v.len() == 1 { v[0].v } else { f64::NAN };
+            return Ok(Value::Scalar { t, v });
+        }
+        "rate" => over_range(ev, args, t, name, |s, r| extrapolated_rate(s, r, true, true))?,
+        "increase" => over_range(ev, args, t, name, |s, r| extrapolated_rate(s, r, true, false))?,
+        "delta" => over_range(ev, args, t, name, |s, r| extrapolated_rate(s, r, false, false))?,
+        "irate" => over_range(ev, args, t, name, |s, _| instant_delta(s, true))?,
+        "idelta" => over_range(ev, args, t, name, |s, _| instant_delta(s, false))?,
+        // === deriv(v range-vector) vector ===
+        "deriv" => over_range(ev, args, t, name, |s, _| (s.len() >= 2).then(|| linear_regression(s, s[0].t).0))?,
+        // === predict_linear(v range-vector, t scalar) vector ===
+        "predict_linear" => {
+            let d = ev.scalar(&args[1], t)?;
+            over_range(ev, args, t, name, |s, _| {
+                (s.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(s, t);
+                    slope * d + intercept
+                })
+            })?
+        }
+        // === holt_winters(v range-vector, sf, tf scalar) vector ===
+        "holt_winters" => {
+            let sf = ev.scalar(&args[1], t)?;
+            let tf = ev.scalar(&args[2], t)?;
+            if sf <= 0.0 || sf >= 1.0 {
+                return Err(QueryError::Execution(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}")));
+            }
+            if tf <= 0.0 || tf >= 1.0 {
+                return Err(QueryError::Execution(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}")));
+            }
+            over_range(ev, args, t, name, |s, _| holt_winters(s, sf, tf))?
+        }
+        // === changes(v range-vector) vector ===
+        "changes" => over_range(ev, args, t, name, |s, _| {
+            Some(s.windows(2).filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan())).count() as f64)
+        })?,
+        // === resets(v range-vector) vector ===
+        "resets" => over_range(ev, args, t, name, |s, _| Some(s.windows(2).filter(|w| w[1].v < w[0].v).count() as f64))?,
+        "avg_over_time" => over_range(ev, args, t, name, |s, _| Some(avg(s)))?,
+        "sum_over_time" => over_range(ev, args, t, name, |s, _| Some(kahan_sum(s.iter().map(|x| x.v))))?,
+        "count_over_time" => over_range(ev, args, t, name, |s, _| Some(s.len() as f64))?,
+        "min_over_time" => over_range(ev, args, t, name, |s, _| {
+            Some(s.iter().fold(f64::NAN, |acc, x| if acc.is_nan() || x.v < acc { x.v } else { acc }))
+        })?,
+        "max_over_time" => over_range(ev, args, t, name, |s, _| {
+            Some(s.iter().fold(f64::NAN, |acc, x| if acc.is_nan() || x.v > acc { x.v } else { acc }))
+        })?,
+        "last_over_time" => over_range(ev, args, t, name, |s, _| s.last().map(|x| x.v))?,
+        "present_over_time" => over_range(ev, args, t, name, |_, _| Some(1.0))?,
+        "stddev_over_time" => over_range(ev, args, t, name, |s, _| Some(variance(s).sqrt()))?,
+        "stdvar_over_time" => over_range(ev, args, t, name, |s, _| Some(variance(s)))?,
+        // === quantile_over_time(q scalar, v range-vector) vector ===
+        "quantile_over_time" => {
+            let q = ev.scalar(&args[0], t)?;
+            over_range(ev, &args[1..], t, name, |s, _| {
+                let mut vals: Vec<f64> = s.iter().map(|x| x.v).collect();
+                Some(quantile(q, &mut vals))
+            })?
+        }
+        // === absent_over_time(v range-vector) vector ===
+        "absent_over_time" => {
+            let m = ev.matrix(&args[0], t)?;
+            if !m.is_empty() {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            return Ok(Value::Vector(vec![VSample { labels: Arc::new(absent_labels(&args[0])), t, v: 1.0 }]));
+        }
+        // === absent(v vector) vector ===
+        "absent" => {
+            let v = ev.vector(&args[0], t)?;
+            if !v.is_empty() {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            return Ok(Value::Vector(vec![VSample { labels: Arc::new(absent_labels(&args[0])), t, v: 1.0 }]));
+        }
+        // === timestamp(v vector) vector ===
+        "timestamp" => {
+            let v = match strip_parens(&args[0]) {
+                // A selector gives its samples' own timestamps.
+                Expr::VectorSelector(_) => ev.vector_with_sample_times(strip_parens(&args[0]), t)?,
+                other => ev.vector(other, t)?,
+            };
+            v.into_iter().map(|s| VSample { labels: drop_name(&s.labels), t, v: s.t as f64 / 1000.0 }).collect()
+        }
+        "abs" => map_values(ev, args, t, f64::abs)?,
+        "ceil" => map_values(ev, args, t, f64::ceil)?,
+        "floor" => map_values(ev, args, t, f64::floor)?,
+        "sqrt" => map_values(ev, args, t, f64::sqrt)?,
+        "exp" => map_values(ev, args, t, f64::exp)?,
+        "ln" => map_values(ev, args, t, f64::ln)?,
+        "log2" => map_values(ev, args, t, f64::log2)?,
+        "log10" => map_values(ev, args, t, f64::log10)?,
+        "sin" => map_values(ev, args, t, f64::sin)?,
+        "cos" => map_values(ev, args, t, f64::cos)?,
+        "tan" => map_values(ev, args, t, f64::tan)?,
+        "asin" => map_values(ev, args, t, f64::asin)?,
+        "acos" => map_values(ev, args, t, f64::acos)?,
+        "atan" => map_values(ev, args, t, f64::atan)?,
+        "sinh" => map_values(ev, args, t, f64::sinh)?,
+        "cosh" => map_values(ev, args, t, f64::cosh)?,
+        "tanh" => map_values(ev, args, t, f64::tanh)?,
+        "asinh" => map_values(ev, args, t, f64::asinh)?,
+        "acosh" => map_values(ev, args, t, f64::acosh)?,
+        "atanh" => map_values(ev, args, t, f64::atanh)?,
+        "deg" => map_values(ev, args, t, |v| v * 180.0 / std::f64::consts::PI)?,
+        "rad" => map_values(ev, args, t, |v| v * std::f64::consts::PI / 180.0)?,
+        "sgn" => map_values(ev, args, t, |v| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { v })?,
+        // === round(v vector, to_nearest=1 scalar) vector ===
+        "round" => {
+            let to = if args.len() > 1 { ev.scalar(&args[1], t)? } else { 1.0 };
+            let inv = 1.0 / to;
+            map_values(ev, &args[..1], t, |v| (v * inv + 0.5).floor() / inv)?
+        }
+        // === clamp(v vector, min, max scalar) vector ===
+        "clamp" => {
+            let lo = ev.scalar(&args[1], t)?;
+            let hi = ev.scalar(&args[2], t)?;
+            if hi < lo {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            map_values(ev, &args[..1], t, |v| v.max(lo).min(hi))?
+        }
+        "clamp_min" => {
+            let lo = ev.scalar(&args[1], t)?;
+            map_values(ev, &args[..1], t, |v| v.max(lo))?
+        }
+        "clamp_max" => {
+            let hi = ev.scalar(&args[1], t)?;
+            map_values(ev, &args[..1], t, |v| v.min(hi))?
+        }
+        "day_of_month" => date_fn(ev, args, t, |d| d.day() as f64)?,
+        "day_of_week" => date_fn(ev, args, t, |d| d.weekday().num_days_from_sunday() as f64)?,
+        "day_of_year" => date_fn(ev, args, t, |d| d.ordinal() as f64)?,
+        "days_in_month" => date_fn(ev, args, t, |d| days_in_month(d.year(), d.month()) as f64)?,
+        "hour" => date_fn(ev, args, t, |d| d.hour() as f64)?,
+        "minute" => date_fn(ev, args, t, |d| d.minute() as f64)?,
+        "month" => date_fn(ev, args, t, |d| d.month() as f64)?,
+        "year" => date_fn(ev, args, t, |d| d.year() as f64)?,
+        // === sort(v vector) vector ===
+        "sort" | "sort_desc" => {
+            let mut v = ev.vector(&args[0], t)?;
+            let desc = name == "sort_desc";
+            v.sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                _ if desc => b.v.partial_cmp(&a.v).unwrap_or(std::cmp::Ordering::Equal),
+                _ => a.v.partial_cmp(&b.v).unwrap_or(std::cmp::Ordering::Equal),
+            });
+            return Ok(Value::Vector(v));
+        }
+        // === histogram_quantile(q scalar, buckets vector) vector ===
+        "histogram_quantile" => {
+            let q = ev.scalar(&args[0], t)?;
+            let v = ev.vector(&args[1], t)?;
+            histogram_quantile(q, v, t)
+        }
+        // === label_replace(v vector, dst, replacement, src, regex string) vector ===
+        "label_replace" => {
+            let dst = ev.string(&args[1], t)?;
+            let repl = ev.string(&args[2], t)?;
+            let src = ev.string(&args[3], t)?;
+            let pattern = ev.string(&args[4], t)?;
+            let re = Regex::new(&format!("^(?s:{pattern})$"))
+                .map_err(|e| QueryError::BadData(format!("invalid regular expression in label_replace(): {pattern}: {e}")))?;
+            if !is_valid_label_name(&dst) {
+                return Err(QueryError::BadData(format!("invalid destination label name in label_replace(): {dst}")));
+            }
+            let v = ev.vector(&args[0], t)?;
+            let mut out = Vec::with_capacity(v.len());
+            for s in v {
+                let value = s.labels.get(&src).unwrap_or("");
+                let labels = match re.captures(value) {
+                    Some(caps) => {
+                        let mut res = String::new();
+                        caps.expand(&repl, &mut res);
+                        Arc::new(s.labels.with(&dst, &res))
+                    }
+                    None => s.labels,
+                };
+                out.push(VSample { labels, ..s });
+            }
+            check_unique(&out)?;
+            return Ok(Value::Vector(out));
+        }
+        // === label_join(v vector, dst, sep, src... string) vector ===
+        "label_join" => {
+            let dst = ev.string(&args[1], t)?;
+            let sep = ev.string(&args[2], t)?;
+            let mut srcs = Vec::new();
+            for a in &args[3..] {
+                let s = ev.string(a, t)?;
+                if !is_valid_label_name(&s) {
+                    return Err(QueryError::BadData(format!("invalid source label name in label_join(): {s}")));
+                }
+                srcs.push(s);
+            }
+            if !is_valid_label_name(&dst) {
+                return Err(QueryError::BadData(format!("invalid destination label name in label_join(): {dst}")));
+            }
+            let v = ev.vector(&args[0], t)?;
+            let mut out = Vec::with_capacity(v.len());
+            for s in v {
+                let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
+                let labels = Arc::new(s.labels.with(&dst, &joined.join(&sep)));
+                out.push(VSample { labels, ..s });
+            }
+            check_unique(&out)?;
+            return Ok(Value::Vector(out));
+        }
+        other => return Err(QueryError::Unsupported(format!("function {other}"))),
+    };
+    check_unique(&out)?;
+    Ok(Value::Vector(out))
+}
+
+fn strip_parens(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => strip_parens(&p.expr),
+        e => e,
+    }
+}
+
+/// The range and evaluation time of a range-vector argument at query time
+/// `t` (the window rate() extrapolates to).
+fn window_of(ev: &Evaluator, arg: &Expr, t: Timestamp) -> (i64, Timestamp) {
+    match strip_parens(arg) {
+        Expr::MatrixSelector(MatrixSelector { vs, range }) => (range.as_millis() as i64, ev.ref_time_of(&vs.at, &vs.offset, t)),
+        Expr::Subquery(sq) => (sq.range.as_millis() as i64, ev.ref_time_of(&sq.at, &sq.offset, t)),
+        _ => (0, t),
+    }
+}
+
+/// Applies `f(samples, (range start, range end, range))` to every series of
+/// the range-vector argument; `None` drops the series.
+fn over_range(
+    ev: &mut Evaluator,
+    args: &[Box<Expr>],
+    t: Timestamp,
+    name: &str,
+    f: impl Fn(&[Sample], (i64, i64, i64)) -> Option<f64>,
+) -> Result<Vec<VSample>, QueryError> {
+    let (range, rt) = window_of(ev, &args[0], t);
+    let m = ev.matrix(&args[0], t)?;
+    let keep_name = name == "last_over_time";
+    let mut out = Vec::with_capacity(m.len());
+    for Series { labels, samples } in m {
+        if let Some(v) = f(&samples, (rt - range, rt, range)) {
+            let labels = if keep_name { labels } else { drop_name(&labels) };
+            out.push(VSample { labels, t, v });
+        }
+    }
+    Ok(out)
+}
+
+fn map_values(ev: &mut Evaluator, args: &[Box<Expr>], t: Timestamp, f: impl Fn(f64) -> f64) -> Result<Vec<VSample>, QueryError> {
+    Ok(ev
+        .vector(&args[0], t)?
+        .into_iter()
+        .map(|s| VSample { labels: drop_name(&s.labels), t, v: f(s.v) })
+        .collect())
+}
+
+fn date_fn(
+    ev: &mut Evaluator,
+    args: &[Box<Expr>],
+    t: Timestamp,
+    f: impl Fn(chrono::DateTime<chrono::Utc>) -> f64,
+) -> Result<Vec<VSample>, QueryError> {
+    let input = if args.is_empty() {
+        vec![VSample { labels: Arc::new(Labels::default()), t, v: t as f64 / 1000.0 }]
+    } else {
+        ev.vector(&args[0], t)?
+    };
+    Ok(input
+        .into_iter()
+        .map(|s| {
+            let v = if s.v.is_nan() || s.v.is_infinite() {
+                s.v
+            } else {
+                match chrono::Utc.timestamp_opt(s.v.floor() as i64, 0).single() {
+                    Some(d) => f(d),
+                    None => f64::NAN,
+                }
+            };
+            VSample { labels: drop_name(&s.labels), t, v }
+        })
+        .collect())
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let first_next = chrono::NaiveDate::from_ymd_opt(ny, nm, 1);
+    let first = chrono::NaiveDate::from_ymd_opt(year, month, 1);
+    match (first, first_next) {
+        (Some(a), Some(b)) => (b - a).num_days() as u32,
+        _ => 0,
+    }
+}
+
+/// The labels `absent()` reports: the selector's equality matchers, except
+/// names that appear in more than one matcher.
+fn absent_labels(arg: &Expr) -> Labels {
+    let vs = match strip_parens(arg) {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Labels::default(),
+    };
+    let Ok(sets) = matchers_of(vs) else {
+        return Labels::default();
+    };
+    let Some(ms) = sets.first() else {
+        return Labels::default();
+    };
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut repeated: Vec<&str> = Vec::new();
+    for m in ms {
+        if m.name == METRIC_NAME {
+            continue;
+        }
+        if ms.iter().filter(|x| x.name == m.name).count() > 1 {
+            repeated.push(&m.name);
+            continue;
+        }
+        if m.op == MatchOp::Equal {
+            pairs.push((&m.name, &m.value));
+        }
+    }
+    pairs.retain(|(n, _)| !repeated.contains(n));
+    Labels::new(pairs).unwrap_or_default()
+}
+
+/// rate, increase and delta: the change over the range, corrected for
+/// counter resets and extrapolated to the range boundaries as Prometheus 2.x
+/// does (`extrapolatedRate` in promql/functions.go).
+fn extrapolated_rate(s: &[Sample], (range_start, range_end, range): (i64, i64, i64), counter: bool, rate: bool) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (first, last) = (s[0], s[s.len() - 1]);
+    let mut result = last.v - first.v;
+    if counter {
+        let mut prev = 0.0;
+        for x in s {
+            if x.v < prev {
+                result += prev;
+            }
+            prev = x.v;
+        }
+    }
+    let mut to_start = (first.t - range_start) as f64 / 1000.0;
+    let to_end = (range_end - last.t) as f64 / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let avg_step = sampled / (s.len() - 1) as f64;
+    if counter && result > 0.0 && first.v >= 0.0 {
+        let to_zero = sampled * (first.v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = avg_step * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold { to_start } else { avg_step / 2.0 };
+    interval += if to_end < threshold { to_end } else { avg_step / 2.0 };
+    let mut v = result * (interval / sampled);
+    if rate {
+        v /= range as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// irate and idelta: the last two samples.
+fn instant_delta(s: &[Sample], rate: bool) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (s[s.len() - 2], s[s.len() - 1]);
+    let mut v = if rate && last.v < prev.v { last.v } else { last.v - prev.v };
+    let interval = last.t - prev.t;
+    if interval == 0 {
+        return None;
+    }
+    if rate {
+        v /= interval as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// Neumaier's compensated summation step, as Prometheus' `kahanSumInc`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() { c + ((sum - t) + inc) } else { c + ((inc - t) + sum) };
+    (t, c)
+}
+
+fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for v in vals {
+        (sum, c) = kahan_inc(v, sum, c);
+    }
+    if sum.is_infinite() {
+        sum
+    } else {
+        sum + c
+    }
+}
+
+fn avg(s: &[Sample]) -> f64 {
+    let (mut mean, mut c, mut n) = (0.0f64, 0.0f64, 0.0f64);
+    for x in s {
+        n += 1.0;
+        if mean.is_infinite() {
+            if x.v.is_infinite() && (mean > 0.0) == (x.v > 0.0) {
+                continue;
+            }
+            if !x.v.is_infinite() && !x.v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(x.v / n - mean / n, mean, c);
+    }
+    if mean.is_infinite() {
+        mean
+    } else {
+        mean + c
+    }
+}
+
+fn variance(s: &[Sample]) -> f64 {
+    let (mut n, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for x in s {
+        n += 1.0;
+        let delta = x.v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / n, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (x.v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / n
+}
+
+/// Least-squares slope and intercept, x in seconds from `intercept_time`.
+fn linear_regression(s: &[Sample], intercept_time: Timestamp) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init_y = s[0].v;
+    let mut const_y = true;
+    for (i, x) in s.iter().enumerate() {
+        if const_y && i > 0 && x.v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let xv = (x.t - intercept_time) as f64 / 1000.0;
+        (sx, cx) = kahan_inc(xv, sx, cx);
+        (sy, cy) = kahan_inc(x.v, sy, cy);
+        (sxy, cxy) = kahan_inc(xv * x.v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(xv * xv, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    let intercept = sy / n - slope * sx / n;
+    (slope, intercept)
+}
+
+fn holt_winters(s: &[Sample], sf: f64, tf: f64) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1, mut b) = (0.0, s[0].v, s[1].v - s[0].v);
+    for (i, x) in s.iter().enumerate().skip(1) {
+        let xv = sf * x.v;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = xv + y;
+    }
+    Some(s1)
+}
+
+/// The φ-quantile of `vals` with linear interpolation (Prometheus'
+/// `quantile`); sorts `vals`.
+pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    vals[lower as usize] * (1.0 - weight) + vals[upper as usize] * weight
+}
+
+fn histogram_quantile(q: f64, v: Vec<VSample>, t: Timestamp) -> Vec<VSample> {
+    let mut groups: Vec<(Arc<Labels>, Vec<(f64, f64)>)> = Vec::new();
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    for s in v {
+        let Some(le) = s.labels.get("le").and_then(|le| crate::ingest::text::parse_value(le).ok()) else {
+            continue;
+        };
+        let key = s.labels.without("le").without(METRIC_NAME);
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((Arc::new(key), Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push((le, s.v));
+    }
+    groups
+        .into_iter()
+        .map(|(labels, buckets)| VSample { labels, t, v: bucket_quantile(q, buckets) })
+        .collect()
+}
+
+fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b.last().is_none_or(|x| x.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce buckets with the same bound, then make counts monotonic.
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for (le, n) in b {
+        match c.last_mut() {
+            Some(last) if last.0 == le => last.1 += n,
+            _ => c.push((le, n)),
+        }
+    }
+    let mut max = f64::NEG_INFINITY;
+    for x in c.iter_mut() {
+        if x.1 < max {
+            x.1 = max;
+        } else if x.1 > max {
+            max = x.1;
+        }
+    }
+    if c.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = c[c.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let idx = c[..c.len() - 1].partition_point(|x| x.1 < rank);
+    if idx == c.len() - 1 {
+        return c[c.len() - 2].0;
+    }
+    if idx == 0 && c[0].0 <= 0.0 {
+        return c[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, c[idx].0, c[idx].1);
+    if idx > 0 {
+        start = c[idx - 1].0;
+        count -= c[idx - 1].1;
+        rank -= c[idx - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
