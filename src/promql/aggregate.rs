@@ -17,7 +17,10 @@ use crate::model::{is_valid_label_name, Labels, Timestamp, METRIC_NAME};
 fn group_labels(l: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     match modifier {
         Some(LabelModifier::Include(by)) => {
-            let pairs: Vec<(&str, &str)> = l.iter().filter(|(n, _)| by.labels.iter().any(|b| b == n)).collect();
+            let pairs: Vec<(&str, &str)> = l
+                .iter()
+                .filter(|(n, _)| by.labels.iter().any(|b| b == n))
+                .collect();
             Labels::new(pairs).unwrap_or_default()
         }
         Some(LabelModifier::Exclude(without)) => {
@@ -36,7 +39,11 @@ struct Group {
     members: Vec<VSample>,
 }
 
-pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Result<Value, QueryError> {
+pub(super) fn eval(
+    ev: &mut Evaluator,
+    a: &AggregateExpr,
+    t: Timestamp,
+) -> Result<Value, QueryError> {
     let op = a.op.to_string();
     let param = match &a.param {
         Some(p) => Some(ev.eval(p, t)?),
@@ -50,8 +57,14 @@ pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Resul
     let count_values_label = if op == "count_values" {
         match &param {
             Some(Value::String { s, .. }) if is_valid_label_name(s) => Some(s.clone()),
-            Some(Value::String { s, .. }) => return Err(QueryError::Execution(format!("invalid label name {s:?}"))),
-            _ => return Err(QueryError::BadData("count_values needs a string parameter".into())),
+            Some(Value::String { s, .. }) => {
+                return Err(QueryError::Execution(format!("invalid label name {s:?}")))
+            }
+            _ => {
+                return Err(QueryError::BadData(
+                    "count_values needs a string parameter".into(),
+                ))
+            }
         }
     } else {
         None
@@ -59,11 +72,15 @@ pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Resul
     for s in input {
         let mut gl = group_labels(&s.labels, modifier);
         if let Some(label) = &count_values_label {
-            let text = crate::model::special_float(s.v).map_or_else(|| format!("{}", s.v), str::to_string);
+            let text =
+                crate::model::special_float(s.v).map_or_else(|| format!("{}", s.v), str::to_string);
             gl = gl.with(label, &text);
         }
         let i = *index.entry(gl.clone()).or_insert_with(|| {
-            groups.push(Group { labels: Arc::new(gl), members: Vec::new() });
+            groups.push(Group {
+                labels: Arc::new(gl),
+                members: Vec::new(),
+            });
             groups.len() - 1
         });
         groups[i].members.push(s);
@@ -71,7 +88,9 @@ pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Resul
     let scalar_param = |name: &str| -> Result<f64, QueryError> {
         match &param {
             Some(Value::Scalar { v, .. }) => Ok(*v),
-            _ => Err(QueryError::BadData(format!("{name} needs a scalar parameter"))),
+            _ => Err(QueryError::BadData(format!(
+                "{name} needs a scalar parameter"
+            ))),
         }
     };
     let mut out = Vec::new();
@@ -79,25 +98,18 @@ pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Resul
         "topk" | "bottomk" => {
             let k = scalar_param(&op)?;
             if k.is_nan() {
-                return Err(QueryError::Execution(format!("Parameter value is NaN for {op}")));
+                return Err(QueryError::Execution(format!(
+                    "Parameter value is NaN for {op}"
+                )));
             }
             let k = if k < 1.0 { 0 } else { k.min(1e9) as usize };
             let top = op == "topk";
             for g in groups {
-                let mut m = g.members;
-                // NaN sorts last for both, as in Prometheus' heaps.
-                m.sort_by(|x, y| {
-                    let ord = match (x.v.is_nan(), y.v.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ if top => y.v.partial_cmp(&x.v).unwrap_or(std::cmp::Ordering::Equal),
-                        _ => x.v.partial_cmp(&y.v).unwrap_or(std::cmp::Ordering::Equal),
-                    };
-                    ord
-                });
-                m.truncate(k);
-                out.extend(m.into_iter().map(|s| VSample { t, ..s }));
+                out.extend(
+                    select_k(g.members, k, top)
+                        .into_iter()
+                        .map(|s| VSample { t, ..s }),
+                );
             }
             return Ok(Value::Vector(out));
         }
@@ -105,7 +117,11 @@ pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Resul
             let q = scalar_param("quantile")?;
             for g in groups {
                 let mut vals: Vec<f64> = g.members.iter().map(|s| s.v).collect();
-                out.push(VSample { labels: g.labels, t, v: quantile(q, &mut vals) });
+                out.push(VSample {
+                    labels: g.labels,
+                    t,
+                    v: quantile(q, &mut vals),
+                });
             }
             return Ok(Value::Vector(out));
         }
@@ -117,8 +133,14 @@ pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Resul
             "sum" => vals.sum(),
             "count" | "count_values" => g.members.len() as f64,
             "group" => 1.0,
-            "min" => vals.fold(f64::NAN, |acc, x| if acc.is_nan() || x < acc { x } else { acc }),
-            "max" => vals.fold(f64::NAN, |acc, x| if acc.is_nan() || x > acc { x } else { acc }),
+            "min" => vals.fold(
+                f64::NAN,
+                |acc, x| if acc.is_nan() || x < acc { x } else { acc },
+            ),
+            "max" => vals.fold(
+                f64::NAN,
+                |acc, x| if acc.is_nan() || x > acc { x } else { acc },
+            ),
             "avg" => {
                 let mut mean = 0.0f64;
                 let mut n = 0.0f64;
@@ -153,7 +175,86 @@ pub(super) fn eval(ev: &mut Evaluator, a: &AggregateExpr, t: Timestamp) -> Resul
             }
             other => return Err(QueryError::Unsupported(format!("aggregation {other}"))),
         };
-        out.push(VSample { labels: g.labels, t, v });
+        out.push(VSample {
+            labels: g.labels,
+            t,
+            v,
+        });
     }
     Ok(Value::Vector(out))
+}
+
+/// topk/bottomk as Prometheus computes them: a heap of size k (min-heap for
+/// topk) that an element replaces only when strictly better, so ties keep
+/// the same series Prometheus keeps; the result is sorted best first.
+fn select_k(members: Vec<VSample>, k: usize, top: bool) -> Vec<VSample> {
+    // "a is lower in the heap order": NaN first, then by value.
+    let less = |a: &VSample, b: &VSample| -> bool {
+        if a.v.is_nan() {
+            return true;
+        }
+        if top {
+            a.v < b.v
+        } else {
+            a.v > b.v
+        }
+    };
+    let mut h: Vec<VSample> = Vec::with_capacity(k.min(members.len()));
+    for s in members {
+        if h.len() < k {
+            h.push(s);
+            heap_up(&mut h, less);
+        } else if k > 0 {
+            let better = if top { h[0].v < s.v } else { h[0].v > s.v };
+            if better || (h[0].v.is_nan() && !s.v.is_nan()) {
+                h[0] = s;
+                if k > 1 {
+                    heap_down(&mut h, 0, less);
+                }
+            }
+        }
+    }
+    h.sort_by(|a, b| {
+        if less(a, b) {
+            std::cmp::Ordering::Greater
+        } else if less(b, a) {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+    h
+}
+
+/// Go's `container/heap` up and down moves, for identical tie-breaking.
+fn heap_up(h: &mut [VSample], less: impl Fn(&VSample, &VSample) -> bool) {
+    let mut j = h.len() - 1;
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if !less(&h[j], &h[i]) {
+            break;
+        }
+        h.swap(i, j);
+        j = i;
+    }
+}
+
+fn heap_down(h: &mut [VSample], i0: usize, less: impl Fn(&VSample, &VSample) -> bool) {
+    let n = h.len();
+    let mut i = i0;
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= n {
+            break;
+        }
+        let mut j = j1;
+        if j1 + 1 < n && less(&h[j1 + 1], &h[j1]) {
+            j = j1 + 1;
+        }
+        if !less(&h[j], &h[i]) {
+            break;
+        }
+        h.swap(i, j);
+        i = j;
+    }
 }

@@ -84,18 +84,31 @@ fn apply(op: Op, l: f64, r: f64) -> (f64, bool) {
 
 pub(super) fn eval(ev: &mut Evaluator, b: &BinaryExpr, t: Timestamp) -> Result<Value, QueryError> {
     let op_text = b.op.to_string();
-    let op = Op::parse(&op_text).ok_or_else(|| QueryError::Unsupported(format!("binary operator {op_text}")))?;
+    let op = Op::parse(&op_text)
+        .ok_or_else(|| QueryError::Unsupported(format!("binary operator {op_text}")))?;
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     let lhs = ev.eval(&b.lhs, t)?;
     let rhs = ev.eval(&b.rhs, t)?;
     match (lhs, rhs) {
         (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
             let (v, keep) = apply(op, l, r);
-            let v = if op.is_comparison() { if keep { 1.0 } else { 0.0 } } else { v };
+            let v = if op.is_comparison() {
+                if keep {
+                    1.0
+                } else {
+                    0.0
+                }
+            } else {
+                v
+            };
             Ok(Value::Scalar { t, v })
         }
-        (Value::Vector(l), Value::Scalar { v: r, .. }) => Ok(Value::Vector(vector_scalar(op, l, r, false, return_bool))),
-        (Value::Scalar { v: l, .. }, Value::Vector(r)) => Ok(Value::Vector(vector_scalar(op, r, l, true, return_bool))),
+        (Value::Vector(l), Value::Scalar { v: r, .. }) => {
+            Ok(Value::Vector(vector_scalar(op, l, r, false, return_bool)))
+        }
+        (Value::Scalar { v: l, .. }, Value::Vector(r)) => {
+            Ok(Value::Vector(vector_scalar(op, r, l, true, return_bool)))
+        }
         (Value::Vector(l), Value::Vector(r)) => {
             let m = b.modifier.as_ref();
             let card = m.map_or(&VectorMatchCardinality::OneToOne, |m| &m.card);
@@ -115,7 +128,13 @@ pub(super) fn eval(ev: &mut Evaluator, b: &BinaryExpr, t: Timestamp) -> Result<V
     }
 }
 
-fn vector_scalar(op: Op, v: Vec<VSample>, s: f64, swapped: bool, return_bool: bool) -> Vec<VSample> {
+fn vector_scalar(
+    op: Op,
+    v: Vec<VSample>,
+    s: f64,
+    swapped: bool,
+    return_bool: bool,
+) -> Vec<VSample> {
     let mut out = Vec::with_capacity(v.len());
     for e in v {
         let (l, r) = if swapped { (s, e.v) } else { (e.v, s) };
@@ -130,8 +149,16 @@ fn vector_scalar(op: Op, v: Vec<VSample>, s: f64, swapped: bool, return_bool: bo
                 value = e.v;
             }
         }
-        let labels = if !op.is_comparison() || return_bool { drop_name(&e.labels) } else { e.labels };
-        out.push(VSample { labels, t: e.t, v: value });
+        let labels = if !op.is_comparison() || return_bool {
+            drop_name(&e.labels)
+        } else {
+            e.labels
+        };
+        out.push(VSample {
+            labels,
+            t: e.t,
+            v: value,
+        });
     }
     out
 }
@@ -139,25 +166,45 @@ fn vector_scalar(op: Op, v: Vec<VSample>, s: f64, swapped: bool, return_bool: bo
 /// The key a sample is matched on.
 fn signature(l: &Labels, matching: Option<&LabelModifier>) -> Vec<(String, String)> {
     match matching {
-        Some(LabelModifier::Include(on)) => on.labels.iter().map(|n| (n.clone(), l.get(n).unwrap_or("").to_string())).collect(),
+        Some(LabelModifier::Include(on)) => on
+            .labels
+            .iter()
+            .map(|n| (n.clone(), l.get(n).unwrap_or("").to_string()))
+            .collect(),
         Some(LabelModifier::Exclude(ign)) => l
             .iter()
             .filter(|(n, _)| *n != METRIC_NAME && !ign.labels.iter().any(|x| x == n))
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
-        None => l.iter().filter(|(n, _)| *n != METRIC_NAME).map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        None => l
+            .iter()
+            .filter(|(n, _)| *n != METRIC_NAME)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
-fn and_unless(l: Vec<VSample>, r: Vec<VSample>, matching: Option<&LabelModifier>, and: bool) -> Vec<VSample> {
-    let keys: HashSet<Vec<(String, String)>> = r.iter().map(|s| signature(&s.labels, matching)).collect();
-    l.into_iter().filter(|s| keys.contains(&signature(&s.labels, matching)) == and).collect()
+fn and_unless(
+    l: Vec<VSample>,
+    r: Vec<VSample>,
+    matching: Option<&LabelModifier>,
+    and: bool,
+) -> Vec<VSample> {
+    let keys: HashSet<Vec<(String, String)>> =
+        r.iter().map(|s| signature(&s.labels, matching)).collect();
+    l.into_iter()
+        .filter(|s| keys.contains(&signature(&s.labels, matching)) == and)
+        .collect()
 }
 
 fn or(l: Vec<VSample>, r: Vec<VSample>, matching: Option<&LabelModifier>) -> Vec<VSample> {
-    let keys: HashSet<Vec<(String, String)>> = l.iter().map(|s| signature(&s.labels, matching)).collect();
+    let keys: HashSet<Vec<(String, String)>> =
+        l.iter().map(|s| signature(&s.labels, matching)).collect();
     let mut out = l;
-    out.extend(r.into_iter().filter(|s| !keys.contains(&signature(&s.labels, matching))));
+    out.extend(
+        r.into_iter()
+            .filter(|s| !keys.contains(&signature(&s.labels, matching))),
+    );
     out
 }
 
@@ -201,13 +248,10 @@ fn vector_vector(
         let sig = signature(&m.labels, matching);
         let Some(&j) = index.get(&sig) else { continue };
         let o = &one[j];
-        if one_to_one {
-            if let Some(prev) = matched_once.insert(j, i) {
-                let _ = prev;
-                return Err(QueryError::Execution(format!(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-                )));
-            }
+        if one_to_one && matched_once.insert(j, i).is_some() {
+            return Err(QueryError::Execution(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+            ));
         }
         let (l, r) = if swapped { (o.v, m.v) } else { (m.v, o.v) };
         let (mut value, keep) = apply(op, l, r);
@@ -224,7 +268,11 @@ fn vector_vector(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
         }
-        out.push(VSample { labels, t: m.t, v: value });
+        out.push(VSample {
+            labels,
+            t: m.t,
+            v: value,
+        });
     }
     Ok(out)
 }

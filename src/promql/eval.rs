@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector};
+use promql_parser::parser::{
+    AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+};
 
 use super::value::{Series, VSample, Value};
 use super::{aggregate, binary, functions, matchers_of, QueryError, QueryOptions};
@@ -55,17 +57,40 @@ fn at_ms(at: &AtModifier, start: Timestamp, end: Timestamp) -> Timestamp {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(q: &'a dyn Querier, start: Timestamp, end: Timestamp, opts: &'a QueryOptions) -> Self {
-        Evaluator { q, start, end, opts, data: HashMap::new(), loaded_samples: 0, deadline: Instant::now() + opts.timeout }
+    pub fn new(
+        q: &'a dyn Querier,
+        start: Timestamp,
+        end: Timestamp,
+        opts: &'a QueryOptions,
+    ) -> Self {
+        Evaluator {
+            q,
+            start,
+            end,
+            opts,
+            data: HashMap::new(),
+            loaded_samples: 0,
+            deadline: Instant::now() + opts.timeout,
+        }
     }
 
     /// The time a node modified by `@`/`offset` is evaluated at, for query
     /// time `t`.
-    pub fn ref_time_of(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: Timestamp) -> Timestamp {
+    pub fn ref_time_of(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        t: Timestamp,
+    ) -> Timestamp {
         self.ref_time(at, offset, t)
     }
 
-    fn ref_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: Timestamp) -> Timestamp {
+    fn ref_time(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        t: Timestamp,
+    ) -> Timestamp {
         let base = at.as_ref().map_or(t, |a| at_ms(a, self.start, self.end));
         base - offset_ms(offset)
     }
@@ -74,7 +99,9 @@ impl<'a> Evaluator<'a> {
     pub fn prepare(&mut self, e: &Expr, a: Timestamp, b: Timestamp) -> Result<(), QueryError> {
         match e {
             Expr::VectorSelector(vs) => self.load(vs, a, b, self.opts.lookback_ms),
-            Expr::MatrixSelector(MatrixSelector { vs, range }) => self.load(vs, a, b, range.as_millis() as i64),
+            Expr::MatrixSelector(MatrixSelector { vs, range }) => {
+                self.load(vs, a, b, range.as_millis() as i64)
+            }
             Expr::Subquery(sq) => {
                 let (ra, rb) = self.window(&sq.at, &sq.offset, a, b);
                 self.prepare(&sq.expr, ra - sq.range.as_millis() as i64, rb)
@@ -91,17 +118,33 @@ impl<'a> Evaluator<'a> {
                 self.prepare(&bin.rhs, a, b)
             }
             Expr::Paren(p) => self.prepare(&p.expr, a, b),
-            Expr::Call(c) => c.args.args.iter().try_for_each(|arg| self.prepare(arg, a, b)),
+            Expr::Call(c) => c
+                .args
+                .args
+                .iter()
+                .try_for_each(|arg| self.prepare(arg, a, b)),
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => Ok(()),
         }
     }
 
-    fn window(&self, at: &Option<AtModifier>, offset: &Option<Offset>, a: Timestamp, b: Timestamp) -> (Timestamp, Timestamp) {
+    fn window(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        a: Timestamp,
+        b: Timestamp,
+    ) -> (Timestamp, Timestamp) {
         let (x, y) = (self.ref_time(at, offset, a), self.ref_time(at, offset, b));
         (x.min(y), x.max(y))
     }
 
-    fn load(&mut self, vs: &VectorSelector, a: Timestamp, b: Timestamp, back: i64) -> Result<(), QueryError> {
+    fn load(
+        &mut self,
+        vs: &VectorSelector,
+        a: Timestamp,
+        b: Timestamp,
+        back: i64,
+    ) -> Result<(), QueryError> {
         let (ra, rb) = self.window(&vs.at, &vs.offset, a, b);
         let (mint, maxt) = (ra - back, rb);
         let key = key_vs(vs);
@@ -159,7 +202,11 @@ impl<'a> Evaluator<'a> {
 
     /// An instant selector whose samples keep their own timestamps (for
     /// `timestamp()`).
-    pub fn vector_with_sample_times(&mut self, e: &Expr, t: Timestamp) -> Result<Vec<VSample>, QueryError> {
+    pub fn vector_with_sample_times(
+        &mut self,
+        e: &Expr,
+        t: Timestamp,
+    ) -> Result<Vec<VSample>, QueryError> {
         match e {
             Expr::VectorSelector(vs) => Ok(self.select_latest(vs, t, true)),
             other => self.vector(other, t),
@@ -182,7 +229,11 @@ impl<'a> Evaluator<'a> {
                 let end = samples.partition_point(|s| s.t <= rt);
                 let s = *samples[..end].last()?;
                 let at = if sample_times { s.t } else { t };
-                (s.t >= rt - lookback && !is_stale(s.v)).then(|| VSample { labels: labels.clone(), t: at, v: s.v })
+                (s.t >= rt - lookback && !is_stale(s.v)).then(|| VSample {
+                    labels: labels.clone(),
+                    t: at,
+                    v: s.v,
+                })
             })
             .collect()
     }
@@ -197,8 +248,15 @@ impl<'a> Evaluator<'a> {
             .filter_map(|(labels, samples)| {
                 let lo = samples.partition_point(|s| s.t < rt - range);
                 let hi = samples.partition_point(|s| s.t <= rt);
-                let pts: Vec<Sample> = samples[lo..hi].iter().filter(|s| !is_stale(s.v)).copied().collect();
-                (!pts.is_empty()).then(|| Series { labels: labels.clone(), samples: pts })
+                let pts: Vec<Sample> = samples[lo..hi]
+                    .iter()
+                    .filter(|s| !is_stale(s.v))
+                    .copied()
+                    .collect();
+                (!pts.is_empty()).then(|| Series {
+                    labels: labels.clone(),
+                    samples: pts,
+                })
             })
             .collect()
     }
@@ -208,7 +266,10 @@ impl<'a> Evaluator<'a> {
     fn subquery(&mut self, sq: &SubqueryExpr, t: Timestamp) -> Result<Vec<Series>, QueryError> {
         let rt = self.ref_time(&sq.at, &sq.offset, t);
         let range = sq.range.as_millis() as i64;
-        let step = sq.step.map_or(self.opts.default_subquery_step_ms, |d| d.as_millis() as i64).max(1);
+        let step = sq
+            .step
+            .map_or(self.opts.default_subquery_step_ms, |d| d.as_millis() as i64)
+            .max(1);
         let mut first = (rt - range).div_euclid(step) * step;
         if first < rt - range {
             first += step;
@@ -236,7 +297,12 @@ impl<'a> Evaluator<'a> {
                     });
                     entry.push(Sample { t: ts, v });
                 }
-                other => return Err(QueryError::BadData(format!("subquery is only allowed on instant vector, got {}", other.type_name()))),
+                other => {
+                    return Err(QueryError::BadData(format!(
+                        "subquery is only allowed on instant vector, got {}",
+                        other.type_name()
+                    )))
+                }
             }
             ts += step;
         }
@@ -253,28 +319,40 @@ impl<'a> Evaluator<'a> {
     pub fn vector(&mut self, e: &Expr, t: Timestamp) -> Result<Vec<VSample>, QueryError> {
         match self.eval(e, t)? {
             Value::Vector(v) => Ok(v),
-            other => Err(QueryError::BadData(format!("expected instant vector, got {}", other.type_name()))),
+            other => Err(QueryError::BadData(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
         }
     }
 
     pub fn matrix(&mut self, e: &Expr, t: Timestamp) -> Result<Vec<Series>, QueryError> {
         match self.eval(e, t)? {
             Value::Matrix(m) => Ok(m),
-            other => Err(QueryError::BadData(format!("expected range vector, got {}", other.type_name()))),
+            other => Err(QueryError::BadData(format!(
+                "expected range vector, got {}",
+                other.type_name()
+            ))),
         }
     }
 
     pub fn scalar(&mut self, e: &Expr, t: Timestamp) -> Result<f64, QueryError> {
         match self.eval(e, t)? {
             Value::Scalar { v, .. } => Ok(v),
-            other => Err(QueryError::BadData(format!("expected scalar, got {}", other.type_name()))),
+            other => Err(QueryError::BadData(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
         }
     }
 
     pub fn string(&mut self, e: &Expr, t: Timestamp) -> Result<String, QueryError> {
         match self.eval(e, t)? {
             Value::String { s, .. } => Ok(s),
-            other => Err(QueryError::BadData(format!("expected string, got {}", other.type_name()))),
+            other => Err(QueryError::BadData(format!(
+                "expected string, got {}",
+                other.type_name()
+            ))),
         }
     }
 }
@@ -297,7 +375,9 @@ pub(super) fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
     let mut seen = std::collections::HashSet::with_capacity(v.len());
     for s in v {
         if !seen.insert(&*s.labels) {
-            return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
         }
     }
     Ok(())

@@ -19,13 +19,27 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
     let args = &c.args.args;
     let out = match name {
         // === time() scalar ===
-        "time" => return Ok(Value::Scalar { t, v: t as f64 / 1000.0 }),
+        "time" => {
+            return Ok(Value::Scalar {
+                t,
+                v: t as f64 / 1000.0,
+            })
+        }
         // === pi() scalar ===
-        "pi" => return Ok(Value::Scalar { t, v: std::f64::consts::PI }),
+        "pi" => {
+            return Ok(Value::Scalar {
+                t,
+                v: std::f64::consts::PI,
+            })
+        }
         // === vector(s scalar) vector ===
         "vector" => {
             let v = ev.scalar(&args[0], t)?;
-            return Ok(Value::Vector(vec![VSample { labels: Arc::new(Labels::default()), t, v }]));
+            return Ok(Value::Vector(vec![VSample {
+                labels: Arc::new(Labels::default()),
+                t,
+                v,
+            }]));
         }
         // === scalar(v vector) scalar ===
         "scalar" => {
@@ -33,13 +47,21 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             let v = if v.len() == 1 { v[0].v } else { f64::NAN };
             return Ok(Value::Scalar { t, v });
         }
-        "rate" => over_range(ev, args, t, name, |s, r| extrapolated_rate(s, r, true, true))?,
-        "increase" => over_range(ev, args, t, name, |s, r| extrapolated_rate(s, r, true, false))?,
-        "delta" => over_range(ev, args, t, name, |s, r| extrapolated_rate(s, r, false, false))?,
+        "rate" => over_range(ev, args, t, name, |s, r| {
+            extrapolated_rate(s, r, true, true)
+        })?,
+        "increase" => over_range(ev, args, t, name, |s, r| {
+            extrapolated_rate(s, r, true, false)
+        })?,
+        "delta" => over_range(ev, args, t, name, |s, r| {
+            extrapolated_rate(s, r, false, false)
+        })?,
         "irate" => over_range(ev, args, t, name, |s, _| instant_delta(s, true))?,
         "idelta" => over_range(ev, args, t, name, |s, _| instant_delta(s, false))?,
         // === deriv(v range-vector) vector ===
-        "deriv" => over_range(ev, args, t, name, |s, _| (s.len() >= 2).then(|| linear_regression(s, s[0].t).0))?,
+        "deriv" => over_range(ev, args, t, name, |s, _| {
+            (s.len() >= 2).then(|| linear_regression(s, s[0].t).0)
+        })?,
         // === predict_linear(v range-vector, t scalar) vector ===
         "predict_linear" => {
             let d = ev.scalar(&args[1], t)?;
@@ -51,31 +73,49 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             })?
         }
         // === holt_winters(v range-vector, sf, tf scalar) vector ===
-        "holt_winters" => {
+        "holt_winters" | "double_exponential_smoothing" => {
             let sf = ev.scalar(&args[1], t)?;
             let tf = ev.scalar(&args[2], t)?;
             if sf <= 0.0 || sf >= 1.0 {
-                return Err(QueryError::Execution(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}")));
+                return Err(QueryError::Execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                )));
             }
             if tf <= 0.0 || tf >= 1.0 {
-                return Err(QueryError::Execution(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}")));
+                return Err(QueryError::Execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                )));
             }
             over_range(ev, args, t, name, |s, _| holt_winters(s, sf, tf))?
         }
         // === changes(v range-vector) vector ===
         "changes" => over_range(ev, args, t, name, |s, _| {
-            Some(s.windows(2).filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan())).count() as f64)
+            Some(
+                s.windows(2)
+                    .filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan()))
+                    .count() as f64,
+            )
         })?,
         // === resets(v range-vector) vector ===
-        "resets" => over_range(ev, args, t, name, |s, _| Some(s.windows(2).filter(|w| w[1].v < w[0].v).count() as f64))?,
+        "resets" => over_range(ev, args, t, name, |s, _| {
+            Some(s.windows(2).filter(|w| w[1].v < w[0].v).count() as f64)
+        })?,
         "avg_over_time" => over_range(ev, args, t, name, |s, _| Some(avg(s)))?,
-        "sum_over_time" => over_range(ev, args, t, name, |s, _| Some(kahan_sum(s.iter().map(|x| x.v))))?,
+        "sum_over_time" => over_range(ev, args, t, name, |s, _| {
+            Some(kahan_sum(s.iter().map(|x| x.v)))
+        })?,
         "count_over_time" => over_range(ev, args, t, name, |s, _| Some(s.len() as f64))?,
         "min_over_time" => over_range(ev, args, t, name, |s, _| {
-            Some(s.iter().fold(f64::NAN, |acc, x| if acc.is_nan() || x.v < acc { x.v } else { acc }))
+            Some(s.iter().fold(
+                f64::NAN,
+                |acc, x| if acc.is_nan() || x.v < acc { x.v } else { acc },
+            ))
         })?,
         "max_over_time" => over_range(ev, args, t, name, |s, _| {
-            Some(s.iter().fold(f64::NAN, |acc, x| if acc.is_nan() || x.v > acc { x.v } else { acc }))
+            Some(s.iter().fold(
+                f64::NAN,
+                |acc, x| if acc.is_nan() || x.v > acc { x.v } else { acc },
+            ))
         })?,
         "last_over_time" => over_range(ev, args, t, name, |s, _| s.last().map(|x| x.v))?,
         "present_over_time" => over_range(ev, args, t, name, |_, _| Some(1.0))?,
@@ -95,7 +135,11 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             if !m.is_empty() {
                 return Ok(Value::Vector(Vec::new()));
             }
-            return Ok(Value::Vector(vec![VSample { labels: Arc::new(absent_labels(&args[0])), t, v: 1.0 }]));
+            return Ok(Value::Vector(vec![VSample {
+                labels: Arc::new(absent_labels(&args[0])),
+                t,
+                v: 1.0,
+            }]));
         }
         // === absent(v vector) vector ===
         "absent" => {
@@ -103,16 +147,28 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             if !v.is_empty() {
                 return Ok(Value::Vector(Vec::new()));
             }
-            return Ok(Value::Vector(vec![VSample { labels: Arc::new(absent_labels(&args[0])), t, v: 1.0 }]));
+            return Ok(Value::Vector(vec![VSample {
+                labels: Arc::new(absent_labels(&args[0])),
+                t,
+                v: 1.0,
+            }]));
         }
         // === timestamp(v vector) vector ===
         "timestamp" => {
             let v = match strip_parens(&args[0]) {
                 // A selector gives its samples' own timestamps.
-                Expr::VectorSelector(_) => ev.vector_with_sample_times(strip_parens(&args[0]), t)?,
+                Expr::VectorSelector(_) => {
+                    ev.vector_with_sample_times(strip_parens(&args[0]), t)?
+                }
                 other => ev.vector(other, t)?,
             };
-            v.into_iter().map(|s| VSample { labels: drop_name(&s.labels), t, v: s.t as f64 / 1000.0 }).collect()
+            v.into_iter()
+                .map(|s| VSample {
+                    labels: drop_name(&s.labels),
+                    t,
+                    v: s.t as f64 / 1000.0,
+                })
+                .collect()
         }
         "abs" => map_values(ev, args, t, f64::abs)?,
         "ceil" => map_values(ev, args, t, f64::ceil)?,
@@ -136,10 +192,22 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
         "atanh" => map_values(ev, args, t, f64::atanh)?,
         "deg" => map_values(ev, args, t, |v| v * 180.0 / std::f64::consts::PI)?,
         "rad" => map_values(ev, args, t, |v| v * std::f64::consts::PI / 180.0)?,
-        "sgn" => map_values(ev, args, t, |v| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { v })?,
+        "sgn" => map_values(ev, args, t, |v| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                v
+            }
+        })?,
         // === round(v vector, to_nearest=1 scalar) vector ===
         "round" => {
-            let to = if args.len() > 1 { ev.scalar(&args[1], t)? } else { 1.0 };
+            let to = if args.len() > 1 {
+                ev.scalar(&args[1], t)?
+            } else {
+                1.0
+            };
             let inv = 1.0 / to;
             map_values(ev, &args[..1], t, |v| (v * inv + 0.5).floor() / inv)?
         }
@@ -193,10 +261,15 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             let repl = ev.string(&args[2], t)?;
             let src = ev.string(&args[3], t)?;
             let pattern = ev.string(&args[4], t)?;
-            let re = Regex::new(&format!("^(?s:{pattern})$"))
-                .map_err(|e| QueryError::BadData(format!("invalid regular expression in label_replace(): {pattern}: {e}")))?;
+            let re = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| {
+                QueryError::Execution(format!(
+                    "invalid regular expression in label_replace(): {pattern}: {e}"
+                ))
+            })?;
             if !is_valid_label_name(&dst) {
-                return Err(QueryError::BadData(format!("invalid destination label name in label_replace(): {dst}")));
+                return Err(QueryError::Execution(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
             }
             let v = ev.vector(&args[0], t)?;
             let mut out = Vec::with_capacity(v.len());
@@ -223,17 +296,22 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             for a in &args[3..] {
                 let s = ev.string(a, t)?;
                 if !is_valid_label_name(&s) {
-                    return Err(QueryError::BadData(format!("invalid source label name in label_join(): {s}")));
+                    return Err(QueryError::Execution(format!(
+                        "invalid source label name in label_join(): {s}"
+                    )));
                 }
                 srcs.push(s);
             }
             if !is_valid_label_name(&dst) {
-                return Err(QueryError::BadData(format!("invalid destination label name in label_join(): {dst}")));
+                return Err(QueryError::Execution(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
             }
             let v = ev.vector(&args[0], t)?;
             let mut out = Vec::with_capacity(v.len());
             for s in v {
-                let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
+                let joined: Vec<&str> =
+                    srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
                 let labels = Arc::new(s.labels.with(&dst, &joined.join(&sep)));
                 out.push(VSample { labels, ..s });
             }
@@ -257,8 +335,14 @@ fn strip_parens(e: &Expr) -> &Expr {
 /// `t` (the window rate() extrapolates to).
 fn window_of(ev: &Evaluator, arg: &Expr, t: Timestamp) -> (i64, Timestamp) {
     match strip_parens(arg) {
-        Expr::MatrixSelector(MatrixSelector { vs, range }) => (range.as_millis() as i64, ev.ref_time_of(&vs.at, &vs.offset, t)),
-        Expr::Subquery(sq) => (sq.range.as_millis() as i64, ev.ref_time_of(&sq.at, &sq.offset, t)),
+        Expr::MatrixSelector(MatrixSelector { vs, range }) => (
+            range.as_millis() as i64,
+            ev.ref_time_of(&vs.at, &vs.offset, t),
+        ),
+        Expr::Subquery(sq) => (
+            sq.range.as_millis() as i64,
+            ev.ref_time_of(&sq.at, &sq.offset, t),
+        ),
         _ => (0, t),
     }
 }
@@ -278,18 +362,31 @@ fn over_range(
     let mut out = Vec::with_capacity(m.len());
     for Series { labels, samples } in m {
         if let Some(v) = f(&samples, (rt - range, rt, range)) {
-            let labels = if keep_name { labels } else { drop_name(&labels) };
+            let labels = if keep_name {
+                labels
+            } else {
+                drop_name(&labels)
+            };
             out.push(VSample { labels, t, v });
         }
     }
     Ok(out)
 }
 
-fn map_values(ev: &mut Evaluator, args: &[Box<Expr>], t: Timestamp, f: impl Fn(f64) -> f64) -> Result<Vec<VSample>, QueryError> {
+fn map_values(
+    ev: &mut Evaluator,
+    args: &[Box<Expr>],
+    t: Timestamp,
+    f: impl Fn(f64) -> f64,
+) -> Result<Vec<VSample>, QueryError> {
     Ok(ev
         .vector(&args[0], t)?
         .into_iter()
-        .map(|s| VSample { labels: drop_name(&s.labels), t, v: f(s.v) })
+        .map(|s| VSample {
+            labels: drop_name(&s.labels),
+            t,
+            v: f(s.v),
+        })
         .collect())
 }
 
@@ -300,7 +397,11 @@ fn date_fn(
     f: impl Fn(chrono::DateTime<chrono::Utc>) -> f64,
 ) -> Result<Vec<VSample>, QueryError> {
     let input = if args.is_empty() {
-        vec![VSample { labels: Arc::new(Labels::default()), t, v: t as f64 / 1000.0 }]
+        vec![VSample {
+            labels: Arc::new(Labels::default()),
+            t,
+            v: t as f64 / 1000.0,
+        }]
     } else {
         ev.vector(&args[0], t)?
     };
@@ -315,13 +416,21 @@ fn date_fn(
                     None => f64::NAN,
                 }
             };
-            VSample { labels: drop_name(&s.labels), t, v }
+            VSample {
+                labels: drop_name(&s.labels),
+                t,
+                v,
+            }
         })
         .collect())
 }
 
 fn days_in_month(year: i32, month: u32) -> u32 {
-    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let (ny, nm) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
     let first_next = chrono::NaiveDate::from_ymd_opt(ny, nm, 1);
     let first = chrono::NaiveDate::from_ymd_opt(year, month, 1);
     match (first, first_next) {
@@ -365,7 +474,12 @@ fn absent_labels(arg: &Expr) -> Labels {
 /// rate, increase and delta: the change over the range, corrected for
 /// counter resets and extrapolated to the range boundaries as Prometheus 2.x
 /// does (`extrapolatedRate` in promql/functions.go).
-fn extrapolated_rate(s: &[Sample], (range_start, range_end, range): (i64, i64, i64), counter: bool, rate: bool) -> Option<f64> {
+fn extrapolated_rate(
+    s: &[Sample],
+    (range_start, range_end, range): (i64, i64, i64),
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
     if s.len() < 2 {
         return None;
     }
@@ -392,8 +506,16 @@ fn extrapolated_rate(s: &[Sample], (range_start, range_end, range): (i64, i64, i
     }
     let threshold = avg_step * 1.1;
     let mut interval = sampled;
-    interval += if to_start < threshold { to_start } else { avg_step / 2.0 };
-    interval += if to_end < threshold { to_end } else { avg_step / 2.0 };
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg_step / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg_step / 2.0
+    };
     let mut v = result * (interval / sampled);
     if rate {
         v /= range as f64 / 1000.0;
@@ -407,7 +529,11 @@ fn instant_delta(s: &[Sample], rate: bool) -> Option<f64> {
         return None;
     }
     let (prev, last) = (s[s.len() - 2], s[s.len() - 1]);
-    let mut v = if rate && last.v < prev.v { last.v } else { last.v - prev.v };
+    let mut v = if rate && last.v < prev.v {
+        last.v
+    } else {
+        last.v - prev.v
+    };
     let interval = last.t - prev.t;
     if interval == 0 {
         return None;
@@ -421,7 +547,11 @@ fn instant_delta(s: &[Sample], rate: bool) -> Option<f64> {
 /// Neumaier's compensated summation step, as Prometheus' `kahanSumInc`.
 fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
-    let c = if sum.abs() >= inc.abs() { c + ((sum - t) + inc) } else { c + ((inc - t) + sum) };
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
     (t, c)
 }
 
@@ -459,7 +589,8 @@ fn avg(s: &[Sample]) -> f64 {
 }
 
 fn variance(s: &[Sample]) -> f64 {
-    let (mut n, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let (mut n, mut mean, mut c_mean, mut aux, mut c_aux) =
+        (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for x in s {
         n += 1.0;
         let delta = x.v - (mean + c_mean);
@@ -471,7 +602,8 @@ fn variance(s: &[Sample]) -> f64 {
 
 /// Least-squares slope and intercept, x in seconds from `intercept_time`.
 fn linear_regression(s: &[Sample], intercept_time: Timestamp) -> (f64, f64) {
-    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let init_y = s[0].v;
     let mut const_y = true;
     for (i, x) in s.iter().enumerate() {
@@ -538,10 +670,16 @@ pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
 }
 
 fn histogram_quantile(q: f64, v: Vec<VSample>, t: Timestamp) -> Vec<VSample> {
-    let mut groups: Vec<(Arc<Labels>, Vec<(f64, f64)>)> = Vec::new();
+    // Per group: its labels and (upper bound, count) buckets.
+    type Buckets = Vec<(f64, f64)>;
+    let mut groups: Vec<(Arc<Labels>, Buckets)> = Vec::new();
     let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     for s in v {
-        let Some(le) = s.labels.get("le").and_then(|le| crate::ingest::text::parse_value(le).ok()) else {
+        let Some(le) = s
+            .labels
+            .get("le")
+            .and_then(|le| crate::ingest::text::parse_value(le).ok())
+        else {
             continue;
         };
         let key = s.labels.without("le").without(METRIC_NAME);
@@ -553,7 +691,11 @@ fn histogram_quantile(q: f64, v: Vec<VSample>, t: Timestamp) -> Vec<VSample> {
     }
     groups
         .into_iter()
-        .map(|(labels, buckets)| VSample { labels, t, v: bucket_quantile(q, buckets) })
+        .map(|(labels, buckets)| VSample {
+            labels,
+            t,
+            v: bucket_quantile(q, buckets),
+        })
         .collect()
 }
 

@@ -43,7 +43,12 @@ pub struct QueryOptions {
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        QueryOptions { lookback_ms: LOOKBACK_MS, max_samples: 50_000_000, timeout: Duration::from_secs(120), default_subquery_step_ms: 60_000 }
+        QueryOptions {
+            lookback_ms: LOOKBACK_MS,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60_000,
+        }
     }
 }
 
@@ -61,7 +66,9 @@ pub enum QueryError {
     /// Evaluation failed (Prometheus' `execution` errors).
     #[error("{0}")]
     Execution(String),
-    #[error("query processing would load too many samples into memory in query execution (limit {0})")]
+    #[error(
+        "query processing would load too many samples into memory in query execution (limit {0})"
+    )]
     TooManySamples(usize),
     #[error("query timed out in expression evaluation (timeout {0:?})")]
     Timeout(Duration),
@@ -74,7 +81,9 @@ pub enum QueryError {
 pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
     match parser::parse(text).map_err(QueryError::Parse)? {
         Expr::VectorSelector(vs) => matchers_of(&vs),
-        _ => Err(QueryError::BadData(format!("{text:?} is not a series selector like name{{label=\"value\"}}"))),
+        _ => Err(QueryError::BadData(format!(
+            "{text:?} is not a series selector like name{{label=\"value\"}}"
+        ))),
     }
 }
 
@@ -91,7 +100,12 @@ fn convert(m: &promql_parser::label::Matcher) -> Result<Matcher, QueryError> {
 /// The matcher sets of a selector (one per `or` alternative), with the
 /// metric name as a matcher.
 fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
-    let base: Vec<Matcher> = vs.matchers.matchers.iter().map(convert).collect::<Result<_, _>>()?;
+    let base: Vec<Matcher> = vs
+        .matchers
+        .matchers
+        .iter()
+        .map(convert)
+        .collect::<Result<_, _>>()?;
     let mut sets = if vs.matchers.or_matchers.is_empty() {
         vec![base]
     } else {
@@ -109,17 +123,40 @@ fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
         }
     }
     if sets.iter().any(|s| s.iter().all(|m| m.matches_empty())) {
-        return Err(QueryError::Parse("vector selector must contain at least one non-empty matcher".into()));
+        return Err(QueryError::Parse(
+            "vector selector must contain at least one non-empty matcher".into(),
+        ));
     }
     Ok(sets)
 }
 
 fn parse(text: &str) -> Result<Expr, QueryError> {
+    // Prometheus 2.x's `holt_winters`, which the parser knows only by its
+    // 3.x name `double_exponential_smoothing`.
+    static EXTRA: std::sync::Once = std::sync::Once::new();
+    EXTRA.call_once(|| {
+        use parser::value::ValueType as T;
+        let f = parser::Function::new(
+            "holt_winters",
+            vec![T::Matrix, T::Scalar, T::Scalar],
+            0,
+            T::Vector,
+            false,
+        );
+        if let Err(e) = parser::register_extra_functions(vec![f]) {
+            tracing::warn!(message = "Could not register holt_winters", error = %e);
+        }
+    });
     parser::parse(text).map_err(QueryError::Parse)
 }
 
 /// Evaluates a query at one time.
-pub fn instant(q: &dyn Querier, text: &str, t: Timestamp, opts: &QueryOptions) -> Result<Value, QueryError> {
+pub fn instant(
+    q: &dyn Querier,
+    text: &str,
+    t: Timestamp,
+    opts: &QueryOptions,
+) -> Result<Value, QueryError> {
     let expr = parse(text)?;
     let mut ev = eval::Evaluator::new(q, t, t, opts);
     ev.prepare(&expr, t, t)?;
@@ -132,9 +169,18 @@ pub fn instant(q: &dyn Querier, text: &str, t: Timestamp, opts: &QueryOptions) -
 
 /// Evaluates a query at every step from `start` to `end`; the result is a
 /// matrix sorted by labels.
-pub fn range(q: &dyn Querier, text: &str, start: Timestamp, end: Timestamp, step: i64, opts: &QueryOptions) -> Result<Vec<Series>, QueryError> {
+pub fn range(
+    q: &dyn Querier,
+    text: &str,
+    start: Timestamp,
+    end: Timestamp,
+    step: i64,
+    opts: &QueryOptions,
+) -> Result<Vec<Series>, QueryError> {
     if end < start {
-        return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
     }
     if step <= 0 {
         return Err(QueryError::BadData("zero or negative query resolution step widths are not accepted. Try a positive integer".into()));
@@ -159,7 +205,10 @@ pub fn range(q: &dyn Querier, text: &str, start: Timestamp, end: Timestamp, step
     }
     let mut ev = eval::Evaluator::new(q, start, end, opts);
     ev.prepare(&expr, start, end)?;
-    let mut acc: std::collections::HashMap<std::sync::Arc<crate::model::Labels>, Vec<crate::model::Sample>> = std::collections::HashMap::new();
+    let mut acc: std::collections::HashMap<
+        std::sync::Arc<crate::model::Labels>,
+        Vec<crate::model::Sample>,
+    > = std::collections::HashMap::new();
     let mut points = 0usize;
     let mut t = start;
     while t <= end {
@@ -169,21 +218,33 @@ pub fn range(q: &dyn Querier, text: &str, start: Timestamp, end: Timestamp, step
                 eval::check_unique(&v)?;
                 points += v.len();
                 for s in v {
-                    acc.entry(s.labels).or_default().push(crate::model::Sample { t, v: s.v });
+                    acc.entry(s.labels)
+                        .or_default()
+                        .push(crate::model::Sample { t, v: s.v });
                 }
             }
             Value::Scalar { v, .. } => {
                 points += 1;
-                acc.entry(std::sync::Arc::new(crate::model::Labels::default())).or_default().push(crate::model::Sample { t, v });
+                acc.entry(std::sync::Arc::new(crate::model::Labels::default()))
+                    .or_default()
+                    .push(crate::model::Sample { t, v });
             }
-            other => return Err(QueryError::BadData(format!("range query must evaluate to a vector or scalar, got {}", other.type_name()))),
+            other => {
+                return Err(QueryError::BadData(format!(
+                    "range query must evaluate to a vector or scalar, got {}",
+                    other.type_name()
+                )))
+            }
         }
         if points > opts.max_samples {
             return Err(QueryError::TooManySamples(opts.max_samples));
         }
         t += step;
     }
-    let mut out: Vec<Series> = acc.into_iter().map(|(labels, samples)| Series { labels, samples }).collect();
+    let mut out: Vec<Series> = acc
+        .into_iter()
+        .map(|(labels, samples)| Series { labels, samples })
+        .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
 }

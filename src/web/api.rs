@@ -128,8 +128,10 @@ pub async fn query(
     let text = query_text(&params)?;
     let t = time_param(&params, "time", now_ms())?;
     let storage = state.storage.clone();
-    let v =
-        tokio::task::spawn_blocking(move || promql::instant(storage.as_ref(), &text, t, &QueryOptions::default())).await??;
+    let v = tokio::task::spawn_blocking(move || {
+        promql::instant(storage.as_ref(), &text, t, &QueryOptions::default())
+    })
+    .await??;
     Ok(success(render(v)))
 }
 
@@ -154,7 +156,14 @@ pub async fn query_range(
     )?;
     let storage = state.storage.clone();
     let v = tokio::task::spawn_blocking(move || {
-        promql::range(storage.as_ref(), &text, start, end, step, &QueryOptions::default())
+        promql::range(
+            storage.as_ref(),
+            &text,
+            start,
+            end,
+            step,
+            &QueryOptions::default(),
+        )
     })
     .await??;
     Ok(success(matrix(&v)))
