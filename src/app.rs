@@ -50,11 +50,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let push = Arc::new(
         PushGroups::load(config.push.clone(), &storage).context("cannot load push groups")?,
     );
-    let settings = WebSettings::new(
-        config.web.listen,
-        config.web.max_request_bytes,
-        &config.global,
-    );
+    let settings = WebSettings::new(&config);
     let state = AppState::new(storage.clone(), push.clone(), settings, &config.web.auth);
     if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
         tracing::warn!(

@@ -569,7 +569,8 @@ fn same(want: &Value, got: &Value, ordered: bool) -> Result<(), String> {
 #[test]
 fn promql_answers_match_prometheus() {
     let prometheus = require("prometheus");
-    let m = Mlmon::start(None);
+    // Subqueries without a step use the evaluation interval, as in Prometheus.
+    let m = Mlmon::start(Some("global:\n  evaluation_interval: 1m\n"));
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = write_file(

@@ -39,6 +39,7 @@ pub struct Config {
     pub push: PushConfig,
     pub host: HostConfig,
     pub artifacts: ArtifactsConfig,
+    pub query: QueryConfig,
     /// Sections accepted but not acted on by this version, with the reason.
     pub ignored: Vec<String>,
 }
@@ -97,6 +98,14 @@ pub struct PushConfig {
 pub struct TtlRule {
     pub matchers: Vec<(String, Regex)>,
     pub ttl: PromDuration,
+}
+
+/// Limits of the PromQL engine, as Prometheus' `--query.*` flags.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub lookback_delta: PromDuration,
+    pub max_samples: usize,
+    pub timeout: PromDuration,
 }
 
 #[derive(Debug, Clone)]

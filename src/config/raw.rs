@@ -33,6 +33,18 @@ pub(super) struct RawConfig {
     push: RawPush,
     host: RawHost,
     artifacts: RawArtifacts,
+    query: RawQuery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawQuery {
+    /// Default 5m.
+    lookback_delta: Option<PromDuration>,
+    /// Default 50,000,000.
+    max_samples: Option<usize>,
+    /// Default 2m.
+    timeout: Option<PromDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +285,20 @@ impl RawConfig {
         if artifacts.interval.millis() <= 0 {
             v.error(&["artifacts", "interval"], "must be greater than 0");
         }
+        let query = QueryConfig {
+            lookback_delta: dur(self.query.lookback_delta, 300),
+            max_samples: self.query.max_samples.unwrap_or(50_000_000),
+            timeout: dur(self.query.timeout, 120),
+        };
+        for (key, ok) in [
+            ("lookback_delta", query.lookback_delta.millis() > 0),
+            ("max_samples", query.max_samples > 0),
+            ("timeout", query.timeout.millis() > 0),
+        ] {
+            if !ok {
+                v.error(&["query", key], "must be greater than 0");
+            }
+        }
         let rule_files = self
             .rule_files
             .unwrap_or_else(|| vec![DEFAULT_RULE_FILES.into()]);
@@ -293,6 +319,7 @@ impl RawConfig {
             push,
             host,
             artifacts,
+            query,
             ignored,
         })
     }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json_};
 
 use super::{ApiError, AppState, Params};
 use crate::model::{is_valid_label_name, now_ms, Labels, Matcher, Sample, Timestamp};
-use crate::promql::{self, parse_selector, QueryOptions, Value};
+use crate::promql::{self, parse_selector, Value};
 use crate::tsdb::Querier;
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -128,10 +128,9 @@ pub async fn query(
     let text = query_text(&params)?;
     let t = time_param(&params, "time", now_ms())?;
     let storage = state.storage.clone();
-    let v = tokio::task::spawn_blocking(move || {
-        promql::instant(storage.as_ref(), &text, t, &QueryOptions::default())
-    })
-    .await??;
+    let opts = state.settings.query.clone();
+    let v = tokio::task::spawn_blocking(move || promql::instant(storage.as_ref(), &text, t, &opts))
+        .await??;
     Ok(success(render(v)))
 }
 
@@ -155,15 +154,9 @@ pub async fn query_range(
             .ok_or_else(|| ApiError::BadData("invalid parameter \"step\": missing".into()))?,
     )?;
     let storage = state.storage.clone();
+    let opts = state.settings.query.clone();
     let v = tokio::task::spawn_blocking(move || {
-        promql::range(
-            storage.as_ref(),
-            &text,
-            start,
-            end,
-            step,
-            &QueryOptions::default(),
-        )
+        promql::range(storage.as_ref(), &text, start, end, step, &opts)
     })
     .await??;
     Ok(success(matrix(&v)))

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use crate::config::{AuthConfig, GlobalConfig};
+use crate::config::{AuthConfig, Config};
 use crate::ingest::push::PushGroups;
 use crate::tsdb::Storage;
 
@@ -45,15 +45,23 @@ pub struct WebSettings {
     pub listen: SocketAddr,
     pub max_request_bytes: usize,
     pub external_labels: crate::model::Labels,
+    pub query: crate::promql::QueryOptions,
     pub started: std::time::SystemTime,
 }
 
 impl WebSettings {
-    pub fn new(listen: SocketAddr, max_request_bytes: usize, global: &GlobalConfig) -> Self {
+    pub fn new(config: &Config) -> Self {
+        let q = &config.query;
         WebSettings {
-            listen,
-            max_request_bytes,
-            external_labels: global.external_labels.clone(),
+            listen: config.web.listen,
+            max_request_bytes: config.web.max_request_bytes,
+            external_labels: config.global.external_labels.clone(),
+            query: crate::promql::QueryOptions {
+                lookback_ms: q.lookback_delta.millis(),
+                max_samples: q.max_samples,
+                timeout: q.timeout.std(),
+                default_subquery_step_ms: config.global.evaluation_interval.millis(),
+            },
             started: std::time::SystemTime::now(),
         }
     }
