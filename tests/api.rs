@@ -814,3 +814,28 @@ async fn malformed_queries_are_bad_data() {
         assert!(!v["error"].as_str().unwrap().is_empty(), "{q}");
     }
 }
+
+#[tokio::test]
+async fn metadata_and_format_query() {
+    let app = App::new();
+    assert_eq!(app.push("PUT", "/metrics/job/j", "# HELP ml_model_r2_score R2 on the test split.\n# TYPE ml_model_r2_score gauge\nml_model_r2_score 0.9\n").await.0, StatusCode::OK);
+    let v = app.json("/api/v1/metadata?metric=ml_model_r2_score").await;
+    assert_eq!(v["data"]["ml_model_r2_score"][0]["type"], "gauge");
+    assert_eq!(
+        v["data"]["ml_model_r2_score"][0]["help"],
+        "R2 on the test split."
+    );
+    let v = app.json("/api/v1/metadata?limit=2").await;
+    assert_eq!(v["data"].as_object().unwrap().len(), 2);
+    let v = app
+        .json(&format!(
+            "/api/v1/format_query?query={}",
+            enc("sum by(job)(rate(x[5m]))")
+        ))
+        .await;
+    assert_eq!(v["data"], "sum by (job) (rate(x[5m]))");
+    let (status, _) = app
+        .get(&format!("/api/v1/format_query?query={}", enc("sum(")))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

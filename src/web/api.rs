@@ -200,6 +200,13 @@ pub async fn label_values(
     Ok(success(json!(state.storage.label_values(&name, &sel))))
 }
 
+/// Prometheus' `/api/v1/format_query`: the query, parsed and pretty-printed.
+pub async fn format_query(Params(params): Params) -> Result<Json<Json_>, ApiError> {
+    let text = query_text(&params)?;
+    let expr = promql_parser::parser::parse(&text).map_err(ApiError::BadData)?;
+    Ok(success(Json_::String(expr.prettify())))
+}
+
 pub async fn buildinfo() -> Json<Json_> {
     success(json!({
         "version": env!("CARGO_PKG_VERSION"),

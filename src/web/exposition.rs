@@ -229,6 +229,48 @@ pub fn reserved_names(state: &AppState) -> HashMap<String, MetricType> {
         .collect()
 }
 
+/// Prometheus' `/api/v1/metadata`: type, help and unit of the metric
+/// families mlmon knows (its own and everything pushed), `metric` and
+/// `limit` as in Prometheus.
+pub async fn metadata(
+    State(state): State<AppState>,
+    Params(params): Params,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let only = params
+        .iter()
+        .find(|(k, _)| k == "metric")
+        .map(|(_, v)| v.clone());
+    let limit = match params.iter().find(|(k, _)| k == "limit") {
+        Some((_, v)) => Some(v.parse::<i64>().map_err(|_| {
+            ApiError::BadData(format!(
+                "invalid parameter \"limit\": {v:?} is not a number"
+            ))
+        })?),
+        None => None,
+    };
+    let mut out = serde_json::Map::new();
+    for fam in own_families(&state)
+        .into_iter()
+        .chain(state.push.families())
+    {
+        if only.as_ref().is_some_and(|m| *m != fam.name) || out.contains_key(&fam.name) {
+            continue;
+        }
+        if limit.is_some_and(|l| l >= 0 && out.len() as i64 >= l) {
+            break;
+        }
+        let entry = serde_json::json!([{
+            "type": match fam.typ { MetricType::Untyped => "unknown", t => t.text_name() },
+            "help": fam.help.clone().unwrap_or_default(),
+            "unit": fam.unit.clone().unwrap_or_default(),
+        }]);
+        out.insert(fam.name.clone(), entry);
+    }
+    Ok(axum::Json(
+        serde_json::json!({"status": "success", "data": out}),
+    ))
+}
+
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let format = negotiate(&headers);
     let mut families = own_families(&state);

@@ -108,6 +108,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/labels", get(api::labels).post(api::labels))
         .route("/api/v1/label/{name}/values", get(api::label_values))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route(
+            "/api/v1/format_query",
+            get(api::format_query).post(api::format_query),
+        )
+        .route("/api/v1/metadata", get(exposition::metadata))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))
