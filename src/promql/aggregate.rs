@@ -69,20 +69,30 @@ pub(super) fn eval(
     } else {
         None
     };
+    let node = a as *const AggregateExpr as usize;
+    // Group index by the group labels' address first (they are cached per
+    // input label set), by content when a new address shows up.
+    let mut by_ptr: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for s in input {
-        let mut gl = group_labels(&s.labels, modifier);
-        if let Some(label) = &count_values_label {
-            let text =
-                crate::model::special_float(s.v).map_or_else(|| format!("{}", s.v), str::to_string);
-            gl = gl.with(label, &text);
-        }
-        let i = *index.entry(gl.clone()).or_insert_with(|| {
-            groups.push(Group {
-                labels: Arc::new(gl),
-                members: Vec::new(),
-            });
-            groups.len() - 1
-        });
+        let gl = match &count_values_label {
+            Some(label) => {
+                let text = crate::model::special_float(s.v).map_or_else(|| format!("{}", s.v), str::to_string);
+                Arc::new(group_labels(&s.labels, modifier).with(label, &text))
+            }
+            None => ev.group_of(node, &s.labels, |l| group_labels(l, modifier)),
+        };
+        let ptr = Arc::as_ptr(&gl) as usize;
+        let i = match by_ptr.get(&ptr) {
+            Some(&i) => i,
+            None => {
+                let i = *index.entry((*gl).clone()).or_insert_with(|| {
+                    groups.push(Group { labels: gl.clone(), members: Vec::new() });
+                    groups.len() - 1
+                });
+                by_ptr.insert(ptr, i);
+                i
+            }
+        };
         groups[i].members.push(s);
     }
     let scalar_param = |name: &str| -> Result<f64, QueryError> {

@@ -30,6 +30,11 @@ pub(super) struct Evaluator<'a> {
     opts: &'a QueryOptions,
     data: HashMap<usize, Loaded>,
     loaded_samples: usize,
+    /// Label sets without `__name__`, by the address of the original (which
+    /// is kept alive here, so the address cannot be reused).
+    dropped: HashMap<usize, (Arc<Labels>, Arc<Labels>)>,
+    /// Group labels per aggregation node and input label set, likewise.
+    groups: HashMap<(usize, usize), (Arc<Labels>, Arc<Labels>)>,
     deadline: Instant,
 }
 
@@ -70,6 +75,8 @@ impl<'a> Evaluator<'a> {
             opts,
             data: HashMap::new(),
             loaded_samples: 0,
+            dropped: HashMap::new(),
+            groups: HashMap::new(),
             deadline: Instant::now() + opts.timeout,
         }
     }
@@ -197,6 +204,54 @@ impl<'a> Evaluator<'a> {
             Expr::Aggregate(a) => aggregate::eval(self, a, t),
             Expr::Call(c) => functions::eval(self, c, t),
             Expr::Extension(_) => Err(QueryError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    /// `labels` without `__name__`, computed once per label set and query.
+    pub fn drop_name(&mut self, labels: &Arc<Labels>) -> Arc<Labels> {
+        let key = Arc::as_ptr(labels) as usize;
+        if let Some((_, d)) = self.dropped.get(&key) {
+            return d.clone();
+        }
+        let d = drop_name(labels);
+        self.dropped.insert(key, (labels.clone(), d.clone()));
+        d
+    }
+
+    /// The group labels of `labels` for aggregation node `node`, computed
+    /// once per label set and query.
+    pub fn group_of(&mut self, node: usize, labels: &Arc<Labels>, make: impl FnOnce(&Labels) -> Labels) -> Arc<Labels> {
+        let key = (node, Arc::as_ptr(labels) as usize);
+        if let Some((_, g)) = self.groups.get(&key) {
+            return g.clone();
+        }
+        let g = Arc::new(make(labels));
+        self.groups.insert(key, (labels.clone(), g.clone()));
+        g
+    }
+
+    /// Calls `f` with each loaded series' samples in `[rt - range, rt]`
+    /// (stale markers left out), borrowing them where possible.
+    pub fn for_each_window(&self, vs: &VectorSelector, range: i64, t: Timestamp, mut f: impl FnMut(&Arc<Labels>, &[Sample])) {
+        let rt = self.ref_time(&vs.at, &vs.offset, t);
+        let Some(series) = self.data.get(&key_vs(vs)) else {
+            return;
+        };
+        for (labels, samples) in series {
+            let lo = samples.partition_point(|s| s.t < rt - range);
+            let hi = samples.partition_point(|s| s.t <= rt);
+            let window = &samples[lo..hi];
+            if window.is_empty() {
+                continue;
+            }
+            if window.iter().any(|s| is_stale(s.v)) {
+                let clean: Vec<Sample> = window.iter().filter(|s| !is_stale(s.v)).copied().collect();
+                if !clean.is_empty() {
+                    f(labels, &clean);
+                }
+            } else {
+                f(labels, window);
+            }
         }
     }
 

@@ -348,7 +348,8 @@ fn window_of(ev: &Evaluator, arg: &Expr, t: Timestamp) -> (i64, Timestamp) {
 }
 
 /// Applies `f(samples, (range start, range end, range))` to every series of
-/// the range-vector argument; `None` drops the series.
+/// the range-vector argument; `None` drops the series. A plain range
+/// selector is read in place from the loaded data, without copying.
 fn over_range(
     ev: &mut Evaluator,
     args: &[Box<Expr>],
@@ -357,16 +358,28 @@ fn over_range(
     f: impl Fn(&[Sample], (i64, i64, i64)) -> Option<f64>,
 ) -> Result<Vec<VSample>, QueryError> {
     let (range, rt) = window_of(ev, &args[0], t);
-    let m = ev.matrix(&args[0], t)?;
     let keep_name = name == "last_over_time";
-    let mut out = Vec::with_capacity(m.len());
+    let window = (rt - range, rt, range);
+    let mut out = Vec::new();
+    if let Expr::MatrixSelector(ms) = strip_parens(&args[0]) {
+        let mut results: Vec<(Arc<Labels>, f64)> = Vec::new();
+        ev.for_each_window(&ms.vs, range, t, |labels, samples| {
+            if let Some(v) = f(samples, window) {
+                results.push((labels.clone(), v));
+            }
+        });
+        out.reserve(results.len());
+        for (labels, v) in results {
+            let labels = if keep_name { labels } else { ev.drop_name(&labels) };
+            out.push(VSample { labels, t, v });
+        }
+        return Ok(out);
+    }
+    let m = ev.matrix(&args[0], t)?;
+    out.reserve(m.len());
     for Series { labels, samples } in m {
-        if let Some(v) = f(&samples, (rt - range, rt, range)) {
-            let labels = if keep_name {
-                labels
-            } else {
-                drop_name(&labels)
-            };
+        if let Some(v) = f(&samples, window) {
+            let labels = if keep_name { labels } else { ev.drop_name(&labels) };
             out.push(VSample { labels, t, v });
         }
     }

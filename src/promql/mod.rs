@@ -14,6 +14,8 @@ mod eval;
 mod functions;
 mod value;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -21,7 +23,7 @@ use promql_parser::parser::{self, Expr, VectorSelector};
 
 pub use value::{Series, VSample, Value};
 
-use crate::model::{MatchOp, Matcher, Timestamp, METRIC_NAME};
+use crate::model::{Labels, MatchOp, Matcher, Sample, Timestamp, METRIC_NAME};
 use crate::tsdb::{Querier, StorageError};
 
 /// How far back an instant selector looks for the latest sample.
@@ -205,10 +207,23 @@ pub fn range(
     }
     let mut ev = eval::Evaluator::new(q, start, end, opts);
     ev.prepare(&expr, start, end)?;
-    let mut acc: std::collections::HashMap<
-        std::sync::Arc<crate::model::Labels>,
-        Vec<crate::model::Sample>,
-    > = std::collections::HashMap::new();
+    // Points per result series; found by the labels' address first (stable
+    // across steps for cached label sets), by content otherwise.
+    let mut acc: Vec<Series> = Vec::new();
+    let mut by_labels: HashMap<Labels, usize> = HashMap::new();
+    let mut by_ptr: HashMap<usize, (Arc<Labels>, usize)> = HashMap::new();
+    let mut slot = |labels: Arc<Labels>, acc: &mut Vec<Series>| -> usize {
+        let ptr = Arc::as_ptr(&labels) as usize;
+        if let Some((_, i)) = by_ptr.get(&ptr) {
+            return *i;
+        }
+        let i = *by_labels.entry((*labels).clone()).or_insert_with(|| {
+            acc.push(Series { labels: labels.clone(), samples: Vec::new() });
+            acc.len() - 1
+        });
+        by_ptr.insert(ptr, (labels, i));
+        i
+    };
     let mut points = 0usize;
     let mut t = start;
     while t <= end {
@@ -218,16 +233,14 @@ pub fn range(
                 eval::check_unique(&v)?;
                 points += v.len();
                 for s in v {
-                    acc.entry(s.labels)
-                        .or_default()
-                        .push(crate::model::Sample { t, v: s.v });
+                    let i = slot(s.labels, &mut acc);
+                    acc[i].samples.push(Sample { t, v: s.v });
                 }
             }
             Value::Scalar { v, .. } => {
                 points += 1;
-                acc.entry(std::sync::Arc::new(crate::model::Labels::default()))
-                    .or_default()
-                    .push(crate::model::Sample { t, v });
+                let i = slot(Arc::new(Labels::default()), &mut acc);
+                acc[i].samples.push(Sample { t, v });
             }
             other => {
                 return Err(QueryError::BadData(format!(
@@ -241,10 +254,6 @@ pub fn range(
         }
         t += step;
     }
-    let mut out: Vec<Series> = acc
-        .into_iter()
-        .map(|(labels, samples)| Series { labels, samples })
-        .collect();
-    out.sort_by(|a, b| a.labels.cmp(&b.labels));
-    Ok(out)
+    acc.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(acc)
 }
