@@ -53,7 +53,7 @@ pub(super) fn eval(
     let modifier = a.modifier.as_ref();
     // Groups in order of first appearance.
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut index: super::eval::FastMap<Labels, usize> = Default::default();
     let count_values_label = if op == "count_values" {
         match &param {
             Some(Value::String { s, .. }) if is_valid_label_name(s) => Some(s.clone()),
@@ -72,11 +72,12 @@ pub(super) fn eval(
     let node = a as *const AggregateExpr as usize;
     // Group index by the group labels' address first (they are cached per
     // input label set), by content when a new address shows up.
-    let mut by_ptr: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut by_ptr: super::eval::FastMap<usize, usize> = Default::default();
     for s in input {
         let gl = match &count_values_label {
             Some(label) => {
-                let text = crate::model::special_float(s.v).map_or_else(|| format!("{}", s.v), str::to_string);
+                let text = crate::model::special_float(s.v)
+                    .map_or_else(|| format!("{}", s.v), str::to_string);
                 Arc::new(group_labels(&s.labels, modifier).with(label, &text))
             }
             None => ev.group_of(node, &s.labels, |l| group_labels(l, modifier)),
@@ -86,7 +87,10 @@ pub(super) fn eval(
             Some(&i) => i,
             None => {
                 let i = *index.entry((*gl).clone()).or_insert_with(|| {
-                    groups.push(Group { labels: gl.clone(), members: Vec::new() });
+                    groups.push(Group {
+                        labels: gl.clone(),
+                        members: Vec::new(),
+                    });
                     groups.len() - 1
                 });
                 by_ptr.insert(ptr, i);

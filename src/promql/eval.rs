@@ -19,6 +19,9 @@ use super::{aggregate, binary, functions, matchers_of, QueryError, QueryOptions}
 use crate::model::{is_stale, Labels, Sample, Timestamp, METRIC_NAME};
 use crate::tsdb::Querier;
 
+/// A hash map with a fast hasher for per-step lookups.
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Series loaded for one selector node.
 type Loaded = Vec<(Arc<Labels>, Vec<Sample>)>;
 
@@ -32,9 +35,12 @@ pub(super) struct Evaluator<'a> {
     loaded_samples: usize,
     /// Label sets without `__name__`, by the address of the original (which
     /// is kept alive here, so the address cannot be reused).
-    dropped: HashMap<usize, (Arc<Labels>, Arc<Labels>)>,
+    dropped: FastMap<usize, (Arc<Labels>, Arc<Labels>)>,
     /// Group labels per aggregation node and input label set, likewise.
-    groups: HashMap<(usize, usize), (Arc<Labels>, Arc<Labels>)>,
+    groups: FastMap<(usize, usize), (Arc<Labels>, Arc<Labels>)>,
+    /// Per range selector and series, the window `[lo, hi)` of the last
+    /// step: steps move forward, so windows are found by walking on.
+    cursors: FastMap<usize, Vec<(usize, usize)>>,
     deadline: Instant,
 }
 
@@ -75,8 +81,9 @@ impl<'a> Evaluator<'a> {
             opts,
             data: HashMap::new(),
             loaded_samples: 0,
-            dropped: HashMap::new(),
-            groups: HashMap::new(),
+            dropped: FastMap::default(),
+            groups: FastMap::default(),
+            cursors: FastMap::default(),
             deadline: Instant::now() + opts.timeout,
         }
     }
@@ -220,7 +227,12 @@ impl<'a> Evaluator<'a> {
 
     /// The group labels of `labels` for aggregation node `node`, computed
     /// once per label set and query.
-    pub fn group_of(&mut self, node: usize, labels: &Arc<Labels>, make: impl FnOnce(&Labels) -> Labels) -> Arc<Labels> {
+    pub fn group_of(
+        &mut self,
+        node: usize,
+        labels: &Arc<Labels>,
+        make: impl FnOnce(&Labels) -> Labels,
+    ) -> Arc<Labels> {
         let key = (node, Arc::as_ptr(labels) as usize);
         if let Some((_, g)) = self.groups.get(&key) {
             return g.clone();
@@ -232,20 +244,33 @@ impl<'a> Evaluator<'a> {
 
     /// Calls `f` with each loaded series' samples in `[rt - range, rt]`
     /// (stale markers left out), borrowing them where possible.
-    pub fn for_each_window(&self, vs: &VectorSelector, range: i64, t: Timestamp, mut f: impl FnMut(&Arc<Labels>, &[Sample])) {
+    pub fn for_each_window(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        t: Timestamp,
+        mut f: impl FnMut(&Arc<Labels>, &[Sample]),
+    ) {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
-        let Some(series) = self.data.get(&key_vs(vs)) else {
+        let key = key_vs(vs);
+        let Evaluator { data, cursors, .. } = self;
+        let Some(series) = data.get(&key) else {
             return;
         };
-        for (labels, samples) in series {
-            let lo = samples.partition_point(|s| s.t < rt - range);
-            let hi = samples.partition_point(|s| s.t <= rt);
+        let cur = cursors
+            .entry(key)
+            .or_insert_with(|| vec![(0, 0); series.len()]);
+        for ((labels, samples), c) in series.iter().zip(cur.iter_mut()) {
+            let lo = seek(samples, c.0, |s| s.t < rt - range);
+            let hi = seek(samples, c.1.max(lo), |s| s.t <= rt);
+            *c = (lo, hi);
             let window = &samples[lo..hi];
             if window.is_empty() {
                 continue;
             }
             if window.iter().any(|s| is_stale(s.v)) {
-                let clean: Vec<Sample> = window.iter().filter(|s| !is_stale(s.v)).copied().collect();
+                let clean: Vec<Sample> =
+                    window.iter().filter(|s| !is_stale(s.v)).copied().collect();
                 if !clean.is_empty() {
                     f(labels, &clean);
                 }
@@ -427,7 +452,8 @@ pub(super) fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
     if v.len() < 2 {
         return Ok(());
     }
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    let mut seen: std::collections::HashSet<&Labels, foldhash::fast::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(v.len(), Default::default());
     for s in v {
         if !seen.insert(&*s.labels) {
             return Err(QueryError::Execution(
@@ -436,4 +462,24 @@ pub(super) fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
         }
     }
     Ok(())
+}
+
+/// The first index from which `before` is false, starting the search at
+/// `from` (the previous answer): a short walk forward when time moved on a
+/// little, a binary search otherwise.
+fn seek(samples: &[Sample], from: usize, before: impl Fn(&Sample) -> bool) -> usize {
+    let from = from.min(samples.len());
+    if from > 0 && !before(&samples[from - 1]) {
+        // Time went backwards (a subquery or `@`): search from the start.
+        return samples[..from].partition_point(&before);
+    }
+    let mut i = from;
+    let walk_end = (from + 16).min(samples.len());
+    while i < walk_end {
+        if !before(&samples[i]) {
+            return i;
+        }
+        i += 1;
+    }
+    i + samples[i..].partition_point(&before)
 }

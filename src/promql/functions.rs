@@ -370,7 +370,11 @@ fn over_range(
         });
         out.reserve(results.len());
         for (labels, v) in results {
-            let labels = if keep_name { labels } else { ev.drop_name(&labels) };
+            let labels = if keep_name {
+                labels
+            } else {
+                ev.drop_name(&labels)
+            };
             out.push(VSample { labels, t, v });
         }
         return Ok(out);
@@ -379,7 +383,11 @@ fn over_range(
     out.reserve(m.len());
     for Series { labels, samples } in m {
         if let Some(v) = f(&samples, window) {
-            let labels = if keep_name { labels } else { ev.drop_name(&labels) };
+            let labels = if keep_name {
+                labels
+            } else {
+                ev.drop_name(&labels)
+            };
             out.push(VSample { labels, t, v });
         }
     }
@@ -686,7 +694,7 @@ fn histogram_quantile(q: f64, v: Vec<VSample>, t: Timestamp) -> Vec<VSample> {
     // Per group: its labels and (upper bound, count) buckets.
     type Buckets = Vec<(f64, f64)>;
     let mut groups: Vec<(Arc<Labels>, Buckets)> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut index: super::eval::FastMap<Labels, usize> = Default::default();
     for s in v {
         let Some(le) = s
             .labels

@@ -218,7 +218,10 @@ pub fn range(
             return *i;
         }
         let i = *by_labels.entry((*labels).clone()).or_insert_with(|| {
-            acc.push(Series { labels: labels.clone(), samples: Vec::new() });
+            acc.push(Series {
+                labels: labels.clone(),
+                samples: Vec::new(),
+            });
             acc.len() - 1
         });
         by_ptr.insert(ptr, (labels, i));

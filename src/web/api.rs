@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{json, Map, Value as Json_};
 
 use super::{ApiError, AppState, Params};
-use crate::model::{is_valid_label_name, now_ms, Labels, Matcher, Sample, Timestamp};
+use crate::model::{is_valid_label_name, now_ms, Labels, Matcher, Timestamp};
 use crate::promql::{self, parse_selector, Value};
 use crate::tsdb::Querier;
 
@@ -76,10 +76,6 @@ fn value_string(v: f64) -> String {
     }
 }
 
-fn point(s: &Sample) -> Json_ {
-    json!([s.t as f64 / 1000.0, value_string(s.v)])
-}
-
 fn metric(labels: &Labels) -> Json_ {
     let mut m = Map::new();
     for (n, v) in labels.iter() {
@@ -92,27 +88,97 @@ fn success(data: Json_) -> Json<Json_> {
     Json(json!({"status": "success", "data": data}))
 }
 
-fn point_at(t: i64, v: f64) -> Json_ {
-    json!([t as f64 / 1000.0, value_string(v)])
+/// Query results are written straight into the response text: building a
+/// `serde_json::Value` per point costs more than evaluating the query.
+fn write_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
-fn matrix(items: &[promql::Series]) -> Json_ {
-    json!({
-        "resultType": "matrix",
-        "result": items.iter().map(|s| json!({"metric": metric(&s.labels), "values": s.samples.iter().map(point).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-    })
-}
-
-fn render(v: Value) -> Json_ {
-    match v {
-        Value::Scalar { t, v } => json!({"resultType": "scalar", "result": point_at(t, v)}),
-        Value::String { t, s } => json!({"resultType": "string", "result": [t as f64 / 1000.0, s]}),
-        Value::Vector(items) => json!({
-            "resultType": "vector",
-            "result": items.iter().map(|s| json!({"metric": metric(&s.labels), "value": point_at(s.t, s.v)})).collect::<Vec<_>>(),
-        }),
-        Value::Matrix(items) => matrix(&items),
+fn write_metric(out: &mut String, labels: &Labels) {
+    out.push('{');
+    for (i, (n, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_str(out, n);
+        out.push(':');
+        write_json_str(out, v);
     }
+    out.push('}');
+}
+
+fn write_point(out: &mut String, t: i64, v: f64) {
+    use std::fmt::Write;
+    let _ = write!(out, "[{},\"{}\"]", t as f64 / 1000.0, value_string(v));
+}
+
+fn write_matrix(out: &mut String, items: &[promql::Series]) {
+    out.push_str("{\"resultType\":\"matrix\",\"result\":[");
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"metric\":");
+        write_metric(out, &s.labels);
+        out.push_str(",\"values\":[");
+        for (k, p) in s.samples.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            write_point(out, p.t, p.v);
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+}
+
+fn write_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Scalar { t, v } => {
+            out.push_str("{\"resultType\":\"scalar\",\"result\":");
+            write_point(out, *t, *v);
+            out.push('}');
+        }
+        Value::String { t, s } => {
+            use std::fmt::Write;
+            let _ = write!(
+                out,
+                "{{\"resultType\":\"string\",\"result\":[{},",
+                *t as f64 / 1000.0
+            );
+            write_json_str(out, s);
+            out.push_str("]}");
+        }
+        Value::Vector(items) => {
+            out.push_str("{\"resultType\":\"vector\",\"result\":[");
+            for (i, s) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_metric(out, &s.labels);
+                out.push_str(",\"value\":");
+                write_point(out, s.t, s.v);
+                out.push('}');
+            }
+            out.push_str("]}");
+        }
+        Value::Matrix(items) => write_matrix(out, items),
+    }
+}
+
+/// `{"status":"success","data":…}` around pre-written data.
+fn success_raw(data: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut body = String::with_capacity(data.len() + 32);
+    body.push_str("{\"status\":\"success\",\"data\":");
+    body.push_str(&data);
+    body.push('}');
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn query_text(params: &[(String, String)]) -> Result<String, ApiError> {
@@ -124,20 +190,25 @@ fn query_text(params: &[(String, String)]) -> Result<String, ApiError> {
 pub async fn query(
     State(state): State<AppState>,
     Params(params): Params,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let text = query_text(&params)?;
     let t = time_param(&params, "time", now_ms())?;
     let storage = state.storage.clone();
     let opts = state.settings.query.clone();
-    let v = tokio::task::spawn_blocking(move || promql::instant(storage.as_ref(), &text, t, &opts))
-        .await??;
-    Ok(success(render(v)))
+    let data = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let v = promql::instant(storage.as_ref(), &text, t, &opts)?;
+        let mut out = String::new();
+        write_value(&mut out, &v);
+        Ok(out)
+    })
+    .await??;
+    Ok(success_raw(data))
 }
 
 pub async fn query_range(
     State(state): State<AppState>,
     Params(params): Params,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let text = query_text(&params)?;
     let start = parse_time(
         "start",
@@ -155,11 +226,15 @@ pub async fn query_range(
     )?;
     let storage = state.storage.clone();
     let opts = state.settings.query.clone();
-    let v = tokio::task::spawn_blocking(move || {
-        promql::range(storage.as_ref(), &text, start, end, step, &opts)
+    let data = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let v = promql::range(storage.as_ref(), &text, start, end, step, &opts)?;
+        let mut out =
+            String::with_capacity(64 + v.iter().map(|s| 64 + s.samples.len() * 32).sum::<usize>());
+        write_matrix(&mut out, &v);
+        Ok(out)
     })
     .await??;
-    Ok(success(matrix(&v)))
+    Ok(success_raw(data))
 }
 
 pub async fn series(
