@@ -80,14 +80,11 @@ fn prometheus_query(c: &reqwest::blocking::Client, base: &str, q: &str) -> serde
 
 #[test]
 fn prometheus_scrapes_and_remote_writes_without_errors() {
-    let prometheus = require("prometheus");
     let scraped = Mlmon::start(None);
     let receiver = Mlmon::start(None);
     let c = client();
     push_sample_data(&c, &scraped);
 
-    let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
     let config = format!(
         r#"
 global:
@@ -109,26 +106,8 @@ remote_write:
         p = scraped.port,
         r = receiver.port
     );
-    let cfg = write_file(dir.path(), "prometheus.yml", &config);
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let mut child = Command::new(prometheus)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{prom_port}");
-    wait_ready(
-        &format!("{base}/-/ready"),
-        Duration::from_secs(60),
-        &mut child,
-    );
-    let _prom = Proc(child);
+    let prom = Prometheus::start(&config, &[]);
+    let base = prom.base.clone();
 
     // Wait for several scrapes of both jobs.
     let start = Instant::now();

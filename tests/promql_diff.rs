@@ -9,8 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use mlmon::ingest::remote_write;
@@ -568,36 +566,13 @@ fn same(want: &Value, got: &Value, ordered: bool) -> Result<(), String> {
 
 #[test]
 fn promql_answers_match_prometheus() {
-    let prometheus = require("prometheus");
     // Subqueries without a step use the evaluation interval, as in Prometheus.
     let m = Mlmon::start(Some("global:\n  evaluation_interval: 1m\n"));
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = write_file(
-        dir.path(),
-        "prometheus.yml",
+    let prom = Prometheus::start(
         "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n",
+        &["--web.enable-remote-write-receiver"],
     );
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let mut child = Command::new(prometheus)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(
-        &format!("{base}/-/ready"),
-        Duration::from_secs(60),
-        &mut child,
-    );
-    let _prom = Proc(child);
+    let base = prom.base.clone();
 
     let c = client();
     let now = mlmon::model::now_ms();

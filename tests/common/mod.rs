@@ -155,6 +155,47 @@ fn unsafe_kill(pid: u32, sig: i32) {
         .unwrap();
 }
 
+/// A real Prometheus (Debian package `prometheus`) on a free port, with
+/// `config` as its prometheus.yml and its data in a temporary directory.
+pub struct Prometheus {
+    pub base: String,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(config: &str, extra_args: &[&str]) -> Prometheus {
+        let prometheus = require("prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = write_file(dir.path(), "prometheus.yml", config);
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let mut child = Command::new(prometheus)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(
+            &format!("{base}/-/ready"),
+            Duration::from_secs(60),
+            &mut child,
+        );
+        Prometheus {
+            base,
+            _proc: Proc(child),
+            _dir: dir,
+        }
+    }
+}
+
 /// A child process killed on drop (Prometheus, ...).
 pub struct Proc(pub Child);
 
