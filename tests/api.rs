@@ -755,6 +755,15 @@ async fn queries_over_the_sample_limit_or_deadline_are_stopped() {
         body.contains("too many samples") && body.contains("\"errorType\":\"execution\""),
         "{body}"
     );
+    // A subquery that would hold too many points is stopped too.
+    let (status, body) = app
+        .get(&format!(
+            "/api/v1/query?query={}&time={}",
+            enc("max_over_time(many{i=\"1\"}[1h:1s])"),
+            t0 / 1000 + 750
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // A small query still runs.
     let v = app
         .json(&format!(

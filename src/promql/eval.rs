@@ -357,10 +357,16 @@ impl<'a> Evaluator<'a> {
         let mut acc: HashMap<Arc<Labels>, Vec<Sample>> = HashMap::new();
         let mut order: Vec<Arc<Labels>> = Vec::new();
         let mut ts = first;
+        let mut points = 0usize;
         while ts <= rt {
             self.check_deadline()?;
             match self.eval(&sq.expr, ts)? {
                 Value::Vector(v) => {
+                    // Points a subquery holds count against the sample limit.
+                    points += v.len();
+                    if self.loaded_samples + points > self.opts.max_samples {
+                        return Err(QueryError::TooManySamples(self.opts.max_samples));
+                    }
                     for s in v {
                         let entry = acc.entry(s.labels.clone()).or_insert_with(|| {
                             order.push(s.labels.clone());
