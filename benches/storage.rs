@@ -246,13 +246,10 @@ fn bench_remote_write() {
     let _ = child.wait();
 }
 
-fn bench_bytes_per_sample() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
-    let series = 1_000;
-    let per_series = scale(10_000);
+/// Appends `per_series` samples 15 s apart to each of `series` series, one
+/// commit per time step, as a scraper would.
+fn load_every_15s(s: &Storage, series: usize, per_series: usize, t0: i64) {
     let mut g = Gen::new(series);
-    let t0 = 1_700_000_000_000i64;
     for r in 0..per_series {
         let mut app = s.appender();
         for i in 0..series {
@@ -260,6 +257,15 @@ fn bench_bytes_per_sample() {
         }
         app.commit().unwrap();
     }
+}
+
+fn bench_bytes_per_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let series = 1_000;
+    let per_series = scale(10_000);
+    let t0 = 1_700_000_000_000i64;
+    load_every_15s(&s, series, per_series, t0);
     s.checkpoint(Some(i64::MAX)).unwrap();
     s.merge_blocks(usize::MAX).unwrap();
     s.compact_if_fragmented().unwrap();
@@ -281,15 +287,8 @@ fn bench_query() {
     let s = open(dir.path());
     let series = 1_000;
     let per_series = if quick() { 576 } else { 5_760 }; // 24 h at 15 s
-    let mut g = Gen::new(series);
     let t0 = 1_700_000_000_000i64;
-    for r in 0..per_series {
-        let mut app = s.appender();
-        for i in 0..series {
-            app.append(g.labels[i].clone(), t0 + r as i64 * 15_000, g.next(i, 15.0));
-        }
-        app.commit().unwrap();
-    }
+    load_every_15s(&s, series, per_series, t0);
     s.checkpoint(Some(i64::MAX)).unwrap();
     s.merge_blocks(usize::MAX).unwrap();
     let end = t0 + per_series as i64 * 15_000;

@@ -533,8 +533,8 @@ fn decode_group(b: &[u8]) -> Option<Group> {
         }
     };
     Some(Group {
-        push_time: text::parse_value(f[2]).ok()?,
-        failure_time: text::parse_value(f[3]).ok()?,
+        push_time: crate::model::parse_float(f[2]).ok()?,
+        failure_time: crate::model::parse_float(f[3]).ok()?,
         ttl_ms: opt(f[4])?,
         expires_ms: opt(f[5])?,
         families: text::parse(body, Format::Text).ok()?,

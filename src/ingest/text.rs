@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{is_valid_label_name, is_valid_metric_name};
+use crate::model::{is_valid_label_name, is_valid_metric_name, parse_float};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -313,7 +313,7 @@ impl Parser {
         }
         let rest = rest.trim_start_matches([' ', '\t']);
         let (value_text, rest) = split_ws(rest);
-        let value = parse_value(value_text)?;
+        let value = parse_float(value_text)?;
         let rest = rest.trim_start_matches([' ', '\t']);
         let (ts_text, rest) = if rest.starts_with('#') {
             ("", rest)
@@ -390,10 +390,10 @@ fn check_sample_labels(
             && name.ends_with("_bucket")
             && matches!(fam.typ, MetricType::Histogram | MetricType::GaugeHistogram)
         {
-            parse_value(v).map_err(|_| format!("invalid \"le\" value {v:?}"))?;
+            parse_float(v).map_err(|_| format!("invalid \"le\" value {v:?}"))?;
         }
         if n == "quantile" && fam.typ == MetricType::Summary && name == fam.name {
-            parse_value(v).map_err(|_| format!("invalid \"quantile\" value {v:?}"))?;
+            parse_float(v).map_err(|_| format!("invalid \"quantile\" value {v:?}"))?;
         }
     }
     if fam.typ == MetricType::Summary
@@ -460,27 +460,6 @@ fn parse_labels<'a>(mut r: &'a str, out: &mut Vec<(String, String)>) -> Result<&
             ));
         }
     }
-}
-
-/// Go's `strconv.ParseFloat` spellings used by exporters.
-pub fn parse_value(s: &str) -> Result<f64, String> {
-    match s {
-        "+Inf" | "Inf" | "+inf" | "inf" => return Ok(f64::INFINITY),
-        "-Inf" | "-inf" => return Ok(f64::NEG_INFINITY),
-        "NaN" | "nan" => return Ok(f64::NAN),
-        "" => return Err("missing value".into()),
-        _ => {}
-    }
-    if s.bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
-    {
-        if let Ok(v) = s.parse::<f64>() {
-            return Ok(v);
-        }
-    }
-    Err(format!(
-        "invalid value {s:?}: expected a number, NaN, +Inf or -Inf"
-    ))
 }
 
 fn unescape_help(s: &str, format: Format) -> Result<String, String> {

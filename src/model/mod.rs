@@ -51,6 +51,28 @@ pub fn special_float(v: f64) -> Option<&'static str> {
     }
 }
 
+/// Parses a sample value in the spellings exporters use (Go's
+/// `strconv.ParseFloat`): decimals, exponents, `NaN`, `+Inf`, `-Inf`.
+pub fn parse_float(s: &str) -> Result<f64, String> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => return Ok(f64::INFINITY),
+        "-Inf" | "-inf" => return Ok(f64::NEG_INFINITY),
+        "NaN" | "nan" => return Ok(f64::NAN),
+        "" => return Err("missing value".into()),
+        _ => {}
+    }
+    if s.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        if let Ok(v) = s.parse::<f64>() {
+            return Ok(v);
+        }
+    }
+    Err(format!(
+        "invalid value {s:?}: expected a number, NaN, +Inf or -Inf"
+    ))
+}
+
 /// The current wall-clock time in milliseconds. Only the edges (ingest, web,
 /// app) call this; the store and the engines take time as an argument.
 pub fn now_ms() -> Timestamp {

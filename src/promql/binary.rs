@@ -82,6 +82,19 @@ fn apply(op: Op, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
+/// What a result element becomes: arithmetic keeps its value; a comparison
+/// gives 1/0 with `bool`, else keeps `filter_value` or drops the element
+/// (`None`).
+fn outcome(op: Op, value: f64, keep: bool, return_bool: bool, filter_value: f64) -> Option<f64> {
+    if !op.is_comparison() {
+        Some(value)
+    } else if return_bool {
+        Some(if keep { 1.0 } else { 0.0 })
+    } else {
+        keep.then_some(filter_value)
+    }
+}
+
 pub(super) fn eval(ev: &mut Evaluator, b: &BinaryExpr, t: Timestamp) -> Result<Value, QueryError> {
     let op_text = b.op.to_string();
     let op = Op::parse(&op_text)
@@ -138,17 +151,11 @@ fn vector_scalar(
     let mut out = Vec::with_capacity(v.len());
     for e in v {
         let (l, r) = if swapped { (s, e.v) } else { (e.v, s) };
-        let (mut value, keep) = apply(op, l, r);
-        if op.is_comparison() {
-            if return_bool {
-                value = if keep { 1.0 } else { 0.0 };
-            } else if !keep {
-                continue;
-            } else {
-                // A filter keeps the vector's own value.
-                value = e.v;
-            }
-        }
+        let (value, keep) = apply(op, l, r);
+        // A filter keeps the vector's own value, even with the scalar on the left.
+        let Some(value) = outcome(op, value, keep, return_bool, e.v) else {
+            continue;
+        };
         let labels = if !op.is_comparison() || return_bool {
             drop_name(&e.labels)
         } else {
@@ -254,14 +261,10 @@ fn vector_vector(
             ));
         }
         let (l, r) = if swapped { (o.v, m.v) } else { (m.v, o.v) };
-        let (mut value, keep) = apply(op, l, r);
-        if op.is_comparison() {
-            if return_bool {
-                value = if keep { 1.0 } else { 0.0 };
-            } else if !keep {
-                continue;
-            }
-        }
+        let (value, keep) = apply(op, l, r);
+        let Some(value) = outcome(op, value, keep, return_bool, value) else {
+            continue;
+        };
         let labels = result_labels(&m.labels, &o.labels, op, return_bool, matching, include);
         if !seen_result.insert(labels.clone()) {
             return Err(QueryError::Execution(

@@ -699,7 +699,7 @@ fn histogram_quantile(q: f64, v: Vec<VSample>, t: Timestamp) -> Vec<VSample> {
         let Some(le) = s
             .labels
             .get("le")
-            .and_then(|le| crate::ingest::text::parse_value(le).ok())
+            .and_then(|le| crate::model::parse_float(le).ok())
         else {
             continue;
         };
