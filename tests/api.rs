@@ -803,24 +803,46 @@ async fn queries_over_the_sample_limit_or_deadline_are_stopped() {
     assert_eq!(app2.get("/api/v1/labels").await.0, StatusCode::OK);
 }
 
-// FIXME: promql-parser 0.11 reports no position for grammar errors
-// ("invalid promql query"); Prometheus says "1:5: parse error: ...". Until
-// positions are recovered, this checks the error shape only.
+/// Prometheus 2.42's own messages for these queries; positions must agree.
 #[tokio::test]
-async fn malformed_queries_are_bad_data() {
+async fn malformed_queries_are_bad_data_with_a_position() {
     let app = App::new();
-    for q in [
-        "sum(rate(x[5m])",
-        "x{a=}",
-        "rate(x[5m]) +",
-        "foo bar",
-        "unknown_fn(x)",
+    for (q, want) in [
+        (
+            "sum(rate(x[5m])",
+            "1:16: parse error: unclosed left parenthesis",
+        ),
+        ("x{a=}", "1:5: parse error: unexpected \"}\""),
+        (
+            "rate(x[5m]) +",
+            "1:14: parse error: unexpected end of input",
+        ),
+        ("foo bar", "1:5: parse error: unexpected identifier \"bar\""),
+        (
+            "unknown_fn(x)",
+            "1:1: parse error: unknown function with name",
+        ),
+        ("x{a=\"b}", "1:5: parse error: unterminated quoted string"),
+        ("1 +* 2", "1:4: parse error: unexpected"),
+        (
+            "a + b +\n  c +",
+            "2:6: parse error: unexpected end of input",
+        ),
+        (
+            "x and 1",
+            "1:1: parse error: set operator 'and' not allowed",
+        ),
+        ("{}", "1:1: parse error: vector selector must contain"),
     ] {
         let (status, body) = app.get(&format!("/api/v1/query?query={}", enc(q))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["errorType"], "bad_data", "{q}");
-        assert!(!v["error"].as_str().unwrap().is_empty(), "{q}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("invalid parameter \"query\": {want}")),
+            "{q}: {error}"
+        );
     }
 }
 

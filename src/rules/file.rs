@@ -229,7 +229,8 @@ mod tests {
         let e = check("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up ==\n").unwrap_err();
         assert!(
             e[0].starts_with(
-                "r.yml:4: group \"g\": rule 1 (alert \"A\"): could not parse expression"
+                "r.yml:4: group \"g\": rule 1 (alert \"A\"): could not parse expression: \
+                 1:6: parse error: unexpected end of input"
             ),
             "{e:?}"
         );

@@ -187,6 +187,16 @@ fn query_text(params: &[(String, String)]) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadData("invalid parameter \"query\": missing".into()))
 }
 
+/// Parse errors name the parameter, as Prometheus' do.
+fn query_error(e: promql::QueryError) -> ApiError {
+    match e {
+        promql::QueryError::Parse(m) => {
+            ApiError::BadData(format!("invalid parameter \"query\": {m}"))
+        }
+        e => e.into(),
+    }
+}
+
 pub async fn query(
     State(state): State<AppState>,
     Params(params): Params,
@@ -196,7 +206,7 @@ pub async fn query(
     let storage = state.storage.clone();
     let opts = state.settings.query.clone();
     let data = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let v = promql::instant(storage.as_ref(), &text, t, &opts)?;
+        let v = promql::instant(storage.as_ref(), &text, t, &opts).map_err(query_error)?;
         let mut out = String::new();
         write_value(&mut out, &v);
         Ok(out)
@@ -227,7 +237,8 @@ pub async fn query_range(
     let storage = state.storage.clone();
     let opts = state.settings.query.clone();
     let data = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let v = promql::range(storage.as_ref(), &text, start, end, step, &opts)?;
+        let v =
+            promql::range(storage.as_ref(), &text, start, end, step, &opts).map_err(query_error)?;
         let mut out =
             String::with_capacity(64 + v.iter().map(|s| 64 + s.samples.len() * 32).sum::<usize>());
         write_matrix(&mut out, &v);
