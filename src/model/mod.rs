@@ -51,6 +51,44 @@ pub fn special_float(v: f64) -> Option<&'static str> {
     }
 }
 
+/// Appends `v` as Go's `strconv.FormatFloat(v, 'f', -1, 64)` spells it
+/// (what Prometheus' JSON API writes): the shortest digits that parse back
+/// to `v`, never an exponent, no fraction for integers; `NaN`, `+Inf`,
+/// `-Inf` as [`special_float`].
+pub fn write_float(out: &mut String, v: f64) {
+    if let Some(special) = special_float(v) {
+        out.push_str(special);
+        return;
+    }
+    // zmij finds the same shortest digits as `Display`, several times
+    // faster, but switches to exponents far from 1.
+    let mut buf = zmij::Buffer::new();
+    let s = buf.format_finite(v);
+    if s.contains('e') {
+        use std::fmt::Write;
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(s.strip_suffix(".0").unwrap_or(s));
+    }
+}
+
+/// Appends a millisecond timestamp as seconds, as Prometheus' JSON API
+/// writes it (`1795478400`, `1795478400.5`).
+pub fn write_seconds(out: &mut String, t: Timestamp) {
+    use std::fmt::Write;
+    let (sign, abs) = if t < 0 {
+        ("-", t.unsigned_abs())
+    } else {
+        ("", t as u64)
+    };
+    let _ = write!(out, "{sign}{}", abs / 1000);
+    let ms = abs % 1000;
+    if ms != 0 {
+        let frac = format!("{ms:03}");
+        let _ = write!(out, ".{}", frac.trim_end_matches('0'));
+    }
+}
+
 /// Parses a sample value in the spellings exporters use (Go's
 /// `strconv.ParseFloat`): decimals, exponents, `NaN`, `+Inf`, `-Inf`.
 pub fn parse_float(s: &str) -> Result<f64, String> {
@@ -80,4 +118,46 @@ pub fn now_ms() -> Timestamp {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn float(v: f64) -> String {
+        let mut s = String::new();
+        write_float(&mut s, v);
+        s
+    }
+
+    #[test]
+    fn floats_are_spelled_like_go() {
+        assert_eq!(float(1.0), "1");
+        assert_eq!(float(-0.0), "-0");
+        assert_eq!(float(0.1), "0.1");
+        assert_eq!(float(1e21), "1000000000000000000000");
+        assert_eq!(float(1.5e-7), "0.00000015");
+        assert_eq!(float(f64::NAN), "NaN");
+        assert_eq!(float(f64::NEG_INFINITY), "-Inf");
+        let mut s = String::new();
+        write_seconds(&mut s, -1500);
+        assert_eq!(s, "-1.5");
+    }
+
+    proptest! {
+        #[test]
+        fn write_float_matches_display(bits in any::<u64>()) {
+            let v = f64::from_bits(bits);
+            prop_assume!(v.is_finite());
+            prop_assert_eq!(float(v), format!("{v}"));
+        }
+
+        #[test]
+        fn write_seconds_matches_float_division(t in -(1i64 << 50)..(1i64 << 50)) {
+            let mut s = String::new();
+            write_seconds(&mut s, t);
+            prop_assert_eq!(s, format!("{}", t as f64 / 1000.0));
+        }
+    }
 }

@@ -53,7 +53,6 @@ pub(super) fn eval(
     let modifier = a.modifier.as_ref();
     // Groups in order of first appearance.
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: super::eval::FastMap<Labels, usize> = Default::default();
     let count_values_label = if op == "count_values" {
         match &param {
             Some(Value::String { s, .. }) if is_valid_label_name(s) => Some(s.clone()),
@@ -70,34 +69,43 @@ pub(super) fn eval(
         None
     };
     let node = a as *const AggregateExpr as usize;
-    // Group index by the group labels' address first (they are cached per
-    // input label set), by content when a new address shows up.
-    let mut by_ptr: super::eval::FastMap<usize, usize> = Default::default();
-    for s in input {
-        let gl = match &count_values_label {
-            Some(label) => {
+    match &count_values_label {
+        Some(label) => {
+            // The group depends on the value: found by content each step.
+            let mut index: super::eval::FastMap<Labels, usize> = Default::default();
+            for s in input {
                 let text = crate::model::special_float(s.v)
                     .map_or_else(|| format!("{}", s.v), str::to_string);
-                Arc::new(group_labels(&s.labels, modifier).with(label, &text))
-            }
-            None => ev.group_of(node, &s.labels, |l| group_labels(l, modifier)),
-        };
-        let ptr = Arc::as_ptr(&gl) as usize;
-        let i = match by_ptr.get(&ptr) {
-            Some(&i) => i,
-            None => {
-                let i = *index.entry((*gl).clone()).or_insert_with(|| {
+                let gl = group_labels(&s.labels, modifier).with(label, &text);
+                let i = *index.entry(gl).or_insert_with_key(|gl| {
                     groups.push(Group {
-                        labels: gl.clone(),
+                        labels: Arc::new(gl.clone()),
                         members: Vec::new(),
                     });
                     groups.len() - 1
                 });
-                by_ptr.insert(ptr, i);
-                i
+                groups[i].members.push(s);
             }
-        };
-        groups[i].members.push(s);
+        }
+        None => {
+            let table = ev.group_table(node);
+            // Position in `groups` by group number; u32::MAX: not yet seen.
+            let mut slot: Vec<u32> = Vec::new();
+            for s in input {
+                let id = table.id(&s.labels, |l| group_labels(l, modifier));
+                if id >= slot.len() {
+                    slot.resize(id + 1, u32::MAX);
+                }
+                if slot[id] == u32::MAX {
+                    slot[id] = groups.len() as u32;
+                    groups.push(Group {
+                        labels: table.labels(id).clone(),
+                        members: Vec::new(),
+                    });
+                }
+                groups[slot[id] as usize].members.push(s);
+            }
+        }
     }
     let scalar_param = |name: &str| -> Result<f64, QueryError> {
         match &param {

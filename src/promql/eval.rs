@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use promql_parser::parser::{
-    AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+    AtModifier, Call, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
 };
 
 use super::value::{Series, VSample, Value};
@@ -36,12 +36,68 @@ pub(super) struct Evaluator<'a> {
     /// Label sets without `__name__`, by the address of the original (which
     /// is kept alive here, so the address cannot be reused).
     dropped: FastMap<usize, (Arc<Labels>, Arc<Labels>)>,
-    /// Group labels per aggregation node and input label set, likewise.
-    groups: FastMap<(usize, usize), (Arc<Labels>, Arc<Labels>)>,
+    /// Groups of each aggregation node, stable across steps.
+    groups: FastMap<usize, GroupTable>,
     /// Per range selector and series, the window `[lo, hi)` of the last
     /// step: steps move forward, so windows are found by walking on.
     cursors: FastMap<usize, Vec<(usize, usize)>>,
+    /// For range queries, the step between `start` and `end`.
+    grid_step: Option<i64>,
+    /// Range-vector functions of a selector evaluated at every step of a
+    /// range query at once, series by series, by call node.
+    computed: FastMap<usize, Computed>,
     deadline: Instant,
+}
+
+/// The groups of one aggregation node, numbered in order of first sight;
+/// the number of an input label set is worked out once per query.
+#[derive(Default)]
+pub(super) struct GroupTable {
+    /// By the address of the input labels (kept alive here, so the address
+    /// cannot be reused).
+    by_input: FastMap<usize, (Arc<Labels>, usize)>,
+    by_labels: FastMap<Arc<Labels>, usize>,
+    labels: Vec<Arc<Labels>>,
+}
+
+impl GroupTable {
+    /// The number of the group of `input`, whose labels `make` gives.
+    pub fn id(&mut self, input: &Arc<Labels>, make: impl FnOnce(&Labels) -> Labels) -> usize {
+        let ptr = Arc::as_ptr(input) as usize;
+        if let Some((_, id)) = self.by_input.get(&ptr) {
+            return *id;
+        }
+        let labels = Arc::new(make(input));
+        let id = match self.by_labels.get(&labels) {
+            Some(&id) => id,
+            None => {
+                self.labels.push(labels.clone());
+                self.by_labels.insert(labels, self.labels.len() - 1);
+                self.labels.len() - 1
+            }
+        };
+        self.by_input.insert(ptr, (input.clone(), id));
+        id
+    }
+
+    pub fn labels(&self, id: usize) -> &Arc<Labels> {
+        &self.labels[id]
+    }
+}
+
+/// One function's results at every step of a range query.
+struct Computed {
+    /// Result labels, value at each step, and which steps have a value.
+    series: Vec<(Arc<Labels>, Vec<f64>, Vec<u64>)>,
+    /// No two result label sets are equal, so no step needs the check.
+    unique: bool,
+}
+
+/// At most this many step × series cells are computed ahead (8 bytes each).
+const COMPUTE_CELLS: usize = 1 << 22;
+
+fn key_call(c: &Call) -> usize {
+    c as *const Call as usize
 }
 
 fn key_vs(vs: &VectorSelector) -> usize {
@@ -84,6 +140,8 @@ impl<'a> Evaluator<'a> {
             dropped: FastMap::default(),
             groups: FastMap::default(),
             cursors: FastMap::default(),
+            grid_step: None,
+            computed: FastMap::default(),
             deadline: Instant::now() + opts.timeout,
         }
     }
@@ -109,8 +167,25 @@ impl<'a> Evaluator<'a> {
         base - offset_ms(offset)
     }
 
+    /// Makes this the evaluator of a range query with steps `step` apart.
+    pub fn set_grid(&mut self, step: i64) {
+        self.grid_step = Some(step);
+    }
+
     /// Loads the data of every selector, for evaluation times in `[a, b]`.
     pub fn prepare(&mut self, e: &Expr, a: Timestamp, b: Timestamp) -> Result<(), QueryError> {
+        self.prepare_node(e, a, b, true)
+    }
+
+    /// `on_grid`: `e` is evaluated at the query's own steps (it is not
+    /// inside a subquery).
+    fn prepare_node(
+        &mut self,
+        e: &Expr,
+        a: Timestamp,
+        b: Timestamp,
+        on_grid: bool,
+    ) -> Result<(), QueryError> {
         match e {
             Expr::VectorSelector(vs) => self.load(vs, a, b, self.opts.lookback_ms),
             Expr::MatrixSelector(MatrixSelector { vs, range }) => {
@@ -118,25 +193,29 @@ impl<'a> Evaluator<'a> {
             }
             Expr::Subquery(sq) => {
                 let (ra, rb) = self.window(&sq.at, &sq.offset, a, b);
-                self.prepare(&sq.expr, ra - sq.range.as_millis() as i64, rb)
+                self.prepare_node(&sq.expr, ra - sq.range.as_millis() as i64, rb, false)
             }
             Expr::Aggregate(ag) => {
                 if let Some(p) = &ag.param {
-                    self.prepare(p, a, b)?;
+                    self.prepare_node(p, a, b, on_grid)?;
                 }
-                self.prepare(&ag.expr, a, b)
+                self.prepare_node(&ag.expr, a, b, on_grid)
             }
-            Expr::Unary(u) => self.prepare(&u.expr, a, b),
+            Expr::Unary(u) => self.prepare_node(&u.expr, a, b, on_grid),
             Expr::Binary(bin) => {
-                self.prepare(&bin.lhs, a, b)?;
-                self.prepare(&bin.rhs, a, b)
+                self.prepare_node(&bin.lhs, a, b, on_grid)?;
+                self.prepare_node(&bin.rhs, a, b, on_grid)
             }
-            Expr::Paren(p) => self.prepare(&p.expr, a, b),
-            Expr::Call(c) => c
-                .args
-                .args
-                .iter()
-                .try_for_each(|arg| self.prepare(arg, a, b)),
+            Expr::Paren(p) => self.prepare_node(&p.expr, a, b, on_grid),
+            Expr::Call(c) => {
+                for arg in &c.args.args {
+                    self.prepare_node(arg, a, b, on_grid)?;
+                }
+                if on_grid {
+                    self.compute_on_grid(c)?;
+                }
+                Ok(())
+            }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => Ok(()),
         }
     }
@@ -182,6 +261,111 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// Evaluates a range-vector function of one selector at every step of
+    /// a range query ahead, series by series: each series' windows are found
+    /// by walking forward once, and no step pays for lookups by label set.
+    fn compute_on_grid(&mut self, c: &Call) -> Result<(), QueryError> {
+        let (Some(step), Some(kernel)) = (self.grid_step, functions::window_kernel(c.func.name))
+        else {
+            return Ok(());
+        };
+        let [arg] = c.args.args.as_slice() else {
+            return Ok(());
+        };
+        let Expr::MatrixSelector(MatrixSelector { vs, range }) = strip_parens(arg) else {
+            return Ok(());
+        };
+        let Some(loaded) = self.data.get(&key_vs(vs)) else {
+            return Ok(());
+        };
+        let steps = ((self.end - self.start) / step + 1) as usize;
+        if loaded.len().saturating_mul(steps) > COMPUTE_CELLS {
+            return Ok(());
+        }
+        let range = range.as_millis() as i64;
+        let keep_name = c.func.name == "last_over_time";
+        let fixed = vs.at.as_ref().map(|at| at_ms(at, self.start, self.end));
+        let offset = offset_ms(&vs.offset);
+        let (start, deadline) = (self.start, self.deadline);
+        let one = |(labels, samples): &(Arc<Labels>, Vec<Sample>)| {
+            let rt = |k: usize| fixed.unwrap_or(start + k as i64 * step) - offset;
+            let (values, present) = on_grid(samples, steps, rt, range, kernel);
+            present.iter().any(|&w| w != 0).then(|| {
+                let labels = if keep_name {
+                    labels.clone()
+                } else {
+                    drop_name(labels)
+                };
+                (labels, values, present)
+            })
+        };
+        // Series are independent: big inputs are split across the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let samples: usize = loaded.iter().map(|(_, s)| s.len()).sum();
+        let per = if threads > 1 && samples >= 200_000 {
+            loaded.len().div_ceil(threads)
+        } else {
+            loaded.len().max(1)
+        };
+        let parts: Vec<Option<Vec<_>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = loaded
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        for s in part {
+                            if Instant::now() > deadline {
+                                return None;
+                            }
+                            out.extend(one(s));
+                        }
+                        Some(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(None))
+                .collect()
+        });
+        let mut series = Vec::new();
+        for part in parts {
+            series.extend(part.ok_or(QueryError::Timeout(self.opts.timeout))?);
+        }
+        let mut seen: std::collections::HashSet<&Labels, foldhash::fast::RandomState> =
+            Default::default();
+        let unique = series.iter().all(|(l, _, _)| seen.insert(&**l));
+        drop(seen);
+        self.computed
+            .insert(key_call(c), Computed { series, unique });
+        Ok(())
+    }
+
+    /// The result of call `c` at step time `t`, if it was computed ahead.
+    pub fn computed_at(&self, c: &Call, t: Timestamp) -> Result<Option<Vec<VSample>>, QueryError> {
+        let (Some(step), Some(comp)) = (self.grid_step, self.computed.get(&key_call(c))) else {
+            return Ok(None);
+        };
+        if t < self.start || t > self.end || (t - self.start) % step != 0 {
+            return Ok(None);
+        }
+        let k = ((t - self.start) / step) as usize;
+        let out: Vec<VSample> = comp
+            .series
+            .iter()
+            .filter(|(_, _, present)| present[k / 64] & (1 << (k % 64)) != 0)
+            .map(|(labels, values, _)| VSample {
+                labels: labels.clone(),
+                t,
+                v: values[k],
+            })
+            .collect();
+        if !comp.unique {
+            check_unique(&out)?;
+        }
+        Ok(Some(out))
+    }
+
     pub fn check_deadline(&self) -> Result<(), QueryError> {
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout(self.opts.timeout));
@@ -225,21 +409,9 @@ impl<'a> Evaluator<'a> {
         d
     }
 
-    /// The group labels of `labels` for aggregation node `node`, computed
-    /// once per label set and query.
-    pub fn group_of(
-        &mut self,
-        node: usize,
-        labels: &Arc<Labels>,
-        make: impl FnOnce(&Labels) -> Labels,
-    ) -> Arc<Labels> {
-        let key = (node, Arc::as_ptr(labels) as usize);
-        if let Some((_, g)) = self.groups.get(&key) {
-            return g.clone();
-        }
-        let g = Arc::new(make(labels));
-        self.groups.insert(key, (labels.clone(), g.clone()));
-        g
+    /// The groups of aggregation node `node`.
+    pub fn group_table(&mut self, node: usize) -> &mut GroupTable {
+        self.groups.entry(node).or_default()
     }
 
     /// Calls `f` with each loaded series' samples in `[rt - range, rt]`
@@ -443,6 +615,13 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+pub(super) fn strip_parens(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => strip_parens(&p.expr),
+        e => e,
+    }
+}
+
 /// The labels without `__name__`, sharing the original when there is none.
 pub(super) fn drop_name(l: &Arc<Labels>) -> Arc<Labels> {
     if l.get(METRIC_NAME).is_some() {
@@ -468,6 +647,41 @@ pub(super) fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
         }
     }
     Ok(())
+}
+
+/// A window function of one series at every step: values, and a bit per
+/// step that has one. `rt(k)` is the window end of step `k`.
+fn on_grid(
+    samples: &[Sample],
+    steps: usize,
+    rt: impl Fn(usize) -> Timestamp,
+    range: i64,
+    kernel: functions::Kernel,
+) -> (Vec<f64>, Vec<u64>) {
+    let has_stale = samples.iter().any(|s| is_stale(s.v));
+    let mut clean: Vec<Sample> = Vec::new();
+    let mut values = vec![0.0; steps];
+    let mut present = vec![0u64; steps.div_ceil(64)];
+    let (mut lo, mut hi) = (0, 0);
+    for (k, value) in values.iter_mut().enumerate() {
+        let rt = rt(k);
+        lo = seek(samples, lo, |s| s.t < rt - range);
+        hi = seek(samples, hi.max(lo), |s| s.t <= rt);
+        let mut window = &samples[lo..hi];
+        if has_stale {
+            clean.clear();
+            clean.extend(window.iter().filter(|s| !is_stale(s.v)));
+            window = &clean;
+        }
+        if window.is_empty() {
+            continue;
+        }
+        if let Some(v) = kernel(window, (rt - range, rt, range)) {
+            *value = v;
+            present[k / 64] |= 1 << (k % 64);
+        }
+    }
+    (values, present)
 }
 
 /// The first index from which `before` is false, starting the search at

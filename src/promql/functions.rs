@@ -9,7 +9,7 @@ use chrono::{Datelike, TimeZone, Timelike};
 use promql_parser::parser::{Call, Expr, MatrixSelector};
 use regex::Regex;
 
-use super::eval::{check_unique, drop_name, Evaluator};
+use super::eval::{check_unique, drop_name, strip_parens, Evaluator};
 use super::value::{Series, VSample, Value};
 use super::{matchers_of, QueryError};
 use crate::model::{is_valid_label_name, Labels, MatchOp, Sample, Timestamp, METRIC_NAME};
@@ -17,6 +17,14 @@ use crate::model::{is_valid_label_name, Labels, MatchOp, Sample, Timestamp, METR
 pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, QueryError> {
     let name = c.func.name;
     let args = &c.args.args;
+    if let Some(kernel) = window_kernel(name) {
+        if let Some(v) = ev.computed_at(c, t)? {
+            return Ok(Value::Vector(v));
+        }
+        let out = over_range(ev, args, t, name, kernel)?;
+        check_unique(&out)?;
+        return Ok(Value::Vector(out));
+    }
     let out = match name {
         // === time() scalar ===
         "time" => {
@@ -47,21 +55,6 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             let v = if v.len() == 1 { v[0].v } else { f64::NAN };
             return Ok(Value::Scalar { t, v });
         }
-        "rate" => over_range(ev, args, t, name, |s, r| {
-            extrapolated_rate(s, r, true, true)
-        })?,
-        "increase" => over_range(ev, args, t, name, |s, r| {
-            extrapolated_rate(s, r, true, false)
-        })?,
-        "delta" => over_range(ev, args, t, name, |s, r| {
-            extrapolated_rate(s, r, false, false)
-        })?,
-        "irate" => over_range(ev, args, t, name, |s, _| instant_delta(s, true))?,
-        "idelta" => over_range(ev, args, t, name, |s, _| instant_delta(s, false))?,
-        // === deriv(v range-vector) vector ===
-        "deriv" => over_range(ev, args, t, name, |s, _| {
-            (s.len() >= 2).then(|| linear_regression(s, s[0].t).0)
-        })?,
         // === predict_linear(v range-vector, t scalar) vector ===
         "predict_linear" => {
             let d = ev.scalar(&args[1], t)?;
@@ -88,39 +81,6 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             }
             over_range(ev, args, t, name, |s, _| holt_winters(s, sf, tf))?
         }
-        // === changes(v range-vector) vector ===
-        "changes" => over_range(ev, args, t, name, |s, _| {
-            Some(
-                s.windows(2)
-                    .filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan()))
-                    .count() as f64,
-            )
-        })?,
-        // === resets(v range-vector) vector ===
-        "resets" => over_range(ev, args, t, name, |s, _| {
-            Some(s.windows(2).filter(|w| w[1].v < w[0].v).count() as f64)
-        })?,
-        "avg_over_time" => over_range(ev, args, t, name, |s, _| Some(avg(s)))?,
-        "sum_over_time" => over_range(ev, args, t, name, |s, _| {
-            Some(kahan_sum(s.iter().map(|x| x.v)))
-        })?,
-        "count_over_time" => over_range(ev, args, t, name, |s, _| Some(s.len() as f64))?,
-        "min_over_time" => over_range(ev, args, t, name, |s, _| {
-            Some(s.iter().fold(
-                f64::NAN,
-                |acc, x| if acc.is_nan() || x.v < acc { x.v } else { acc },
-            ))
-        })?,
-        "max_over_time" => over_range(ev, args, t, name, |s, _| {
-            Some(s.iter().fold(
-                f64::NAN,
-                |acc, x| if acc.is_nan() || x.v > acc { x.v } else { acc },
-            ))
-        })?,
-        "last_over_time" => over_range(ev, args, t, name, |s, _| s.last().map(|x| x.v))?,
-        "present_over_time" => over_range(ev, args, t, name, |_, _| Some(1.0))?,
-        "stddev_over_time" => over_range(ev, args, t, name, |s, _| Some(variance(s).sqrt()))?,
-        "stdvar_over_time" => over_range(ev, args, t, name, |s, _| Some(variance(s)))?,
         // === quantile_over_time(q scalar, v range-vector) vector ===
         "quantile_over_time" => {
             let q = ev.scalar(&args[0], t)?;
@@ -324,13 +284,6 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
     Ok(Value::Vector(out))
 }
 
-fn strip_parens(e: &Expr) -> &Expr {
-    match e {
-        Expr::Paren(p) => strip_parens(&p.expr),
-        e => e,
-    }
-}
-
 /// The range and evaluation time of a range-vector argument at query time
 /// `t` (the window rate() extrapolates to).
 fn window_of(ev: &Evaluator, arg: &Expr, t: Timestamp) -> (i64, Timestamp) {
@@ -392,6 +345,54 @@ fn over_range(
         }
     }
     Ok(out)
+}
+
+/// What a range-vector function of one argument computes from one series'
+/// samples in a window and the window `(start, end, range)`; `None` leaves
+/// the series out.
+pub(super) type Kernel = fn(&[Sample], (i64, i64, i64)) -> Option<f64>;
+
+/// The functions whose only argument is a range vector, by name.
+pub(super) fn window_kernel(name: &str) -> Option<Kernel> {
+    Some(match name {
+        "rate" => |s, r| extrapolated_rate(s, r, true, true),
+        "increase" => |s, r| extrapolated_rate(s, r, true, false),
+        "delta" => |s, r| extrapolated_rate(s, r, false, false),
+        "irate" => |s, _| instant_delta(s, true),
+        "idelta" => |s, _| instant_delta(s, false),
+        // === deriv(v range-vector) vector ===
+        "deriv" => |s, _| (s.len() >= 2).then(|| linear_regression(s, s[0].t).0),
+        // === changes(v range-vector) vector ===
+        "changes" => |s, _| {
+            Some(
+                s.windows(2)
+                    .filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan()))
+                    .count() as f64,
+            )
+        },
+        // === resets(v range-vector) vector ===
+        "resets" => |s, _| Some(s.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
+        "avg_over_time" => |s, _| Some(avg(s)),
+        "sum_over_time" => |s, _| Some(kahan_sum(s.iter().map(|x| x.v))),
+        "count_over_time" => |s, _| Some(s.len() as f64),
+        "min_over_time" => |s, _| {
+            Some(s.iter().fold(
+                f64::NAN,
+                |acc, x| if acc.is_nan() || x.v < acc { x.v } else { acc },
+            ))
+        },
+        "max_over_time" => |s, _| {
+            Some(s.iter().fold(
+                f64::NAN,
+                |acc, x| if acc.is_nan() || x.v > acc { x.v } else { acc },
+            ))
+        },
+        "last_over_time" => |s, _| s.last().map(|x| x.v),
+        "present_over_time" => |_, _| Some(1.0),
+        "stddev_over_time" => |s, _| Some(variance(s).sqrt()),
+        "stdvar_over_time" => |s, _| Some(variance(s)),
+        _ => return None,
+    })
 }
 
 fn map_values(

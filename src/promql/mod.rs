@@ -206,6 +206,7 @@ pub fn range(
         }
     }
     let mut ev = eval::Evaluator::new(q, start, end, opts);
+    ev.set_grid(step);
     ev.prepare(&expr, start, end)?;
     // Points per result series; found by the labels' address first (stable
     // across steps for cached label sets), by content otherwise.

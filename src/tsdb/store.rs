@@ -906,6 +906,52 @@ impl Storage {
     }
 }
 
+/// One series' samples in `[mint, maxt]`: its chunks in the file, then
+/// `mem` (what is not yet in the file); `None` when there are none.
+fn read_series(
+    table: &redb::ReadOnlyTable<(u64, i64), &[u8]>,
+    id: u64,
+    labels: &Arc<Labels>,
+    mem: &[Sample],
+    mint: Timestamp,
+    maxt: Timestamp,
+) -> Result<Option<Series>, StorageError> {
+    let mut samples = Vec::new();
+    for row in table.range((id, first_chunk_start(table, id, mint)?)..=(id, maxt))? {
+        let (_, value) = row?;
+        let bytes = value.value();
+        let m = chunk::meta(bytes).map_err(|e| StorageError(format!("series {labels}: {e}")))?;
+        if m.max_t < mint {
+            continue;
+        }
+        let from = samples.len();
+        samples.reserve(m.count + mem.len());
+        chunk::decode_into(bytes, &mut samples)
+            .map_err(|e| StorageError(format!("series {labels}: {e}")))?;
+        if m.min_t < mint || m.max_t > maxt {
+            // Samples are in time order: cut the ends outside the window.
+            let lo = from + samples[from..].partition_point(|s| s.t < mint);
+            let hi = from + samples[from..].partition_point(|s| s.t <= maxt);
+            samples.truncate(hi);
+            samples.drain(from..lo);
+        }
+    }
+    let from_file = !samples.is_empty();
+    samples.extend_from_slice(mem);
+    if samples.is_empty() {
+        return Ok(None);
+    }
+    if from_file && !samples.windows(2).all(|w| w[0].t < w[1].t) {
+        // A chunk was both in the file and still pending in memory.
+        samples.sort_by_key(|s| s.t);
+        samples.dedup_by_key(|s| s.t);
+    }
+    Ok(Some(Series {
+        labels: labels.clone(),
+        samples,
+    }))
+}
+
 impl Querier for Storage {
     fn select(
         &self,
@@ -914,42 +960,40 @@ impl Querier for Storage {
         maxt: Timestamp,
     ) -> Result<Vec<Series>, StorageError> {
         let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
-        let table = txn.open_table(CHUNKS)?;
+        // Series decode independently: many are split across the cores,
+        // each part reading through its own table handle.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let per = if threads > 1 && snap.len() >= 64 {
+            snap.len().div_ceil(threads)
+        } else {
+            snap.len().max(1)
+        };
+        let txn = &txn;
+        let parts: Vec<Result<Vec<Series>, StorageError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = snap
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let table = txn.open_table(CHUNKS)?;
+                        let mut out = Vec::with_capacity(part.len());
+                        for (id, labels, mem) in part {
+                            out.extend(read_series(&table, *id, labels, mem, mint, maxt)?);
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(StorageError("a reader thread failed".into())))
+                })
+                .collect()
+        });
         let mut out = Vec::with_capacity(snap.len());
-        for (id, labels, mem) in snap {
-            let mut samples = Vec::new();
-            for row in table.range((id, first_chunk_start(&table, id, mint)?)..=(id, maxt))? {
-                let (_, value) = row?;
-                let bytes = value.value();
-                let m = chunk::meta(bytes)
-                    .map_err(|e| StorageError(format!("series {labels}: {e}")))?;
-                if m.max_t < mint {
-                    continue;
-                }
-                let from = samples.len();
-                chunk::decode_into(bytes, &mut samples)
-                    .map_err(|e| StorageError(format!("series {labels}: {e}")))?;
-                if m.min_t < mint || m.max_t > maxt {
-                    let kept: Vec<Sample> = samples[from..]
-                        .iter()
-                        .filter(|s| s.t >= mint && s.t <= maxt)
-                        .copied()
-                        .collect();
-                    samples.truncate(from);
-                    samples.extend(kept);
-                }
-            }
-            let from_file = !samples.is_empty();
-            samples.extend(mem);
-            if samples.is_empty() {
-                continue;
-            }
-            if from_file && !samples.windows(2).all(|w| w[0].t < w[1].t) {
-                // A chunk was both in the file and still pending in memory.
-                samples.sort_by_key(|s| s.t);
-                samples.dedup_by_key(|s| s.t);
-            }
-            out.push(Series { labels, samples });
+        for part in parts {
+            out.extend(part?);
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)

@@ -69,13 +69,6 @@ fn selectors(params: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, ApiError>
 }
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus writes values.
-fn value_string(v: f64) -> String {
-    match crate::model::special_float(v) {
-        Some(special) => special.into(),
-        None => format!("{v}"),
-    }
-}
-
 fn metric(labels: &Labels) -> Json_ {
     let mut m = Map::new();
     for (n, v) in labels.iter() {
@@ -108,8 +101,11 @@ fn write_metric(out: &mut String, labels: &Labels) {
 }
 
 fn write_point(out: &mut String, t: i64, v: f64) {
-    use std::fmt::Write;
-    let _ = write!(out, "[{},\"{}\"]", t as f64 / 1000.0, value_string(v));
+    out.push('[');
+    crate::model::write_seconds(out, t);
+    out.push_str(",\"");
+    crate::model::write_float(out, v);
+    out.push_str("\"]");
 }
 
 fn write_matrix(out: &mut String, items: &[promql::Series]) {
