@@ -14,7 +14,7 @@ use super::QueryError;
 use crate::model::{is_valid_label_name, Labels, Timestamp, METRIC_NAME};
 
 /// The labels of the group a sample belongs to.
-fn group_labels(l: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+pub(super) fn group_labels(l: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     match modifier {
         Some(LabelModifier::Include(by)) => {
             let pairs: Vec<(&str, &str)> = l
@@ -149,61 +149,108 @@ pub(super) fn eval(
         }
         _ => {}
     }
+    let Some(fold) = Fold::of(&op) else {
+        return Err(QueryError::Unsupported(format!("aggregation {op}")));
+    };
     for g in groups {
-        let vals = g.members.iter().map(|s| s.v);
-        let v = match op.as_str() {
-            "sum" => vals.sum(),
-            "count" | "count_values" => g.members.len() as f64,
-            "group" => 1.0,
-            "min" => vals.fold(
-                f64::NAN,
-                |acc, x| if acc.is_nan() || x < acc { x } else { acc },
-            ),
-            "max" => vals.fold(
-                f64::NAN,
-                |acc, x| if acc.is_nan() || x > acc { x } else { acc },
-            ),
-            "avg" => {
-                let mut mean = 0.0f64;
-                let mut n = 0.0f64;
-                for x in vals {
-                    n += 1.0;
-                    if mean.is_infinite() {
-                        if x.is_infinite() && (mean > 0.0) == (x > 0.0) {
-                            continue;
-                        }
-                        if !x.is_infinite() && !x.is_nan() {
-                            continue;
-                        }
-                    }
-                    mean += x / n - mean / n;
-                }
-                mean
-            }
-            "stddev" | "stdvar" => {
-                let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
-                for x in vals {
-                    n += 1.0;
-                    let delta = x - mean;
-                    mean += delta / n;
-                    m2 += delta * (x - mean);
-                }
-                let var = m2 / n;
-                if op == "stddev" {
-                    var.sqrt()
-                } else {
-                    var
-                }
-            }
-            other => return Err(QueryError::Unsupported(format!("aggregation {other}"))),
-        };
+        let mut acc = Acc::default();
+        for s in &g.members {
+            acc.add(fold, s.v);
+        }
         out.push(VSample {
             labels: g.labels,
             t,
-            v,
+            v: acc.value(fold),
         });
     }
     Ok(Value::Vector(out))
+}
+
+/// The aggregations that fold a group's values one at a time.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Fold {
+    Sum,
+    Avg,
+    Count,
+    Group,
+    Min,
+    Max,
+    Stddev,
+    Stdvar,
+}
+
+impl Fold {
+    pub fn of(op: &str) -> Option<Fold> {
+        Some(match op {
+            "sum" => Fold::Sum,
+            "avg" => Fold::Avg,
+            "count" | "count_values" => Fold::Count,
+            "group" => Fold::Group,
+            "min" => Fold::Min,
+            "max" => Fold::Max,
+            "stddev" => Fold::Stddev,
+            "stdvar" => Fold::Stdvar,
+            _ => return None,
+        })
+    }
+}
+
+/// A fold in progress, in Prometheus' arithmetic: sums in input order,
+/// the incremental mean, Welford's variance.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Acc {
+    n: f64,
+    a: f64,
+    b: f64,
+}
+
+impl Acc {
+    pub fn add(&mut self, f: Fold, x: f64) {
+        self.n += 1.0;
+        let first = self.n == 1.0;
+        match f {
+            Fold::Sum if first => self.a = x,
+            Fold::Sum => self.a += x,
+            Fold::Count | Fold::Group => {}
+            Fold::Min => {
+                if first || self.a.is_nan() || x < self.a {
+                    self.a = x
+                }
+            }
+            Fold::Max => {
+                if first || self.a.is_nan() || x > self.a {
+                    self.a = x
+                }
+            }
+            Fold::Avg => {
+                let (mean, n) = (self.a, self.n);
+                if mean.is_infinite() {
+                    if x.is_infinite() && (mean > 0.0) == (x > 0.0) {
+                        return;
+                    }
+                    if !x.is_infinite() && !x.is_nan() {
+                        return;
+                    }
+                }
+                self.a += x / n - mean / n;
+            }
+            Fold::Stddev | Fold::Stdvar => {
+                let delta = x - self.a;
+                self.a += delta / self.n;
+                self.b += delta * (x - self.a);
+            }
+        }
+    }
+
+    pub fn value(&self, f: Fold) -> f64 {
+        match f {
+            Fold::Sum | Fold::Min | Fold::Max | Fold::Avg => self.a,
+            Fold::Count => self.n,
+            Fold::Group => 1.0,
+            Fold::Stdvar => self.b / self.n,
+            Fold::Stddev => (self.b / self.n).sqrt(),
+        }
+    }
 }
 
 /// topk/bottomk as Prometheus computes them: a heap of size k (min-heap for

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use promql_parser::parser::{
-    AtModifier, Call, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+    AggregateExpr, AtModifier, Call, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
 };
 
 use super::value::{Series, VSample, Value};
@@ -85,19 +85,27 @@ impl GroupTable {
     }
 }
 
-/// One function's results at every step of a range query.
+/// One node's results at every step of a range query.
 struct Computed {
     /// Result labels, value at each step, and which steps have a value.
     series: Vec<(Arc<Labels>, Vec<f64>, Vec<u64>)>,
     /// No two result label sets are equal, so no step needs the check.
     unique: bool,
+    /// For aggregations: the input node and each group's input series, to
+    /// list groups at a step in order of first appearance, as evaluating
+    /// that step alone would.
+    members: Option<(usize, Vec<Vec<usize>>)>,
+}
+
+fn has_bit(bits: &[u64], k: usize) -> bool {
+    bits[k / 64] & (1 << (k % 64)) != 0
 }
 
 /// At most this many step × series cells are computed ahead (8 bytes each).
 const COMPUTE_CELLS: usize = 1 << 22;
 
-fn key_call(c: &Call) -> usize {
-    c as *const Call as usize
+fn key_expr(e: &Expr) -> usize {
+    e as *const Expr as usize
 }
 
 fn key_vs(vs: &VectorSelector) -> usize {
@@ -199,7 +207,11 @@ impl<'a> Evaluator<'a> {
                 if let Some(p) = &ag.param {
                     self.prepare_node(p, a, b, on_grid)?;
                 }
-                self.prepare_node(&ag.expr, a, b, on_grid)
+                self.prepare_node(&ag.expr, a, b, on_grid)?;
+                if on_grid {
+                    self.compute_aggregate(e, ag);
+                }
+                Ok(())
             }
             Expr::Unary(u) => self.prepare_node(&u.expr, a, b, on_grid),
             Expr::Binary(bin) => {
@@ -212,7 +224,7 @@ impl<'a> Evaluator<'a> {
                     self.prepare_node(arg, a, b, on_grid)?;
                 }
                 if on_grid {
-                    self.compute_on_grid(c)?;
+                    self.compute_call(e, c)?;
                 }
                 Ok(())
             }
@@ -264,7 +276,7 @@ impl<'a> Evaluator<'a> {
     /// Evaluates a range-vector function of one selector at every step of
     /// a range query ahead, series by series: each series' windows are found
     /// by walking forward once, and no step pays for lookups by label set.
-    fn compute_on_grid(&mut self, c: &Call) -> Result<(), QueryError> {
+    fn compute_call(&mut self, e: &Expr, c: &Call) -> Result<(), QueryError> {
         let (Some(step), Some(kernel)) = (self.grid_step, functions::window_kernel(c.func.name))
         else {
             return Ok(());
@@ -336,30 +348,104 @@ impl<'a> Evaluator<'a> {
             Default::default();
         let unique = series.iter().all(|(l, _, _)| seen.insert(&**l));
         drop(seen);
-        self.computed
-            .insert(key_call(c), Computed { series, unique });
+        let computed = Computed {
+            series,
+            unique,
+            members: None,
+        };
+        self.computed.insert(key_expr(e), computed);
         Ok(())
     }
 
-    /// The result of call `c` at step time `t`, if it was computed ahead.
-    pub fn computed_at(&self, c: &Call, t: Timestamp) -> Result<Option<Vec<VSample>>, QueryError> {
-        let (Some(step), Some(comp)) = (self.grid_step, self.computed.get(&key_call(c))) else {
+    /// Folds an aggregation without parameter over a function computed
+    /// ahead, for every step at once: each input series is put in its group
+    /// once, then its values are added to the group's cell of each step.
+    fn compute_aggregate(&mut self, e: &Expr, ag: &AggregateExpr) {
+        let Some(fold) = aggregate::Fold::of(&ag.op.to_string()) else {
+            return;
+        };
+        let (Some(step), None) = (self.grid_step, &ag.param) else {
+            return;
+        };
+        let input_key = key_expr(strip_parens(&ag.expr));
+        let Some(input) = self.computed.get(&input_key) else {
+            return;
+        };
+        let steps = ((self.end - self.start) / step + 1) as usize;
+        let mut index: FastMap<Labels, usize> = FastMap::default();
+        let mut groups: Vec<Arc<Labels>> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (i, (labels, _, _)) in input.series.iter().enumerate() {
+            let gl = aggregate::group_labels(labels, ag.modifier.as_ref());
+            let g = *index.entry(gl).or_insert_with_key(|gl| {
+                groups.push(Arc::new(gl.clone()));
+                members.push(Vec::new());
+                groups.len() - 1
+            });
+            members[g].push(i);
+        }
+        if groups.len().saturating_mul(steps) > COMPUTE_CELLS / 3 {
+            return;
+        }
+        let mut series = Vec::with_capacity(groups.len());
+        for (labels, of) in groups.into_iter().zip(&members) {
+            let mut acc = vec![aggregate::Acc::default(); steps];
+            let mut present = vec![0u64; steps.div_ceil(64)];
+            for &i in of {
+                let (_, values, bits) = &input.series[i];
+                for (w, (&word, seen)) in bits.iter().zip(present.iter_mut()).enumerate() {
+                    *seen |= word;
+                    let mut word = word;
+                    while word != 0 {
+                        let k = w * 64 + word.trailing_zeros() as usize;
+                        acc[k].add(fold, values[k]);
+                        word &= word - 1;
+                    }
+                }
+            }
+            let values = acc.iter().map(|a| a.value(fold)).collect();
+            series.push((labels, values, present));
+        }
+        let computed = Computed {
+            series,
+            unique: true,
+            members: Some((input_key, members)),
+        };
+        self.computed.insert(key_expr(e), computed);
+    }
+
+    /// The result of node `e` at step time `t`, if it was computed ahead.
+    fn computed_at(&self, e: &Expr, t: Timestamp) -> Result<Option<Vec<VSample>>, QueryError> {
+        let (Some(step), Some(comp)) = (self.grid_step, self.computed.get(&key_expr(e))) else {
             return Ok(None);
         };
         if t < self.start || t > self.end || (t - self.start) % step != 0 {
             return Ok(None);
         }
         let k = ((t - self.start) / step) as usize;
-        let out: Vec<VSample> = comp
-            .series
-            .iter()
-            .filter(|(_, _, present)| present[k / 64] & (1 << (k % 64)) != 0)
-            .map(|(labels, values, _)| VSample {
+        let sample = |i: usize| {
+            let (labels, values, _) = &comp.series[i];
+            VSample {
                 labels: labels.clone(),
                 t,
                 v: values[k],
-            })
-            .collect();
+            }
+        };
+        let present = (0..comp.series.len()).filter(|&i| has_bit(&comp.series[i].2, k));
+        let out: Vec<VSample> = match &comp.members {
+            None => present.map(sample).collect(),
+            Some((input, members)) => {
+                let input = &self.computed[input].series;
+                let mut order: Vec<(usize, usize)> = present
+                    .filter_map(|g| {
+                        let first = members[g].iter().find(|&&i| has_bit(&input[i].2, k))?;
+                        Some((*first, g))
+                    })
+                    .collect();
+                order.sort_unstable();
+                order.into_iter().map(|(_, g)| sample(g)).collect()
+            }
+        };
         if !comp.unique {
             check_unique(&out)?;
         }
@@ -375,6 +461,11 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates `e` at time `t`.
     pub fn eval(&mut self, e: &Expr, t: Timestamp) -> Result<Value, QueryError> {
+        if !self.computed.is_empty() {
+            if let Some(v) = self.computed_at(e, t)? {
+                return Ok(Value::Vector(v));
+            }
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Value::Scalar { t, v: n.val }),
             Expr::StringLiteral(s) => Ok(Value::String { t, s: s.val.clone() }),

@@ -18,9 +18,6 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
     let name = c.func.name;
     let args = &c.args.args;
     if let Some(kernel) = window_kernel(name) {
-        if let Some(v) = ev.computed_at(c, t)? {
-            return Ok(Value::Vector(v));
-        }
         let out = over_range(ev, args, t, name, kernel)?;
         check_unique(&out)?;
         return Ok(Value::Vector(out));

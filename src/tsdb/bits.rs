@@ -60,21 +60,26 @@ impl<'a> BitReader<'a> {
         if self.pos + n as usize > self.bytes.len() * 8 {
             return None;
         }
-        let mut v: u64 = 0;
-        let mut left = n;
-        while left > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let avail = 8 - (self.pos % 8) as u32;
-            let take = left.min(avail);
-            let shifted = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
-            v = (v << take) | shifted as u64;
-            self.pos += take as usize;
-            left -= take;
+        if n > 56 {
+            let hi = self.bits(n - 32)?;
+            return Some(hi << 32 | self.bits(32)?);
         }
-        Some(v)
+        // The 8 bytes from the current one hold the next 57 bits or more.
+        let at = self.pos / 8;
+        let rest = &self.bytes[at..];
+        let word = match rest.first_chunk::<8>() {
+            Some(w) => u64::from_be_bytes(*w),
+            None => {
+                let mut w = [0u8; 8];
+                w[..rest.len()].copy_from_slice(rest);
+                u64::from_be_bytes(w)
+            }
+        };
+        let off = self.pos % 8;
+        self.pos += n as usize;
+        Some((word << off) >> (64 - n))
     }
 
-    /// Bytes consumed so far, rounding a partial byte up.
     pub(super) fn bytes_used(&self) -> usize {
         self.pos.div_ceil(8)
     }
