@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod model;
+pub mod par;
 pub mod promql;
 pub mod rules;
 pub mod tsdb;

@@ -2,13 +2,10 @@
 //! operators, and vector matching (`on`, `ignoring`, `group_left`,
 //! `group_right`) with Prometheus' error cases.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
 use promql_parser::label::Labels as ModLabels;
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use super::eval::{drop_name, Evaluator};
+use super::eval::{Evaluator, FastMap, FastSet};
 use super::value::{VSample, Value};
 use super::QueryError;
 use crate::model::{Labels, Timestamp, METRIC_NAME};
@@ -116,12 +113,22 @@ pub(super) fn eval(ev: &mut Evaluator, b: &BinaryExpr, t: Timestamp) -> Result<V
             };
             Ok(Value::Scalar { t, v })
         }
-        (Value::Vector(l), Value::Scalar { v: r, .. }) => {
-            Ok(Value::Vector(vector_scalar(op, l, r, false, return_bool)))
-        }
-        (Value::Scalar { v: l, .. }, Value::Vector(r)) => {
-            Ok(Value::Vector(vector_scalar(op, r, l, true, return_bool)))
-        }
+        (Value::Vector(l), Value::Scalar { v: r, .. }) => Ok(Value::Vector(vector_scalar(
+            ev,
+            op,
+            l,
+            r,
+            false,
+            return_bool,
+        ))),
+        (Value::Scalar { v: l, .. }, Value::Vector(r)) => Ok(Value::Vector(vector_scalar(
+            ev,
+            op,
+            r,
+            l,
+            true,
+            return_bool,
+        ))),
         (Value::Vector(l), Value::Vector(r)) => {
             let m = b.modifier.as_ref();
             let card = m.map_or(&VectorMatchCardinality::OneToOne, |m| &m.card);
@@ -130,7 +137,11 @@ pub(super) fn eval(ev: &mut Evaluator, b: &BinaryExpr, t: Timestamp) -> Result<V
                 Op::And => Ok(Value::Vector(and_unless(l, r, matching, true))),
                 Op::Unless => Ok(Value::Vector(and_unless(l, r, matching, false))),
                 Op::Or => Ok(Value::Vector(or(l, r, matching))),
-                _ => vector_vector(op, l, r, card, matching, return_bool).map(Value::Vector),
+                _ => {
+                    let node = b as *const BinaryExpr as usize;
+                    vector_vector(ev, node, op, l, r, card, matching, return_bool)
+                        .map(Value::Vector)
+                }
             }
         }
         (l, r) => Err(QueryError::BadData(format!(
@@ -142,6 +153,7 @@ pub(super) fn eval(ev: &mut Evaluator, b: &BinaryExpr, t: Timestamp) -> Result<V
 }
 
 fn vector_scalar(
+    ev: &mut Evaluator,
     op: Op,
     v: Vec<VSample>,
     s: f64,
@@ -157,7 +169,7 @@ fn vector_scalar(
             continue;
         };
         let labels = if !op.is_comparison() || return_bool {
-            drop_name(&e.labels)
+            ev.drop_name(&e.labels)
         } else {
             e.labels
         };
@@ -170,24 +182,21 @@ fn vector_scalar(
     out
 }
 
-/// The key a sample is matched on.
-fn signature(l: &Labels, matching: Option<&LabelModifier>) -> Vec<(String, String)> {
+/// The key a sample is matched on, borrowed from its labels.
+type Signature<'a> = Vec<(&'a str, &'a str)>;
+
+fn signature<'a>(l: &'a Labels, matching: Option<&'a LabelModifier>) -> Signature<'a> {
     match matching {
         Some(LabelModifier::Include(on)) => on
             .labels
             .iter()
-            .map(|n| (n.clone(), l.get(n).unwrap_or("").to_string()))
+            .map(|n| (n.as_str(), l.get(n).unwrap_or("")))
             .collect(),
         Some(LabelModifier::Exclude(ign)) => l
             .iter()
             .filter(|(n, _)| *n != METRIC_NAME && !ign.labels.iter().any(|x| x == n))
-            .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
-        None => l
-            .iter()
-            .filter(|(n, _)| *n != METRIC_NAME)
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
+        None => l.iter().filter(|(n, _)| *n != METRIC_NAME).collect(),
     }
 }
 
@@ -197,30 +206,42 @@ fn and_unless(
     matching: Option<&LabelModifier>,
     and: bool,
 ) -> Vec<VSample> {
-    let keys: HashSet<Vec<(String, String)>> =
-        r.iter().map(|s| signature(&s.labels, matching)).collect();
+    let keys: FastSet<Signature> = r.iter().map(|s| signature(&s.labels, matching)).collect();
+    let keep: Vec<bool> = l
+        .iter()
+        .map(|s| keys.contains(&signature(&s.labels, matching)) == and)
+        .collect();
     l.into_iter()
-        .filter(|s| keys.contains(&signature(&s.labels, matching)) == and)
+        .zip(keep)
+        .filter_map(|(s, keep)| keep.then_some(s))
         .collect()
 }
 
 fn or(l: Vec<VSample>, r: Vec<VSample>, matching: Option<&LabelModifier>) -> Vec<VSample> {
-    let keys: HashSet<Vec<(String, String)>> =
-        l.iter().map(|s| signature(&s.labels, matching)).collect();
+    let keys: FastSet<Signature> = l.iter().map(|s| signature(&s.labels, matching)).collect();
+    let add: Vec<bool> = r
+        .iter()
+        .map(|s| !keys.contains(&signature(&s.labels, matching)))
+        .collect();
+    drop(keys);
     let mut out = l;
     out.extend(
         r.into_iter()
-            .filter(|s| !keys.contains(&signature(&s.labels, matching))),
+            .zip(add)
+            .filter_map(|(s, add)| add.then_some(s)),
     );
     out
 }
 
-fn describe(sig: &[(String, String)]) -> String {
+fn describe(sig: &[(&str, &str)]) -> String {
     let inner: Vec<String> = sig.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn vector_vector(
+    ev: &mut Evaluator,
+    node: usize,
     op: Op,
     lhs: Vec<VSample>,
     rhs: Vec<VSample>,
@@ -234,62 +255,77 @@ fn vector_vector(
         VectorMatchCardinality::ManyToOne(inc) => (lhs, rhs, false, Some(inc)),
         _ => (lhs, rhs, false, None),
     };
-    let mut index: HashMap<Vec<(String, String)>, usize> = HashMap::with_capacity(one.len());
+    let mut index: FastMap<Signature, usize> = FastMap::default();
+    index.reserve(one.len());
     for (i, s) in one.iter().enumerate() {
         let sig = signature(&s.labels, matching);
-        if index.insert(sig.clone(), i).is_some() {
+        if let Some(&first) = index.get(&sig) {
             let side = if swapped { "left" } else { "right" };
             return Err(QueryError::Execution(format!(
                 "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                 describe(&sig),
-                one[index[&sig]].labels,
+                one[first].labels,
                 s.labels
             )));
         }
+        index.insert(sig, i);
     }
     let one_to_one = include.is_none();
-    let mut matched_once: HashMap<usize, usize> = HashMap::new();
-    let mut out = Vec::new();
-    let mut seen_result: HashSet<Arc<Labels>> = HashSet::new();
+    let mut matched = vec![false; one.len()];
+    // (many, one) pairs that give a result, then the results.
+    let mut pairs: Vec<(usize, usize, f64)> = Vec::new();
     for (i, m) in many.iter().enumerate() {
-        let sig = signature(&m.labels, matching);
-        let Some(&j) = index.get(&sig) else { continue };
-        let o = &one[j];
-        if one_to_one && matched_once.insert(j, i).is_some() {
+        let Some(&j) = index.get(&signature(&m.labels, matching)) else {
+            continue;
+        };
+        if one_to_one && std::mem::replace(&mut matched[j], true) {
             return Err(QueryError::Execution(
                 "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
             ));
         }
-        let (l, r) = if swapped { (o.v, m.v) } else { (m.v, o.v) };
-        let (value, keep) = apply(op, l, r);
-        let Some(value) = outcome(op, value, keep, return_bool, value) else {
-            continue;
+        let (l, r) = if swapped {
+            (one[j].v, m.v)
+        } else {
+            (m.v, one[j].v)
         };
-        let labels = result_labels(&m.labels, &o.labels, op, return_bool, matching, include);
-        if !seen_result.insert(labels.clone()) {
-            return Err(QueryError::Execution(
-                "multiple matches for labels: grouping labels must ensure unique matches".into(),
-            ));
+        let (value, keep) = apply(op, l, r);
+        if let Some(value) = outcome(op, value, keep, return_bool, value) {
+            pairs.push((i, j, value));
         }
+    }
+    drop(index);
+    let mut out = Vec::with_capacity(pairs.len());
+    for (i, j, value) in pairs {
+        let (m, o) = (&many[i], &one[j]);
+        let labels = ev.derived(node, &m.labels, Some(&o.labels), |many| {
+            result_labels(many, &o.labels, op, return_bool, matching, include)
+        });
         out.push(VSample {
             labels,
             t: m.t,
             v: value,
         });
     }
+    let mut seen: FastSet<&Labels> = FastSet::default();
+    if !out.iter().all(|s| seen.insert(&*s.labels)) {
+        return Err(QueryError::Execution(
+            "multiple matches for labels: grouping labels must ensure unique matches".into(),
+        ));
+    }
+    drop(seen);
     Ok(out)
 }
 
 fn result_labels(
-    many: &Arc<Labels>,
-    one: &Arc<Labels>,
+    many: &Labels,
+    one: &Labels,
     op: Op,
     return_bool: bool,
     matching: Option<&LabelModifier>,
     include: Option<&ModLabels>,
-) -> Arc<Labels> {
+) -> Labels {
     let drop = !op.is_comparison() || return_bool;
-    let mut l: Labels = (**many).clone();
+    let mut l: Labels = many.clone();
     if drop {
         l = l.without(METRIC_NAME);
     }
@@ -316,5 +352,5 @@ fn result_labels(
             }
         }
     }
-    Arc::new(l)
+    l
 }

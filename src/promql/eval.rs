@@ -21,6 +21,7 @@ use crate::tsdb::Querier;
 
 /// A hash map with a fast hasher for per-step lookups.
 pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Series loaded for one selector node.
 type Loaded = Vec<(Arc<Labels>, Vec<Sample>)>;
@@ -33,9 +34,10 @@ pub(super) struct Evaluator<'a> {
     opts: &'a QueryOptions,
     data: HashMap<usize, Loaded>,
     loaded_samples: usize,
-    /// Label sets without `__name__`, by the address of the original (which
-    /// is kept alive here, so the address cannot be reused).
-    dropped: FastMap<usize, (Arc<Labels>, Arc<Labels>)>,
+    /// Label sets derived from one or two others, by deriving node and the
+    /// addresses of the inputs (which are kept alive here, so an address
+    /// cannot be reused): label sets are stable across steps.
+    derived: FastMap<(usize, usize, usize), Derived>,
     /// Groups of each aggregation node, stable across steps.
     groups: FastMap<usize, GroupTable>,
     /// Per range selector and series, the window `[lo, hi)` of the last
@@ -47,6 +49,11 @@ pub(super) struct Evaluator<'a> {
     /// range query at once, series by series, by call node.
     computed: FastMap<usize, Computed>,
     deadline: Instant,
+}
+
+struct Derived {
+    _inputs: (Arc<Labels>, Option<Arc<Labels>>),
+    labels: Arc<Labels>,
 }
 
 /// The groups of one aggregation node, numbered in order of first sight;
@@ -145,7 +152,7 @@ impl<'a> Evaluator<'a> {
             opts,
             data: HashMap::new(),
             loaded_samples: 0,
-            dropped: FastMap::default(),
+            derived: FastMap::default(),
             groups: FastMap::default(),
             cursors: FastMap::default(),
             grid_step: None,
@@ -312,40 +319,22 @@ impl<'a> Evaluator<'a> {
             })
         };
         // Series are independent: big inputs are split across the cores.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let samples: usize = loaded.iter().map(|(_, s)| s.len()).sum();
-        let per = if threads > 1 && samples >= 200_000 {
-            loaded.len().div_ceil(threads)
-        } else {
-            loaded.len().max(1)
-        };
-        let parts: Vec<Option<Vec<_>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = loaded
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut out = Vec::new();
-                        for s in part {
-                            if Instant::now() > deadline {
-                                return None;
-                            }
-                            out.extend(one(s));
-                        }
-                        Some(out)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(None))
-                .collect()
+        let parts = crate::par::map_parts(loaded, samples >= 200_000, |part| {
+            let mut out = Vec::new();
+            for s in part {
+                if Instant::now() > deadline {
+                    return None;
+                }
+                out.extend(one(s));
+            }
+            Some(out)
         });
         let mut series = Vec::new();
         for part in parts {
             series.extend(part.ok_or(QueryError::Timeout(self.opts.timeout))?);
         }
-        let mut seen: std::collections::HashSet<&Labels, foldhash::fast::RandomState> =
-            Default::default();
+        let mut seen: FastSet<&Labels> = FastSet::default();
         let unique = series.iter().all(|(l, _, _)| seen.insert(&**l));
         drop(seen);
         let computed = Computed {
@@ -477,7 +466,7 @@ impl<'a> Evaluator<'a> {
                 Value::Scalar { t, v } => Ok(Value::Scalar { t, v: -v }),
                 Value::Vector(v) => Ok(Value::Vector(
                     v.into_iter()
-                        .map(|s| VSample { labels: drop_name(&s.labels), t: s.t, v: -s.v })
+                        .map(|s| VSample { labels: self.drop_name(&s.labels), t: s.t, v: -s.v })
                         .collect(),
                 )),
                 other => Err(QueryError::BadData(format!("unary expression only allowed on expressions of type scalar or instant vector, got {}", other.type_name()))),
@@ -491,13 +480,39 @@ impl<'a> Evaluator<'a> {
 
     /// `labels` without `__name__`, computed once per label set and query.
     pub fn drop_name(&mut self, labels: &Arc<Labels>) -> Arc<Labels> {
-        let key = Arc::as_ptr(labels) as usize;
-        if let Some((_, d)) = self.dropped.get(&key) {
-            return d.clone();
+        if labels.get(METRIC_NAME).is_none() {
+            return labels.clone();
         }
-        let d = drop_name(labels);
-        self.dropped.insert(key, (labels.clone(), d.clone()));
-        d
+        self.derived(0, labels, None, |l| l.without(METRIC_NAME))
+    }
+
+    /// The labels node `node` derives from `a` (and `b`), computed once per
+    /// pair of label sets and query.
+    pub fn derived(
+        &mut self,
+        node: usize,
+        a: &Arc<Labels>,
+        b: Option<&Arc<Labels>>,
+        make: impl FnOnce(&Labels) -> Labels,
+    ) -> Arc<Labels> {
+        let key = (
+            node,
+            Arc::as_ptr(a) as usize,
+            b.map_or(0, |b| Arc::as_ptr(b) as usize),
+        );
+        if let Some(d) = self.derived.get(&key) {
+            return d.labels.clone();
+        }
+        let labels = Arc::new(make(a));
+        let inputs = (a.clone(), b.cloned());
+        self.derived.insert(
+            key,
+            Derived {
+                _inputs: inputs,
+                labels: labels.clone(),
+            },
+        );
+        labels
     }
 
     /// The groups of aggregation node `node`.
@@ -728,8 +743,8 @@ pub(super) fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
     if v.len() < 2 {
         return Ok(());
     }
-    let mut seen: std::collections::HashSet<&Labels, foldhash::fast::RandomState> =
-        std::collections::HashSet::with_capacity_and_hasher(v.len(), Default::default());
+    let mut seen: FastSet<&Labels> = FastSet::default();
+    seen.reserve(v.len());
     for s in v {
         if !seen.insert(&*s.labels) {
             return Err(QueryError::Execution(

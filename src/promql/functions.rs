@@ -9,7 +9,7 @@ use chrono::{Datelike, TimeZone, Timelike};
 use promql_parser::parser::{Call, Expr, MatrixSelector};
 use regex::Regex;
 
-use super::eval::{check_unique, drop_name, strip_parens, Evaluator};
+use super::eval::{check_unique, strip_parens, Evaluator};
 use super::value::{Series, VSample, Value};
 use super::{matchers_of, QueryError};
 use crate::model::{is_valid_label_name, Labels, MatchOp, Sample, Timestamp, METRIC_NAME};
@@ -121,7 +121,7 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             };
             v.into_iter()
                 .map(|s| VSample {
-                    labels: drop_name(&s.labels),
+                    labels: ev.drop_name(&s.labels),
                     t,
                     v: s.t as f64 / 1000.0,
                 })
@@ -398,11 +398,10 @@ fn map_values(
     t: Timestamp,
     f: impl Fn(f64) -> f64,
 ) -> Result<Vec<VSample>, QueryError> {
-    Ok(ev
-        .vector(&args[0], t)?
-        .into_iter()
+    let v = ev.vector(&args[0], t)?;
+    Ok(v.into_iter()
         .map(|s| VSample {
-            labels: drop_name(&s.labels),
+            labels: ev.drop_name(&s.labels),
             t,
             v: f(s.v),
         })
@@ -427,6 +426,7 @@ fn date_fn(
     Ok(input
         .into_iter()
         .map(|s| {
+            let labels = ev.drop_name(&s.labels);
             let v = if s.v.is_nan() || s.v.is_infinite() {
                 s.v
             } else {
@@ -435,11 +435,7 @@ fn date_fn(
                     None => f64::NAN,
                 }
             };
-            VSample {
-                labels: drop_name(&s.labels),
-                t,
-                v,
-            }
+            VSample { labels, t, v }
         })
         .collect())
 }
@@ -586,24 +582,39 @@ fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// The mean as current Prometheus computes it (since 2.51): a compensated
+/// sum divided by the count, switching to the incremental mean only when
+/// the sum overflows. Prometheus 2.42 took the incremental mean all along;
+/// the two agree to the last bit or two, and this one needs no division
+/// per sample.
 fn avg(s: &[Sample]) -> f64 {
-    let (mut mean, mut c, mut n) = (0.0f64, 0.0f64, 0.0f64);
-    for x in s {
-        n += 1.0;
-        if mean.is_infinite() {
-            if x.v.is_infinite() && (mean > 0.0) == (x.v > 0.0) {
+    // Kahan-Neumaier step that forgets the compensation at ±Inf.
+    let inc = |inc: f64, sum: f64, c: f64| {
+        let (t, c) = kahan_inc(inc, sum, c);
+        (t, if t.is_infinite() { 0.0 } else { c })
+    };
+    let (mut sum, mut c, mut mean) = (s[0].v, 0.0f64, 0.0f64);
+    let mut incremental = false;
+    for (i, x) in s[1..].iter().enumerate() {
+        let count = (i + 2) as f64;
+        if !incremental {
+            let (next, next_c) = inc(x.v, sum, c);
+            if !next.is_infinite() {
+                (sum, c) = (next, next_c);
                 continue;
             }
-            if !x.v.is_infinite() && !x.v.is_nan() {
-                continue;
-            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
         }
-        (mean, c) = kahan_inc(x.v / n - mean / n, mean, c);
+        let q = (count - 1.0) / count;
+        (mean, c) = inc(x.v / count, q * mean, q * c);
     }
-    if mean.is_infinite() {
-        mean
-    } else {
+    if incremental {
         mean + c
+    } else {
+        let n = s.len() as f64;
+        sum / n + c / n
     }
 }
 

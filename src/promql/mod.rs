@@ -14,7 +14,6 @@ mod eval;
 mod functions;
 mod value;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,20 +210,24 @@ pub fn range(
     // Points per result series; found by the labels' address first (stable
     // across steps for cached label sets), by content otherwise.
     let mut acc: Vec<Series> = Vec::new();
-    let mut by_labels: HashMap<Labels, usize> = HashMap::new();
-    let mut by_ptr: HashMap<usize, (Arc<Labels>, usize)> = HashMap::new();
+    let mut by_labels: eval::FastMap<Arc<Labels>, usize> = Default::default();
+    let mut by_ptr: eval::FastMap<usize, (Arc<Labels>, usize)> = Default::default();
     let mut slot = |labels: Arc<Labels>, acc: &mut Vec<Series>| -> usize {
         let ptr = Arc::as_ptr(&labels) as usize;
         if let Some((_, i)) = by_ptr.get(&ptr) {
             return *i;
         }
-        let i = *by_labels.entry((*labels).clone()).or_insert_with(|| {
-            acc.push(Series {
-                labels: labels.clone(),
-                samples: Vec::new(),
-            });
-            acc.len() - 1
-        });
+        let i = match by_labels.get(&labels) {
+            Some(&i) => i,
+            None => {
+                acc.push(Series {
+                    labels: labels.clone(),
+                    samples: Vec::new(),
+                });
+                by_labels.insert(labels.clone(), acc.len() - 1);
+                acc.len() - 1
+            }
+        };
         by_ptr.insert(ptr, (labels, i));
         i
     };

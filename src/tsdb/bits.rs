@@ -49,10 +49,12 @@ impl<'a> BitReader<'a> {
         BitReader { bytes, pos: 0 }
     }
 
+    #[inline]
     pub(super) fn bit(&mut self) -> Option<bool> {
         self.bits(1).map(|b| b == 1)
     }
 
+    #[inline(always)]
     pub(super) fn bits(&mut self, n: u32) -> Option<u64> {
         if n == 0 {
             return Some(0);
@@ -61,12 +63,17 @@ impl<'a> BitReader<'a> {
             return None;
         }
         if n > 56 {
-            let hi = self.bits(n - 32)?;
-            return Some(hi << 32 | self.bits(32)?);
+            let hi = self.take(n - 32);
+            return Some(hi << 32 | self.take(32));
         }
+        Some(self.take(n))
+    }
+
+    /// The next `n` bits, 1 ≤ n ≤ 56, known to be there.
+    #[inline(always)]
+    fn take(&mut self, n: u32) -> u64 {
         // The 8 bytes from the current one hold the next 57 bits or more.
-        let at = self.pos / 8;
-        let rest = &self.bytes[at..];
+        let rest = &self.bytes[self.pos / 8..];
         let word = match rest.first_chunk::<8>() {
             Some(w) => u64::from_be_bytes(*w),
             None => {
@@ -77,7 +84,7 @@ impl<'a> BitReader<'a> {
         };
         let off = self.pos % 8;
         self.pos += n as usize;
-        Some((word << off) >> (64 - n))
+        (word << off) >> (64 - n)
     }
 
     pub(super) fn bytes_used(&self) -> usize {

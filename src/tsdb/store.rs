@@ -962,34 +962,13 @@ impl Querier for Storage {
         let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
         // Series decode independently: many are split across the cores,
         // each part reading through its own table handle.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let per = if threads > 1 && snap.len() >= 64 {
-            snap.len().div_ceil(threads)
-        } else {
-            snap.len().max(1)
-        };
-        let txn = &txn;
-        let parts: Vec<Result<Vec<Series>, StorageError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = snap
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let table = txn.open_table(CHUNKS)?;
-                        let mut out = Vec::with_capacity(part.len());
-                        for (id, labels, mem) in part {
-                            out.extend(read_series(&table, *id, labels, mem, mint, maxt)?);
-                        }
-                        Ok(out)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(StorageError("a reader thread failed".into())))
-                })
-                .collect()
+        let parts = crate::par::map_parts(&snap, snap.len() >= 64, |part| {
+            let table = txn.open_table(CHUNKS)?;
+            let mut out = Vec::with_capacity(part.len());
+            for (id, labels, mem) in part {
+                out.extend(read_series(&table, *id, labels, mem, mint, maxt)?);
+            }
+            Ok::<_, StorageError>(out)
         });
         let mut out = Vec::with_capacity(snap.len());
         for part in parts {
