@@ -672,4 +672,8 @@ fn promql_answers_match_prometheus() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    println!(
+        "{} queries, {runs} runs: all equal to Prometheus",
+        queries.len()
+    );
 }

@@ -48,6 +48,7 @@ pub(super) struct Evaluator<'a> {
     /// Range-vector functions of a selector evaluated at every step of a
     /// range query at once, series by series, by call node.
     computed: FastMap<usize, Computed>,
+    computed_cells: usize,
     deadline: Instant,
 }
 
@@ -108,8 +109,20 @@ fn has_bit(bits: &[u64], k: usize) -> bool {
     bits[k / 64] & (1 << (k % 64)) != 0
 }
 
-/// At most this many step × series cells are computed ahead (8 bytes each).
+/// At most this many step × series cells are computed ahead per query, 8
+/// bytes each (an aggregation's cells count three times, for its folds);
+/// nodes beyond it are evaluated step by step.
 const COMPUTE_CELLS: usize = 1 << 22;
+
+/// Takes `cells` from a query's budget `used` for results computed ahead.
+fn reserve_cells(used: &mut usize, cells: usize) -> bool {
+    let total = used.saturating_add(cells);
+    if total > COMPUTE_CELLS {
+        return false;
+    }
+    *used = total;
+    true
+}
 
 fn key_expr(e: &Expr) -> usize {
     e as *const Expr as usize
@@ -157,6 +170,7 @@ impl<'a> Evaluator<'a> {
             cursors: FastMap::default(),
             grid_step: None,
             computed: FastMap::default(),
+            computed_cells: 0,
             deadline: Instant::now() + opts.timeout,
         }
     }
@@ -298,7 +312,7 @@ impl<'a> Evaluator<'a> {
             return Ok(());
         };
         let steps = ((self.end - self.start) / step + 1) as usize;
-        if loaded.len().saturating_mul(steps) > COMPUTE_CELLS {
+        if !reserve_cells(&mut self.computed_cells, loaded.len().saturating_mul(steps)) {
             return Ok(());
         }
         let range = range.as_millis() as i64;
@@ -373,7 +387,8 @@ impl<'a> Evaluator<'a> {
             });
             members[g].push(i);
         }
-        if groups.len().saturating_mul(steps) > COMPUTE_CELLS / 3 {
+        let cells = groups.len().saturating_mul(steps).saturating_mul(3);
+        if !reserve_cells(&mut self.computed_cells, cells) {
             return;
         }
         let mut series = Vec::with_capacity(groups.len());
