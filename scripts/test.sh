@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs mlmon's whole test suite. Installs what the tests drive for real when
-# it is missing (Debian: prometheus with promtool; PyPI: prometheus_client),
+# it is missing (Debian: prometheus with promtool, prometheus-node-exporter;
+# PyPI: prometheus_client),
 # then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,10 +9,18 @@ cd "$(dirname "$0")/.."
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 
+debs=""
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  echo "installing Debian package prometheus (for promtool and the oracle server)"
+  debs="$debs prometheus"            # promtool and the PromQL oracle
+fi
+if ! command -v prometheus-node-exporter >/dev/null; then
+  debs="$debs prometheus-node-exporter"   # the oracle for host metrics
+fi
+if [ -n "$debs" ]; then
+  echo "installing Debian packages:$debs"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $debs >/dev/null
 fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "installing PyPI package prometheus_client"

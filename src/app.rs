@@ -9,10 +9,11 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::ingest::host;
 use crate::ingest::push::PushGroups;
 use crate::model::now_ms;
 use crate::tsdb::{Limits, Storage, StorageOptions, CHUNK_SPAN_MS};
-use crate::web::{router, AppState, WebSettings};
+use crate::web::{router, AppState, HttpMetrics, WebSettings};
 
 /// How often background maintenance looks at the store.
 const MAINTENANCE_TICK: Duration = Duration::from_secs(10);
@@ -52,6 +53,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let settings = WebSettings::new(&config);
     let state = AppState::new(storage.clone(), push.clone(), settings, &config.web.auth);
+    let metrics = state.metrics.clone();
     if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
         tracing::warn!(
             message = "Listening on a non-loopback address without authentication: push and remote write are refused",
@@ -72,6 +74,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         )),
         tokio::spawn(maintenance_task(storage.clone(), stop_rx.clone())),
+        tokio::spawn(host_task(
+            storage.clone(),
+            metrics.clone(),
+            config.host.interval.std(),
+            stop_rx.clone(),
+        )),
         tokio::spawn(hangup_task(stop_rx.clone())),
     ];
     axum::serve(listener, router(state))
@@ -131,6 +139,55 @@ async fn hangup_task(mut stop: watch::Receiver<bool>) {
     }
     #[cfg(not(unix))]
     let _ = stop.changed().await;
+}
+
+/// Collects host metrics every `every` (which is also the time one
+/// collection may take) as `job="node"`, `instance=<hostname>`.
+async fn host_task(
+    storage: Arc<Storage>,
+    metrics: Arc<HttpMetrics>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let instance = host::hostname();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let started = std::time::Instant::now();
+        let (s, instance) = (storage.clone(), instance.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            let snap = host::collect();
+            let now = now_ms();
+            let mut app = s.appender();
+            for (labels, v) in snap.labelled(&[("job", "node"), ("instance", &instance)]) {
+                app.append(labels, now, v);
+            }
+            (snap.errors, app.commit())
+        });
+        let error = match tokio::time::timeout(every, run).await {
+            Ok(Ok((errors, Ok(_)))) => (!errors.is_empty()).then(|| errors.join("; ")),
+            Ok(Ok((_, Err(e)))) => Some(format!("cannot store host metrics: {e}")),
+            Ok(Err(e)) => Some(format!("host collector failed: {e}")),
+            Err(_) => Some(format!("host collection took longer than {every:?}")),
+        };
+        // Logged when it changes, not at every run.
+        if error != last_error {
+            match &error {
+                Some(e) => tracing::warn!(message = "Host metrics incomplete", error = %e),
+                None if last_error.is_some() => {
+                    tracing::info!(message = "Host metrics complete again")
+                }
+                None => {}
+            }
+        }
+        metrics.collected("host", started.elapsed(), error.clone());
+        last_error = error;
+    }
 }
 
 /// Writes pushed values every interval and expires groups past their TTL.

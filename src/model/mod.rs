@@ -60,15 +60,35 @@ pub fn write_float(out: &mut String, v: f64) {
         out.push_str(special);
         return;
     }
-    // zmij finds the same shortest digits as `Display`, several times
-    // faster, but switches to exponents far from 1.
+    // zmij picks Go's digits (ties to even, where `Display` rounds up) and
+    // is several times faster; its exponent form is spelled out here.
     let mut buf = zmij::Buffer::new();
     let s = buf.format_finite(v);
-    if s.contains('e') {
-        use std::fmt::Write;
-        let _ = write!(out, "{v}");
-    } else {
+    let Some((mantissa, exp)) = s.split_once('e') else {
         out.push_str(s.strip_suffix(".0").unwrap_or(s));
+        return;
+    };
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    // Digits before the decimal point.
+    let point = int.len() as i64 + exp.parse::<i64>().unwrap_or(0);
+    out.push_str(sign);
+    if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-point) as usize));
+        out.push_str(&digits);
+    } else if point as usize >= digits.len() {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+    } else {
+        let (a, b) = digits.split_at(point as usize);
+        out.push_str(a);
+        out.push('.');
+        out.push_str(b);
     }
 }
 
@@ -138,6 +158,13 @@ mod tests {
         assert_eq!(float(0.1), "0.1");
         assert_eq!(float(1e21), "1000000000000000000000");
         assert_eq!(float(1.5e-7), "0.00000015");
+        assert_eq!(float(-1.25e-20), "-0.0000000000000000000125");
+        assert_eq!(float(1.5e300).len(), 301);
+        // A tie: Go (and Prometheus) round to even, Rust's Display up.
+        assert_eq!(
+            float(f64::from_bits(14018953943667992128)),
+            "-4031007284364.7812"
+        );
         assert_eq!(float(f64::NAN), "NaN");
         assert_eq!(float(f64::NEG_INFINITY), "-Inf");
         let mut s = String::new();
@@ -147,10 +174,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn write_float_matches_display(bits in any::<u64>()) {
+        fn write_float_is_shortest_plain_and_exact(bits in any::<u64>()) {
             let v = f64::from_bits(bits);
             prop_assume!(v.is_finite());
-            prop_assert_eq!(float(v), format!("{v}"));
+            let s = float(v);
+            prop_assert!(!s.contains('e'), "{}", s);
+            prop_assert_eq!(s.parse::<f64>().unwrap().to_bits(), v.to_bits());
+            // As many significant digits as the shortest round trip needs.
+            let sig = |t: &str| t.trim_start_matches('-').replace('.', "").trim_matches('0').len();
+            prop_assert_eq!(sig(&s), sig(&format!("{v}")));
         }
 
         #[test]

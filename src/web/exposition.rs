@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
-use super::telemetry::process_stats;
 use super::{ApiError, AppState, Params};
+use crate::ingest::host::process_stats;
 use crate::ingest::text::{self, Format, MetricFamily, MetricType, ParsedSample};
 use crate::model::{is_stale, now_ms, METRIC_NAME};
 use crate::promql::{parse_selector, LOOKBACK_MS};
@@ -92,7 +92,31 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         requests = requests.sample(&labels, count as f64);
         durations = durations.sample(&labels, secs);
     }
+    let mut runs = Fam::new(
+        "mlmon_collector_runs_total",
+        Counter,
+        "Runs of each collector.",
+    );
+    let mut errors = Fam::new(
+        "mlmon_collector_errors_total",
+        Counter,
+        "Collector runs that failed, in whole or in part.",
+    );
+    let mut took = Fam::new(
+        "mlmon_collector_duration_seconds",
+        Gauge,
+        "How long each collector's last run took.",
+    );
+    for (name, c) in m.collectors() {
+        let labels = [("collector", name.as_str())];
+        runs = runs.sample(&labels, c.runs as f64);
+        errors = errors.sample(&labels, c.errors as f64);
+        took = took.sample(&labels, c.last_seconds);
+    }
     vec![
+        runs,
+        errors,
+        took,
         Fam::new(
             "mlmon_build_info",
             Gauge,
