@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::ingest::artifacts::Artifacts;
 use crate::ingest::host;
 use crate::ingest::push::PushGroups;
 use crate::model::now_ms;
@@ -51,8 +52,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let push = Arc::new(
         PushGroups::load(config.push.clone(), &storage).context("cannot load push groups")?,
     );
+    let artifacts = Arc::new(
+        Artifacts::load(config.artifacts.clone(), &storage).context("cannot load pipeline runs")?,
+    );
     let settings = WebSettings::new(&config);
-    let state = AppState::new(storage.clone(), push.clone(), settings, &config.web.auth);
+    let state = AppState::new(
+        storage.clone(),
+        push.clone(),
+        artifacts.clone(),
+        settings,
+        &config.web.auth,
+    );
     let metrics = state.metrics.clone();
     if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
         tracing::warn!(
@@ -74,11 +84,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         )),
         tokio::spawn(maintenance_task(storage.clone(), stop_rx.clone())),
-        tokio::spawn(host_task(
-            storage.clone(),
+        tokio::spawn(collector_loop(
+            "artifacts",
+            config.artifacts.interval.std(),
             metrics.clone(),
-            config.host.interval.std(),
             stop_rx.clone(),
+            {
+                let (s, a) = (storage.clone(), artifacts.clone());
+                move || collect_artifacts(&s, &a)
+            },
+        )),
+        tokio::spawn(collector_loop(
+            "host",
+            config.host.interval.std(),
+            metrics.clone(),
+            stop_rx.clone(),
+            {
+                let (s, instance) = (storage.clone(), host::hostname());
+                move || collect_host(&s, &instance)
+            },
         )),
         tokio::spawn(hangup_task(stop_rx.clone())),
     ];
@@ -141,15 +165,19 @@ async fn hangup_task(mut stop: watch::Receiver<bool>) {
     let _ = stop.changed().await;
 }
 
-/// Collects host metrics every `every` (which is also the time one
-/// collection may take) as `job="node"`, `instance=<hostname>`.
-async fn host_task(
-    storage: Arc<Storage>,
-    metrics: Arc<HttpMetrics>,
+/// Runs collector `name` every `every` on a blocking thread until `stop`;
+/// a run may take up to `every`. `collect` returns what went wrong, if
+/// anything; runs, errors and durations go to `metrics`, and a change of
+/// error is logged (not every repetition).
+async fn collector_loop<F>(
+    name: &'static str,
     every: Duration,
+    metrics: Arc<HttpMetrics>,
     mut stop: watch::Receiver<bool>,
-) {
-    let instance = host::hostname();
+    collect: F,
+) where
+    F: Fn() -> Option<String> + Clone + Send + 'static,
+{
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_error: Option<String> = None;
@@ -159,35 +187,53 @@ async fn host_task(
             _ = stop.changed() => break,
         }
         let started = std::time::Instant::now();
-        let (s, instance) = (storage.clone(), instance.clone());
-        let run = tokio::task::spawn_blocking(move || {
-            let snap = host::collect();
-            let now = now_ms();
-            let mut app = s.appender();
-            for (labels, v) in snap.labelled(&[("job", "node"), ("instance", &instance)]) {
-                app.append(labels, now, v);
-            }
-            (snap.errors, app.commit())
-        });
-        let error = match tokio::time::timeout(every, run).await {
-            Ok(Ok((errors, Ok(_)))) => (!errors.is_empty()).then(|| errors.join("; ")),
-            Ok(Ok((_, Err(e)))) => Some(format!("cannot store host metrics: {e}")),
-            Ok(Err(e)) => Some(format!("host collector failed: {e}")),
-            Err(_) => Some(format!("host collection took longer than {every:?}")),
-        };
-        // Logged when it changes, not at every run.
+        let error =
+            match tokio::time::timeout(every, tokio::task::spawn_blocking(collect.clone())).await {
+                Ok(Ok(error)) => error,
+                Ok(Err(e)) => Some(format!("collector failed: {e}")),
+                Err(_) => Some(format!("a run took longer than {every:?}")),
+            };
         if error != last_error {
             match &error {
-                Some(e) => tracing::warn!(message = "Host metrics incomplete", error = %e),
-                None if last_error.is_some() => {
-                    tracing::info!(message = "Host metrics complete again")
+                Some(e) => {
+                    tracing::warn!(message = "Collector run incomplete", collector = name, error = %e)
                 }
-                None => {}
+                None => tracing::info!(message = "Collector runs complete again", collector = name),
             }
         }
-        metrics.collected("host", started.elapsed(), error.clone());
+        metrics.collected(name, started.elapsed(), error.clone());
         last_error = error;
     }
+}
+
+/// Host metrics as `job="node"`, `instance=<hostname>`.
+fn collect_host(storage: &Storage, instance: &str) -> Option<String> {
+    let snap = host::collect();
+    let now = now_ms();
+    let mut app = storage.appender();
+    for (labels, v) in snap.labelled(&[("job", "node"), ("instance", instance)]) {
+        app.append(labels, now, v);
+    }
+    let mut errors = snap.errors;
+    if let Err(e) = app.commit() {
+        errors.push(format!("cannot store host metrics: {e}"));
+    }
+    (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// One scan of the artifacts directory; unusable files are its errors.
+fn collect_artifacts(storage: &Storage, artifacts: &Artifacts) -> Option<String> {
+    if let Err(e) = artifacts.scan(storage, now_ms()) {
+        return Some(format!("cannot store artifact metrics: {e}"));
+    }
+    let problems = artifacts.status().problems;
+    (!problems.is_empty()).then(|| {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|(p, why)| format!("{p}: {why}"))
+            .collect();
+        list.join("; ")
+    })
 }
 
 /// Writes pushed values every interval and expires groups past their TTL.

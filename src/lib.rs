@@ -8,5 +8,6 @@ pub mod model;
 pub mod par;
 pub mod promql;
 pub mod rules;
+pub mod run;
 pub mod tsdb;
 pub mod web;

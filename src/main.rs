@@ -36,6 +36,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run a pipeline command and record the run with a running mlmon.
+    Run {
+        /// Pipeline name (default: the server's artifacts.pipeline).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// The mlmon to report to (else MLMON_URL, else http://127.0.0.1:8001).
+        #[arg(long)]
+        url: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print the version.
     Version,
 }
@@ -95,6 +107,21 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Check { config }) => check(config),
+        Some(Command::Run {
+            pipeline,
+            url,
+            command,
+        }) => {
+            let target = mlmon::run::Target {
+                url: url
+                    .or_else(|| std::env::var("MLMON_URL").ok())
+                    .unwrap_or_else(|| "http://127.0.0.1:8001".into()),
+                pipeline,
+                token: std::env::var("MLMON_TOKEN").ok(),
+            };
+            let code = mlmon::run::run(&command, &target);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use mlmon::config::{AuthConfig, Config, PushConfig};
+use mlmon::ingest::artifacts::Artifacts;
 use mlmon::ingest::push::PushGroups;
 use mlmon::ingest::remote_write;
 use mlmon::model::{Labels, PromDuration, Sample};
@@ -71,7 +72,13 @@ impl App {
             settings.query = q;
         }
         App {
-            state: AppState::new(storage, push, settings, &s.auth),
+            state: AppState::new(
+                storage.clone(),
+                push,
+                Arc::new(Artifacts::load(config.artifacts.clone(), &storage).unwrap()),
+                settings,
+                &s.auth,
+            ),
             _dir: dir,
         }
     }

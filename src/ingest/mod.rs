@@ -1,10 +1,13 @@
 //! Producers of samples: each wire format or collector is one file and
 //! writes through the store's `Appender`: the Prometheus text/OpenMetrics
 //! parser ([`text`]), the remote-write decoder ([`remote_write`]), the
-//! Pushgateway-compatible group store ([`push`]) and the host collector
-//! ([`host`]).
+//! Pushgateway-compatible group store ([`push`]), the host collector
+//! ([`host`]), and the pipeline's artifacts ([`artifacts`]) with its runs
+//! ([`runs`]).
 
+pub mod artifacts;
 pub mod host;
 pub mod push;
 pub mod remote_write;
+pub mod runs;
 pub mod text;

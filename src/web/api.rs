@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::{json, Map, Value as Json_};
 
 use super::{ApiError, AppState, Params};
+use crate::ingest::runs::{self, Run};
 use crate::model::{is_valid_label_name, now_ms, Labels, Matcher, Timestamp};
 use crate::promql::{self, parse_selector, Value};
 use crate::tsdb::Querier;
@@ -303,4 +304,106 @@ pub async fn buildinfo() -> Json<Json_> {
 /// The original stack's Flask `/health`.
 pub async fn health() -> Json<Json_> {
     Json(json!({"status": "healthy", "timestamp": chrono::Utc::now().to_rfc3339()}))
+}
+
+/// A count parameter: absent → `default`; at most `max`.
+fn count_param(
+    params: &[(String, String)],
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match param(params, name) {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| {
+                ApiError::BadData(format!(
+                    "invalid parameter \"{name}\": {s:?} is not a count from 0 to {max}"
+                ))
+            }),
+    }
+}
+
+fn run_json(run: &Run) -> Json_ {
+    let mut v = serde_json::to_value(run).unwrap_or(Json_::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("duration_seconds".into(), json!(run.duration_seconds()));
+    }
+    v
+}
+
+/// `GET /api/v1/runs?limit=20&offset=0[&pipeline=…]`: pipeline runs,
+/// newest first, a page at a time, with the total count.
+pub async fn runs(
+    State(state): State<AppState>,
+    Params(params): Params,
+) -> Result<Json<Json_>, ApiError> {
+    let limit = count_param(&params, "limit", 20, 1000)?;
+    let offset = count_param(&params, "offset", 0, usize::MAX)?;
+    let pipeline = param(&params, "pipeline").map(str::to_string);
+    let storage = state.storage.clone();
+    let all = tokio::task::spawn_blocking(move || runs::list(&storage)).await??;
+    let all: Vec<Run> = all
+        .into_iter()
+        .filter(|r| pipeline.as_ref().is_none_or(|p| &r.pipeline == p))
+        .collect();
+    let page: Vec<Json_> = all.iter().skip(offset).take(limit).map(run_json).collect();
+    Ok(success(json!({"runs": page, "total": all.len()})))
+}
+
+/// What `mlmon run` reports about a command it ran.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandRun {
+    pipeline: Option<String>,
+    /// Unix seconds.
+    started: f64,
+    finished: f64,
+    exit_code: i32,
+    command: Option<String>,
+}
+
+/// `POST /api/v1/runs` (JSON, from `mlmon run`): records a command's run.
+pub async fn record_run(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Json_>, ApiError> {
+    let c: CommandRun = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadData(format!("invalid run: {e}")))?;
+    if !(c.started.is_finite() && c.finished.is_finite() && c.started <= c.finished) {
+        return Err(ApiError::BadData(
+            "invalid run: started and finished must be Unix seconds, started first".into(),
+        ));
+    }
+    let pipeline = c
+        .pipeline
+        .unwrap_or_else(|| state.artifacts.pipeline().to_string());
+    if pipeline.is_empty() {
+        return Err(ApiError::BadData("invalid run: empty pipeline name".into()));
+    }
+    let started_ms = (c.started * 1000.0).round() as Timestamp;
+    let run = Run {
+        id: format!("{pipeline}-{started_ms}"),
+        pipeline,
+        source: "command".into(),
+        started_ms,
+        finished_ms: (c.finished * 1000.0).round() as Timestamp,
+        success: c.exit_code == 0,
+        exit_code: Some(c.exit_code),
+        command: c.command,
+        stages: Default::default(),
+        metrics: Default::default(),
+        report_ms: None,
+    };
+    let (storage, artifacts) = (state.storage.clone(), state.artifacts.clone());
+    let run = tokio::task::spawn_blocking(move || artifacts.command_run(&storage, run)).await??;
+    Ok(success(run_json(&run)))
+}
+
+/// `GET /api/v1/artifacts`: what the artifacts collector last found.
+pub async fn artifacts(State(state): State<AppState>) -> Json<Json_> {
+    success(serde_json::to_value(state.artifacts.status()).unwrap_or(Json_::Null))
 }

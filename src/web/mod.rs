@@ -22,6 +22,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::config::{AuthConfig, Config};
+use crate::ingest::artifacts::Artifacts;
 use crate::ingest::push::PushGroups;
 use crate::tsdb::Storage;
 
@@ -34,6 +35,7 @@ pub use telemetry::HttpMetrics;
 pub struct AppState {
     pub storage: Arc<Storage>,
     pub push: Arc<PushGroups>,
+    pub artifacts: Arc<Artifacts>,
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
@@ -71,6 +73,7 @@ impl AppState {
     pub fn new(
         storage: Arc<Storage>,
         push: Arc<PushGroups>,
+        artifacts: Arc<Artifacts>,
         settings: WebSettings,
         auth: &AuthConfig,
     ) -> Self {
@@ -78,6 +81,7 @@ impl AppState {
         AppState {
             storage,
             push,
+            artifacts,
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
@@ -113,6 +117,14 @@ pub fn router(state: AppState) -> Router {
             get(api::format_query).post(api::format_query),
         )
         .route("/api/v1/metadata", get(exposition::metadata))
+        .route(
+            "/api/v1/runs",
+            get(api::runs).merge(
+                post(api::record_run)
+                    .route_layer(middleware::from_fn_with_state(state.clone(), auth::require)),
+            ),
+        )
+        .route("/api/v1/artifacts", get(api::artifacts))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))

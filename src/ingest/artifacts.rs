@@ -1,0 +1,581 @@
+//! The ML pipeline's artifacts directory, in the original stack's layout:
+//!
+//! ```text
+//! data_ingestion/                      any non-empty file: ingestion succeeded
+//! data_validation/status.txt           "Validation status: True" / "False"
+//! data_transformation/, model_trainer/ non-empty: the stage ran
+//! model_evaluation/evaluation_report.json   test_r2, test_rmse, test_mae, train_*
+//! *.prom                               node_exporter textfile collector files
+//! ```
+//!
+//! Every interval the directory is read and the current values are written:
+//! `ml_model_r2_score`, `ml_model_rmse`, `ml_model_mae`,
+//! `ml_data_ingestion_success`, `ml_data_validation_success`, and from the
+//! newest run `ml_pipeline_success`, `ml_pipeline_duration_seconds`,
+//! `ml_pipeline_last_run_timestamp`, all labelled `pipeline`. A new
+//! evaluation report is a finished run; a validation status of False newer
+//! than the report is a run that failed at validation. A file that does not
+//! parse is retried while it changes (the pipeline may still be writing it)
+//! and reported as unparsable once it stays the same; its values are then
+//! left out, never written as zeros. A missing directory is reported and
+//! picked up when it appears.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::runs::{self, Run, Stage, StageStatus};
+use super::text::{self, Format};
+use crate::config::ArtifactsConfig;
+use crate::model::{Labels, LabelsBuilder, Timestamp};
+use crate::tsdb::{Storage, StorageError};
+
+const STATUS_FILE: &str = "data_validation/status.txt";
+const REPORT_FILE: &str = "model_evaluation/evaluation_report.json";
+
+/// What the last scan found, for the status API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub dir: String,
+    pub present: bool,
+    #[serde(rename = "lastScan")]
+    pub last_scan_ms: Timestamp,
+    /// Files that could not be used: path → why.
+    pub problems: BTreeMap<String, String>,
+    /// Files still being written (retried next time).
+    pub pending: Vec<String>,
+}
+
+/// How a tracked file looked when it last failed to parse.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    len: u64,
+    modified: SystemTime,
+}
+
+enum Read<T> {
+    Missing,
+    /// Did not parse, but may still be being written.
+    Pending,
+    Unparsable(String),
+    Ok(T),
+}
+
+#[derive(Default)]
+struct State {
+    /// Files that did not parse: how they looked then, and whether that
+    /// was already logged.
+    failed: BTreeMap<PathBuf, (Seen, bool)>,
+    status: Status,
+    /// The newest run of the pipeline, from either source.
+    latest: Option<Run>,
+    /// The newest artifact time already turned into a run (a report's or a
+    /// failed validation's).
+    seen_ms: Timestamp,
+}
+
+pub struct Artifacts {
+    config: ArtifactsConfig,
+    state: Mutex<State>,
+}
+
+/// The evaluation report's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Artifacts {
+    /// Remembers the newest stored run of the configured pipeline.
+    pub fn load(mut config: ArtifactsConfig, storage: &Storage) -> Result<Artifacts, StorageError> {
+        // Paths in reports and logs are absolute, whatever the working dir.
+        config.dir = std::path::absolute(&config.dir).unwrap_or(config.dir);
+        let runs: Vec<Run> = runs::list(storage)?
+            .into_iter()
+            .filter(|r| r.pipeline == config.pipeline)
+            .collect();
+        let seen_ms = runs
+            .iter()
+            .filter_map(|r| {
+                r.report_ms
+                    .or((r.source == "artifacts").then_some(r.finished_ms))
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(Artifacts {
+            state: Mutex::new(State {
+                latest: runs.into_iter().next(),
+                seen_ms,
+                ..State::default()
+            }),
+            config,
+        })
+    }
+
+    pub fn pipeline(&self) -> &str {
+        &self.config.pipeline
+    }
+
+    pub fn status(&self) -> Status {
+        self.lock().status.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the directory once, records a new run if there is one, and
+    /// writes the current values at `now`.
+    pub fn scan(&self, storage: &Storage, now: Timestamp) -> Result<(), StorageError> {
+        let dir = &self.config.dir;
+        let mut st = self.lock();
+        st.status = Status {
+            dir: dir.display().to_string(),
+            present: dir.is_dir(),
+            last_scan_ms: now,
+            ..Status::default()
+        };
+        let mut out: Vec<(Labels, f64)> = Vec::new();
+        if st.status.present {
+            let validation = self.read(&mut st, &dir.join(STATUS_FILE), parse_status);
+            let report = self.read(&mut st, &dir.join(REPORT_FILE), parse_report);
+            let ingestion = stage_dir(&dir.join("data_ingestion"));
+            if let Some(ok) = ingestion {
+                out.push((self.labels("ml_data_ingestion_success"), flag(ok)));
+            }
+            if let Read::Ok((ok, _)) = &validation {
+                out.push((self.labels("ml_data_validation_success"), flag(*ok)));
+            }
+            if let Read::Ok((r, _)) = &report {
+                for (metric, field) in [
+                    ("ml_model_r2_score", "test_r2"),
+                    ("ml_model_rmse", "test_rmse"),
+                    ("ml_model_mae", "test_mae"),
+                ] {
+                    out.push((self.labels(metric), r.metrics[field]));
+                }
+            }
+            if let Some(run) = self.new_run(&st, &validation, &report, ingestion) {
+                st.seen_ms = run.finished_ms;
+                let merged = self.merge_into_command_run(storage, run)?;
+                if st
+                    .latest
+                    .as_ref()
+                    .is_none_or(|l| l.finished_ms <= merged.finished_ms || l.id == merged.id)
+                {
+                    st.latest = Some(merged);
+                }
+            }
+            self.textfiles(&mut st, &mut out);
+        }
+        if let Some(run) = &st.latest {
+            out.extend(self.run_values(run));
+        }
+        drop(st);
+        let mut app = storage.appender();
+        for (labels, v) in out {
+            app.append(labels, now, v);
+        }
+        app.commit().map_err(|e| StorageError(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Records a run `mlmon run` reports, absorbing the artifact run of the
+    /// same execution if the collector already recorded it, and writes its
+    /// values at once.
+    pub fn command_run(&self, storage: &Storage, mut run: Run) -> Result<Run, StorageError> {
+        let absorbed = runs::list(storage)?.into_iter().find(|r| {
+            r.pipeline == run.pipeline && r.source == "artifacts" && within(r.finished_ms, &run)
+        });
+        let mut replaces = Vec::new();
+        if let Some(a) = &absorbed {
+            run.stages = a.stages.clone();
+            run.metrics = a.metrics.clone();
+            run.report_ms = a.report_ms;
+            replaces.push(a.id.clone());
+        }
+        let replaces: Vec<&str> = replaces.iter().map(String::as_str).collect();
+        runs::record(storage, &run, &replaces)?;
+        let mut st = self.lock();
+        if st
+            .latest
+            .as_ref()
+            .is_none_or(|l| l.finished_ms <= run.finished_ms)
+        {
+            st.latest = Some(run.clone());
+        }
+        drop(st);
+        let now = crate::model::now_ms();
+        let mut app = storage.appender();
+        for (labels, v) in self.run_values(&run) {
+            app.append(labels, now, v);
+        }
+        app.commit().map_err(|e| StorageError(e.to_string()))?;
+        Ok(run)
+    }
+
+    fn labels(&self, name: &str) -> Labels {
+        Labels::new([
+            ("__name__", name),
+            ("pipeline", self.config.pipeline.as_str()),
+        ])
+        .unwrap_or_default()
+    }
+
+    fn run_values(&self, run: &Run) -> Vec<(Labels, f64)> {
+        vec![
+            (self.labels("ml_pipeline_success"), flag(run.success)),
+            (
+                self.labels("ml_pipeline_duration_seconds"),
+                run.duration_seconds(),
+            ),
+            (
+                self.labels("ml_pipeline_last_run_timestamp"),
+                run.finished_ms as f64 / 1000.0,
+            ),
+        ]
+    }
+
+    /// Reads and parses `path`, telling a file still being written (retried)
+    /// from one that does not parse and stays the same (reported).
+    fn read<T>(
+        &self,
+        st: &mut State,
+        path: &Path,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Read<(T, SystemTime)> {
+        let Ok(meta) = std::fs::metadata(path) else {
+            st.failed.remove(path);
+            return Read::Missing;
+        };
+        let seen = Seen {
+            len: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        };
+        let parsed = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
+            .and_then(|t| parse(&t));
+        let name = path.display().to_string();
+        match parsed {
+            Ok(v) => {
+                st.failed.remove(path);
+                Read::Ok((v, seen.modified))
+            }
+            Err(why) => match st.failed.get_mut(path) {
+                // Unchanged since it last failed: the writer is done.
+                Some((before, logged)) if *before == seen => {
+                    if !*logged {
+                        tracing::warn!(message = "Artifact cannot be read", path = %name, reason = %why);
+                        *logged = true;
+                    }
+                    st.status.problems.insert(name, why.clone());
+                    Read::Unparsable(why)
+                }
+                _ => {
+                    st.failed.insert(path.to_path_buf(), (seen, false));
+                    st.status.pending.push(name);
+                    Read::Pending
+                }
+            },
+        }
+    }
+
+    /// The run the files show, if it is newer than the newest one known.
+    fn new_run(
+        &self,
+        st: &State,
+        validation: &Read<(bool, SystemTime)>,
+        report: &Read<(Report, SystemTime)>,
+        ingestion: Option<bool>,
+    ) -> Option<Run> {
+        let dir = &self.config.dir;
+        let report_ms = match report {
+            Read::Ok((_, t)) => Some(ms(*t)),
+            _ => None,
+        };
+        let newer = |t: Timestamp| t > st.seen_ms;
+        let mut stages = BTreeMap::new();
+        stages.insert(
+            "data_ingestion".to_string(),
+            stage(ingestion.map(|ok| (ok, None))),
+        );
+        let finished = match (validation, report) {
+            // Validation failed after the last report: the run stopped there.
+            (Read::Ok((false, vt)), _) if report_ms.is_none_or(|r| ms(*vt) > r) => {
+                let t = ms(*vt);
+                if !newer(t) {
+                    return None;
+                }
+                stages.insert(
+                    "data_validation".into(),
+                    stage(Some((false, Some("Validation status: False".into())))),
+                );
+                for s in ["data_transformation", "model_trainer", "model_evaluation"] {
+                    stages.insert(s.into(), stage(None));
+                }
+                t
+            }
+            (validation, Read::Ok((_, rt))) => {
+                let t = ms(*rt);
+                if !newer(t) {
+                    return None;
+                }
+                let valid = match validation {
+                    Read::Ok((ok, _)) => Some((*ok, None)),
+                    Read::Unparsable(why) => Some((false, Some(why.clone()))),
+                    _ => None,
+                };
+                stages.insert("data_validation".into(), stage(valid));
+                for s in ["data_transformation", "model_trainer"] {
+                    stages.insert(
+                        s.into(),
+                        stage(stage_dir(&dir.join(s)).map(|ok| (ok, None))),
+                    );
+                }
+                stages.insert("model_evaluation".into(), stage(Some((true, None))));
+                t
+            }
+            _ => return None,
+        };
+        let started = self
+            .stage_files()
+            .filter_map(|p| std::fs::metadata(p).ok()?.modified().ok())
+            .map(ms)
+            .filter(|t| *t <= finished && *t >= finished - 24 * 3_600_000)
+            .min()
+            .unwrap_or(finished);
+        let metrics = match report {
+            Read::Ok((r, t)) if ms(*t) == finished => r.metrics.clone(),
+            _ => BTreeMap::new(),
+        };
+        let success = stages.values().all(|s| s.status == StageStatus::Succeeded);
+        Some(Run {
+            id: format!("{}-{finished}", self.config.pipeline),
+            pipeline: self.config.pipeline.clone(),
+            source: "artifacts".into(),
+            started_ms: started,
+            finished_ms: finished,
+            success,
+            exit_code: None,
+            command: None,
+            stages,
+            report_ms: (!metrics.is_empty()).then_some(finished),
+            metrics,
+        })
+    }
+
+    /// Files the stages write (one level deep), for the run's start time.
+    fn stage_files(&self) -> impl Iterator<Item = PathBuf> {
+        let dir = self.config.dir.clone();
+        [
+            "data_ingestion",
+            "data_validation",
+            "data_transformation",
+            "model_trainer",
+            "model_evaluation",
+        ]
+        .into_iter()
+        .flat_map(move |s| {
+            std::fs::read_dir(dir.join(s))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+        })
+    }
+
+    /// A run found in the artifacts that a command run reported by `mlmon
+    /// run` covers becomes part of that run.
+    fn merge_into_command_run(&self, storage: &Storage, run: Run) -> Result<Run, StorageError> {
+        let command = runs::list(storage)?.into_iter().find(|r| {
+            r.pipeline == run.pipeline && r.source == "command" && within(run.finished_ms, r)
+        });
+        let merged = match command {
+            Some(mut c) => {
+                c.stages = run.stages;
+                c.metrics = run.metrics;
+                c.report_ms = run.report_ms;
+                c
+            }
+            None => run,
+        };
+        runs::record(storage, &merged, &[])?;
+        Ok(merged)
+    }
+
+    /// `*.prom` files at the top of the directory, as node_exporter's
+    /// textfile collector reads them (samples with timestamps are refused).
+    fn textfiles(&self, st: &mut State, out: &mut Vec<(Labels, f64)>) {
+        let Ok(entries) = std::fs::read_dir(&self.config.dir) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "prom") && p.is_file())
+            .collect();
+        paths.sort();
+        let mut any_error = false;
+        for path in paths {
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            match self.read(st, &path, parse_textfile) {
+                Read::Ok((samples, modified)) => {
+                    out.extend(samples);
+                    let l = Labels::new([
+                        ("__name__", "node_textfile_mtime_seconds"),
+                        ("file", file.as_str()),
+                    ])
+                    .unwrap_or_default();
+                    out.push((l, ms(modified) as f64 / 1000.0));
+                }
+                Read::Unparsable(_) => any_error = true,
+                Read::Missing | Read::Pending => {}
+            }
+        }
+        let l = Labels::new([("__name__", "node_textfile_scrape_error")]).unwrap_or_default();
+        out.push((l, flag(any_error)));
+    }
+}
+
+fn within(t: Timestamp, run: &Run) -> bool {
+    t >= run.started_ms - 1000 && t <= run.finished_ms + 1000
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn ms(t: SystemTime) -> Timestamp {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Timestamp)
+}
+
+fn stage(result: Option<(bool, Option<String>)>) -> Stage {
+    match result {
+        Some((ok, detail)) => Stage {
+            status: if ok {
+                StageStatus::Succeeded
+            } else {
+                StageStatus::Failed
+            },
+            detail,
+        },
+        None => Stage {
+            status: StageStatus::Missing,
+            detail: None,
+        },
+    }
+}
+
+/// A stage directory: absent → None; holds a non-empty file → succeeded.
+fn stage_dir(dir: &Path) -> Option<bool> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0)),
+    )
+}
+
+/// `Validation status: True` (or False) on the first line; reasons may
+/// follow.
+pub fn parse_status(text: &str) -> Result<bool, String> {
+    let first = text.lines().next().unwrap_or("").trim();
+    let value = first
+        .strip_prefix("Validation status:")
+        .ok_or_else(|| format!("expected \"Validation status: True|False\", found {first:?}"))?;
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!(
+            "validation status {other:?} is neither True nor False"
+        )),
+    }
+}
+
+/// A JSON object with numeric `test_r2`, `test_rmse` and `test_mae`; every
+/// numeric field is kept.
+pub fn parse_report(text: &str) -> Result<Report, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let metrics: BTreeMap<String, f64> = obj
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    for field in ["test_r2", "test_rmse", "test_mae"] {
+        if !metrics.contains_key(field) {
+            return Err(format!("no numeric {field:?}"));
+        }
+    }
+    Ok(Report { metrics })
+}
+
+/// A textfile: Prometheus text format without timestamps.
+fn parse_textfile(text: &str) -> Result<Vec<(Labels, f64)>, String> {
+    let families = text::parse(text, Format::Text).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for fam in families {
+        for s in fam.samples {
+            if s.timestamp_ms.is_some() {
+                return Err(format!(
+                    "line {}: textfile samples must not have timestamps",
+                    s.line
+                ));
+            }
+            let mut b = LabelsBuilder::new();
+            b.push("__name__", s.name.as_str());
+            for (n, v) in &s.labels {
+                b.push(n.as_str(), v.as_str());
+            }
+            let labels = b.build().map_err(|e| format!("line {}: {e}", s.line))?;
+            out.push((labels, s.value));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_file_reads_true_false_and_refuses_the_rest() {
+        assert_eq!(parse_status("Validation status: True"), Ok(true));
+        assert_eq!(
+            parse_status("Validation status: False\nmissing column lunch\n"),
+            Ok(false)
+        );
+        assert!(parse_status("").is_err());
+        assert!(parse_status("Validation status: maybe").is_err());
+    }
+
+    #[test]
+    fn report_needs_the_test_metrics() {
+        let r = parse_report(r#"{"test_r2": 0.88, "test_rmse": 5.4, "test_mae": 4.2, "train_r2": 0.87, "model_path": "x"}"#).unwrap();
+        assert_eq!(r.metrics["train_r2"], 0.87);
+        assert!(!r.metrics.contains_key("model_path"));
+        assert!(parse_report(r#"{"test_r2": 0.88}"#)
+            .unwrap_err()
+            .contains("test_rmse"));
+        assert!(parse_report(r#"{"test_r2": 0.8"#).is_err());
+    }
+
+    #[test]
+    fn textfiles_refuse_timestamps() {
+        assert_eq!(parse_textfile("a 1\nb{x=\"y\"} 2\n").unwrap().len(), 2);
+        assert!(parse_textfile("a 1 1700000000000\n").is_err());
+    }
+}

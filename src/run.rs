@@ -1,0 +1,126 @@
+//! `mlmon run -- CMD ARGS…`: runs the user's pipeline command with its
+//! output streamed as is, then reports the run (start, end, exit code) to a
+//! running mlmon, which records it and writes `ml_pipeline_success`,
+//! `ml_pipeline_duration_seconds` and `ml_pipeline_last_run_timestamp`.
+//! The exit code is the command's own; an unreachable mlmon only costs a
+//! warning on stderr.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// Where to report and as what.
+pub struct Target {
+    /// `http://host:port` (a path prefix is kept).
+    pub url: String,
+    pub pipeline: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub token: Option<String>,
+}
+
+/// Runs `argv`, reports it to `target`, and returns the exit code to exit
+/// with: the command's, 128 + the signal that ended it, or 127 when it
+/// could not be started (as a shell does).
+pub fn run(argv: &[String], target: &Target) -> i32 {
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("mlmon run: no command given (usage: mlmon run [--pipeline NAME] -- CMD ARGS…)");
+        return 2;
+    };
+    let started = SystemTime::now();
+    let code = match Command::new(program).args(args).spawn() {
+        Ok(mut child) => {
+            // The command gets Ctrl-C; this process stays to report the run.
+            // SAFETY: installing SIG_IGN has no preconditions; the child was
+            // spawned before, so it keeps the default disposition.
+            unsafe {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+            }
+            match child.wait() {
+                Ok(status) => exit_code(status),
+                Err(e) => {
+                    eprintln!("mlmon run: cannot wait for {program}: {e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("mlmon run: cannot start {program}: {e}");
+            127
+        }
+    };
+    let finished = SystemTime::now();
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let mut body = serde_json::json!({
+        "started": secs(started),
+        "finished": secs(finished),
+        "exit_code": code,
+        "command": argv.join(" "),
+    });
+    if let Some(p) = &target.pipeline {
+        body["pipeline"] = serde_json::json!(p);
+    }
+    if let Err(e) = post(target, "/api/v1/runs", &body.to_string()) {
+        eprintln!(
+            "mlmon run: warning: the run was not recorded at {}: {e}",
+            target.url
+        );
+    }
+    code
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// A small HTTP/1.1 POST over a plain TCP connection (mlmon listens on
+/// loopback by default; https is not spoken here).
+fn post(target: &Target, path: &str, json: &str) -> Result<(), String> {
+    let rest = target
+        .url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported")?;
+    let (authority, prefix) = match rest.split_once('/') {
+        Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
+        None => (rest, String::new()),
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {authority}"))?;
+    let timeout = Duration::from_secs(10);
+    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    conn.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let auth = target
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{json}",
+        json.len()
+    );
+    conn.write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).map_err(|e| e.to_string())?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+        Err(format!("HTTP {status}: {body}"))
+    }
+}
