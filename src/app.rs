@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::ingest::artifacts::Artifacts;
-use crate::ingest::host;
 use crate::ingest::push::PushGroups;
+use crate::ingest::{host, scrape};
 use crate::model::now_ms;
 use crate::tsdb::{Limits, Storage, StorageOptions, CHUNK_SPAN_MS};
 use crate::web::{router, AppState, HttpMetrics, WebSettings};
@@ -56,14 +56,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Artifacts::load(config.artifacts.clone(), &storage).context("cannot load pipeline runs")?,
     );
     let settings = WebSettings::new(&config);
-    let state = AppState::new(
+    let mut state = AppState::new(
         storage.clone(),
         push.clone(),
         artifacts.clone(),
         settings,
         &config.web.auth,
     );
+    let targets = Arc::new(scrape::targets(&config.scrape));
+    state.targets = targets.clone();
     let metrics = state.metrics.clone();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("mlmon/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot set up the scrape client")?;
     if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
         tracing::warn!(
             message = "Listening on a non-loopback address without authentication: push and remote write are refused",
@@ -76,7 +82,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(message = "Listening", address = %config.web.listen);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(push_task(
             storage.clone(),
             push.clone(),
@@ -106,6 +112,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         tokio::spawn(hangup_task(stop_rx.clone())),
     ];
+    for t in &targets.active {
+        tasks.push(tokio::spawn(scrape_loop(
+            storage.clone(),
+            t.clone(),
+            client.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -203,6 +218,38 @@ async fn collector_loop<F>(
         }
         metrics.collected(name, started.elapsed(), error.clone());
         last_error = error;
+    }
+}
+
+/// Scrapes `target` every interval of its job, from an offset within the
+/// interval that spreads targets out.
+async fn scrape_loop(
+    storage: Arc<Storage>,
+    target: Arc<scrape::Target>,
+    client: reqwest::Client,
+    metrics: Arc<HttpMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep(target.offset()) => {}
+        _ = stop.changed() => return,
+    }
+    let mut tick = tokio::time::interval(target.config.interval.std());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let name = format!("scrape/{}", target.job);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let fetched = target.fetch(&client).await;
+        let (s, t) = (storage.clone(), target.clone());
+        let error = tokio::task::spawn_blocking(move || t.ingest(&s, fetched, started, now))
+            .await
+            .unwrap_or_else(|e| Some(format!("scrape failed: {e}")));
+        metrics.collected(&name, started.elapsed(), error);
     }
 }
 

@@ -198,9 +198,12 @@ fn check(path: Option<PathBuf>) -> ExitCode {
         println!("{line}");
     }
     if report.errors.is_empty() {
+        let targets: usize = config.scrape.iter().map(|j| j.targets.len()).sum();
         println!(
-            "SUCCESS: {name} is valid; {} rule files, {} rules",
-            report.files, report.rules
+            "SUCCESS: {name} is valid; {} rule files, {} rules; {} scrape jobs, {targets} targets",
+            report.files,
+            report.rules,
+            config.scrape.len()
         );
         ExitCode::SUCCESS
     } else {

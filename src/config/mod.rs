@@ -9,6 +9,7 @@
 
 mod locate;
 mod raw;
+mod scrape;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use regex::Regex;
 use crate::model::{Labels, PromDuration};
 
 pub use locate::line_of;
+pub use scrape::{ScrapeAuth, ScrapeConfig, StaticTarget};
 
 /// Listen address and data locations used when neither the file nor the
 /// command line names them.
@@ -40,6 +42,7 @@ pub struct Config {
     pub host: HostConfig,
     pub artifacts: ArtifactsConfig,
     pub query: QueryConfig,
+    pub scrape: Vec<ScrapeConfig>,
     /// Sections accepted but not acted on by this version, with the reason.
     pub ignored: Vec<String>,
 }

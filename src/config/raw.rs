@@ -19,8 +19,8 @@ pub(super) struct RawConfig {
     global: RawGlobal,
     /// Default `["rules/*.yml"]`.
     rule_files: Option<Vec<String>>,
+    scrape_configs: Option<Vec<super::scrape::RawScrapeConfig>>,
     // Accepted as in prometheus.yml; acted on by later versions.
-    scrape_configs: Option<Value>,
     scrape_config_files: Option<Value>,
     remote_write: Option<Value>,
     remote_read: Option<Value>,
@@ -158,7 +158,7 @@ struct RawArtifacts {
 pub(super) struct Validator<'a> {
     text: &'a str,
     file: &'a str,
-    base: &'a Path,
+    pub base: &'a Path,
     pub errors: Vec<ConfigError>,
 }
 
@@ -180,6 +180,29 @@ impl<'a> Validator<'a> {
         });
     }
 
+    /// An error about the item of list `list` whose `key` is `value`
+    /// (e.g. the scrape config with `job_name: node`), at that item's line.
+    pub fn error_at_item(&mut self, list: &str, key: &str, value: &str, message: &str) {
+        let line = line_of(self.text, &[list]).and_then(|start| {
+            self.text
+                .lines()
+                .enumerate()
+                .skip(start)
+                .find(|(_, l)| {
+                    let l = l.trim_start().trim_start_matches("- ");
+                    l.strip_prefix(key)
+                        .and_then(|r| r.trim_start().strip_prefix(':'))
+                        .is_some_and(|r| r.trim().trim_matches(['"', '\'']) == value)
+                })
+                .map(|(i, _)| i + 1)
+        });
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            message: format!("{list}: {message}"),
+        });
+    }
+
     fn relative(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -194,7 +217,7 @@ fn dur(d: Option<PromDuration>, default_secs: i64) -> PromDuration {
 }
 
 impl RawConfig {
-    pub fn resolve(self, v: &mut Validator, path: Option<&Path>) -> Option<Config> {
+    pub fn resolve(mut self, v: &mut Validator, path: Option<&Path>) -> Option<Config> {
         let mut ignored = Vec::new();
         let mut ignore = |name: &str, present: bool, why: &str| {
             if present {
@@ -202,11 +225,6 @@ impl RawConfig {
             }
         };
         let later = "accepted, not acted on by this version of mlmon";
-        ignore(
-            "scrape_configs",
-            self.scrape_configs.as_ref().is_some_and(|s| !is_empty(s)),
-            later,
-        );
         ignore(
             "scrape_config_files",
             self.scrape_config_files.is_some(),
@@ -265,6 +283,12 @@ impl RawConfig {
         }
 
         let global = self.resolve_global(v);
+        let scrape = super::scrape::resolve(
+            self.scrape_configs.take().unwrap_or_default(),
+            global.scrape_interval,
+            global.scrape_timeout,
+            v,
+        );
         let storage = self.resolve_storage(v);
         let web = self.web.resolve(v);
         let push = self.push.resolve(v, global.scrape_interval);
@@ -320,6 +344,7 @@ impl RawConfig {
             host,
             artifacts,
             query,
+            scrape,
             ignored,
         })
     }

@@ -41,8 +41,50 @@ fn a_prometheus_yml_pastes_in_and_reports_what_is_ignored() {
     assert_eq!(c.rule_files, ["alert_rules.yml"]);
     assert_eq!(c.global.scrape_interval.millis(), 15_000);
     let ignored = c.ignored.join("\n");
-    assert!(ignored.contains("scrape_configs"), "{ignored}");
+    assert!(!ignored.contains("scrape_configs"), "{ignored}");
     assert!(ignored.contains("alerting"), "{ignored}");
+    // The original stack's jobs, with the global interval and timeout.
+    assert_eq!(c.scrape.len(), 2);
+    let ml = &c.scrape[1];
+    assert_eq!(ml.job_name, "ml-metrics");
+    assert_eq!(ml.metrics_path, "/ml-metrics");
+    assert_eq!(ml.interval.millis(), 60_000);
+    assert_eq!(ml.timeout.millis(), 10_000);
+    assert_eq!(ml.targets[0].address, "host.docker.internal:8001");
+}
+
+#[test]
+fn scrape_config_errors_name_the_job_and_its_line() {
+    let yaml = "scrape_configs:\n  - job_name: a\n    static_configs: [{targets: ['x:1']}]\n  - job_name: b\n    scrape_interval: 5s\n    scrape_timeout: 10s\n    metric_relabel_configs:\n      - action: hashmod\n  - job_name: a\n  - job_name: c\n    kubernetes_sd_configs: []\n";
+    let err = Config::from_yaml(yaml, "m.yml", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown field `kubernetes_sd_configs`"),
+        "{err}"
+    );
+    let yaml = "scrape_configs:\n  - job_name: a\n    static_configs: [{targets: ['x:1']}]\n  - job_name: b\n    scrape_interval: 5s\n    scrape_timeout: 10s\n    metric_relabel_configs:\n      - action: hashmod\n  - job_name: a\n  - job_name: d\n    scheme: ftp\n    static_configs: [{targets: ['http://x:1/metrics']}]\n";
+    let err = Config::from_yaml(yaml, "m.yml", None).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("m.yml:4: scrape_configs: job \"b\": scrape_timeout 10s is greater than scrape_interval 5s"), "{text}");
+    assert!(
+        text.contains(
+            "m.yml:4: scrape_configs: job \"b\": metric_relabel_configs rule 1: action \"hashmod\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("job \"a\": found multiple scrape configs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("m.yml:10: scrape_configs: job \"d\": unknown scheme \"ftp\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("target \"http://x:1/metrics\" is not a valid host:port"),
+        "{text}"
+    );
 }
 
 #[test]

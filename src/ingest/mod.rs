@@ -10,4 +10,5 @@ pub mod host;
 pub mod push;
 pub mod remote_write;
 pub mod runs;
+pub mod scrape;
 pub mod text;

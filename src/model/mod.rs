@@ -5,6 +5,7 @@
 mod duration;
 mod labels;
 mod matcher;
+mod relabel;
 
 pub use duration::{format_duration, parse_duration, DurationError, PromDuration};
 pub use labels::{
@@ -12,6 +13,12 @@ pub use labels::{
     LabelsBuilder, METRIC_NAME,
 };
 pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use relabel::{relabel, RelabelAction, RelabelRule};
+
+/// Hash maps and sets with a fast (not DoS-resistant) hasher, for lookups
+/// on data mlmon already holds.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Milliseconds since the Unix epoch, as in Prometheus.
 pub type Timestamp = i64;

@@ -19,9 +19,7 @@ use super::{aggregate, binary, functions, matchers_of, QueryError, QueryOptions}
 use crate::model::{is_stale, Labels, Sample, Timestamp, METRIC_NAME};
 use crate::tsdb::Querier;
 
-/// A hash map with a fast hasher for per-step lookups.
-pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub(super) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub(super) use crate::model::{FastMap, FastSet};
 
 /// Series loaded for one selector node.
 type Loaded = Vec<(Arc<Labels>, Vec<Sample>)>;

@@ -165,7 +165,19 @@ impl<'a> Appender<'a> {
         if self.batch.is_empty() {
             return Ok(0);
         }
-        self.storage.append_batch(self.batch)
+        self.storage.append_batch(self.batch, false)
+    }
+
+    /// Like [`commit`](Self::commit), but samples out of order or with a
+    /// duplicate timestamp are left out one by one instead of refusing the
+    /// batch, as Prometheus does with a scrape. Returns (stored, left out).
+    pub fn commit_lenient(self) -> Result<(usize, usize), AppendError> {
+        if self.batch.is_empty() {
+            return Ok((0, 0));
+        }
+        let offered: usize = self.batch.iter().map(|(_, s)| s.len()).sum();
+        let stored = self.storage.append_batch(self.batch, true)?;
+        Ok((stored, offered.saturating_sub(stored)))
     }
 }
 
@@ -358,8 +370,12 @@ impl Storage {
         Ok(())
     }
 
-    fn append_batch(&self, batch: Vec<(SeriesKey<'_>, Vec<Sample>)>) -> Result<usize, AppendError> {
-        let result = self.append_inner(batch);
+    fn append_batch(
+        &self,
+        batch: Vec<(SeriesKey<'_>, Vec<Sample>)>,
+        lenient: bool,
+    ) -> Result<usize, AppendError> {
+        let result = self.append_inner(batch, lenient);
         if let Err(e) = &result {
             if !matches!(e, AppendError::Storage(_)) {
                 self.counters
@@ -373,6 +389,7 @@ impl Storage {
     fn append_inner(
         &self,
         mut batch: Vec<(SeriesKey<'_>, Vec<Sample>)>,
+        lenient: bool,
     ) -> Result<usize, AppendError> {
         self.check_usable()?;
         let sender = self.sender()?;
@@ -435,9 +452,21 @@ impl Storage {
             }
             // Pass 2: check order before changing anything. A sample equal
             // to the one before it (same time, same bits) is a retry and is
-            // dropped.
+            // dropped; in lenient mode so is any sample not after the one
+            // before it.
             for ((labels, samples), id) in batch.iter_mut().zip(&ids) {
                 let stored_last = id.and_then(|id| st.series[&id].last);
+                if lenient {
+                    let mut prev = stored_last.map(|l| l.t);
+                    samples.retain(|s| {
+                        let keep = prev.is_none_or(|p| s.t > p);
+                        if keep {
+                            prev = Some(s.t);
+                        }
+                        keep
+                    });
+                    continue;
+                }
                 let mut last = stored_last;
                 let mut repeats = false;
                 for s in samples.iter() {

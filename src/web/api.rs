@@ -407,3 +407,48 @@ pub async fn record_run(
 pub async fn artifacts(State(state): State<AppState>) -> Json<Json_> {
     success(serde_json::to_value(state.artifacts.status()).unwrap_or(Json_::Null))
 }
+
+/// `GET /api/v1/targets[?state=active|dropped|any]`, in Prometheus' shape.
+pub async fn targets(State(state): State<AppState>, Params(params): Params) -> Json<Json_> {
+    let which = param(&params, "state").unwrap_or("any");
+    let (active, dropped) = (&state.targets.active, &state.targets.dropped);
+    let active: Vec<Json_> = if which == "dropped" {
+        Vec::new()
+    } else {
+        active
+            .iter()
+            .map(|t| {
+                let st = t.status();
+                let last = if st.last_scrape_ms == 0 {
+                    "0001-01-01T00:00:00Z".to_string()
+                } else {
+                    chrono::DateTime::from_timestamp_millis(st.last_scrape_ms)
+                        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                        .unwrap_or_default()
+                };
+                json!({
+                    "discoveredLabels": t.discovered,
+                    "labels": metric(&t.labels),
+                    "scrapePool": t.job,
+                    "scrapeUrl": t.url,
+                    "globalUrl": t.url,
+                    "lastError": st.last_error,
+                    "lastScrape": last,
+                    "lastScrapeDuration": st.last_duration,
+                    "health": st.health.as_str(),
+                    "scrapeInterval": t.config.interval.to_string(),
+                    "scrapeTimeout": t.config.timeout.to_string(),
+                })
+            })
+            .collect()
+    };
+    let dropped: Vec<Json_> = if which == "active" {
+        Vec::new()
+    } else {
+        dropped
+            .iter()
+            .map(|d| json!({"discoveredLabels": d}))
+            .collect()
+    };
+    success(json!({"activeTargets": active, "droppedTargets": dropped}))
+}

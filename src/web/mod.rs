@@ -24,6 +24,7 @@ use axum::Router;
 use crate::config::{AuthConfig, Config};
 use crate::ingest::artifacts::Artifacts;
 use crate::ingest::push::PushGroups;
+use crate::ingest::scrape::Targets;
 use crate::tsdb::Storage;
 
 pub use auth::Auth;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub storage: Arc<Storage>,
     pub push: Arc<PushGroups>,
     pub artifacts: Arc<Artifacts>,
+    /// Scrape targets, active and dropped by relabeling.
+    pub targets: Arc<Targets>,
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
@@ -82,6 +85,7 @@ impl AppState {
             storage,
             push,
             artifacts,
+            targets: Arc::default(),
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
@@ -125,6 +129,7 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .route("/api/v1/artifacts", get(api::artifacts))
+        .route("/api/v1/targets", get(api::targets))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))

@@ -1,0 +1,334 @@
+//! `scrape_configs`, as in prometheus.yml: static targets, their labels,
+//! HTTP options, limits and relabeling. Checked as Prometheus checks them
+//! when loading; service discovery other than `static_configs` is refused
+//! by name (serde's unknown-field error) rather than silently ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::raw::Validator;
+use crate::model::{is_valid_label_name, PromDuration, RelabelAction, RelabelRule};
+
+/// One scrape job.
+#[derive(Debug, Clone)]
+pub struct ScrapeConfig {
+    pub job_name: String,
+    pub interval: PromDuration,
+    pub timeout: PromDuration,
+    pub metrics_path: String,
+    pub scheme: String,
+    /// URL query parameters, in order.
+    pub params: Vec<(String, String)>,
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    /// 0: no limit.
+    pub sample_limit: usize,
+    pub auth: Option<ScrapeAuth>,
+    pub targets: Vec<StaticTarget>,
+    pub relabel: Vec<RelabelRule>,
+    pub metric_relabel: Vec<RelabelRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticTarget {
+    /// `host:port`.
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone)]
+pub enum ScrapeAuth {
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+/// Secrets stay out of logs and `mlmon check` output.
+impl std::fmt::Debug for ScrapeAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScrapeAuth::Basic { username, .. } => write!(f, "Basic({username}, <secret>)"),
+            ScrapeAuth::Bearer(_) => write!(f, "Bearer(<secret>)"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScrapeConfig {
+    job_name: String,
+    scrape_interval: Option<PromDuration>,
+    scrape_timeout: Option<PromDuration>,
+    metrics_path: Option<String>,
+    scheme: Option<String>,
+    params: Option<BTreeMap<String, Vec<String>>>,
+    honor_labels: Option<bool>,
+    honor_timestamps: Option<bool>,
+    sample_limit: Option<usize>,
+    basic_auth: Option<RawBasicAuth>,
+    authorization: Option<RawAuthorization>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<String>,
+    #[serde(default)]
+    static_configs: Vec<RawStaticConfig>,
+    #[serde(default)]
+    relabel_configs: Vec<RawRelabel>,
+    #[serde(default)]
+    metric_relabel_configs: Vec<RawRelabel>,
+    // Accepted as Prometheus accepts them; plain-HTTP scraping has no use
+    // for them.
+    follow_redirects: Option<bool>,
+    enable_http2: Option<bool>,
+    tls_config: Option<Value>,
+    body_size_limit: Option<Value>,
+    label_limit: Option<usize>,
+    label_name_length_limit: Option<usize>,
+    label_value_length_limit: Option<usize>,
+    target_limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    password: Option<String>,
+    password_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorization {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    credentials: Option<String>,
+    credentials_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStaticConfig {
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelabel {
+    #[serde(default)]
+    source_labels: Vec<String>,
+    separator: Option<String>,
+    regex: Option<String>,
+    modulus: Option<u64>,
+    target_label: Option<String>,
+    replacement: Option<String>,
+    action: Option<String>,
+}
+
+/// Builds relabel rules; errors name the list and the rule's position.
+pub(super) fn relabel_rules(raw: Vec<RawRelabel>, what: &str) -> Result<Vec<RelabelRule>, String> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let action =
+                RelabelAction::parse(r.action.as_deref().unwrap_or("replace")).and_then(|a| {
+                    RelabelRule::new(
+                        r.source_labels,
+                        r.separator,
+                        r.regex.as_deref(),
+                        r.target_label,
+                        r.replacement,
+                        a,
+                    )
+                });
+            let _ = r.modulus;
+            action.map_err(|e| format!("{what} rule {}: {e}", i + 1))
+        })
+        .collect()
+}
+
+fn secret(
+    inline: Option<String>,
+    file: Option<String>,
+    base: &Path,
+) -> Result<Option<String>, String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err("at most one of the value and its _file may be set".into()),
+        (Some(s), None) => Ok(Some(s)),
+        (None, Some(f)) => {
+            let p = base.join(&f);
+            std::fs::read_to_string(&p)
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Checks every job; errors go to `v` with the job's line.
+pub(super) fn resolve(
+    raw: Vec<RawScrapeConfig>,
+    global_interval: PromDuration,
+    global_timeout: PromDuration,
+    v: &mut Validator,
+) -> Vec<ScrapeConfig> {
+    let base = v.base.to_path_buf();
+    let base = base.as_path();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for r in raw {
+        let job = r.job_name.clone();
+        let err = |v: &mut Validator, msg: String| {
+            v.error_at_item(
+                "scrape_configs",
+                "job_name",
+                &job,
+                &format!("job {job:?}: {msg}"),
+            )
+        };
+        if job.is_empty() {
+            err(v, "job_name is empty".into());
+            continue;
+        }
+        if !seen.insert(job.clone()) {
+            err(v, "found multiple scrape configs with this job name".into());
+            continue;
+        }
+        let interval = r.scrape_interval.unwrap_or(global_interval);
+        // A job's own interval caps the global timeout (Prometheus does the same).
+        let timeout = r.scrape_timeout.unwrap_or_else(|| {
+            if global_timeout.millis() > interval.millis() {
+                interval
+            } else {
+                global_timeout
+            }
+        });
+        if interval.millis() <= 0 {
+            err(v, "scrape_interval must be greater than 0".into());
+        }
+        if timeout.millis() > interval.millis() {
+            err(
+                v,
+                format!("scrape_timeout {timeout} is greater than scrape_interval {interval}"),
+            );
+        }
+        let scheme = r.scheme.unwrap_or_else(|| "http".into());
+        match scheme.as_str() {
+            "http" => {}
+            "https" => err(
+                v,
+                "scheme https: this build of mlmon scrapes plain HTTP only".into(),
+            ),
+            other => err(v, format!("unknown scheme {other:?} (http or https)")),
+        }
+        let metrics_path = r.metrics_path.unwrap_or_else(|| "/metrics".into());
+        if !metrics_path.starts_with('/') {
+            err(
+                v,
+                format!("metrics_path {metrics_path:?} must start with /"),
+            );
+        }
+        let mut auth = None;
+        if let Some(b) = r.basic_auth {
+            match secret(b.password, b.password_file, base) {
+                Ok(p) => {
+                    auth = Some(ScrapeAuth::Basic {
+                        username: b.username,
+                        password: p.unwrap_or_default(),
+                    })
+                }
+                Err(e) => err(v, format!("basic_auth: {e}")),
+            }
+        }
+        let bearer = match r.authorization {
+            Some(a) => {
+                if a.kind
+                    .as_deref()
+                    .is_some_and(|k| !k.eq_ignore_ascii_case("bearer"))
+                {
+                    err(v, "authorization: only type Bearer is supported".into());
+                }
+                secret(a.credentials, a.credentials_file, base)
+            }
+            None => secret(r.bearer_token, r.bearer_token_file, base),
+        };
+        match bearer {
+            Ok(Some(_)) if auth.is_some() => {
+                err(
+                    v,
+                    "at most one of basic_auth, authorization and bearer_token may be set".into(),
+                );
+            }
+            Ok(Some(token)) => auth = Some(ScrapeAuth::Bearer(token)),
+            Ok(None) => {}
+            Err(e) => err(v, format!("authorization: {e}")),
+        }
+        let mut targets = Vec::new();
+        for sc in r.static_configs {
+            for name in sc.labels.keys() {
+                if !is_valid_label_name(name) {
+                    err(
+                        v,
+                        format!("static_configs: {name:?} is not a valid label name"),
+                    );
+                }
+            }
+            for t in sc.targets {
+                if t.is_empty() || t.contains('/') || t.contains(' ') {
+                    err(v, format!("target {t:?} is not a valid host:port"));
+                    continue;
+                }
+                targets.push(StaticTarget {
+                    address: t,
+                    labels: sc.labels.clone(),
+                });
+            }
+        }
+        let relabel = relabel_rules(r.relabel_configs, "relabel_configs");
+        let metric_relabel = relabel_rules(r.metric_relabel_configs, "metric_relabel_configs");
+        let (relabel, metric_relabel) = match (relabel, metric_relabel) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => {
+                for e in [a.err(), b.err()].into_iter().flatten() {
+                    err(v, e);
+                }
+                continue;
+            }
+        };
+        let params = r
+            .params
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|(k, vs)| vs.into_iter().map(move |x| (k.clone(), x)))
+            .collect();
+        let _ = (
+            r.follow_redirects,
+            r.enable_http2,
+            r.tls_config,
+            r.body_size_limit,
+            r.label_limit,
+            r.label_name_length_limit,
+            r.label_value_length_limit,
+            r.target_limit,
+        );
+        out.push(ScrapeConfig {
+            job_name: job,
+            interval,
+            timeout,
+            metrics_path,
+            scheme,
+            params,
+            honor_labels: r.honor_labels.unwrap_or(false),
+            honor_timestamps: r.honor_timestamps.unwrap_or(true),
+            sample_limit: r.sample_limit.unwrap_or(0),
+            auth,
+            targets,
+            relabel,
+            metric_relabel,
+        });
+    }
+    out
+}

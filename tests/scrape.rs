@@ -1,0 +1,134 @@
+//! Scraping a real exporter (Python's prometheus_client) and one that dies
+//! mid-test, through the real binary: `up`, target and static labels,
+//! metric relabeling, stale markers, and `/api/v1/targets`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, free_port, Mlmon};
+use serde_json::Value;
+
+fn start_exporter(port: u16) -> std::process::Child {
+    let script = format!(
+        "from prometheus_client import start_http_server, Counter, Gauge\n\
+         import time\n\
+         g = Gauge('ml_requests_in_flight', 'Requests being served.', ['route'])\n\
+         g.labels('/api/predict').set(3)\n\
+         c = Counter('predictions', 'Predictions made.')\n\
+         c.inc(5)\n\
+         start_http_server({port}, addr='127.0.0.1')\n\
+         time.sleep(600)\n"
+    );
+    Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 with prometheus_client (scripts/test.sh installs it)")
+}
+
+fn query(m: &Mlmon, q: &str) -> Vec<Value> {
+    let v: Value = client()
+        .get(m.url("/api/v1/query"))
+        .query(&[("query", q)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+fn value_of(m: &Mlmon, q: &str) -> Option<f64> {
+    query(m, q).first()?["value"][1].as_str()?.parse().ok()
+}
+
+fn wait_for(what: &str, m: &Mlmon, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn scrapes_a_prometheus_client_target_and_marks_a_dead_one() {
+    let port = free_port();
+    let mut exporter = start_exporter(port);
+    let nobody = free_port();
+    let config = [
+        "global:",
+        "  scrape_interval: 1s",
+        "  scrape_timeout: 1s",
+        "scrape_configs:",
+        "  - job_name: api",
+        "    static_configs:",
+        &format!("      - targets: ['127.0.0.1:{port}']"),
+        "        labels: {env: test}",
+        "    metric_relabel_configs:",
+        "      - source_labels: [__name__]",
+        "        regex: 'python_gc_.*'",
+        "        action: drop",
+        "  - job_name: dead",
+        "    static_configs:",
+        &format!("      - targets: ['127.0.0.1:{nobody}']"),
+    ]
+    .join("\n");
+    let m = Mlmon::start(Some(&config));
+    wait_for("the exporter scraped", &m, || {
+        value_of(&m, "up{job=\"api\"}") == Some(1.0)
+    });
+    wait_for("the counter", &m, || {
+        value_of(&m, "predictions_total{job=\"api\",env=\"test\"}") == Some(5.0)
+    });
+    let gauge = query(&m, "ml_requests_in_flight");
+    assert_eq!(gauge.len(), 1);
+    assert_eq!(gauge[0]["metric"]["route"], "/api/predict");
+    assert_eq!(gauge[0]["metric"]["instance"], format!("127.0.0.1:{port}"));
+    assert!(query(&m, "{__name__=~\"python_gc_.*\"}").is_empty());
+    assert!(value_of(&m, "scrape_samples_post_metric_relabeling{job=\"api\"}").unwrap() > 0.0);
+    assert!(value_of(&m, "scrape_duration_seconds{job=\"api\"}").unwrap() < 1.0);
+    wait_for("the dead target down", &m, || {
+        value_of(&m, "up{job=\"dead\"}") == Some(0.0)
+    });
+
+    let targets: Value = client()
+        .get(m.url("/api/v1/targets"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let active = targets["data"]["activeTargets"].as_array().unwrap();
+    assert_eq!(active.len(), 2, "{targets}");
+    let api = active.iter().find(|t| t["scrapePool"] == "api").unwrap();
+    assert_eq!(api["health"], "up", "{api}");
+    assert_eq!(api["labels"]["env"], "test");
+    assert_eq!(api["scrapeUrl"], format!("http://127.0.0.1:{port}/metrics"));
+    assert_eq!(
+        api["discoveredLabels"]["__address__"],
+        format!("127.0.0.1:{port}")
+    );
+    let dead = active.iter().find(|t| t["scrapePool"] == "dead").unwrap();
+    assert_eq!(dead["health"], "down");
+    assert!(!dead["lastError"].as_str().unwrap().is_empty(), "{dead}");
+
+    // The exporter dies: up goes to 0 and its series end with stale markers.
+    exporter.kill().unwrap();
+    exporter.wait().unwrap();
+    wait_for("the dead exporter noticed", &m, || {
+        value_of(&m, "up{job=\"api\"}") == Some(0.0)
+    });
+    assert!(
+        query(&m, "predictions_total").is_empty(),
+        "{:?}",
+        query(&m, "predictions_total")
+    );
+    assert!(query(&m, "ml_requests_in_flight").is_empty());
+    // Still there for the past.
+    assert_eq!(
+        value_of(&m, "max_over_time(predictions_total[1m])"),
+        Some(5.0)
+    );
+}
