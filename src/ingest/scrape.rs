@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use super::text::{self, Format};
 use crate::config::{ScrapeAuth, ScrapeConfig};
-use crate::model::{relabel, stale_nan, Labels, LabelsBuilder, Timestamp, METRIC_NAME};
-use crate::tsdb::Storage;
+use crate::model::{
+    relabel, stale_nan, FastMap, FastSet, Labels, LabelsBuilder, Timestamp, METRIC_NAME,
+};
+use crate::tsdb::{AppendError, Storage};
 
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
@@ -47,12 +49,60 @@ pub struct TargetStatus {
 
 struct State {
     status: TargetStatus,
-    /// Series written by the last successful scrape.
-    previous: Vec<Labels>,
+    /// Series by their text in the page (`name{a="1"}`), as Prometheus'
+    /// scrape cache: a page whose series are all known is read without
+    /// building a label set, and written by series id.
+    cache: FastMap<String, Entry>,
+    /// Scrapes so far; entries remember the last one that saw them.
+    epoch: u64,
 }
 
-/// A scrape's sample count before relabeling, and its samples after.
-type Scraped = (usize, Vec<(Labels, Timestamp, f64)>);
+struct Entry {
+    /// After the target's labels and metric relabeling; `None`: dropped.
+    labels: Option<Labels>,
+    /// The store's id of the series, once it has one.
+    id: Option<u64>,
+    /// The last scrape that saw it, and the one before.
+    seen: u64,
+    prev: u64,
+}
+
+impl Entry {
+    fn mark(&mut self, epoch: u64) {
+        self.prev = self.seen;
+        self.seen = epoch;
+    }
+}
+
+/// Takes back what scrape `epoch` marked as seen (it failed).
+fn unmark(cache: &mut FastMap<String, Entry>, epoch: u64) {
+    for e in cache.values_mut().filter(|e| e.seen == epoch) {
+        e.seen = e.prev;
+    }
+}
+
+/// How a kept sample names its series.
+enum Series {
+    Id(u64),
+    New(Labels),
+}
+
+impl Entry {
+    fn series(&self) -> Option<Series> {
+        let labels = self.labels.as_ref()?;
+        Some(match self.id {
+            Some(id) => Series::Id(id),
+            None => Series::New(labels.clone()),
+        })
+    }
+}
+
+/// Cache entries not seen for this many scrapes are forgotten.
+const FORGET_AFTER: u64 = 10;
+
+/// A page's samples in order: line number, labels after relabeling
+/// (`None`: dropped), timestamp, value.
+type Parsed = Vec<(usize, Option<Labels>, Timestamp, f64)>;
 
 /// The targets of all jobs.
 #[derive(Default)]
@@ -144,7 +194,8 @@ pub fn targets(configs: &[ScrapeConfig]) -> Targets {
                         last_scrape_ms: 0,
                         last_duration: 0.0,
                     },
-                    previous: Vec::new(),
+                    cache: FastMap::default(),
+                    epoch: 0,
                 }),
             }));
         }
@@ -210,7 +261,9 @@ impl Target {
                 .get("content-type")
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = resp.text().await.map_err(|e| describe(&e, timeout))?;
+        let body = resp.bytes().await.map_err(|e| describe(&e, timeout))?;
+        let body =
+            String::from_utf8(body.into()).map_err(|_| "the page is not UTF-8 text".to_string())?;
         Ok((body, format))
     }
 
@@ -223,39 +276,117 @@ impl Target {
         started: Instant,
         now: Timestamp,
     ) -> Option<String> {
-        let parsed = fetched.and_then(|(body, format)| self.samples(&body, format, now));
-        let duration = started.elapsed().as_secs_f64();
         let mut st = self.lock();
-        let mut app = storage.appender();
-        let (error, scraped, current) = match parsed {
-            Ok((scraped, samples)) => {
-                let current: Vec<Labels> = samples.iter().map(|(l, _, _)| l.clone()).collect();
-                for (labels, t, v) in samples {
-                    app.append(labels, t, v);
+        st.epoch += 1;
+        let epoch = st.epoch;
+        // What this scrape keeps: the series by id, or by labels until the
+        // store has given it an id.
+        let mut keep: Vec<(Series, Timestamp, f64)> = Vec::new();
+        let mut scraped = 0;
+        let mut added = 0;
+        let mut error = None;
+        match fetched {
+            Ok((body, format)) => {
+                let fast = fast_path(
+                    &mut st.cache,
+                    &body,
+                    format,
+                    epoch,
+                    now,
+                    self.config.honor_timestamps,
+                );
+                let result = match fast {
+                    Some(r) => Ok(r),
+                    None => {
+                        unmark(&mut st.cache, epoch);
+                        self.slow_path(&mut st.cache, &body, format, epoch, now)
+                            .map(|(r, new)| {
+                                added = new;
+                                r
+                            })
+                    }
+                };
+                match result {
+                    Ok((n, samples)) => {
+                        scraped = n;
+                        let limit = self.config.sample_limit;
+                        if limit > 0 && samples.len() > limit {
+                            error = Some(format!(
+                                "sample limit exceeded: {} samples, the limit is {limit}",
+                                samples.len()
+                            ));
+                            unmark(&mut st.cache, epoch);
+                        } else {
+                            keep = samples;
+                        }
+                    }
+                    Err(e) => error = Some(e),
                 }
-                (None, scraped, current)
             }
-            Err(e) => (Some(e), 0, Vec::new()),
-        };
-        // Series gone since the last scrape end here.
-        let kept: crate::model::FastSet<&Labels> = current.iter().collect();
-        let added = current.len() - st.previous.iter().filter(|l| kept.contains(l)).count();
-        for gone in st.previous.iter().filter(|l| !kept.contains(l)) {
-            app.append(gone.clone(), now, stale_nan());
+            Err(e) => error = Some(e),
         }
-        drop(kept);
-        let post_relabel = current.len();
-        for (name, v) in [
+        // Series gone since the last scrape end with a stale marker.
+        let mut stale: Vec<(Option<u64>, Labels)> = Vec::new();
+        st.cache.retain(|_, e| {
+            if e.seen + 1 == epoch {
+                if let Some(l) = &e.labels {
+                    stale.push((e.id, l.clone()));
+                }
+            }
+            e.seen + FORGET_AFTER >= epoch
+        });
+        let duration = started.elapsed().as_secs_f64();
+        let post_relabel = keep.len();
+        let report = [
             ("up", if error.is_none() { 1.0 } else { 0.0 }),
             ("scrape_duration_seconds", duration),
             ("scrape_samples_scraped", scraped as f64),
             ("scrape_samples_post_metric_relabeling", post_relabel as f64),
             ("scrape_series_added", added as f64),
-        ] {
+        ];
+        let mut app = storage.appender();
+        for (series, t, v) in &keep {
+            match series {
+                Series::Id(id) => app.append_id(*id, *t, *v),
+                Series::New(labels) => app.append(labels.clone(), *t, *v),
+            }
+        }
+        for (id, labels) in &stale {
+            match id {
+                Some(id) => app.append_id(*id, now, stale_nan()),
+                None => app.append(labels.clone(), now, stale_nan()),
+            }
+        }
+        for (name, v) in report {
             app.append(self.labels.with(METRIC_NAME, name), now, v);
         }
         let stored = app.commit_lenient();
-        st.previous = current;
+        if let Err(AppendError::UnknownSeries(_)) = stored {
+            // The store dropped a series (retention): the next scrape writes
+            // by labels and learns the ids again.
+            for e in st.cache.values_mut() {
+                e.id = None;
+            }
+        }
+        // Ids for series written for the first time.
+        let missing: Vec<&Labels> = keep
+            .iter()
+            .filter_map(|(s, ..)| match s {
+                Series::New(l) => Some(l),
+                Series::Id(_) => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            let ids: FastMap<&Labels, u64> = missing
+                .iter()
+                .copied()
+                .zip(storage.series_ids(&missing))
+                .filter_map(|(l, id)| Some((l, id?)))
+                .collect();
+            for e in st.cache.values_mut().filter(|e| e.id.is_none()) {
+                e.id = e.labels.as_ref().and_then(|l| ids.get(l).copied());
+            }
+        }
         let error = match (error, stored) {
             (Some(e), _) => Some(e),
             (None, Err(e)) => Some(format!("cannot store the scrape: {e}")),
@@ -274,18 +405,64 @@ impl Target {
         error
     }
 
-    /// The scrape's samples with their final labels: (samples in the page,
-    /// samples kept). Fails as Prometheus fails a whole scrape: on a parse
-    /// error or over `sample_limit`.
-    fn samples(&self, body: &str, format: Format, now: Timestamp) -> Result<Scraped, String> {
+    /// Parses the page in full, fills the cache from it, and returns the
+    /// samples to keep and how many series are new to the cache.
+    #[allow(clippy::type_complexity)]
+    fn slow_path(
+        &self,
+        cache: &mut FastMap<String, Entry>,
+        body: &str,
+        format: Format,
+        epoch: u64,
+        now: Timestamp,
+    ) -> Result<((usize, Vec<(Series, Timestamp, f64)>), usize), String> {
+        let parsed = self.samples(body, format, now)?;
+        let lines: Vec<&str> = body.lines().collect();
+        let mut keep = Vec::new();
+        let mut added = 0;
+        for (line, labels, t, v) in &parsed {
+            let Some(Ok((series, ..))) = lines
+                .get(line - 1)
+                .and_then(|l| text::split_sample(l, format))
+            else {
+                continue;
+            };
+            let entry = cache.entry(series.to_string()).or_insert_with(|| {
+                if labels.is_some() {
+                    added += 1;
+                }
+                Entry {
+                    labels: labels.clone(),
+                    id: None,
+                    seen: 0,
+                    prev: 0,
+                }
+            });
+            if entry.seen == epoch {
+                // The same line twice: the first counts.
+                continue;
+            }
+            if entry.labels != *labels {
+                entry.labels = labels.clone();
+                entry.id = None;
+            }
+            entry.mark(epoch);
+            if let Some(series) = entry.series() {
+                keep.push((series, *t, *v));
+            }
+        }
+        Ok(((parsed.len(), keep), added))
+    }
+
+    /// The page's samples with their final labels, in order. Fails as
+    /// Prometheus fails a whole scrape, on a parse error.
+    fn samples(&self, body: &str, format: Format, now: Timestamp) -> Result<Parsed, String> {
         let families = text::parse(body, format).map_err(|e| format!("parse error: {e}"))?;
         let c = &self.config;
-        let mut scraped = 0;
         let mut out = Vec::new();
-        let mut seen: crate::model::FastSet<Labels> = Default::default();
+        let mut seen: FastSet<Labels> = Default::default();
         for fam in &families {
             for s in &fam.samples {
-                scraped += 1;
                 let mut b = LabelsBuilder::new();
                 b.push(METRIC_NAME, s.name.as_str());
                 for (n, v) in &s.labels {
@@ -311,29 +488,56 @@ impl Target {
                     b.push(n, v);
                 }
                 let labels = b.build().map_err(|e| format!("line {}: {e}", s.line))?;
-                let Some(labels) = relabel(&labels, &c.metric_relabel) else {
-                    continue;
-                };
-                if !seen.insert(labels.clone()) {
-                    // Prometheus keeps the first of duplicate series.
-                    continue;
-                }
                 let t = match s.timestamp_ms {
                     Some(t) if c.honor_timestamps => t,
                     _ => now,
                 };
-                out.push((labels, t, s.value));
+                // Prometheus keeps the first of duplicate series.
+                let labels = relabel(&labels, &c.metric_relabel).filter(|l| seen.insert(l.clone()));
+                out.push((s.line, labels, t, s.value));
             }
         }
-        if c.sample_limit > 0 && out.len() > c.sample_limit {
-            return Err(format!(
-                "sample limit exceeded: {} samples, the limit is {}",
-                out.len(),
-                c.sample_limit
-            ));
-        }
-        Ok((scraped, out))
+        Ok(out)
     }
+}
+
+/// Reads a page whose series are all in the cache without building label
+/// sets; `None` when a line is new or malformed (the full parse then takes
+/// over and says what is wrong).
+#[allow(clippy::type_complexity)]
+fn fast_path(
+    cache: &mut FastMap<String, Entry>,
+    body: &str,
+    format: Format,
+    epoch: u64,
+    now: Timestamp,
+    honor_timestamps: bool,
+) -> Option<(usize, Vec<(Series, Timestamp, f64)>)> {
+    if cache.is_empty() {
+        return None;
+    }
+    let mut keep = Vec::new();
+    let mut scraped = 0;
+    for line in body.lines() {
+        let Some(split) = text::split_sample(line, format) else {
+            continue;
+        };
+        let (series, v, ts) = split.ok()?;
+        let entry = cache.get_mut(series)?;
+        scraped += 1;
+        if entry.seen == epoch {
+            continue;
+        }
+        entry.mark(epoch);
+        if let Some(series) = entry.series() {
+            let t = match ts {
+                Some(t) if honor_timestamps => t,
+                _ => now,
+            };
+            keep.push((series, t, v));
+        }
+    }
+    Some((scraped, keep))
 }
 
 /// A fetch error as Prometheus words it, without the client's internals.
@@ -399,19 +603,44 @@ mod tests {
     fn scraped_labels_merge_as_in_prometheus() {
         let t = targets(&[job(false, 0)]).active;
         let page = "# TYPE requests counter\nrequests_total{job=\"mine\",code=\"200\"} 5 1700000000000\ngo_goroutines 7\nrequests_total{job=\"mine\",code=\"200\"} 6\n";
-        let (scraped, s) = t[0].samples(page, Format::Text, 42).unwrap();
-        assert_eq!(scraped, 3);
+        let s = t[0].samples(page, Format::Text, 42).unwrap();
+        assert_eq!(s.len(), 3);
         // go_* dropped by metric relabeling, the duplicate series too.
-        assert_eq!(s.len(), 1);
-        let (l, ts, v) = &s[0];
+        let kept: Vec<_> = s.iter().filter(|x| x.1.is_some()).collect();
+        assert_eq!(kept.len(), 1);
+        let (_, l, ts, v) = kept[0];
+        let l = l.as_ref().unwrap();
         assert_eq!(l.get("job"), Some("api"));
         assert_eq!(l.get("exported_job"), Some("mine"));
         assert_eq!((*ts, *v), (1700000000000, 5.0));
         let t = targets(&[job(true, 0)]).active;
-        let (_, s) = t[0].samples(page, Format::Text, 42).unwrap();
-        assert_eq!(s[0].0.get("job"), Some("mine"));
-        let t = targets(&[job(false, 1)]).active;
-        let e = t[0].samples("a 1\nb 2\n", Format::Text, 42).unwrap_err();
-        assert!(e.contains("sample limit exceeded"), "{e}");
+        let s = t[0].samples(page, Format::Text, 42).unwrap();
+        assert_eq!(s[0].1.as_ref().unwrap().get("job"), Some("mine"));
+    }
+
+    #[test]
+    fn known_pages_take_the_fast_path_and_new_series_the_full_parse() {
+        let t = targets(&[job(false, 0)]).active;
+        let mut cache = FastMap::default();
+        let page = "a{x=\"1\"} 1\nb 2\n";
+        assert!(fast_path(&mut cache, page, Format::Text, 1, 0, true).is_none());
+        let ((n, keep), added) = t[0]
+            .slow_path(&mut cache, page, Format::Text, 1, 0)
+            .unwrap();
+        assert_eq!((n, keep.len(), added), (2, 2, 2));
+        let (n, keep) = fast_path(
+            &mut cache,
+            "a{x=\"1\"} 3\nb 4 99\n",
+            Format::Text,
+            2,
+            5,
+            true,
+        )
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!((keep[0].1, keep[0].2), (5, 3.0));
+        assert_eq!((keep[1].1, keep[1].2), (99, 4.0));
+        assert!(fast_path(&mut cache, "c 1\n", Format::Text, 3, 0, true).is_none());
+        assert!(fast_path(&mut cache, "b x\n", Format::Text, 3, 0, true).is_none());
     }
 }

@@ -304,45 +304,13 @@ impl Parser {
         if let Some(r) = rest.strip_prefix('{') {
             rest = parse_labels(r, &mut labels)?;
         }
-        let sep = |r: &str| r.starts_with([' ', '\t']);
-        if !sep(rest) {
+        if !rest.starts_with([' ', '\t']) {
             return Err(format!(
                 "expected a space and a value after {name:?}, found {:?}",
                 first_token(rest)
             ));
         }
-        let rest = rest.trim_start_matches([' ', '\t']);
-        let (value_text, rest) = split_ws(rest);
-        let value = parse_float(value_text)?;
-        let rest = rest.trim_start_matches([' ', '\t']);
-        let (ts_text, rest) = if rest.starts_with('#') {
-            ("", rest)
-        } else {
-            split_ws(rest)
-        };
-        let timestamp_ms = match (ts_text, self.format) {
-            ("", _) => None,
-            (t, Format::Text) => Some(t.parse::<i64>().map_err(|_| {
-                format!("invalid timestamp {t:?}: must be an integer in milliseconds")
-            })?),
-            (t, Format::OpenMetrics) => {
-                let secs: f64 = t.parse().map_err(|_| format!("invalid timestamp {t:?}"))?;
-                if !secs.is_finite() {
-                    return Err(format!("invalid timestamp {t:?}"));
-                }
-                Some((secs * 1000.0).round() as i64)
-            }
-        };
-        let rest = rest.trim_start_matches([' ', '\t']);
-        if !rest.is_empty() {
-            let exemplar = self.format == Format::OpenMetrics && rest.starts_with("# {");
-            if !exemplar {
-                return Err(format!(
-                    "unexpected text after the sample: {:?}",
-                    first_token(rest)
-                ));
-            }
-        }
+        let (value, timestamp_ms) = value_and_timestamp(rest, self.format)?;
         let i = self.family_of(name);
         let fam = &mut self.families[i];
         check_sample_labels(fam, name, &labels)?;
@@ -406,6 +374,86 @@ fn check_sample_labels(
 }
 
 /// Parses `a="1",b="2"}`; returns the text after the closing brace.
+/// The value, optional timestamp and (OpenMetrics) exemplar after a
+/// sample's series.
+fn value_and_timestamp(rest: &str, format: Format) -> Result<(f64, Option<i64>), String> {
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let (value_text, rest) = split_ws(rest);
+    let value = parse_float(value_text)?;
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let (ts_text, rest) = if rest.starts_with('#') {
+        ("", rest)
+    } else {
+        split_ws(rest)
+    };
+    let timestamp_ms =
+        match (ts_text, format) {
+            ("", _) => None,
+            (t, Format::Text) => Some(t.parse::<i64>().map_err(|_| {
+                format!("invalid timestamp {t:?}: must be an integer in milliseconds")
+            })?),
+            (t, Format::OpenMetrics) => {
+                let secs: f64 = t.parse().map_err(|_| format!("invalid timestamp {t:?}"))?;
+                if !secs.is_finite() {
+                    return Err(format!("invalid timestamp {t:?}"));
+                }
+                Some((secs * 1000.0).round() as i64)
+            }
+        };
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let exemplar = format == Format::OpenMetrics && rest.starts_with("# {");
+    if !rest.is_empty() && !exemplar {
+        return Err(format!(
+            "unexpected text after the sample: {:?}",
+            first_token(rest)
+        ));
+    }
+    Ok((value, timestamp_ms))
+}
+
+/// A sample line's series text, value and timestamp.
+pub type SplitSample<'a> = (&'a str, f64, Option<i64>);
+
+/// A sample line split without building its labels: the series text
+/// (`name` or `name{...}` as written), the value and the timestamp. For a
+/// scraper that knows series by their text; it parses a page in full the
+/// first time and whenever a series text is new. `None` for lines that
+/// hold no sample (blank, comments, `# EOF`).
+pub fn split_sample(
+    line: &str,
+    format: Format,
+) -> Option<Result<(&str, f64, Option<i64>), String>> {
+    let line = line.trim_end_matches('\r');
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let b = line.as_bytes();
+    let mut end = b
+        .iter()
+        .position(|c| matches!(c, b'{' | b' ' | b'\t'))
+        .unwrap_or(b.len());
+    if b.get(end) == Some(&b'{') {
+        let mut quoted = false;
+        let mut i = end + 1;
+        loop {
+            match b.get(i) {
+                None => return Some(Err("unterminated label set".into())),
+                Some(b'\\') if quoted => i += 1,
+                Some(b'"') => quoted = !quoted,
+                Some(b'}') if !quoted => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        end = i + 1;
+    }
+    let rest = &line[end..];
+    if !rest.starts_with([' ', '\t']) {
+        return Some(Err("expected a space and a value".into()));
+    }
+    Some(value_and_timestamp(rest, format).map(|(v, t)| (&line[..end], v, t)))
+}
+
 fn parse_labels<'a>(mut r: &'a str, out: &mut Vec<(String, String)>) -> Result<&'a str, String> {
     loop {
         r = r.trim_start_matches([' ', '\t']);

@@ -116,6 +116,8 @@ pub enum AppendError {
         t: Timestamp,
         last: Timestamp,
     },
+    #[error("series #{0} is no longer stored")]
+    UnknownSeries(u64),
     #[error("series {labels}: duplicate sample for timestamp {t} with a different value")]
     DuplicateTimestamp { labels: String, t: Timestamp },
     #[error("series limit reached: the batch would create {new} new series, {existing} of at most {limit} exist")]

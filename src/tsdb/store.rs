@@ -104,6 +104,8 @@ pub struct Appender<'a> {
 enum SeriesKey<'a> {
     Labels(Labels),
     Pairs(Vec<(&'a str, &'a str)>),
+    /// A series id from [`Storage::series_ids`].
+    Id(u64),
 }
 
 impl SeriesKey<'_> {
@@ -111,6 +113,7 @@ impl SeriesKey<'_> {
     fn describe(&self) -> String {
         match self {
             SeriesKey::Labels(l) => l.to_string(),
+            SeriesKey::Id(id) => format!("series #{id}"),
             SeriesKey::Pairs(p) => {
                 let name = p
                     .iter()
@@ -129,7 +132,7 @@ impl SeriesKey<'_> {
     fn labels(&self) -> Option<&Labels> {
         match self {
             SeriesKey::Labels(l) => Some(l),
-            SeriesKey::Pairs(_) => None,
+            SeriesKey::Pairs(_) | SeriesKey::Id(_) => None,
         }
     }
 }
@@ -141,6 +144,13 @@ impl<'a> Appender<'a> {
             Some((SeriesKey::Labels(l), samples)) if *l == labels => samples.push(s),
             _ => self.batch.push((SeriesKey::Labels(labels), vec![s])),
         }
+    }
+
+    /// Adds a sample of a series known by its id (see
+    /// [`Storage::series_ids`]); an id the store no longer knows fails the
+    /// commit with [`AppendError::UnknownSeries`].
+    pub fn append_id(&mut self, id: u64, t: Timestamp, v: f64) {
+        self.batch.push((SeriesKey::Id(id), vec![Sample { t, v }]));
     }
 
     /// Adds many samples of one series.
@@ -348,6 +358,13 @@ impl Storage {
         Ok(replayed)
     }
 
+    /// The ids of these series, `None` for those not stored, for appending
+    /// by id ([`Appender::append_id`]).
+    pub fn series_ids(&self, labels: &[&Labels]) -> Vec<Option<u64>> {
+        let st = lock(&self.state);
+        labels.iter().map(|l| st.index.id_of(l)).collect()
+    }
+
     pub fn appender(&self) -> Appender<'_> {
         Appender {
             storage: self,
@@ -405,6 +422,8 @@ impl Storage {
                 let mut id = match &batch[i].0 {
                     SeriesKey::Labels(l) => st.index.id_of(l),
                     SeriesKey::Pairs(p) => st.index.id_of_pairs(p),
+                    SeriesKey::Id(id) if st.series.contains_key(id) => Some(*id),
+                    SeriesKey::Id(id) => return Err(AppendError::UnknownSeries(*id)),
                 };
                 if id.is_none() {
                     // Unknown as sent: validate and normalize, then look again.
