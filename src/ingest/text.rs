@@ -419,10 +419,7 @@ pub type SplitSample<'a> = (&'a str, f64, Option<i64>);
 /// scraper that knows series by their text; it parses a page in full the
 /// first time and whenever a series text is new. `None` for lines that
 /// hold no sample (blank, comments, `# EOF`).
-pub fn split_sample(
-    line: &str,
-    format: Format,
-) -> Option<Result<(&str, f64, Option<i64>), String>> {
+pub fn split_sample(line: &str, format: Format) -> Option<Result<SplitSample<'_>, String>> {
     let line = line.trim_end_matches('\r');
     if line.is_empty() || line.starts_with('#') {
         return None;
