@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::ingest::artifacts::Artifacts;
 use crate::ingest::push::PushGroups;
-use crate::ingest::{host, scrape};
+use crate::ingest::{host, probe, scrape};
 use crate::model::now_ms;
 use crate::tsdb::{Limits, Storage, StorageOptions, CHUNK_SPAN_MS};
 use crate::web::{router, AppState, HttpMetrics, WebSettings};
@@ -65,6 +65,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let targets = Arc::new(scrape::targets(&config.scrape));
     state.targets = targets.clone();
+    let probes: Arc<Vec<Arc<probe::Probe>>> = Arc::new(
+        config
+            .probes
+            .iter()
+            .map(|c| Arc::new(probe::Probe::new(c.clone())))
+            .collect(),
+    );
+    state.probes = probes.clone();
     let metrics = state.metrics.clone();
     let client = reqwest::Client::builder()
         .user_agent(concat!("mlmon/", env!("CARGO_PKG_VERSION")))
@@ -112,6 +120,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         tokio::spawn(hangup_task(stop_rx.clone())),
     ];
+    for p in probes.iter() {
+        tasks.push(tokio::spawn(probe_loop(
+            storage.clone(),
+            p.clone(),
+            client.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
+    }
     for t in &targets.active {
         tasks.push(tokio::spawn(scrape_loop(
             storage.clone(),
@@ -180,19 +197,25 @@ async fn hangup_task(mut stop: watch::Receiver<bool>) {
     let _ = stop.changed().await;
 }
 
-/// Runs collector `name` every `every` on a blocking thread until `stop`;
-/// a run may take up to `every`. `collect` returns what went wrong, if
-/// anything; runs, errors and durations go to `metrics`, and a change of
-/// error is logged (not every repetition).
-async fn collector_loop<F>(
-    name: &'static str,
+/// Runs `run` every `every`, first after `offset`, until `stop`; a run may
+/// take up to `every`. A run returns what went wrong, if anything; runs,
+/// errors and durations go to `metrics` under `name`, and a change of error
+/// is logged (not every repetition).
+async fn periodic<F, Fut>(
+    name: String,
     every: Duration,
+    offset: Duration,
     metrics: Arc<HttpMetrics>,
     mut stop: watch::Receiver<bool>,
-    collect: F,
+    run: F,
 ) where
-    F: Fn() -> Option<String> + Clone + Send + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
 {
+    tokio::select! {
+        _ = tokio::time::sleep(offset) => {}
+        _ = stop.changed() => return,
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_error: Option<String> = None;
@@ -202,23 +225,51 @@ async fn collector_loop<F>(
             _ = stop.changed() => break,
         }
         let started = std::time::Instant::now();
-        let error =
-            match tokio::time::timeout(every, tokio::task::spawn_blocking(collect.clone())).await {
-                Ok(Ok(error)) => error,
-                Ok(Err(e)) => Some(format!("collector failed: {e}")),
-                Err(_) => Some(format!("a run took longer than {every:?}")),
-            };
+        let error = match tokio::time::timeout(every, run()).await {
+            Ok(error) => error,
+            Err(_) => Some(format!("a run took longer than {every:?}")),
+        };
         if error != last_error {
             match &error {
                 Some(e) => {
-                    tracing::warn!(message = "Collector run incomplete", collector = name, error = %e)
+                    tracing::warn!(message = "Collector run incomplete", collector = %name, error = %e)
                 }
-                None => tracing::info!(message = "Collector runs complete again", collector = name),
+                None => {
+                    tracing::info!(message = "Collector runs complete again", collector = %name)
+                }
             }
         }
-        metrics.collected(name, started.elapsed(), error.clone());
+        metrics.collected(&name, started.elapsed(), error.clone());
         last_error = error;
     }
+}
+
+/// Runs a collector's blocking part (parsing, writing the store) off the
+/// async threads; a panic there is reported as the run's error.
+async fn blocking<F>(what: &str, f: F) -> Option<String>
+where
+    F: FnOnce() -> Option<String> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Some(format!("{what} failed: {e}")))
+}
+
+/// [`periodic`] for a collector that blocks (reads files, writes the store).
+async fn collector_loop<F>(
+    name: &'static str,
+    every: Duration,
+    metrics: Arc<HttpMetrics>,
+    stop: watch::Receiver<bool>,
+    collect: F,
+) where
+    F: Fn() -> Option<String> + Clone + Send + 'static,
+{
+    periodic(name.into(), every, Duration::ZERO, metrics, stop, || {
+        let collect = collect.clone();
+        async move { blocking("collector", collect).await }
+    })
+    .await
 }
 
 /// Scrapes `target` every interval of its job, from an offset within the
@@ -228,29 +279,44 @@ async fn scrape_loop(
     target: Arc<scrape::Target>,
     client: reqwest::Client,
     metrics: Arc<HttpMetrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    tokio::select! {
-        _ = tokio::time::sleep(target.offset()) => {}
-        _ = stop.changed() => return,
-    }
-    let mut tick = tokio::time::interval(target.config.interval.std());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let name = format!("scrape/{}", target.job);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => break,
-        }
-        let started = std::time::Instant::now();
-        let now = now_ms();
-        let fetched = target.fetch(&client).await;
-        let (s, t) = (storage.clone(), target.clone());
-        let error = tokio::task::spawn_blocking(move || t.ingest(&s, fetched, started, now))
+    let (every, offset) = (target.config.interval.std(), target.offset());
+    periodic(name, every, offset, metrics, stop, || {
+        let (storage, target, client) = (storage.clone(), target.clone(), client.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let now = now_ms();
+            let fetched = target.fetch(&client).await;
+            blocking("scrape", move || {
+                target.ingest(&storage, fetched, started, now)
+            })
             .await
-            .unwrap_or_else(|e| Some(format!("scrape failed: {e}")));
-        metrics.collected(&name, started.elapsed(), error);
-    }
+        }
+    })
+    .await
+}
+
+/// Runs `probe` every interval of its own.
+async fn probe_loop(
+    storage: Arc<Storage>,
+    probe: Arc<probe::Probe>,
+    client: reqwest::Client,
+    metrics: Arc<HttpMetrics>,
+    stop: watch::Receiver<bool>,
+) {
+    let name = format!("probe/{}", probe.config.name);
+    let every = probe.config.interval.std();
+    periodic(name, every, Duration::ZERO, metrics, stop, || {
+        let (storage, probe, client) = (storage.clone(), probe.clone(), client.clone());
+        async move {
+            let now = now_ms();
+            let outcome = probe.run(&client).await;
+            blocking("probe", move || probe.record(&storage, &outcome, now)).await
+        }
+    })
+    .await
 }
 
 /// Host metrics as `job="node"`, `instance=<hostname>`.

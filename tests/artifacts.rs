@@ -52,12 +52,6 @@ fn get(m: &Mlmon, path: &str, query: &[(&str, &str)]) -> Value {
         .unwrap()
 }
 
-/// The value of an instant query with one result, if there is one.
-fn value(m: &Mlmon, q: &str) -> Option<f64> {
-    let v = get(m, "/api/v1/query", &[("query", q)]);
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
 fn wait_for<T>(what: &str, m: &Mlmon, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -89,18 +83,18 @@ fn runs_metrics_and_failures_come_from_the_directory() {
 
     good_run(&root, 0.88);
     let r2 = wait_for("R² from the report", &m, || {
-        value(&m, "ml_model_r2_score{pipeline=\"mathscore\"}")
+        m.value("ml_model_r2_score{pipeline=\"mathscore\"}")
     });
     assert_eq!(r2, 0.88);
-    assert_eq!(value(&m, "ml_model_rmse"), Some(5.4));
-    assert_eq!(value(&m, "ml_model_mae"), Some(4.1));
-    assert_eq!(value(&m, "ml_data_validation_success"), Some(1.0));
-    assert_eq!(value(&m, "ml_data_ingestion_success"), Some(1.0));
+    assert_eq!(m.value("ml_model_rmse"), Some(5.4));
+    assert_eq!(m.value("ml_model_mae"), Some(4.1));
+    assert_eq!(m.value("ml_data_validation_success"), Some(1.0));
+    assert_eq!(m.value("ml_data_ingestion_success"), Some(1.0));
     let first = wait_for("a recorded run", &m, || runs(&m).first().cloned());
     assert_eq!(first["success"], true, "{first}");
     assert_eq!(first["metrics"]["test_r2"], 0.88);
     assert_eq!(first["stages"]["model_trainer"]["status"], "succeeded");
-    assert_eq!(value(&m, "ml_pipeline_success"), Some(1.0));
+    assert_eq!(m.value("ml_pipeline_success"), Some(1.0));
 
     // Validation fails on the next run: seen within an interval or two.
     std::thread::sleep(Duration::from_millis(20));
@@ -110,7 +104,7 @@ fn runs_metrics_and_failures_come_from_the_directory() {
         "Validation status: False\ncolumn lunch: unknown value \"n/a\"\n",
     );
     wait_for("validation failure", &m, || {
-        (value(&m, "ml_data_validation_success") == Some(0.0)).then_some(())
+        (m.value("ml_data_validation_success") == Some(0.0)).then_some(())
     });
     // The original alert expression sees it.
     let alert = get(
@@ -127,7 +121,7 @@ fn runs_metrics_and_failures_come_from_the_directory() {
     assert_eq!(failed["stages"]["data_validation"]["status"], "failed");
     assert_eq!(failed["stages"]["model_evaluation"]["status"], "missing");
     wait_for("pipeline failure", &m, || {
-        (value(&m, "ml_pipeline_success") == Some(0.0)).then_some(())
+        (m.value("ml_pipeline_success") == Some(0.0)).then_some(())
     });
 
     // The next run's report is caught half-written: retried, not a failure.
@@ -157,7 +151,7 @@ fn runs_metrics_and_failures_come_from_the_directory() {
             .map(str::to_string)
     });
     assert!(why.contains("not JSON"), "{why}");
-    assert_ne!(value(&m, "ml_model_r2_score"), Some(0.0));
+    assert_ne!(m.value("ml_model_r2_score"), Some(0.0));
     assert_eq!(runs(&m).len(), 2);
     // Finished: a new run with the new figures.
     write(
@@ -166,7 +160,7 @@ fn runs_metrics_and_failures_come_from_the_directory() {
         &report(0.65),
     );
     wait_for("R² of the third run", &m, || {
-        (value(&m, "ml_model_r2_score") == Some(0.65)).then_some(())
+        (m.value("ml_model_r2_score") == Some(0.65)).then_some(())
     });
     let third = wait_for("a third run", &m, || {
         let r = runs(&m);
@@ -203,12 +197,16 @@ fn textfiles_are_read_like_node_exporter() {
     );
     write(&root, "bad.prom", "with_ts 1 1700000000000\n");
     wait_for("textfile samples", &m, || {
-        value(&m, "batch_rows{table=\"students\"}")
+        m.value("batch_rows{table=\"students\"}")
     });
     wait_for("the bad textfile reported", &m, || {
-        (value(&m, "node_textfile_scrape_error") == Some(1.0)).then_some(())
+        (m.value("node_textfile_scrape_error") == Some(1.0)).then_some(())
     });
-    assert!(value(&m, "node_textfile_mtime_seconds{file=\"batch.prom\"}").unwrap() > 1.7e9);
+    assert!(
+        m.value("node_textfile_mtime_seconds{file=\"batch.prom\"}")
+            .unwrap()
+            > 1.7e9
+    );
 }
 
 fn mlmon_run(url: &str, args: &[&str]) -> (i32, String) {
@@ -235,10 +233,10 @@ fn mlmon_run_records_the_command_and_keeps_its_exit_code() {
     assert_eq!(r[0]["source"], "command");
     assert!(r[0]["duration_seconds"].as_f64().unwrap() >= 0.2, "{r:?}");
     assert_eq!(
-        value(&m, "ml_pipeline_success{pipeline=\"mathscore\"}"),
+        m.value("ml_pipeline_success{pipeline=\"mathscore\"}"),
         Some(0.0)
     );
-    assert!(value(&m, "ml_pipeline_duration_seconds").unwrap() >= 0.2);
+    assert!(m.value("ml_pipeline_duration_seconds").unwrap() >= 0.2);
 
     // A run whose command writes the artifacts: one run, with both views.
     let root = m.dir.path().join("arts").display().to_string();

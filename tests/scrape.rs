@@ -30,21 +30,6 @@ fn start_exporter(port: u16) -> std::process::Child {
         .expect("python3 with prometheus_client (scripts/test.sh installs it)")
 }
 
-fn query(m: &Mlmon, q: &str) -> Vec<Value> {
-    let v: Value = client()
-        .get(m.url("/api/v1/query"))
-        .query(&[("query", q)])
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    v["data"]["result"].as_array().cloned().unwrap_or_default()
-}
-
-fn value_of(m: &Mlmon, q: &str) -> Option<f64> {
-    query(m, q).first()?["value"][1].as_str()?.parse().ok()
-}
-
 fn wait_for(what: &str, m: &Mlmon, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ok() {
@@ -78,20 +63,24 @@ fn scrapes_a_prometheus_client_target_and_marks_a_dead_one() {
     .join("\n");
     let m = Mlmon::start(Some(&config));
     wait_for("the exporter scraped", &m, || {
-        value_of(&m, "up{job=\"api\"}") == Some(1.0)
+        m.value("up{job=\"api\"}") == Some(1.0)
     });
     wait_for("the counter", &m, || {
-        value_of(&m, "predictions_total{job=\"api\",env=\"test\"}") == Some(5.0)
+        m.value("predictions_total{job=\"api\",env=\"test\"}") == Some(5.0)
     });
-    let gauge = query(&m, "ml_requests_in_flight");
+    let gauge = m.query("ml_requests_in_flight");
     assert_eq!(gauge.len(), 1);
     assert_eq!(gauge[0]["metric"]["route"], "/api/predict");
     assert_eq!(gauge[0]["metric"]["instance"], format!("127.0.0.1:{port}"));
-    assert!(query(&m, "{__name__=~\"python_gc_.*\"}").is_empty());
-    assert!(value_of(&m, "scrape_samples_post_metric_relabeling{job=\"api\"}").unwrap() > 0.0);
-    assert!(value_of(&m, "scrape_duration_seconds{job=\"api\"}").unwrap() < 1.0);
+    assert!(m.query("{__name__=~\"python_gc_.*\"}").is_empty());
+    assert!(
+        m.value("scrape_samples_post_metric_relabeling{job=\"api\"}")
+            .unwrap()
+            > 0.0
+    );
+    assert!(m.value("scrape_duration_seconds{job=\"api\"}").unwrap() < 1.0);
     wait_for("the dead target down", &m, || {
-        value_of(&m, "up{job=\"dead\"}") == Some(0.0)
+        m.value("up{job=\"dead\"}") == Some(0.0)
     });
 
     let targets: Value = client()
@@ -118,17 +107,14 @@ fn scrapes_a_prometheus_client_target_and_marks_a_dead_one() {
     exporter.kill().unwrap();
     exporter.wait().unwrap();
     wait_for("the dead exporter noticed", &m, || {
-        value_of(&m, "up{job=\"api\"}") == Some(0.0)
+        m.value("up{job=\"api\"}") == Some(0.0)
     });
     assert!(
-        query(&m, "predictions_total").is_empty(),
+        m.query("predictions_total").is_empty(),
         "{:?}",
-        query(&m, "predictions_total")
+        m.query("predictions_total")
     );
-    assert!(query(&m, "ml_requests_in_flight").is_empty());
+    assert!(m.query("ml_requests_in_flight").is_empty());
     // Still there for the past.
-    assert_eq!(
-        value_of(&m, "max_over_time(predictions_total[1m])"),
-        Some(5.0)
-    );
+    assert_eq!(m.value("max_over_time(predictions_total[1m])"), Some(5.0));
 }

@@ -8,6 +8,7 @@
 //! web-config and token files a config names.
 
 mod locate;
+mod probe;
 mod raw;
 mod scrape;
 
@@ -19,6 +20,7 @@ use regex::Regex;
 use crate::model::{Labels, PromDuration};
 
 pub use locate::line_of;
+pub use probe::{JsonRule, ProbeConfig};
 pub use scrape::{ScrapeAuth, ScrapeConfig, StaticTarget};
 
 /// Listen address and data locations used when neither the file nor the
@@ -43,6 +45,7 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     pub query: QueryConfig,
     pub scrape: Vec<ScrapeConfig>,
+    pub probes: Vec<ProbeConfig>,
     /// Sections accepted but not acted on by this version, with the reason.
     pub ignored: Vec<String>,
 }

@@ -27,7 +27,7 @@ pub(super) struct RawConfig {
     alerting: Option<Value>,
     tracing: Option<Value>,
     alertmanager: Option<Value>,
-    probes: Option<Value>,
+    probes: Option<Vec<super::probe::RawProbe>>,
     storage: RawStorage,
     web: RawWeb,
     push: RawPush,
@@ -243,11 +243,6 @@ impl RawConfig {
         ignore("alerting", self.alerting.is_some(), later);
         ignore("alertmanager", self.alertmanager.is_some(), later);
         ignore(
-            "probes",
-            self.probes.as_ref().is_some_and(|s| !is_empty(s)),
-            later,
-        );
-        ignore(
             "tracing",
             self.tracing.is_some(),
             "mlmon does not export traces",
@@ -287,6 +282,11 @@ impl RawConfig {
             self.scrape_configs.take().unwrap_or_default(),
             global.scrape_interval,
             global.scrape_timeout,
+            v,
+        );
+        let probes = super::probe::resolve(
+            self.probes.take().unwrap_or_default(),
+            global.scrape_interval,
             v,
         );
         let storage = self.resolve_storage(v);
@@ -345,6 +345,7 @@ impl RawConfig {
             artifacts,
             query,
             scrape,
+            probes,
             ignored,
         })
     }

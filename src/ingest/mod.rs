@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod host;
+pub mod probe;
 pub mod push;
 pub mod remote_write;
 pub mod runs;

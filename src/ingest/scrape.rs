@@ -541,7 +541,7 @@ fn fast_path(
 }
 
 /// A fetch error as Prometheus words it, without the client's internals.
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+pub(crate) fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("context deadline exceeded (timeout {timeout:?})")
     } else if e.is_connect() {

@@ -452,3 +452,13 @@ pub async fn targets(State(state): State<AppState>, Params(params): Params) -> J
     };
     success(json!({"activeTargets": active, "droppedTargets": dropped}))
 }
+
+/// `GET /api/v1/probes`: each probe's last result.
+pub async fn probes(State(state): State<AppState>) -> Json<Json_> {
+    let list: Vec<Json_> = state
+        .probes
+        .iter()
+        .map(|p| serde_json::to_value(p.status()).unwrap_or(Json_::Null))
+        .collect();
+    success(Json_::Array(list))
+}

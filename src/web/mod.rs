@@ -23,6 +23,7 @@ use axum::Router;
 
 use crate::config::{AuthConfig, Config};
 use crate::ingest::artifacts::Artifacts;
+use crate::ingest::probe::Probe;
 use crate::ingest::push::PushGroups;
 use crate::ingest::scrape::Targets;
 use crate::tsdb::Storage;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub artifacts: Arc<Artifacts>,
     /// Scrape targets, active and dropped by relabeling.
     pub targets: Arc<Targets>,
+    pub probes: Arc<Vec<Arc<Probe>>>,
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
@@ -86,6 +88,7 @@ impl AppState {
             push,
             artifacts,
             targets: Arc::default(),
+            probes: Arc::default(),
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
@@ -130,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/artifacts", get(api::artifacts))
         .route("/api/v1/targets", get(api::targets))
+        .route("/api/v1/probes", get(api::probes))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))

@@ -108,6 +108,23 @@ impl Mlmon {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// The result list of an instant query at now.
+    pub fn query(&self, q: &str) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = client()
+            .get(self.url("/api/v1/query"))
+            .query(&[("query", q)])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The value of the first result of an instant query, if any.
+    pub fn value(&self, q: &str) -> Option<f64> {
+        self.query(q).first()?["value"][1].as_str()?.parse().ok()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mlmon.log")).unwrap_or_default()
     }
