@@ -146,6 +146,7 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let c = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()

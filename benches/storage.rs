@@ -163,7 +163,10 @@ fn bench_remote_write() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/api/v1/write");
-    let client = reqwest::blocking::Client::new();
+    let client = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::blocking::Client::new()
+    };
     let ready = Instant::now();
     while client
         .get(format!("http://127.0.0.1:{port}/-/ready"))
@@ -210,7 +213,10 @@ fn bench_remote_write() {
         .map(|w| {
             let (bodies, url) = (bodies.clone(), url.clone());
             std::thread::spawn(move || {
-                let c = reqwest::blocking::Client::new();
+                let c = {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    reqwest::blocking::Client::new()
+                };
                 for r in 0..bodies.len() / per_round {
                     // One round at a time across workers keeps order per series.
                     for k in (0..per_round).filter(|k| k % 4 == w) {

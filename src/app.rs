@@ -74,10 +74,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     state.probes = probes.clone();
     let metrics = state.metrics.clone();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("mlmon/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot set up the scrape client")?;
+    let client = scrape::client(&Default::default()).map_err(anyhow::Error::msg)?;
+    // Jobs with a tls_config get a client of their own.
+    let mut job_clients = std::collections::HashMap::new();
+    for job in &config.scrape {
+        if job.tls.ca_pem.is_some() || job.tls.insecure_skip_verify {
+            let c = scrape::client(&job.tls)
+                .map_err(|e| anyhow::anyhow!("scrape job {:?}: {e}", job.job_name))?;
+            job_clients.insert(job.job_name.clone(), c);
+        }
+    }
     if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
         tracing::warn!(
             message = "Listening on a non-loopback address without authentication: push and remote write are refused",
@@ -133,7 +139,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(scrape_loop(
             storage.clone(),
             t.clone(),
-            client.clone(),
+            job_clients.get(&t.job).unwrap_or(&client).clone(),
             metrics.clone(),
             stop_rx.clone(),
         )));

@@ -129,7 +129,14 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .or_else(|_| {
+            // Scrape and probe errors are reported by mlmon itself (once per
+            // change); the TLS stack would log every failed handshake.
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{},rustls=off,rustls_platform_verifier=off",
+                args.log_level
+            ))
+        })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -83,13 +83,10 @@ pub(super) fn resolve(
             err(v, "names must be present and distinct".into());
             continue;
         }
-        if !r.url.starts_with("http://") {
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
             err(
                 v,
-                format!(
-                    "url {:?} must start with http:// (this build probes plain HTTP)",
-                    r.url
-                ),
+                format!("url {:?} must start with http:// or https://", r.url),
             );
         }
         let method = r

@@ -27,6 +27,7 @@ pub struct ScrapeConfig {
     /// 0: no limit.
     pub sample_limit: usize,
     pub auth: Option<ScrapeAuth>,
+    pub tls: TlsConfig,
     pub targets: Vec<StaticTarget>,
     pub relabel: Vec<RelabelRule>,
     pub metric_relabel: Vec<RelabelRule>,
@@ -37,6 +38,14 @@ pub struct StaticTarget {
     /// `host:port`.
     pub address: String,
     pub labels: BTreeMap<String, String>,
+}
+
+/// `tls_config` for https targets.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// PEM certificates trusted besides the system's roots (`ca_file`).
+    pub ca_pem: Option<Vec<u8>>,
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Clone)]
@@ -81,12 +90,25 @@ pub(super) struct RawScrapeConfig {
     // for them.
     follow_redirects: Option<bool>,
     enable_http2: Option<bool>,
-    tls_config: Option<Value>,
+    tls_config: Option<RawTls>,
     body_size_limit: Option<Value>,
     label_limit: Option<usize>,
     label_name_length_limit: Option<usize>,
     label_value_length_limit: Option<usize>,
     target_limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<String>,
+    ca: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+    server_name: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    min_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,12 +239,29 @@ pub(super) fn resolve(
         }
         let scheme = r.scheme.unwrap_or_else(|| "http".into());
         match scheme.as_str() {
-            "http" => {}
-            "https" => err(
-                v,
-                "scheme https: this build of mlmon scrapes plain HTTP only".into(),
-            ),
+            "http" | "https" => {}
             other => err(v, format!("unknown scheme {other:?} (http or https)")),
+        }
+        let mut tls = TlsConfig::default();
+        if let Some(t) = r.tls_config {
+            tls.insecure_skip_verify = t.insecure_skip_verify;
+            match (t.ca, t.ca_file) {
+                (Some(pem), None) => tls.ca_pem = Some(pem.into_bytes()),
+                (None, Some(f)) => match std::fs::read(base.join(&f)) {
+                    Ok(pem) => tls.ca_pem = Some(pem),
+                    Err(e) => err(v, format!("tls_config: cannot read ca_file {f:?}: {e}")),
+                },
+                (Some(_), Some(_)) => err(v, "tls_config: at most one of ca and ca_file".into()),
+                (None, None) => {}
+            }
+            if t.cert_file.is_some() || t.key_file.is_some() || t.server_name.is_some() {
+                err(
+                    v,
+                    "tls_config: client certificates and server_name are not supported by mlmon"
+                        .into(),
+                );
+            }
+            let _ = t.min_version;
         }
         let metrics_path = r.metrics_path.unwrap_or_else(|| "/metrics".into());
         if !metrics_path.starts_with('/') {
@@ -307,7 +346,6 @@ pub(super) fn resolve(
         let _ = (
             r.follow_redirects,
             r.enable_http2,
-            r.tls_config,
             r.body_size_limit,
             r.label_limit,
             r.label_name_length_limit,
@@ -325,6 +363,7 @@ pub(super) fn resolve(
             honor_timestamps: r.honor_timestamps.unwrap_or(true),
             sample_limit: r.sample_limit.unwrap_or(0),
             auth,
+            tls,
             targets,
             relabel,
             metric_relabel,

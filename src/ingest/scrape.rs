@@ -540,12 +540,37 @@ fn fast_path(
     Some((scraped, keep))
 }
 
+/// An HTTP client for scrapes and probes; with `tls`, for one job's https
+/// targets.
+pub fn client(tls: &crate::config::TlsConfig) -> Result<reqwest::Client, String> {
+    // rustls needs a process-wide crypto provider; the first install wins.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("mlmon/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(tls.insecure_skip_verify);
+    if let Some(pem) = &tls.ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("tls_config: the CA file is not PEM: {e}"))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+}
+
 /// A fetch error as Prometheus words it, without the client's internals.
 pub(crate) fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("context deadline exceeded (timeout {timeout:?})")
     } else if e.is_connect() {
-        "connection refused or host unreachable".into()
+        // The innermost cause says what happened ("Connection refused",
+        // "invalid peer certificate: UnknownIssuer", ...).
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        format!("connect: {cause}")
     } else if e.is_body() || e.is_decode() {
         "the response body could not be read".into()
     } else {
@@ -571,6 +596,7 @@ mod tests {
             honor_timestamps: true,
             sample_limit,
             auth: None,
+            tls: Default::default(),
             targets: vec![StaticTarget {
                 address: "localhost:8000".into(),
                 labels: [("env".to_string(), "prod".to_string())].into(),

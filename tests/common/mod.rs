@@ -32,6 +32,8 @@ pub fn require(tool: &str) -> PathBuf {
 }
 
 pub fn client() -> reqwest::blocking::Client {
+    // mlmon's TLS stack (rustls) needs its crypto provider in this process too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
