@@ -3,5 +3,6 @@
 //! evaluation arrives with the rule engine.
 
 mod file;
+pub mod template;
 
 pub use file::{check_files, load_file, CheckReport, Rule, RuleFile, RuleGroup};
