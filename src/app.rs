@@ -73,6 +73,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .collect(),
     );
     state.probes = probes.clone();
+    let mut groups = Vec::new();
+    for pattern in config.rule_file_patterns() {
+        for path in glob::glob(&pattern).into_iter().flatten().flatten() {
+            let file = crate::rules::load_file(&path)
+                .map_err(|errors| anyhow::anyhow!("cannot load rules:\n{}", errors.join("\n")))?;
+            for g in &file.groups {
+                groups.push(std::sync::Mutex::new(crate::rules::engine::Group::new(
+                    &path.display().to_string(),
+                    g,
+                    config.global.evaluation_interval.millis(),
+                )));
+            }
+        }
+    }
+    let rules = Arc::new(groups);
+    state.rules = rules.clone();
     let metrics = state.metrics.clone();
     let client = scrape::client(&Default::default()).map_err(anyhow::Error::msg)?;
     // Jobs with a tls_config get a client of their own.
@@ -126,6 +142,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         tokio::spawn(hangup_task(stop_rx.clone())),
     ];
+    for i in 0..rules.len() {
+        tasks.push(tokio::spawn(rule_loop(
+            storage.clone(),
+            rules.clone(),
+            i,
+            state.settings.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
+    }
     for p in probes.iter() {
         tasks.push(tokio::spawn(probe_loop(
             storage.clone(),
@@ -297,6 +323,47 @@ async fn scrape_loop(
             let fetched = target.fetch(&client).await;
             blocking("scrape", move || {
                 target.ingest(&storage, fetched, started, now)
+            })
+            .await
+        }
+    })
+    .await
+}
+
+/// Evaluates rule group `i` every interval of its own.
+async fn rule_loop(
+    storage: Arc<Storage>,
+    rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
+    i: usize,
+    settings: Arc<crate::web::WebSettings>,
+    metrics: Arc<HttpMetrics>,
+    stop: watch::Receiver<bool>,
+) {
+    let (name, every) = {
+        let g = rules[i].lock().unwrap_or_else(|p| p.into_inner());
+        (
+            format!("rules/{}", g.name),
+            Duration::from_millis(g.interval_ms.max(1) as u64),
+        )
+    };
+    periodic(name, every, Duration::ZERO, metrics, stop, || {
+        let (storage, rules, settings) = (storage.clone(), rules.clone(), settings.clone());
+        async move {
+            blocking("rule evaluation", move || {
+                let mut g = rules[i].lock().unwrap_or_else(|p| p.into_inner());
+                let ext: std::collections::BTreeMap<String, String> = settings
+                    .external_labels
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect();
+                g.eval(&storage, now_ms(), &settings.query, &ext);
+                let failed: Vec<String> = g
+                    .rules
+                    .iter()
+                    .filter(|r| r.health == "err")
+                    .map(|r| r.last_error.clone())
+                    .collect();
+                (!failed.is_empty()).then(|| failed.join("; "))
             })
             .await
         }

@@ -1,7 +1,8 @@
-//! Prometheus rule files. This version loads and validates them the way
-//! `promtool check rules` does ([`check_files`], used by `mlmon check`);
-//! evaluation arrives with the rule engine.
+//! Prometheus rule files: loaded and validated the way `promtool check
+//! rules` does ([`check_files`], used by `mlmon check`), evaluated by
+//! [`engine`] with alert templates from [`template`].
 
+pub mod engine;
 mod file;
 pub mod template;
 

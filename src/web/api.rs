@@ -419,13 +419,7 @@ pub async fn targets(State(state): State<AppState>, Params(params): Params) -> J
             .iter()
             .map(|t| {
                 let st = t.status();
-                let last = if st.last_scrape_ms == 0 {
-                    "0001-01-01T00:00:00Z".to_string()
-                } else {
-                    chrono::DateTime::from_timestamp_millis(st.last_scrape_ms)
-                        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                        .unwrap_or_default()
-                };
+                let last = rfc3339(st.last_scrape_ms);
                 json!({
                     "discoveredLabels": t.discovered,
                     "labels": metric(&t.labels),
@@ -461,4 +455,110 @@ pub async fn probes(State(state): State<AppState>) -> Json<Json_> {
         .map(|p| serde_json::to_value(p.status()).unwrap_or(Json_::Null))
         .collect();
     success(Json_::Array(list))
+}
+
+fn rfc3339(ms: Timestamp) -> String {
+    if ms == 0 {
+        return "0001-01-01T00:00:00Z".into();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn alert_json(a: &crate::rules::engine::Alert) -> Json_ {
+    let mut value = String::new();
+    crate::model::write_float(&mut value, a.value);
+    json!({
+        "labels": metric(&a.labels),
+        "annotations": a.annotations,
+        "state": a.state.as_str(),
+        "activeAt": rfc3339(a.active_at_ms),
+        "value": value,
+    })
+}
+
+/// `GET /api/v1/rules[?type=alert|record]`, in Prometheus' shape.
+pub async fn rules(State(state): State<AppState>, Params(params): Params) -> Json<Json_> {
+    let only = param(&params, "type").map(str::to_string);
+    let groups: Vec<Json_> = state
+        .rules
+        .iter()
+        .map(|g| {
+            let g = g.lock().unwrap_or_else(|p| p.into_inner());
+            let rules: Vec<Json_> = g
+                .rules
+                .iter()
+                .filter(|r| match only.as_deref() {
+                    Some("alert") => r.rule.alert.is_some(),
+                    Some("record") => r.rule.record.is_some(),
+                    _ => true,
+                })
+                .map(|r| {
+                    let mut j = json!({
+                        "query": r.rule.expr,
+                        "labels": r.rule.labels,
+                        "health": r.health,
+                        "evaluationTime": r.eval_seconds,
+                        "lastEvaluation": rfc3339(r.last_eval_ms),
+                    });
+                    if !r.last_error.is_empty() {
+                        j["lastError"] = json!(r.last_error);
+                    }
+                    match (&r.rule.alert, &r.rule.record) {
+                        (Some(name), _) => {
+                            let alerts: Vec<Json_> = r
+                                .alerts
+                                .values()
+                                .filter(|a| a.state != crate::rules::engine::AlertState::Inactive)
+                                .map(alert_json)
+                                .collect();
+                            let state = r
+                                .alerts
+                                .values()
+                                .map(|a| a.state)
+                                .max_by_key(|s| *s as u8)
+                                .map_or("inactive", |s| s.as_str());
+                            j["name"] = json!(name);
+                            j["type"] = json!("alerting");
+                            j["state"] = json!(state);
+                            j["duration"] =
+                                json!(r.rule.for_.map_or(0.0, |d| d.millis() as f64 / 1000.0));
+                            j["keepFiringFor"] = json!(r
+                                .rule
+                                .keep_firing_for
+                                .map_or(0.0, |d| d.millis() as f64 / 1000.0));
+                            j["annotations"] = json!(r.rule.annotations);
+                            j["alerts"] = json!(alerts);
+                        }
+                        (None, name) => {
+                            j["name"] = json!(name);
+                            j["type"] = json!("recording");
+                        }
+                    }
+                    j
+                })
+                .collect();
+            json!({
+                "name": g.name,
+                "file": g.file,
+                "interval": g.interval_ms as f64 / 1000.0,
+                "limit": g.limit,
+                "rules": rules,
+                "evaluationTime": g.eval_seconds,
+                "lastEvaluation": rfc3339(g.last_eval_ms),
+            })
+        })
+        .collect();
+    success(json!({ "groups": groups }))
+}
+
+/// `GET /api/v1/alerts`: pending and firing alerts, in Prometheus' shape.
+pub async fn alerts(State(state): State<AppState>) -> Json<Json_> {
+    let mut alerts = Vec::new();
+    for g in state.rules.iter() {
+        let g = g.lock().unwrap_or_else(|p| p.into_inner());
+        alerts.extend(g.active_alerts().map(|(_, a)| alert_json(a)));
+    }
+    success(json!({ "alerts": alerts }))
 }

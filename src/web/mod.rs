@@ -41,6 +41,8 @@ pub struct AppState {
     /// Scrape targets, active and dropped by relabeling.
     pub targets: Arc<Targets>,
     pub probes: Arc<Vec<Arc<Probe>>>,
+    /// Rule groups, each evaluated by its own task.
+    pub rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
@@ -89,6 +91,7 @@ impl AppState {
             artifacts,
             targets: Arc::default(),
             probes: Arc::default(),
+            rules: Arc::default(),
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
@@ -134,6 +137,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/artifacts", get(api::artifacts))
         .route("/api/v1/targets", get(api::targets))
         .route("/api/v1/probes", get(api::probes))
+        .route("/api/v1/rules", get(api::rules))
+        .route("/api/v1/alerts", get(api::alerts))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))

@@ -1,0 +1,408 @@
+//! Rule evaluation with Prometheus' semantics: groups evaluated in order at
+//! a given time (the caller's clock, so tests control it); recording rules
+//! written back; alerting rules through inactive → pending (for `for`) →
+//! firing, resolved alerts kept 15 minutes, `keep_firing_for`; `ALERTS`
+//! and `ALERTS_FOR_STATE` written; series a rule stops producing get stale
+//! markers. Pending and firing alerts restore their active-since time from
+//! `ALERTS_FOR_STATE` after a restart, shifted by the downtime, so a `for:
+//! 5m` alert that had been pending 4 minutes fires 1 minute after restart.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::template::{expand, TemplateData};
+use super::{Rule, RuleGroup};
+use crate::model::{
+    stale_nan, FastSet, Labels, LabelsBuilder, MatchOp, Matcher, Timestamp, METRIC_NAME,
+};
+use crate::promql::{self, QueryOptions, Value};
+use crate::tsdb::{Querier, Storage};
+
+/// Resolved alerts are kept (and sent as resolved) this long.
+const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+/// How far back `ALERTS_FOR_STATE` is looked for at start-up.
+const RESTORE_WINDOW_MS: i64 = 60 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub labels: Labels,
+    pub annotations: BTreeMap<String, String>,
+    pub state: AlertState,
+    pub value: f64,
+    pub active_at_ms: Timestamp,
+    pub fired_at_ms: Option<Timestamp>,
+    pub resolved_at_ms: Option<Timestamp>,
+    keep_firing_since_ms: Option<Timestamp>,
+}
+
+/// One rule and what its evaluations left.
+#[derive(Debug, Clone)]
+pub struct RuleState {
+    pub rule: Rule,
+    /// "ok", "err" or "unknown" (not evaluated yet).
+    pub health: &'static str,
+    pub last_error: String,
+    pub last_eval_ms: Timestamp,
+    pub eval_seconds: f64,
+    /// Alerts by their label set (alerting rules).
+    pub alerts: BTreeMap<Labels, Alert>,
+    /// Series written by the last evaluation, for stale markers.
+    previous: FastSet<Labels>,
+    /// Active-since times from before a restart: alert labels → (active
+    /// since, last time the previous process wrote it).
+    restore: Option<BTreeMap<Labels, (Timestamp, Timestamp)>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub file: String,
+    pub interval_ms: i64,
+    pub limit: usize,
+    pub rules: Vec<RuleState>,
+    pub last_eval_ms: Timestamp,
+    pub eval_seconds: f64,
+}
+
+impl Group {
+    pub fn new(file: &str, g: &RuleGroup, default_interval_ms: i64) -> Group {
+        Group {
+            name: g.name.clone(),
+            file: file.to_string(),
+            interval_ms: g.interval.map_or(default_interval_ms, |d| d.millis()),
+            limit: g.limit,
+            rules: g
+                .rules
+                .iter()
+                .map(|r| RuleState {
+                    rule: r.clone(),
+                    health: "unknown",
+                    last_error: String::new(),
+                    last_eval_ms: 0,
+                    eval_seconds: 0.0,
+                    alerts: BTreeMap::new(),
+                    previous: FastSet::default(),
+                    restore: None,
+                })
+                .collect(),
+            last_eval_ms: 0,
+            eval_seconds: 0.0,
+        }
+    }
+
+    /// Evaluates every rule at `t` and writes what they produce.
+    pub fn eval(
+        &mut self,
+        storage: &Storage,
+        t: Timestamp,
+        opts: &QueryOptions,
+        external_labels: &BTreeMap<String, String>,
+    ) {
+        let started = Instant::now();
+        for r in &mut self.rules {
+            let rule_started = Instant::now();
+            if r.rule.alert.is_some() && r.restore.is_none() {
+                r.restore = Some(restore_points(storage, &r.rule, t));
+            }
+            // What to write, and a template error (which does not stop the
+            // rule, but shows in its health).
+            let produced = query(storage, &r.rule.expr, t, opts).and_then(|samples| {
+                match r.rule.record.clone() {
+                    Some(name) => record(&r.rule, &name, samples, self.limit).map(|o| (o, None)),
+                    None => alert(r, samples, t, self.limit, external_labels),
+                }
+            });
+            let mut app = storage.appender();
+            match produced {
+                Ok((out, template_error)) => {
+                    let now: FastSet<Labels> = out.iter().map(|(l, _)| l.clone()).collect();
+                    for gone in r.previous.iter().filter(|l| !now.contains(*l)) {
+                        app.append(gone.clone(), t, stale_nan());
+                    }
+                    for (labels, v) in out {
+                        app.append(labels, t, v);
+                    }
+                    r.previous = now;
+                    (r.health, r.last_error) = match template_error {
+                        Some(e) => ("err", e),
+                        None => ("ok", String::new()),
+                    };
+                }
+                Err(e) => {
+                    r.health = "err";
+                    r.last_error = e;
+                }
+            }
+            if let Err(e) = app.commit_lenient() {
+                r.health = "err";
+                r.last_error = format!("cannot store the rule's results: {e}");
+            }
+            r.last_eval_ms = t;
+            r.eval_seconds = rule_started.elapsed().as_secs_f64();
+        }
+        self.last_eval_ms = t;
+        self.eval_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// Active alerts of every rule (for the API and the notifier).
+    pub fn active_alerts(&self) -> impl Iterator<Item = (&RuleState, &Alert)> {
+        self.rules.iter().flat_map(|r| {
+            r.alerts
+                .values()
+                .filter(|a| a.state != AlertState::Inactive)
+                .map(move |a| (r, a))
+        })
+    }
+}
+
+/// An instant query whose result is an instant vector (a scalar becomes a
+/// one-element vector without labels, as in Prometheus).
+fn query(
+    storage: &Storage,
+    expr: &str,
+    t: Timestamp,
+    opts: &QueryOptions,
+) -> Result<Vec<(Labels, f64)>, String> {
+    match promql::instant(storage, expr, t, opts).map_err(|e| e.to_string())? {
+        Value::Vector(v) => Ok(v.into_iter().map(|s| ((*s.labels).clone(), s.v)).collect()),
+        Value::Scalar { v, .. } => Ok(vec![(Labels::default(), v)]),
+        other => Err(format!(
+            "rule result is a {}, not a vector or scalar",
+            other.type_name()
+        )),
+    }
+}
+
+/// `labels` with `extra` set over them.
+fn with_labels(labels: &Labels, extra: &BTreeMap<String, String>) -> Result<Labels, String> {
+    let mut b = LabelsBuilder::new();
+    for (n, v) in labels.iter().filter(|(n, _)| !extra.contains_key(*n)) {
+        b.push(n, v);
+    }
+    for (n, v) in extra {
+        b.push(n.as_str(), v.as_str());
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+fn record(
+    rule: &Rule,
+    name: &str,
+    samples: Vec<(Labels, f64)>,
+    limit: usize,
+) -> Result<Vec<(Labels, f64)>, String> {
+    if limit > 0 && samples.len() > limit {
+        return Err(format!(
+            "exceeded limit of {limit} with {} series",
+            samples.len()
+        ));
+    }
+    let mut extra = rule.labels.clone();
+    extra.insert(METRIC_NAME.into(), name.into());
+    let mut seen = FastSet::default();
+    let mut out = Vec::with_capacity(samples.len());
+    for (labels, v) in samples {
+        let l = with_labels(&labels, &extra)?;
+        if !seen.insert(l.clone()) {
+            return Err(
+                "vector contains metrics with the same labelset after applying rule labels".into(),
+            );
+        }
+        out.push((l, v));
+    }
+    Ok(out)
+}
+
+/// What an evaluation writes, and a template error if one happened.
+type Produced = (Vec<(Labels, f64)>, Option<String>);
+
+/// Moves the rule's alerts to time `t` and returns the ALERTS and
+/// ALERTS_FOR_STATE samples.
+fn alert(
+    r: &mut RuleState,
+    samples: Vec<(Labels, f64)>,
+    t: Timestamp,
+    limit: usize,
+    external_labels: &BTreeMap<String, String>,
+) -> Result<Produced, String> {
+    let rule = r.rule.clone();
+    let name = rule.alert.clone().unwrap_or_default();
+    let hold = rule.for_.map_or(0, |d| d.millis());
+    let keep_firing = rule.keep_firing_for.map_or(0, |d| d.millis());
+    let mut template_error = None;
+    let mut seen = FastSet::default();
+    for (labels, value) in samples {
+        let plain = labels.without(METRIC_NAME);
+        let map: BTreeMap<String, String> = plain
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let data = TemplateData {
+            labels: &map,
+            value,
+            external_labels,
+        };
+        let mut expand_all = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, text)| {
+                    let out = expand(&format!("__alert_{name}"), text, &data).unwrap_or_else(|e| {
+                        template_error.get_or_insert(e.clone());
+                        format!("<error expanding template: {e}>")
+                    });
+                    (k.clone(), out)
+                })
+                .collect()
+        };
+        let mut extra = expand_all(&rule.labels);
+        let annotations = expand_all(&rule.annotations);
+        extra.insert("alertname".into(), name.clone());
+        let Ok(alert_labels) = with_labels(&plain, &extra) else {
+            continue;
+        };
+        seen.insert(alert_labels.clone());
+        match r.alerts.get_mut(&alert_labels) {
+            Some(a) if a.state != AlertState::Inactive => {
+                a.value = value;
+                a.annotations = annotations;
+                a.keep_firing_since_ms = None;
+            }
+            _ => {
+                // New (or back after being resolved): pending from now, or
+                // from before a restart.
+                let restored = r
+                    .restore
+                    .as_mut()
+                    .and_then(|m| m.remove(&alert_labels))
+                    .map(|(since, down_at)| since + (t - down_at).max(0));
+                r.alerts.insert(
+                    alert_labels.clone(),
+                    Alert {
+                        labels: alert_labels,
+                        annotations,
+                        state: AlertState::Pending,
+                        value,
+                        active_at_ms: restored.unwrap_or(t),
+                        fired_at_ms: None,
+                        resolved_at_ms: None,
+                        keep_firing_since_ms: None,
+                    },
+                );
+            }
+        }
+    }
+    // Restoring happens at the first evaluation only.
+    if let Some(m) = r.restore.as_mut() {
+        m.clear();
+    }
+    r.alerts.retain(|labels, a| {
+        if seen.contains(labels) {
+            return true;
+        }
+        if a.state == AlertState::Pending {
+            return false;
+        }
+        if a.state == AlertState::Inactive {
+            return a
+                .resolved_at_ms
+                .is_some_and(|at| t - at < RESOLVED_RETENTION_MS);
+        }
+        if keep_firing > 0 {
+            let since = *a.keep_firing_since_ms.get_or_insert(t);
+            if t - since < keep_firing {
+                return true;
+            }
+        }
+        a.state = AlertState::Inactive;
+        a.resolved_at_ms = Some(t);
+        true
+    });
+    let mut out = Vec::new();
+    let active = r
+        .alerts
+        .values()
+        .filter(|a| a.state != AlertState::Inactive)
+        .count();
+    if limit > 0 && active > limit {
+        r.alerts.clear();
+        return Err(format!("exceeded limit of {limit} with {active} alerts"));
+    }
+    for a in r.alerts.values_mut() {
+        if a.state == AlertState::Pending && t - a.active_at_ms >= hold {
+            a.state = AlertState::Firing;
+            a.fired_at_ms = Some(t);
+        }
+        if a.state == AlertState::Inactive {
+            continue;
+        }
+        let state = a.labels.with("alertstate", a.state.as_str());
+        out.push((state.with(METRIC_NAME, "ALERTS"), 1.0));
+        out.push((
+            a.labels.with(METRIC_NAME, "ALERTS_FOR_STATE"),
+            (a.active_at_ms / 1000) as f64,
+        ));
+    }
+    Ok((out, template_error))
+}
+
+/// The `ALERTS_FOR_STATE` series of an alerting rule from the last hour:
+/// alert labels → (active since, time of the series' last sample).
+fn restore_points(
+    storage: &Storage,
+    rule: &Rule,
+    t: Timestamp,
+) -> BTreeMap<Labels, (Timestamp, Timestamp)> {
+    let mut out = BTreeMap::new();
+    if rule.for_.is_none_or(|d| d.millis() <= 0) {
+        return out;
+    }
+    let name = rule.alert.clone().unwrap_or_default();
+    let matchers = [
+        Matcher::new(MatchOp::Equal, METRIC_NAME, "ALERTS_FOR_STATE"),
+        Matcher::new(MatchOp::Equal, "alertname", &name),
+    ];
+    let Ok(matchers) = matchers.into_iter().collect::<Result<Vec<_>, _>>() else {
+        return out;
+    };
+    let Ok(series) = storage.select(&matchers, t - RESTORE_WINDOW_MS, t) else {
+        return out;
+    };
+    for s in series {
+        let Some(last) = s
+            .samples
+            .iter()
+            .rev()
+            .find(|p| !crate::model::is_stale(p.v))
+        else {
+            continue;
+        };
+        // A stale marker after it: the alert had ended.
+        if s.samples
+            .last()
+            .is_some_and(|p| crate::model::is_stale(p.v))
+        {
+            continue;
+        }
+        out.insert(
+            s.labels.without(METRIC_NAME),
+            ((last.v * 1000.0) as Timestamp, last.t),
+        );
+    }
+    out
+}
