@@ -86,8 +86,12 @@ impl Group {
         Group {
             name: g.name.clone(),
             file: file.to_string(),
-            interval_ms: g.interval.map_or(default_interval_ms, |d| d.millis()),
-            limit: g.limit,
+            interval_ms: g
+                .interval
+                .map(|d| d.millis())
+                .filter(|ms| *ms > 0)
+                .unwrap_or(default_interval_ms),
+            limit: g.limit.max(0) as usize,
             rules: g
                 .rules
                 .iter()

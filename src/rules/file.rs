@@ -22,8 +22,9 @@ pub struct RuleFile {
 pub struct RuleGroup {
     pub name: String,
     pub interval: Option<PromDuration>,
+    /// At most this many series or alerts per rule; 0 or less: no limit.
     #[serde(default)]
-    pub limit: usize,
+    pub limit: i64,
     pub query_offset: Option<PromDuration>,
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -97,8 +98,8 @@ fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
         if !seen.insert(g.name.clone()) {
             err(gline.clone(), "repeated group name".into());
         }
-        if g.interval.is_some_and(|d| d.millis() <= 0) {
-            err(gline.clone(), "interval must be greater than 0".into());
+        if g.interval.is_some_and(|d| d.millis() < 0) {
+            err(gline.clone(), "interval must not be negative".into());
         }
         for (i, r) in g.rules.iter().enumerate() {
             let (kind, rname) = match (&r.alert, &r.record) {
@@ -165,6 +166,16 @@ fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
             for l in r.labels.keys().chain(r.annotations.keys()) {
                 if !is_valid_label_name(l) || l == "__name__" {
                     err(line.clone(), format!("{what}: invalid label name {l:?}"));
+                }
+            }
+            if kind == "alert" {
+                let tname = format!("__alert_{rname}");
+                for (kind, map) in [("label", &r.labels), ("annotation", &r.annotations)] {
+                    for (k, text) in map {
+                        if let Err(e) = super::template::check(&tname, text) {
+                            err(line.clone(), format!("{what}: {kind} {k:?}: {e}"));
+                        }
+                    }
                 }
             }
         }
