@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs mlmon's whole test suite. Installs what the tests drive for real when
 # it is missing (Debian: prometheus with promtool, prometheus-node-exporter,
-# openssl; PyPI: prometheus_client),
+# prometheus-alertmanager, openssl; PyPI: prometheus_client),
 # then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 fi
 if ! command -v prometheus-node-exporter >/dev/null; then
   debs="$debs prometheus-node-exporter"   # the oracle for host metrics
+fi
+if ! command -v prometheus-alertmanager >/dev/null; then
+  debs="$debs prometheus-alertmanager"    # receives mlmon's alerts in a test
 fi
 if ! command -v openssl >/dev/null; then
   debs="$debs openssl"                    # certificates for the https tests

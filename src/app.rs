@@ -89,6 +89,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let rules = Arc::new(groups);
     state.rules = rules.clone();
+    let mut alertmanagers = Vec::new();
+    for am in &config.alertmanagers {
+        let c = scrape::client(&am.tls).map_err(anyhow::Error::msg)?;
+        alertmanagers.push((am.clone(), c));
+    }
+    let alertmanagers = Arc::new(alertmanagers);
     let metrics = state.metrics.clone();
     let client = scrape::client(&Default::default()).map_err(anyhow::Error::msg)?;
     // Jobs with a tls_config get a client of their own.
@@ -147,6 +153,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             storage.clone(),
             rules.clone(),
             i,
+            alertmanagers.clone(),
             state.settings.clone(),
             metrics.clone(),
             stop_rx.clone(),
@@ -330,11 +337,17 @@ async fn scrape_loop(
     .await
 }
 
-/// Evaluates rule group `i` every interval of its own.
+/// How often a firing alert is sent again to Alertmanagers (Prometheus'
+/// `--rules.alert.resend-delay`).
+const RESEND_DELAY_MS: i64 = 60_000;
+
+/// Evaluates rule group `i` every interval of its own, then sends the
+/// alerts that are due to the external Alertmanagers.
 async fn rule_loop(
     storage: Arc<Storage>,
     rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
     i: usize,
+    alertmanagers: Arc<Vec<(crate::config::AlertmanagerTarget, reqwest::Client)>>,
     settings: Arc<crate::web::WebSettings>,
     metrics: Arc<HttpMetrics>,
     stop: watch::Receiver<bool>,
@@ -346,17 +359,27 @@ async fn rule_loop(
             Duration::from_millis(g.interval_ms.max(1) as u64),
         )
     };
+    let ext: std::collections::BTreeMap<String, String> = settings
+        .external_labels
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let ext = Arc::new(ext);
+    let external_url = format!("http://{}", settings.listen);
     periodic(name, every, Duration::ZERO, metrics, stop, || {
-        let (storage, rules, settings) = (storage.clone(), rules.clone(), settings.clone());
+        let (storage, rules, settings, ext) = (
+            storage.clone(),
+            rules.clone(),
+            settings.clone(),
+            ext.clone(),
+        );
+        let (alertmanagers, external_url) = (alertmanagers.clone(), external_url.clone());
         async move {
-            blocking("rule evaluation", move || {
-                let mut g = rules[i].lock().unwrap_or_else(|p| p.into_inner());
-                let ext: std::collections::BTreeMap<String, String> = settings
-                    .external_labels
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect();
-                g.eval(&storage, now_ms(), &settings.query, &ext);
+            let now = now_ms();
+            let (r, e) = (rules.clone(), ext.clone());
+            let mut error = blocking("rule evaluation", move || {
+                let mut g = r[i].lock().unwrap_or_else(|p| p.into_inner());
+                g.eval(&storage, now, &settings.query, &e);
                 let failed: Vec<String> = g
                     .rules
                     .iter()
@@ -365,7 +388,25 @@ async fn rule_loop(
                     .collect();
                 (!failed.is_empty()).then(|| failed.join("; "))
             })
-            .await
+            .await;
+            if alertmanagers.is_empty() {
+                return error;
+            }
+            let outgoing = rules[i]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .alerts_to_send(now, RESEND_DELAY_MS);
+            if outgoing.is_empty() {
+                return error;
+            }
+            let body = crate::rules::alertmanager::payload(&outgoing, &ext, &external_url);
+            for (am, client) in alertmanagers.iter() {
+                if let Err(e) = crate::rules::alertmanager::send(client, am, &body).await {
+                    let e = format!("cannot send alerts: {e}");
+                    error = Some(error.map_or(e.clone(), |x| format!("{x}; {e}")));
+                }
+            }
+            error
         }
     })
     .await

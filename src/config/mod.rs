@@ -21,7 +21,7 @@ use crate::model::{Labels, PromDuration};
 
 pub use locate::line_of;
 pub use probe::{JsonRule, ProbeConfig};
-pub use scrape::{ScrapeAuth, ScrapeConfig, StaticTarget, TlsConfig};
+pub use scrape::{AlertmanagerTarget, ScrapeAuth, ScrapeConfig, StaticTarget, TlsConfig};
 
 /// Listen address and data locations used when neither the file nor the
 /// command line names them.
@@ -46,6 +46,8 @@ pub struct Config {
     pub query: QueryConfig,
     pub scrape: Vec<ScrapeConfig>,
     pub probes: Vec<ProbeConfig>,
+    /// External Alertmanagers (`alerting.alertmanagers`).
+    pub alertmanagers: Vec<AlertmanagerTarget>,
     /// Sections accepted but not acted on by this version, with the reason.
     pub ignored: Vec<String>,
 }

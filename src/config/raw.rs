@@ -24,7 +24,7 @@ pub(super) struct RawConfig {
     scrape_config_files: Option<Value>,
     remote_write: Option<Value>,
     remote_read: Option<Value>,
-    alerting: Option<Value>,
+    alerting: Option<super::scrape::RawAlerting>,
     tracing: Option<Value>,
     alertmanager: Option<Value>,
     probes: Option<Vec<super::probe::RawProbe>>,
@@ -172,7 +172,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn error(&mut self, path: &[&str], message: impl Into<String>) {
+    pub fn error(&mut self, path: &[&str], message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.to_string(),
             line: line_of(self.text, path),
@@ -240,7 +240,6 @@ impl RawConfig {
             self.remote_read.as_ref().is_some_and(|s| !is_empty(s)),
             "mlmon does not read from remote storage",
         );
-        ignore("alerting", self.alerting.is_some(), later);
         ignore("alertmanager", self.alertmanager.is_some(), later);
         ignore(
             "tracing",
@@ -284,6 +283,8 @@ impl RawConfig {
             global.scrape_timeout,
             v,
         );
+        let alertmanagers =
+            super::scrape::resolve_alerting(self.alerting.take().unwrap_or_default(), v);
         let probes = super::probe::resolve(
             self.probes.take().unwrap_or_default(),
             global.scrape_interval,
@@ -346,6 +347,7 @@ impl RawConfig {
             query,
             scrape,
             probes,
+            alertmanagers,
             ignored,
         })
     }

@@ -371,3 +371,120 @@ pub(super) fn resolve(
     }
     out
 }
+
+/// `alerting.alertmanagers`: external Alertmanagers mlmon also sends its
+/// alerts to, as Prometheus does.
+#[derive(Debug, Clone)]
+pub struct AlertmanagerTarget {
+    /// `http://host:port/prefix/api/v2/alerts`.
+    pub url: String,
+    pub timeout: PromDuration,
+    pub auth: Option<ScrapeAuth>,
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerting {
+    #[serde(default)]
+    alertmanagers: Vec<RawAlertmanager>,
+    #[serde(default)]
+    alert_relabel_configs: Vec<RawRelabel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    #[serde(default)]
+    static_configs: Vec<RawStaticConfig>,
+    scheme: Option<String>,
+    path_prefix: Option<String>,
+    timeout: Option<PromDuration>,
+    api_version: Option<String>,
+    basic_auth: Option<RawBasicAuth>,
+    authorization: Option<RawAuthorization>,
+    tls_config: Option<RawTls>,
+    follow_redirects: Option<bool>,
+    enable_http2: Option<bool>,
+}
+
+/// Checks `alerting`; errors go to `v`.
+pub(super) fn resolve_alerting(raw: RawAlerting, v: &mut Validator) -> Vec<AlertmanagerTarget> {
+    let base = v.base.to_path_buf();
+    let mut out = Vec::new();
+    if !raw.alert_relabel_configs.is_empty() {
+        v.error(
+            &["alerting", "alert_relabel_configs"],
+            "not supported by mlmon",
+        );
+    }
+    for (i, am) in raw.alertmanagers.into_iter().enumerate() {
+        let what = format!("alertmanager {}", i + 1);
+        if am.api_version.as_deref().is_some_and(|a| a != "v2") {
+            v.error(
+                &["alerting", "alertmanagers"],
+                format!("{what}: only api_version v2 is supported"),
+            );
+        }
+        let scheme = am.scheme.unwrap_or_else(|| "http".into());
+        if !matches!(scheme.as_str(), "http" | "https") {
+            v.error(
+                &["alerting", "alertmanagers"],
+                format!("{what}: unknown scheme {scheme:?}"),
+            );
+        }
+        let prefix = am.path_prefix.unwrap_or_default();
+        let prefix = prefix.trim_end_matches('/');
+        let auth = match (am.basic_auth, am.authorization) {
+            (Some(b), _) => match secret(b.password, b.password_file, &base) {
+                Ok(p) => Some(ScrapeAuth::Basic {
+                    username: b.username,
+                    password: p.unwrap_or_default(),
+                }),
+                Err(e) => {
+                    v.error(
+                        &["alerting", "alertmanagers"],
+                        format!("{what}: basic_auth: {e}"),
+                    );
+                    None
+                }
+            },
+            (None, Some(a)) => match secret(a.credentials, a.credentials_file, &base) {
+                Ok(t) => t.map(ScrapeAuth::Bearer),
+                Err(e) => {
+                    v.error(
+                        &["alerting", "alertmanagers"],
+                        format!("{what}: authorization: {e}"),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let mut tls = TlsConfig::default();
+        if let Some(t) = am.tls_config {
+            tls.insecure_skip_verify = t.insecure_skip_verify;
+            if let Some(f) = t.ca_file {
+                match std::fs::read(base.join(&f)) {
+                    Ok(pem) => tls.ca_pem = Some(pem),
+                    Err(e) => v.error(
+                        &["alerting", "alertmanagers"],
+                        format!("{what}: tls_config: cannot read ca_file {f:?}: {e}"),
+                    ),
+                }
+            }
+        }
+        let _ = (am.follow_redirects, am.enable_http2);
+        for sc in am.static_configs {
+            for t in sc.targets {
+                out.push(AlertmanagerTarget {
+                    url: format!("{scheme}://{t}{prefix}/api/v2/alerts"),
+                    timeout: am.timeout.unwrap_or(PromDuration::from_secs(10)),
+                    auth: auth.clone(),
+                    tls: tls.clone(),
+                });
+            }
+        }
+    }
+    out
+}

@@ -36,13 +36,17 @@ fn defaults_without_a_file() {
 }
 
 #[test]
-fn a_prometheus_yml_pastes_in_and_reports_what_is_ignored() {
+fn a_prometheus_yml_pastes_in_whole() {
     let c = Config::from_yaml(PROMETHEUS_YML, "mlmon.yml", None).unwrap();
     assert_eq!(c.rule_files, ["alert_rules.yml"]);
     assert_eq!(c.global.scrape_interval.millis(), 15_000);
     let ignored = c.ignored.join("\n");
-    assert!(!ignored.contains("scrape_configs"), "{ignored}");
-    assert!(ignored.contains("alerting"), "{ignored}");
+    assert!(ignored.is_empty(), "{ignored}");
+    assert_eq!(c.alertmanagers.len(), 1);
+    assert_eq!(
+        c.alertmanagers[0].url,
+        "http://alertmanager:9093/api/v2/alerts"
+    );
     // The original stack's jobs, with the global interval and timeout.
     assert_eq!(c.scrape.len(), 2);
     let ml = &c.scrape[1];

@@ -50,6 +50,17 @@ pub struct Alert {
     pub fired_at_ms: Option<Timestamp>,
     pub resolved_at_ms: Option<Timestamp>,
     keep_firing_since_ms: Option<Timestamp>,
+    last_sent_ms: Option<Timestamp>,
+}
+
+/// An alert as Alertmanager receives it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub labels: Labels,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at_ms: Timestamp,
+    pub ends_at_ms: Timestamp,
+    pub expr: String,
 }
 
 /// One rule and what its evaluations left.
@@ -163,6 +174,34 @@ impl Group {
         }
         self.last_eval_ms = t;
         self.eval_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// The alerts due to go to Alertmanagers at `t`, marked as sent: firing
+    /// ones every `resend_ms`, resolved ones once (as Prometheus sends).
+    pub fn alerts_to_send(&mut self, t: Timestamp, resend_ms: i64) -> Vec<Outgoing> {
+        let valid_for = 4 * resend_ms.max(self.interval_ms);
+        let mut out = Vec::new();
+        for r in &mut self.rules {
+            for a in r.alerts.values_mut() {
+                let due = match (a.state, a.resolved_at_ms) {
+                    (AlertState::Pending, _) => false,
+                    (_, Some(resolved)) => a.last_sent_ms.is_none_or(|s| s < resolved),
+                    _ => a.last_sent_ms.is_none_or(|s| s + resend_ms <= t),
+                };
+                if !due {
+                    continue;
+                }
+                a.last_sent_ms = Some(t);
+                out.push(Outgoing {
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    starts_at_ms: a.active_at_ms,
+                    ends_at_ms: a.resolved_at_ms.unwrap_or(t + valid_for),
+                    expr: r.rule.expr.clone(),
+                });
+            }
+        }
+        out
     }
 
     /// Active alerts of every rule (for the API and the notifier).
@@ -306,6 +345,7 @@ fn alert(
                         fired_at_ms: None,
                         resolved_at_ms: None,
                         keep_firing_since_ms: None,
+                        last_sent_ms: None,
                     },
                 );
             }

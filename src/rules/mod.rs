@@ -2,6 +2,7 @@
 //! rules` does ([`check_files`], used by `mlmon check`), evaluated by
 //! [`engine`] with alert templates from [`template`].
 
+pub mod alertmanager;
 pub mod engine;
 mod file;
 pub mod template;

@@ -1,0 +1,79 @@
+//! Sending alerts to external Alertmanagers (`alerting.alertmanagers`) the
+//! way Prometheus does: `POST /api/v2/alerts` with the alerts' labels
+//! (external labels added), annotations, `startsAt`, `endsAt` and a
+//! generator URL.
+
+use std::collections::BTreeMap;
+
+use super::engine::Outgoing;
+use crate::config::{AlertmanagerTarget, ScrapeAuth};
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The JSON body for a batch of alerts.
+pub fn payload(
+    alerts: &[Outgoing],
+    external_labels: &BTreeMap<String, String>,
+    external_url: &str,
+) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| {
+            let mut labels: BTreeMap<String, String> = external_labels.clone();
+            for (n, v) in a.labels.iter() {
+                labels.insert(n.to_string(), v.to_string());
+            }
+            let expr: String = a
+                .expr
+                .bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            serde_json::json!({
+                "labels": labels,
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at_ms),
+                "endsAt": rfc3339(a.ends_at_ms),
+                "generatorURL": format!("{external_url}/graph?g0.expr={expr}&g0.tab=1"),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+/// Posts `body` to one Alertmanager; the error says why it was refused.
+pub async fn send(
+    client: &reqwest::Client,
+    am: &AlertmanagerTarget,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    let mut req = client
+        .post(&am.url)
+        .timeout(am.timeout.std())
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    match &am.auth {
+        Some(ScrapeAuth::Basic { username, password }) => {
+            req = req.basic_auth(username, Some(password))
+        }
+        Some(ScrapeAuth::Bearer(t)) => req = req.bearer_auth(t),
+        None => {}
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| crate::ingest::scrape::describe(&e, am.timeout.std()))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{} answered HTTP {}", am.url, resp.status()))
+    }
+}
