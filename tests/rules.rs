@@ -400,3 +400,72 @@ fn each_original_alert_pends_fires_and_resolves_on_time() {
         s.close().unwrap();
     }
 }
+
+/// The restart acceptance at a tenth of its scale (the controlled-clock
+/// test above runs it at full scale): `for: 30s`, pending 24 s, restart,
+/// firing about 6 s later instead of 30.
+#[test]
+fn a_restarted_server_fires_when_the_rest_of_for_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Slow\n        expr: ml_pipeline_duration_seconds > 300\n        for: 30s\n",
+    )
+    .unwrap();
+    let config = format!(
+        "push:\n  interval: 1s\nrule_files: ['{}']\n",
+        rules.display()
+    );
+    let m = common::Mlmon::start(Some(&config));
+    let push = |m: &common::Mlmon| {
+        let r = common::client()
+            .put(m.url("/metrics/job/ml"))
+            .body("ml_pipeline_duration_seconds 425\n")
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+    };
+    push(&m);
+    let state = |m: &common::Mlmon| -> Option<String> {
+        let v: serde_json::Value = common::client()
+            .get(m.url("/api/v1/alerts"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        Some(v["data"]["alerts"][0]["state"].as_str()?.to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&m).as_deref() != Some("pending") {
+        assert!(Instant::now() < deadline, "not pending\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pending_since = Instant::now();
+    std::thread::sleep(Duration::from_secs(24));
+    assert_eq!(state(&m).as_deref(), Some("pending"));
+    let m = m.restart();
+    let restarted = Instant::now();
+    let deadline = restarted + Duration::from_secs(20);
+    loop {
+        match state(&m).as_deref() {
+            Some("firing") => break,
+            _ => {
+                assert!(Instant::now() < deadline, "never fired\n{}", m.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let after = restarted.elapsed();
+    // 30 s of `for`, 24+ of them spent before the restart.
+    assert!(
+        after < Duration::from_secs(15),
+        "fired {after:?} after the restart ({:?} after it went pending)",
+        pending_since.elapsed()
+    );
+    assert!(
+        pending_since.elapsed() >= Duration::from_secs(29),
+        "{:?}",
+        pending_since.elapsed()
+    );
+}
