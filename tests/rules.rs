@@ -469,3 +469,28 @@ fn a_restarted_server_fires_when_the_rest_of_for_has_passed() {
         pending_since.elapsed()
     );
 }
+
+#[test]
+fn a_template_error_shows_in_health_and_annotation_and_evaluation_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(StorageOptions::new(dir.path().join("d"))).unwrap();
+    let file: RuleFile = serde_yaml::from_str(
+        "groups:\n  - name: g\n    rules:\n      - alert: Broken\n        expr: vector(1)\n        annotations: {d: '{{ humanize \"not a number\" }}'}\n      - record: still_evaluated\n        expr: vector(2)\n",
+    )
+    .unwrap();
+    let mut g = Group::new("r.yml", &file.groups[0], 15_000);
+    let t: Timestamp = 1_800_000_000_000;
+    g.eval(&s, t, &QueryOptions::default(), &BTreeMap::new());
+    let r = &g.rules[0];
+    assert_eq!(r.health, "err");
+    assert!(r.last_error.contains("not a number"), "{}", r.last_error);
+    let a = r.alerts.values().next().unwrap();
+    assert_eq!(a.state, AlertState::Firing);
+    assert!(
+        a.annotations["d"].starts_with("<error expanding template: "),
+        "{:?}",
+        a.annotations
+    );
+    assert_eq!(g.rules[1].health, "ok");
+    s.close().unwrap();
+}
