@@ -48,8 +48,23 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
+    /// Run tests: `mlmon test rules FILE…` runs rule unit tests written
+    /// for `promtool test rules`.
+    Test {
+        #[command(subcommand)]
+        what: TestCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Rule unit test files in `promtool test rules` format.
+    Rules {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Default)]
@@ -107,6 +122,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Check { config }) => check(config),
+        Some(Command::Test {
+            what: TestCommand::Rules { files },
+        }) => test_rules(&files),
         Some(Command::Run {
             pipeline,
             url,
@@ -124,6 +142,31 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
+    }
+}
+
+/// Runs rule unit tests and reports like `promtool test rules`.
+fn test_rules(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for f in files {
+        println!("Unit Testing:  {}", f.display());
+        match mlmon::rules::unittest::run_file(f) {
+            Ok(()) => println!("  SUCCESS\n"),
+            Err(lines) => {
+                failed = true;
+                println!("\n");
+                eprintln!("  FAILED:");
+                for l in lines {
+                    eprintln!("{l}");
+                }
+                eprintln!();
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

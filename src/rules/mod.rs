@@ -6,5 +6,6 @@ pub mod alertmanager;
 pub mod engine;
 mod file;
 pub mod template;
+pub mod unittest;
 
 pub use file::{check_files, load_file, CheckReport, Rule, RuleFile, RuleGroup};

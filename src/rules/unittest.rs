@@ -1,0 +1,446 @@
+//! `mlmon test rules FILE…`: rule unit tests in `promtool test rules`
+//! format. Input series (with the expanding notation: `0+10x100`, `1x4`,
+//! `_`, `_x3`, `stale`) are written at multiples of the test's interval
+//! from time 0 into a scratch store; the rule files' groups are evaluated
+//! every `evaluation_interval`; `alert_rule_test` compares the firing
+//! alerts at `eval_time`, `promql_expr_test` the result of a query.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::engine::{AlertState, Group};
+use crate::model::{stale_nan, Labels, LabelsBuilder, MatchOp, PromDuration};
+use crate::promql::{self, QueryOptions, Value};
+use crate::tsdb::{Storage, StorageOptions};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    #[serde(default)]
+    rule_files: Vec<String>,
+    evaluation_interval: Option<PromDuration>,
+    #[serde(default)]
+    group_eval_order: Vec<String>,
+    #[serde(default)]
+    tests: Vec<TestGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestGroup {
+    interval: Option<PromDuration>,
+    #[serde(default)]
+    input_series: Vec<InputSeries>,
+    #[serde(default)]
+    alert_rule_test: Vec<AlertTest>,
+    #[serde(default)]
+    promql_expr_test: Vec<ExprTest>,
+    #[serde(default)]
+    external_labels: BTreeMap<String, String>,
+    external_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputSeries {
+    series: String,
+    values: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertTest {
+    eval_time: PromDuration,
+    alertname: String,
+    #[serde(default)]
+    exp_alerts: Vec<ExpAlert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpAlert {
+    #[serde(default)]
+    exp_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    exp_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExprTest {
+    expr: String,
+    eval_time: PromDuration,
+    #[serde(default)]
+    exp_samples: Vec<ExpSample>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpSample {
+    labels: String,
+    value: f64,
+}
+
+/// A firing alert as the tests compare it: labels and annotations.
+type AlertSeen = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+/// One value of an input series: a number, a stale marker, or nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Point {
+    Value(f64),
+    Stale,
+    Missing,
+}
+
+/// Expands promtool's series notation.
+pub fn expand_values(text: &str) -> Result<Vec<Point>, String> {
+    let mut out = Vec::new();
+    for item in text.split_whitespace() {
+        if item == "stale" {
+            out.push(Point::Stale);
+            continue;
+        }
+        if item == "_" {
+            out.push(Point::Missing);
+            continue;
+        }
+        if let Some(n) = item.strip_prefix("_x") {
+            let n: usize = n.parse().map_err(|_| format!("invalid value {item:?}"))?;
+            out.extend(std::iter::repeat_n(Point::Missing, n));
+            continue;
+        }
+        let Some((head, n)) = item.rsplit_once('x') else {
+            out.push(Point::Value(parse_num(item)?));
+            continue;
+        };
+        let n: usize = n.parse().map_err(|_| format!("invalid value {item:?}"))?;
+        // `a+b`, `a-b` or `a`; the operator is not a leading sign or part
+        // of an exponent.
+        let b = head.as_bytes();
+        let op = (1..b.len())
+            .rev()
+            .find(|&i| (b[i] == b'+' || b[i] == b'-') && !matches!(b[i - 1], b'e' | b'E'));
+        let (start, step) = match op {
+            Some(i) => {
+                let step = parse_num(&head[i + 1..])?;
+                (
+                    parse_num(&head[..i])?,
+                    if b[i] == b'-' { -step } else { step },
+                )
+            }
+            None => (parse_num(head)?, 0.0),
+        };
+        for k in 0..=n {
+            out.push(Point::Value(start + step * k as f64));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_num(s: &str) -> Result<f64, String> {
+    crate::model::parse_float(s).map_err(|_| format!("invalid value {s:?}"))
+}
+
+/// `name{a="b"}` as a label set.
+fn series_labels(text: &str) -> Result<Labels, String> {
+    let sets = promql::parse_selector(text).map_err(|e| format!("{text:?}: {e}"))?;
+    let mut b = LabelsBuilder::new();
+    for m in sets.first().into_iter().flatten() {
+        if m.op != MatchOp::Equal {
+            return Err(format!("{text:?}: only = matchers describe a series"));
+        }
+        b.push(m.name.as_str(), m.value.as_str());
+    }
+    b.build().map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Go's `strconv.FormatFloat(v, 'E', -1, 64)`: `6.5E-01`.
+fn go_exp_upper(v: f64) -> String {
+    if let Some(special) = crate::model::special_float(v) {
+        return special.to_string();
+    }
+    let e = format!("{v:e}");
+    let (m, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp),
+    };
+    format!("{m}E{sign}{digits:0>2}")
+}
+
+/// Go's duration formatting as promtool prints eval times (`5m`, `1h30m`).
+fn go_duration(ms: i64) -> String {
+    crate::model::format_duration(ms)
+}
+
+fn labels_text(l: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// Runs one test file; `Ok` holds nothing, `Err` the failure report lines.
+pub fn run_file(path: &Path) -> Result<(), Vec<String>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: {e}")])?;
+    let file: TestFile = serde_yaml::from_str(&text).map_err(|e| vec![format!("{name}: {e}")])?;
+    let _ = &file.group_eval_order;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let eval_ms = file
+        .evaluation_interval
+        .map_or(60_000, |d| d.millis())
+        .max(1);
+    let mut rule_groups = Vec::new();
+    for pattern in &file.rule_files {
+        let full = base.join(pattern);
+        let paths: Vec<PathBuf> = glob::glob(&full.display().to_string())
+            .map_err(|e| vec![format!("{name}: rule_files: {e}")])?
+            .flatten()
+            .collect();
+        for p in paths {
+            let f = super::load_file(&p)?;
+            rule_groups.push((p.display().to_string(), f));
+        }
+    }
+    let mut failures = Vec::new();
+    for (gi, tg) in file.tests.iter().enumerate() {
+        if let Err(mut e) = run_group(tg, &rule_groups, eval_ms, gi) {
+            failures.append(&mut e);
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+fn run_group(
+    tg: &TestGroup,
+    rule_groups: &[(String, super::RuleFile)],
+    eval_ms: i64,
+    index: usize,
+) -> Result<(), Vec<String>> {
+    let dir = std::env::temp_dir().join(format!(
+        "mlmon-test-rules-{}-{index}-{}",
+        std::process::id(),
+        crate::model::now_ms()
+    ));
+    let result = run_group_in(tg, rule_groups, eval_ms, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_group_in(
+    tg: &TestGroup,
+    rule_groups: &[(String, super::RuleFile)],
+    eval_ms: i64,
+    dir: &Path,
+) -> Result<(), Vec<String>> {
+    let fail = |e: String| vec![e];
+    let storage =
+        Storage::open(StorageOptions::new(dir.to_path_buf())).map_err(|e| fail(e.to_string()))?;
+    let interval = tg.interval.map_or(eval_ms, |d| d.millis()).max(1);
+    let mut app = storage.appender();
+    for s in &tg.input_series {
+        let labels = series_labels(&s.series).map_err(fail)?;
+        let points = expand_values(&s.values).map_err(|e| fail(format!("{}: {e}", s.series)))?;
+        let mut samples = Vec::new();
+        for (k, p) in points.iter().enumerate() {
+            let t = k as i64 * interval;
+            match p {
+                Point::Value(v) => samples.push(crate::model::Sample { t, v: *v }),
+                Point::Stale => samples.push(crate::model::Sample { t, v: stale_nan() }),
+                Point::Missing => {}
+            }
+        }
+        app.append_series(labels, samples);
+    }
+    app.commit().map_err(|e| fail(e.to_string()))?;
+    let mut groups: Vec<Group> = rule_groups
+        .iter()
+        .flat_map(|(file, f)| f.groups.iter().map(move |g| Group::new(file, g, eval_ms)))
+        .collect();
+    let opts = QueryOptions::default();
+    let max_t = tg
+        .alert_rule_test
+        .iter()
+        .map(|a| a.eval_time.millis())
+        .chain(tg.promql_expr_test.iter().map(|e| e.eval_time.millis()))
+        .max()
+        .unwrap_or(0);
+    let _ = &tg.external_url;
+    let mut failures = Vec::new();
+    // Firing alerts seen at each alert test's time.
+    let mut got: BTreeMap<usize, Vec<AlertSeen>> = BTreeMap::new();
+    let mut t = 0;
+    while t <= max_t {
+        for g in &mut groups {
+            g.eval(&storage, t, &opts, &tg.external_labels);
+        }
+        for (i, at) in tg.alert_rule_test.iter().enumerate() {
+            let et = at.eval_time.millis();
+            // The last evaluation at or before the test's time.
+            if t <= et && et < t + eval_ms {
+                let mut list = Vec::new();
+                for g in &groups {
+                    for (r, a) in g.active_alerts() {
+                        if r.rule.alert.as_deref() == Some(at.alertname.as_str())
+                            && a.state == AlertState::Firing
+                        {
+                            let labels = a
+                                .labels
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), v.to_string()))
+                                .collect();
+                            list.push((labels, a.annotations.clone()));
+                        }
+                    }
+                }
+                got.insert(i, list);
+            }
+        }
+        t += eval_ms;
+    }
+    for (i, at) in tg.alert_rule_test.iter().enumerate() {
+        let mut want: Vec<AlertSeen> = at
+            .exp_alerts
+            .iter()
+            .map(|e| {
+                let mut l = e.exp_labels.clone();
+                l.insert("alertname".into(), at.alertname.clone());
+                (l, e.exp_annotations.clone())
+            })
+            .collect();
+        let mut have = got.remove(&i).unwrap_or_default();
+        want.sort();
+        have.sort();
+        if want != have {
+            let show = |v: &[AlertSeen]| {
+                let items: Vec<String> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (l, a))| {
+                        format!(
+                            "\n            {k}:\n              Labels:{}\n              Annotations:{}",
+                            labels_text(l),
+                            labels_text(a)
+                        )
+                    })
+                    .collect();
+                if items.is_empty() {
+                    "[]".to_string()
+                } else {
+                    format!("[{}\n            ]", items.join(""))
+                }
+            };
+            failures.push(format!(
+                "    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
+                at.alertname,
+                go_duration(at.eval_time.millis()),
+                show(&want),
+                show(&have)
+            ));
+        }
+    }
+    for et in &tg.promql_expr_test {
+        let t = et.eval_time.millis();
+        let got = match promql::instant(storage.as_ref(), &et.expr, t, &opts) {
+            Ok(Value::Vector(v)) => v
+                .into_iter()
+                .map(|s| ((*s.labels).clone(), s.v))
+                .collect::<Vec<_>>(),
+            Ok(Value::Scalar { v, .. }) => vec![(Labels::default(), v)],
+            Ok(other) => {
+                failures.push(format!(
+                    "    expr: {:?}, time: {}, err: unexpected {} result",
+                    et.expr,
+                    go_duration(t),
+                    other.type_name()
+                ));
+                continue;
+            }
+            Err(e) => {
+                failures.push(format!(
+                    "    expr: {:?}, time: {}, err: {e}",
+                    et.expr,
+                    go_duration(t)
+                ));
+                continue;
+            }
+        };
+        let mut want = Vec::new();
+        for s in &et.exp_samples {
+            match series_labels(&s.labels) {
+                Ok(l) => want.push((l, s.value)),
+                Err(e) => failures.push(format!("    expr: {:?}: {e}", et.expr)),
+            }
+        }
+        let same = |a: f64, b: f64| {
+            a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+        };
+        let mut got_sorted = got.clone();
+        got_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        let equal = got_sorted.len() == want.len()
+            && got_sorted
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.0 == w.0 && same(g.1, w.1));
+        if !equal {
+            // As promtool prints samples: Prometheus' label set string and
+            // Go's `%E` with the shortest digits.
+            let show = |v: &[(Labels, f64)]| {
+                if v.is_empty() {
+                    return "nil".to_string();
+                }
+                let items: Vec<String> = v
+                    .iter()
+                    .map(|(l, x)| {
+                        let pairs: Vec<String> =
+                            l.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+                        format!("{{{}}} {}", pairs.join(", "), go_exp_upper(*x))
+                    })
+                    .collect();
+                items.join(", ")
+            };
+            failures.push(format!(
+                "    expr: {:?}, time: {},\n        exp: {}\n        got: {}",
+                et.expr,
+                go_duration(t),
+                show(&want),
+                show(&got_sorted)
+            ));
+        }
+    }
+    let _ = storage.close();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expanding_notation() {
+        let v = |s: &str| expand_values(s).unwrap();
+        use Point::*;
+        assert_eq!(
+            v("-2+4x3"),
+            vec![Value(-2.0), Value(2.0), Value(6.0), Value(10.0)]
+        );
+        assert_eq!(v("1-2x2"), vec![Value(1.0), Value(-1.0), Value(-3.0)]);
+        assert_eq!(v("1x2"), vec![Value(1.0), Value(1.0), Value(1.0)]);
+        assert_eq!(
+            v("1 _x3 stale"),
+            vec![Value(1.0), Missing, Missing, Missing, Stale]
+        );
+        assert_eq!(v("1e3+1e2x1"), vec![Value(1000.0), Value(1100.0)]);
+        assert!(expand_values("1+x").is_err());
+    }
+}
