@@ -421,8 +421,10 @@ impl Target {
         let mut keep = Vec::new();
         let mut added = 0;
         for (line, labels, t, v) in &parsed {
-            let Some(Ok((series, ..))) = lines
-                .get(line - 1)
+            // Parsed sample lines are numbered from 1.
+            let Some(Ok((series, ..))) = line
+                .checked_sub(1)
+                .and_then(|i| lines.get(i))
                 .and_then(|l| text::split_sample(l, format))
             else {
                 continue;
