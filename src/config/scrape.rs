@@ -150,6 +150,75 @@ pub(super) struct RawRelabel {
     action: Option<String>,
 }
 
+/// `tls_config`, and what is wrong with it.
+fn resolve_tls(raw: Option<RawTls>, base: &Path) -> (TlsConfig, Vec<String>) {
+    let mut tls = TlsConfig::default();
+    let mut problems = Vec::new();
+    let Some(t) = raw else {
+        return (tls, problems);
+    };
+    tls.insecure_skip_verify = t.insecure_skip_verify;
+    match (t.ca, t.ca_file) {
+        (Some(pem), None) => tls.ca_pem = Some(pem.into_bytes()),
+        (None, Some(f)) => match std::fs::read(base.join(&f)) {
+            Ok(pem) => tls.ca_pem = Some(pem),
+            Err(e) => problems.push(format!("tls_config: cannot read ca_file {f:?}: {e}")),
+        },
+        (Some(_), Some(_)) => problems.push("tls_config: at most one of ca and ca_file".into()),
+        (None, None) => {}
+    }
+    if t.cert_file.is_some() || t.key_file.is_some() || t.server_name.is_some() {
+        problems.push(
+            "tls_config: client certificates and server_name are not supported by mlmon".into(),
+        );
+    }
+    let _ = t.min_version;
+    (tls, problems)
+}
+
+/// `basic_auth`, `authorization` or the older `bearer_token(_file)`: at
+/// most one, secrets possibly from files; and what is wrong with them.
+fn resolve_auth(
+    basic: Option<RawBasicAuth>,
+    authorization: Option<RawAuthorization>,
+    bearer_token: (Option<String>, Option<String>),
+    base: &Path,
+) -> (Option<ScrapeAuth>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut auth = None;
+    if let Some(b) = basic {
+        match secret(b.password, b.password_file, base) {
+            Ok(p) => {
+                auth = Some(ScrapeAuth::Basic {
+                    username: b.username,
+                    password: p.unwrap_or_default(),
+                })
+            }
+            Err(e) => problems.push(format!("basic_auth: {e}")),
+        }
+    }
+    let bearer = match authorization {
+        Some(a) => {
+            if a.kind
+                .as_deref()
+                .is_some_and(|k| !k.eq_ignore_ascii_case("bearer"))
+            {
+                problems.push("authorization: only type Bearer is supported".into());
+            }
+            secret(a.credentials, a.credentials_file, base)
+        }
+        None => secret(bearer_token.0, bearer_token.1, base),
+    };
+    match bearer {
+        Ok(Some(_)) if auth.is_some() => problems
+            .push("at most one of basic_auth, authorization and bearer_token may be set".into()),
+        Ok(Some(token)) => auth = Some(ScrapeAuth::Bearer(token)),
+        Ok(None) => {}
+        Err(e) => problems.push(format!("authorization: {e}")),
+    }
+    (auth, problems)
+}
+
 /// Builds relabel rules; errors name the list and the rule's position.
 pub(super) fn relabel_rules(raw: Vec<RawRelabel>, what: &str) -> Result<Vec<RelabelRule>, String> {
     raw.into_iter()
@@ -242,26 +311,9 @@ pub(super) fn resolve(
             "http" | "https" => {}
             other => err(v, format!("unknown scheme {other:?} (http or https)")),
         }
-        let mut tls = TlsConfig::default();
-        if let Some(t) = r.tls_config {
-            tls.insecure_skip_verify = t.insecure_skip_verify;
-            match (t.ca, t.ca_file) {
-                (Some(pem), None) => tls.ca_pem = Some(pem.into_bytes()),
-                (None, Some(f)) => match std::fs::read(base.join(&f)) {
-                    Ok(pem) => tls.ca_pem = Some(pem),
-                    Err(e) => err(v, format!("tls_config: cannot read ca_file {f:?}: {e}")),
-                },
-                (Some(_), Some(_)) => err(v, "tls_config: at most one of ca and ca_file".into()),
-                (None, None) => {}
-            }
-            if t.cert_file.is_some() || t.key_file.is_some() || t.server_name.is_some() {
-                err(
-                    v,
-                    "tls_config: client certificates and server_name are not supported by mlmon"
-                        .into(),
-                );
-            }
-            let _ = t.min_version;
+        let (tls, problems) = resolve_tls(r.tls_config, base);
+        for p in problems {
+            err(v, p);
         }
         let metrics_path = r.metrics_path.unwrap_or_else(|| "/metrics".into());
         if !metrics_path.starts_with('/') {
@@ -270,40 +322,14 @@ pub(super) fn resolve(
                 format!("metrics_path {metrics_path:?} must start with /"),
             );
         }
-        let mut auth = None;
-        if let Some(b) = r.basic_auth {
-            match secret(b.password, b.password_file, base) {
-                Ok(p) => {
-                    auth = Some(ScrapeAuth::Basic {
-                        username: b.username,
-                        password: p.unwrap_or_default(),
-                    })
-                }
-                Err(e) => err(v, format!("basic_auth: {e}")),
-            }
-        }
-        let bearer = match r.authorization {
-            Some(a) => {
-                if a.kind
-                    .as_deref()
-                    .is_some_and(|k| !k.eq_ignore_ascii_case("bearer"))
-                {
-                    err(v, "authorization: only type Bearer is supported".into());
-                }
-                secret(a.credentials, a.credentials_file, base)
-            }
-            None => secret(r.bearer_token, r.bearer_token_file, base),
-        };
-        match bearer {
-            Ok(Some(_)) if auth.is_some() => {
-                err(
-                    v,
-                    "at most one of basic_auth, authorization and bearer_token may be set".into(),
-                );
-            }
-            Ok(Some(token)) => auth = Some(ScrapeAuth::Bearer(token)),
-            Ok(None) => {}
-            Err(e) => err(v, format!("authorization: {e}")),
+        let (auth, problems) = resolve_auth(
+            r.basic_auth,
+            r.authorization,
+            (r.bearer_token, r.bearer_token_file),
+            base,
+        );
+        for p in problems {
+            err(v, p);
         }
         let mut targets = Vec::new();
         for sc in r.static_configs {
@@ -435,44 +461,12 @@ pub(super) fn resolve_alerting(raw: RawAlerting, v: &mut Validator) -> Vec<Alert
         }
         let prefix = am.path_prefix.unwrap_or_default();
         let prefix = prefix.trim_end_matches('/');
-        let auth = match (am.basic_auth, am.authorization) {
-            (Some(b), _) => match secret(b.password, b.password_file, &base) {
-                Ok(p) => Some(ScrapeAuth::Basic {
-                    username: b.username,
-                    password: p.unwrap_or_default(),
-                }),
-                Err(e) => {
-                    v.error(
-                        &["alerting", "alertmanagers"],
-                        format!("{what}: basic_auth: {e}"),
-                    );
-                    None
-                }
-            },
-            (None, Some(a)) => match secret(a.credentials, a.credentials_file, &base) {
-                Ok(t) => t.map(ScrapeAuth::Bearer),
-                Err(e) => {
-                    v.error(
-                        &["alerting", "alertmanagers"],
-                        format!("{what}: authorization: {e}"),
-                    );
-                    None
-                }
-            },
-            (None, None) => None,
-        };
-        let mut tls = TlsConfig::default();
-        if let Some(t) = am.tls_config {
-            tls.insecure_skip_verify = t.insecure_skip_verify;
-            if let Some(f) = t.ca_file {
-                match std::fs::read(base.join(&f)) {
-                    Ok(pem) => tls.ca_pem = Some(pem),
-                    Err(e) => v.error(
-                        &["alerting", "alertmanagers"],
-                        format!("{what}: tls_config: cannot read ca_file {f:?}: {e}"),
-                    ),
-                }
-            }
+        let (auth, mut problems) =
+            resolve_auth(am.basic_auth, am.authorization, (None, None), &base);
+        let (tls, tls_problems) = resolve_tls(am.tls_config, &base);
+        problems.extend(tls_problems);
+        for p in problems {
+            v.error(&["alerting", "alertmanagers"], format!("{what}: {p}"));
         }
         let _ = (am.follow_redirects, am.enable_http2);
         for sc in am.static_configs {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use super::text::{self, Format};
 use crate::config::{ScrapeAuth, ScrapeConfig};
 use crate::model::{
-    relabel, stale_nan, FastMap, FastSet, Labels, LabelsBuilder, Timestamp, METRIC_NAME,
+    percent_encode, relabel, stale_nan, FastMap, FastSet, Labels, LabelsBuilder, Timestamp,
+    METRIC_NAME,
 };
 use crate::tsdb::{AppendError, Storage};
 
@@ -162,7 +163,7 @@ pub fn targets(configs: &[ScrapeConfig]) -> Targets {
                 .iter()
                 .filter_map(|(n, v)| {
                     n.strip_prefix("__param_")
-                        .map(|k| format!("{}={}", enc(k), enc(v)))
+                        .map(|k| format!("{}={}", percent_encode(k), percent_encode(v)))
                 })
                 .collect();
             let mut url = format!("{scheme}://{address}{path}");
@@ -201,17 +202,6 @@ pub fn targets(configs: &[ScrapeConfig]) -> Targets {
         }
     }
     Targets { active, dropped }
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl Target {

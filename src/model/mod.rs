@@ -99,6 +99,30 @@ pub fn write_float(out: &mut String, v: f64) {
     }
 }
 
+/// A millisecond timestamp as RFC 3339 in UTC with milliseconds, as
+/// Prometheus' and Alertmanager's APIs write times; 0 is Go's zero time
+/// (`0001-01-01T00:00:00Z`), which they use for "never".
+pub fn rfc3339(ms: Timestamp) -> String {
+    if ms == 0 {
+        return "0001-01-01T00:00:00Z".into();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// `s` with every byte but unreserved URL characters percent-encoded.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Appends a millisecond timestamp as seconds, as Prometheus' JSON API
 /// writes it (`1795478400`, `1795478400.5`).
 pub fn write_seconds(out: &mut String, t: Timestamp) {

@@ -86,22 +86,14 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
                 Some(quantile(q, &mut vals))
             })?
         }
-        // === absent_over_time(v range-vector) vector ===
-        "absent_over_time" => {
-            let m = ev.matrix(&args[0], t)?;
-            if !m.is_empty() {
-                return Ok(Value::Vector(Vec::new()));
-            }
-            return Ok(Value::Vector(vec![VSample {
-                labels: Arc::new(absent_labels(&args[0])),
-                t,
-                v: 1.0,
-            }]));
-        }
-        // === absent(v vector) vector ===
-        "absent" => {
-            let v = ev.vector(&args[0], t)?;
-            if !v.is_empty() {
+        // === absent(v vector), absent_over_time(v range-vector) vector ===
+        "absent" | "absent_over_time" => {
+            let present = if name == "absent" {
+                !ev.vector(&args[0], t)?.is_empty()
+            } else {
+                !ev.matrix(&args[0], t)?.is_empty()
+            };
+            if present {
                 return Ok(Value::Vector(Vec::new()));
             }
             return Ok(Value::Vector(vec![VSample {

@@ -7,12 +7,7 @@ use std::collections::BTreeMap;
 
 use super::engine::Outgoing;
 use crate::config::{AlertmanagerTarget, ScrapeAuth};
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+use crate::model::{percent_encode, rfc3339};
 
 /// The JSON body for a batch of alerts.
 pub fn payload(
@@ -27,16 +22,7 @@ pub fn payload(
             for (n, v) in a.labels.iter() {
                 labels.insert(n.to_string(), v.to_string());
             }
-            let expr: String = a
-                .expr
-                .bytes()
-                .map(|b| match b {
-                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
+            let expr = percent_encode(&a.expr);
             serde_json::json!({
                 "labels": labels,
                 "annotations": a.annotations,

@@ -224,7 +224,7 @@ pub fn go_g(v: f64, prec: Option<usize>) -> String {
 }
 
 /// Rust's `1.5e7` as Go writes it, `1.5e+07`.
-fn go_exp(s: &str) -> String {
+pub(super) fn go_exp(s: &str) -> String {
     let Some((m, e)) = s.split_once('e') else {
         return s.to_string();
     };

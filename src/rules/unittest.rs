@@ -158,21 +158,10 @@ fn series_labels(text: &str) -> Result<Labels, String> {
 
 /// Go's `strconv.FormatFloat(v, 'E', -1, 64)`: `6.5E-01`.
 fn go_exp_upper(v: f64) -> String {
-    if let Some(special) = crate::model::special_float(v) {
-        return special.to_string();
+    match crate::model::special_float(v) {
+        Some(special) => special.to_string(),
+        None => super::template::go_exp(&format!("{v:e}")).replace('e', "E"),
     }
-    let e = format!("{v:e}");
-    let (m, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let (sign, digits) = match exp.strip_prefix('-') {
-        Some(d) => ('-', d),
-        None => ('+', exp),
-    };
-    format!("{m}E{sign}{digits:0>2}")
-}
-
-/// Go's duration formatting as promtool prints eval times (`5m`, `1h30m`).
-fn go_duration(ms: i64) -> String {
-    crate::model::format_duration(ms)
 }
 
 fn labels_text(l: &BTreeMap<String, String>) -> String {
@@ -338,7 +327,7 @@ fn run_group_in(
             failures.push(format!(
                 "    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
                 at.alertname,
-                go_duration(at.eval_time.millis()),
+                crate::model::format_duration(at.eval_time.millis()),
                 show(&want),
                 show(&have)
             ));
@@ -356,7 +345,7 @@ fn run_group_in(
                 failures.push(format!(
                     "    expr: {:?}, time: {}, err: unexpected {} result",
                     et.expr,
-                    go_duration(t),
+                    crate::model::format_duration(t),
                     other.type_name()
                 ));
                 continue;
@@ -365,7 +354,7 @@ fn run_group_in(
                 failures.push(format!(
                     "    expr: {:?}, time: {}, err: {e}",
                     et.expr,
-                    go_duration(t)
+                    crate::model::format_duration(t)
                 ));
                 continue;
             }
@@ -408,7 +397,7 @@ fn run_group_in(
             failures.push(format!(
                 "    expr: {:?}, time: {},\n        exp: {}\n        got: {}",
                 et.expr,
-                go_duration(t),
+                crate::model::format_duration(t),
                 show(&want),
                 show(&got_sorted)
             ));

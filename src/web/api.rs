@@ -137,12 +137,9 @@ fn write_value(out: &mut String, v: &Value) {
             out.push('}');
         }
         Value::String { t, s } => {
-            use std::fmt::Write;
-            let _ = write!(
-                out,
-                "{{\"resultType\":\"string\",\"result\":[{},",
-                *t as f64 / 1000.0
-            );
+            out.push_str("{\"resultType\":\"string\",\"result\":[");
+            crate::model::write_seconds(out, *t);
+            out.push(',');
             write_json_str(out, s);
             out.push_str("]}");
         }
@@ -419,7 +416,7 @@ pub async fn targets(State(state): State<AppState>, Params(params): Params) -> J
             .iter()
             .map(|t| {
                 let st = t.status();
-                let last = rfc3339(st.last_scrape_ms);
+                let last = crate::model::rfc3339(st.last_scrape_ms);
                 json!({
                     "discoveredLabels": t.discovered,
                     "labels": metric(&t.labels),
@@ -457,15 +454,6 @@ pub async fn probes(State(state): State<AppState>) -> Json<Json_> {
     success(Json_::Array(list))
 }
 
-fn rfc3339(ms: Timestamp) -> String {
-    if ms == 0 {
-        return "0001-01-01T00:00:00Z".into();
-    }
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
 fn alert_json(a: &crate::rules::engine::Alert) -> Json_ {
     let mut value = String::new();
     crate::model::write_float(&mut value, a.value);
@@ -473,7 +461,7 @@ fn alert_json(a: &crate::rules::engine::Alert) -> Json_ {
         "labels": metric(&a.labels),
         "annotations": a.annotations,
         "state": a.state.as_str(),
-        "activeAt": rfc3339(a.active_at_ms),
+        "activeAt": crate::model::rfc3339(a.active_at_ms),
         "value": value,
     })
 }
@@ -500,7 +488,7 @@ pub async fn rules(State(state): State<AppState>, Params(params): Params) -> Jso
                         "labels": r.rule.labels,
                         "health": r.health,
                         "evaluationTime": r.eval_seconds,
-                        "lastEvaluation": rfc3339(r.last_eval_ms),
+                        "lastEvaluation": crate::model::rfc3339(r.last_eval_ms),
                     });
                     if !r.last_error.is_empty() {
                         j["lastError"] = json!(r.last_error);
@@ -546,7 +534,7 @@ pub async fn rules(State(state): State<AppState>, Params(params): Params) -> Jso
                 "limit": g.limit,
                 "rules": rules,
                 "evaluationTime": g.eval_seconds,
-                "lastEvaluation": rfc3339(g.last_eval_ms),
+                "lastEvaluation": crate::model::rfc3339(g.last_eval_ms),
             })
         })
         .collect();
