@@ -5,8 +5,6 @@
 //! The exit code is the command's own; an unreachable mlmon only costs a
 //! warning on stderr.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -80,47 +78,33 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(1)
 }
 
-/// A small HTTP/1.1 POST over a plain TCP connection (mlmon listens on
-/// loopback by default; https is not spoken here).
+/// POSTs the run with the client scrapes use (http or https).
 fn post(target: &Target, path: &str, json: &str) -> Result<(), String> {
-    let rest = target
-        .url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported")?;
-    let (authority, prefix) = match rest.split_once('/') {
-        Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
-        None => (rest, String::new()),
-    };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {authority}"))?;
-    let timeout = Duration::from_secs(10);
-    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    conn.set_read_timeout(Some(timeout))
+    let url = format!("{}{path}", target.url.trim_end_matches('/'));
+    let client = crate::ingest::scrape::client(&Default::default())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .map_err(|e| e.to_string())?;
-    conn.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let auth = target
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "POST {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{json}",
-        json.len()
-    );
-    conn.write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    conn.read_to_end(&mut response).map_err(|e| e.to_string())?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1).unwrap_or("");
-    if status.starts_with('2') {
-        Ok(())
-    } else {
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").trim();
-        Err(format!("HTTP {status}: {body}"))
-    }
+    runtime.block_on(async {
+        let timeout = Duration::from_secs(10);
+        let mut req = client
+            .post(&url)
+            .timeout(timeout)
+            .header("Content-Type", "application/json")
+            .body(json.to_string());
+        if let Some(t) = &target.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| crate::ingest::scrape::describe(&e, timeout))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(format!("HTTP {status}: {}", body.trim()))
+    })
 }
