@@ -6,45 +6,16 @@
 //! `sum by (job) (rate(x[5m]))` over the 24 h at step 60 s on each, 10 runs
 //! after one warm-up, and prints p50 and the slowest run.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mlmon::ingest::remote_write;
 use mlmon::model::{Labels, Sample};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const SERIES: usize = 1_000;
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 24 * 3600 * 1000 / STEP_MS;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_ready(c: &reqwest::blocking::Client, url: &str) {
-    let start = Instant::now();
-    while !c
-        .get(url)
-        .send()
-        .map(|r| r.status().is_success())
-        .unwrap_or(false)
-    {
-        assert!(start.elapsed() < Duration::from_secs(60), "{url} not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Counter values in hundredths, growing by 0.5–1.5 × 15 s per step.
 fn value(series: usize, k: i64) -> f64 {
@@ -83,19 +54,7 @@ fn send(c: &reqwest::blocking::Client, url: &str, t0: i64) {
                 )
             })
             .collect();
-        let r = c
-            .post(url)
-            .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(remote_write::encode(&batch))
-            .send()
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "{url}: {}",
-            r.text().unwrap_or_default()
-        );
+        common::remote_write(c, url, &batch);
     }
 }
 
@@ -151,44 +110,13 @@ fn main() {
         .timeout(Duration::from_secs(600))
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
-    let prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("prom").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus is not installed (scripts/test.sh installs it)");
-    let _prom = Proc(prom);
-    let mlmon_port = free_port();
-    let mlmon = Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{mlmon_port}"),
-            "--log-level",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("mlmon"))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _mlmon = Proc(mlmon);
-    let prom_base = format!("http://127.0.0.1:{prom_port}");
-    let mlmon_base = format!("http://127.0.0.1:{mlmon_port}");
-    wait_ready(&c, &format!("{prom_base}/-/ready"));
-    wait_ready(&c, &format!("{mlmon_base}/-/ready"));
+    let prom = common::Prometheus::start(
+        "global:\n  scrape_interval: 15s\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let m = common::Mlmon::start(None);
+    let prom_base = prom.base.clone();
+    let mlmon_base = m.url("");
     let t0 = (mlmon::model::now_ms() - 25 * 3_600_000) / 60_000 * 60_000;
     for (name, base) in [("prometheus", &prom_base), ("mlmon", &mlmon_base)] {
         let t = Instant::now();

@@ -11,28 +11,16 @@
 //!
 //! `MLMON_BENCH_QUICK=1` runs a tenth of the work for a smoke test.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mlmon::ingest::remote_write;
 use mlmon::model::{Labels, Matcher, Sample};
 use mlmon::tsdb::{Querier, Storage, StorageOptions};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Rng;
 
 /// Series `i`: even ones are CPU-seconds counters, odd ones temperature
 /// gauges; values are kept in hundredths so they print with two decimals.
@@ -141,44 +129,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn bench_remote_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .arg("--log-level")
-        .arg("warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/api/v1/write");
-    let client = {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::blocking::Client::new()
-    };
-    let ready = Instant::now();
-    while client
-        .get(format!("http://127.0.0.1:{port}/-/ready"))
-        .send()
-        .is_err()
-    {
-        assert!(
-            ready.elapsed() < Duration::from_secs(20),
-            "mlmon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut m = common::Mlmon::start(None);
+    let url = m.url("/api/v1/write");
     // Pre-encode every body so the client's CPU stays out of the figure.
     let series = 10_000;
     let rounds = scale(100);
@@ -206,17 +158,14 @@ fn bench_remote_write() {
     // Four connections; each takes every fourth body, in order, so every
     // series receives its samples in time order.
     let per_round = series / 2000;
-    let cpu0 = cpu_seconds(child.id());
+    let cpu0 = cpu_seconds(m.child.id());
     let start = Instant::now();
     let bodies = Arc::new(bodies);
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let (bodies, url) = (bodies.clone(), url.clone());
             std::thread::spawn(move || {
-                let c = {
-                    let _ = rustls::crypto::ring::default_provider().install_default();
-                    reqwest::blocking::Client::new()
-                };
+                let c = common::client();
                 for r in 0..bodies.len() / per_round {
                     // One round at a time across workers keeps order per series.
                     for k in (0..per_round).filter(|k| k % 4 == w) {
@@ -242,14 +191,13 @@ fn bench_remote_write() {
         w.join().unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(child.id()) - cpu0;
+    let cpu = cpu_seconds(m.child.id()) - cpu0;
     println!(
         "remote_write ingest: {total} samples, 10,000 series, batches of 2,000, 4 connections: {:.0} samples/s, server {:.2} CPU-s per 1M samples ({secs:.2} s)",
         total as f64 / secs,
         cpu / (total as f64 / 1e6)
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    m.kill();
 }
 
 /// Appends `per_series` samples 15 s apart to each of `series` series, one

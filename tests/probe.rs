@@ -113,12 +113,7 @@ fn probes_judge_status_json_and_timeouts() {
         .unwrap();
     assert_eq!(down["data"]["result"].as_array().unwrap().len(), 4);
 
-    let status: Value = client()
-        .get(m.url("/api/v1/probes"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let status: Value = m.json("/api/v1/probes");
     let by_name = |n: &str| {
         status["data"]
             .as_array()

@@ -11,24 +11,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use mlmon::ingest::remote_write;
 use mlmon::model::{stale_nan, Labels, Sample};
 use serde_json::Value;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 const STEP: i64 = 15_000;
 const POINTS: i64 = 240; // one hour
@@ -259,15 +243,7 @@ fn send(c: &reqwest::blocking::Client, url: &str, data: &[(Labels, Vec<Sample>)]
         if batch.is_empty() {
             continue;
         }
-        let r = c
-            .post(url)
-            .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(remote_write::encode(&batch))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{url}: {}", r.text().unwrap());
+        common::remote_write(c, url, &batch);
     }
 }
 

@@ -168,12 +168,7 @@ fn the_server_evaluates_rule_files_and_serves_rules_and_alerts() {
     let m = common::Mlmon::start(Some(&format!("rule_files: ['{}']\n", rules.display())));
     let deadline = Instant::now() + Duration::from_secs(15);
     let alerts = loop {
-        let v: serde_json::Value = common::client()
-            .get(m.url("/api/v1/alerts"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let v: serde_json::Value = m.json("/api/v1/alerts");
         let a = v["data"]["alerts"].as_array().cloned().unwrap_or_default();
         if !a.is_empty() {
             break a;
@@ -185,12 +180,7 @@ fn the_server_evaluates_rule_files_and_serves_rules_and_alerts() {
     assert_eq!(alerts[0]["labels"]["alertname"], "AlwaysOn");
     assert_eq!(alerts[0]["annotations"]["description"], "value 0.65");
     assert_eq!(alerts[0]["value"], "0.65");
-    let v: serde_json::Value = common::client()
-        .get(m.url("/api/v1/rules"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let v: serde_json::Value = m.json("/api/v1/rules");
     let g = &v["data"]["groups"][0];
     assert_eq!(g["name"], "g");
     assert_eq!(g["rules"][0]["type"], "alerting");

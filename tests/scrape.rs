@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, free_port, Mlmon};
+use common::{free_port, Mlmon};
 use serde_json::Value;
 
 fn start_exporter(port: u16) -> std::process::Child {
@@ -83,12 +83,7 @@ fn scrapes_a_prometheus_client_target_and_marks_a_dead_one() {
         m.value("up{job=\"dead\"}") == Some(0.0)
     });
 
-    let targets: Value = client()
-        .get(m.url("/api/v1/targets"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let targets: Value = m.json("/api/v1/targets");
     let active = targets["data"]["activeTargets"].as_array().unwrap();
     assert_eq!(active.len(), 2, "{targets}");
     let api = active.iter().find(|t| t["scrapePool"] == "api").unwrap();

@@ -111,12 +111,7 @@ fn https_targets_need_their_ca() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(m.value("up{job=\"untrusted\"}"), Some(0.0));
-    let targets: serde_json::Value = common::client()
-        .get(m.url("/api/v1/targets"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let targets: serde_json::Value = m.json("/api/v1/targets");
     let untrusted = targets["data"]["activeTargets"]
         .as_array()
         .unwrap()

@@ -110,6 +110,11 @@ impl Mlmon {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// GET `path` as JSON (asserting a 2xx answer).
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        json(&client(), &self.url(path))
+    }
+
     /// The result list of an instant query at now.
     pub fn query(&self, q: &str) -> Vec<serde_json::Value> {
         let v: serde_json::Value = client()
@@ -243,4 +248,45 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A small deterministic generator (splitmix64) for test and bench data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Sends `batch` with Prometheus remote write 1.0 to `url` (mlmon or a
+/// real Prometheus) and asserts it was accepted.
+pub fn remote_write(
+    c: &reqwest::blocking::Client,
+    url: &str,
+    batch: &[(mlmon::model::Labels, Vec<mlmon::model::Sample>)],
+) {
+    let r = c
+        .post(url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(mlmon::ingest::remote_write::encode(batch))
+        .send()
+        .unwrap();
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{url}: {status}: {}",
+        r.text().unwrap_or_default()
+    );
 }
