@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod gotmpl;
 pub mod ingest;
 pub mod model;
 pub mod par;

@@ -160,7 +160,7 @@ fn series_labels(text: &str) -> Result<Labels, String> {
 fn go_exp_upper(v: f64) -> String {
     match crate::model::special_float(v) {
         Some(special) => special.to_string(),
-        None => super::template::go_exp(&format!("{v:e}")).replace('e', "E"),
+        None => crate::gotmpl::go_exp(&format!("{v:e}")).replace('e', "E"),
     }
 }
 
