@@ -89,19 +89,47 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let rules = Arc::new(groups);
     state.rules = rules.clone();
+    let notify = {
+        let am = notifier_config(&config).map_err(|e| {
+            anyhow::anyhow!("cannot load the notifier configuration:\n{}", e.join("\n"))
+        })?;
+        for note in &am.notes {
+            tracing::warn!(message = "Notifier configuration", note = %note);
+        }
+        let library = crate::notify::Library::load(&am.templates).map_err(anyhow::Error::msg)?;
+        let store = Arc::new(KvStore(storage.clone()));
+        let (external_url, retention) = (
+            state.settings.external_url(),
+            config.storage.retention.millis(),
+        );
+        let notifier = tokio::task::spawn_blocking(move || {
+            crate::notify::Notifier::new(
+                Arc::new(am),
+                library,
+                &external_url,
+                store,
+                retention,
+                now_ms(),
+            )
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot load the notifier's state: {e}"))?;
+        Arc::new(crate::notify::Shared::new(notifier))
+    };
+    state.notify = notify.clone();
     let mut alertmanagers = Vec::new();
     for am in &config.alertmanagers {
-        let c = scrape::client(&am.tls).map_err(anyhow::Error::msg)?;
+        let c = crate::http::client(&am.tls).map_err(anyhow::Error::msg)?;
         alertmanagers.push((am.clone(), c));
     }
     let alertmanagers = Arc::new(alertmanagers);
     let metrics = state.metrics.clone();
-    let client = scrape::client(&Default::default()).map_err(anyhow::Error::msg)?;
+    let client = crate::http::client(&Default::default()).map_err(anyhow::Error::msg)?;
     // Jobs with a tls_config get a client of their own.
     let mut job_clients = std::collections::HashMap::new();
     for job in &config.scrape {
         if job.tls.ca_pem.is_some() || job.tls.insecure_skip_verify {
-            let c = scrape::client(&job.tls)
+            let c = crate::http::client(&job.tls)
                 .map_err(|e| anyhow::anyhow!("scrape job {:?}: {e}", job.job_name))?;
             job_clients.insert(job.job_name.clone(), c);
         }
@@ -147,15 +175,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             },
         )),
         tokio::spawn(hangup_task(stop_rx.clone())),
+        tokio::spawn(notify_loop(notify.clone(), stop_rx.clone())),
     ];
     for i in 0..rules.len() {
         tasks.push(tokio::spawn(rule_loop(
-            storage.clone(),
-            rules.clone(),
+            state.clone(),
             i,
             alertmanagers.clone(),
-            state.settings.clone(),
-            metrics.clone(),
             stop_rx.clone(),
         )));
     }
@@ -341,17 +367,22 @@ async fn scrape_loop(
 /// `--rules.alert.resend-delay`).
 const RESEND_DELAY_MS: i64 = 60_000;
 
-/// Evaluates rule group `i` every interval of its own, then sends the
-/// alerts that are due to the external Alertmanagers.
+/// Evaluates rule group `i` every interval of its own, then hands the
+/// alerts that are due to the notifier and the external Alertmanagers.
 async fn rule_loop(
-    storage: Arc<Storage>,
-    rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
+    state: AppState,
     i: usize,
     alertmanagers: Arc<Vec<(crate::config::AlertmanagerTarget, reqwest::Client)>>,
-    settings: Arc<crate::web::WebSettings>,
-    metrics: Arc<HttpMetrics>,
     stop: watch::Receiver<bool>,
 ) {
+    let AppState {
+        storage,
+        rules,
+        notify,
+        settings,
+        metrics,
+        ..
+    } = state;
     let (name, every) = {
         let g = rules[i].lock().unwrap_or_else(|p| p.into_inner());
         (
@@ -365,7 +396,7 @@ async fn rule_loop(
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
     let ext = Arc::new(ext);
-    let external_url = format!("http://{}", settings.listen);
+    let external_url = settings.external_url();
     periodic(name, every, Duration::ZERO, metrics, stop, || {
         let (storage, rules, settings, ext) = (
             storage.clone(),
@@ -374,6 +405,7 @@ async fn rule_loop(
             ext.clone(),
         );
         let (alertmanagers, external_url) = (alertmanagers.clone(), external_url.clone());
+        let notify = notify.clone();
         async move {
             let now = now_ms();
             let (r, e) = (rules.clone(), ext.clone());
@@ -389,14 +421,23 @@ async fn rule_loop(
                 (!failed.is_empty()).then(|| failed.join("; "))
             })
             .await;
-            if alertmanagers.is_empty() {
-                return error;
-            }
             let outgoing = rules[i]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .alerts_to_send(now, RESEND_DELAY_MS);
             if outgoing.is_empty() {
+                return error;
+            }
+            let incoming = crate::rules::alertmanager::incoming(&outgoing, &ext, &external_url);
+            if let Some(e) = blocking("notifier", move || {
+                notify.put(incoming, now);
+                None
+            })
+            .await
+            {
+                error = Some(error.map_or(e.clone(), |x| format!("{x}; {e}")));
+            }
+            if alertmanagers.is_empty() {
                 return error;
             }
             let body = crate::rules::alertmanager::payload(&outgoing, &ext, &external_url);
@@ -559,4 +600,112 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
             Err(e) => tracing::error!(message = "Store maintenance task failed", error = %e),
         }
     }
+}
+
+/// The notifier's Alertmanager configuration: the file or inline section
+/// mlmon.yml names, else the default that logs notifications.
+pub fn notifier_config(config: &Config) -> Result<crate::notify::AmConfig, Vec<String>> {
+    use crate::config::NotifierSource;
+    use crate::notify::AmConfig;
+    match &config.notifier {
+        Some(NotifierSource::File(path)) => AmConfig::load(path),
+        Some(NotifierSource::Inline {
+            text,
+            line_offset,
+            base,
+        }) => {
+            let name = config
+                .source
+                .as_ref()
+                .map_or("<config>".to_string(), |p| p.display().to_string());
+            AmConfig::parse(text, &name, *line_offset, base)
+        }
+        None => Ok(AmConfig::default_config()),
+    }
+}
+
+/// The notifier's durable state lives in the store's key-value table.
+struct KvStore(Arc<Storage>);
+
+impl crate::notify::Store for KvStore {
+    fn load(&self, namespace: &str) -> Result<crate::notify::Rows, String> {
+        self.0.kv_scan(namespace).map_err(|e| e.to_string())
+    }
+
+    fn apply(&self, namespace: &str, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
+        self.0
+            .kv_apply(namespace, changes)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Flushes due aggregation groups and delivers their notifications, each
+/// in a task of its own, so a receiver that hangs delays nothing else.
+async fn notify_loop(notify: Arc<crate::notify::Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let n = notify.clone();
+        let (jobs, next) = match tokio::task::spawn_blocking(move || {
+            let mut g = n.lock();
+            let jobs = g.due(now_ms());
+            for e in std::mem::take(&mut g.store_errors) {
+                tracing::error!(message = "Notifier state not saved", error = %e);
+            }
+            (jobs, g.next_due())
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(message = "Notifier task failed", error = %e);
+                (Vec::new(), None)
+            }
+        };
+        for job in jobs {
+            tokio::spawn(deliver(notify.clone(), job));
+        }
+        let wait = next.map_or(1000, |t| (t - now_ms()).clamp(10, 1000)) as u64;
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = notify.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+    }
+}
+
+async fn deliver(notify: Arc<crate::notify::Shared>, job: crate::notify::Job) {
+    let (receiver, library) = {
+        let n = notify.lock();
+        (
+            n.config().receiver(&job.receiver).cloned(),
+            n.library().clone(),
+        )
+    };
+    let left = (job.deadline_ms - now_ms()).max(1000) as u64;
+    let deadline = std::time::Instant::now() + Duration::from_millis(left);
+    let d =
+        crate::notify::send::deliver(&job, receiver.as_ref(), &library, deadline, &notify.metrics)
+            .await;
+    match &d.outcome {
+        Ok(()) => tracing::info!(
+            message = "Notification sent",
+            receiver = %job.receiver,
+            integration = %job.integration_name(),
+            group = %job.group_key,
+            alerts = job.data.alerts.len(),
+            attempts = d.attempts,
+        ),
+        Err(e) => tracing::error!(
+            message = "Notification failed",
+            receiver = %job.receiver,
+            integration = %job.integration_name(),
+            group = %job.group_key,
+            error = %e,
+        ),
+    }
+    let n = notify.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        n.lock().complete(&job, d.outcome, d.rendered, now_ms());
+        n.wake.notify_one();
+    })
+    .await;
 }

@@ -4,8 +4,10 @@
 pub mod app;
 pub mod config;
 pub mod gotmpl;
+pub mod http;
 pub mod ingest;
 pub mod model;
+pub mod notify;
 pub mod par;
 pub mod promql;
 pub mod rules;

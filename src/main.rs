@@ -30,11 +30,16 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
-    /// Validate the config file and the rule files it names, then exit.
+    /// Validate the config file with the rule files and Alertmanager
+    /// configuration it names; or the files given, each recognised as an
+    /// mlmon.yml, a rule file or an alertmanager.yml. Exits non-zero on
+    /// any error.
     Check {
         /// Config file (default: ./mlmon.yml if it exists).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Files to check instead (mlmon.yml, rule files, alertmanager.yml).
+        files: Vec<PathBuf>,
     },
     /// Run a pipeline command and record the run with a running mlmon.
     Run {
@@ -121,7 +126,8 @@ fn main() -> ExitCode {
             println!("mlmon {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some(Command::Check { config }) => check(config),
+        Some(Command::Check { config, files }) if files.is_empty() => check(config),
+        Some(Command::Check { files, .. }) => check_files(&files),
         Some(Command::Test {
             what: TestCommand::Rules { files },
         }) => test_rules(&files),
@@ -236,6 +242,15 @@ fn check(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if check_config(config) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Checks mlmon.yml with everything it names; prints what it found.
+fn check_config(config: Config) -> bool {
     let name = config
         .source
         .as_ref()
@@ -247,20 +262,114 @@ fn check(path: Option<PathBuf>) -> ExitCode {
     for line in &report.notes {
         println!("{line}");
     }
-    if report.errors.is_empty() {
+    let mut errors = report.errors;
+    let notifier = match mlmon::app::notifier_config(&config) {
+        Ok(am) => {
+            for n in &am.notes {
+                println!("{n}");
+            }
+            describe_notifier(&am)
+        }
+        Err(e) => {
+            errors.extend(e);
+            String::new()
+        }
+    };
+    if errors.is_empty() {
         let targets: usize = config.scrape.iter().map(|j| j.targets.len()).sum();
         println!(
-            "SUCCESS: {name} is valid; {} rule files, {} rules; {} scrape jobs, {targets} targets",
+            "SUCCESS: {name} is valid; {} rule files, {} rules; {} scrape jobs, {targets} targets; {notifier}",
             report.files,
             report.rules,
             config.scrape.len()
         );
-        ExitCode::SUCCESS
+        true
     } else {
-        for e in &report.errors {
+        for e in &errors {
             eprintln!("{e}");
         }
-        eprintln!("FAILED: {} problems", report.errors.len());
+        eprintln!("FAILED: {} problems", errors.len());
+        false
+    }
+}
+
+fn describe_notifier(am: &mlmon::notify::AmConfig) -> String {
+    let count =
+        |f: fn(&mlmon::notify::Receiver) -> usize| am.receivers.iter().map(f).sum::<usize>();
+    format!(
+        "notifier: {} receivers ({} email, {} slack, {} webhook), {} inhibit rules",
+        am.receivers.len(),
+        count(|r| r.email.len()),
+        count(|r| r.slack.len()),
+        count(|r| r.webhook.len()),
+        am.inhibit_rules.len()
+    )
+}
+
+/// `mlmon check FILE…`: each file is checked as what its keys say it is.
+fn check_files(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", path.display());
+                ok = false;
+                continue;
+            }
+        };
+        let keys: Vec<String> = match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+            Ok(serde_yaml::Value::Mapping(m)) => m
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let has = |k: &str| keys.iter().any(|x| x == k);
+        let name = path.display();
+        if has("groups") {
+            let report = mlmon::rules::check_files(&[path.display().to_string()]);
+            if report.errors.is_empty() {
+                println!("SUCCESS: {name}: {} rules", report.rules);
+            } else {
+                for e in &report.errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("FAILED: {name}: {} problems", report.errors.len());
+                ok = false;
+            }
+        } else if has("route") || has("receivers") || has("inhibit_rules") {
+            match mlmon::notify::AmConfig::load(path) {
+                Ok(am) => {
+                    for n in &am.notes {
+                        println!("{n}");
+                    }
+                    println!(
+                        "SUCCESS: {name} is a valid Alertmanager configuration; {}",
+                        describe_notifier(&am)
+                    );
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("FAILED: {name}: {} problems", errors.len());
+                    ok = false;
+                }
+            }
+        } else {
+            match Config::load(path) {
+                Ok(c) => ok &= check_config(c),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ok = false;
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }

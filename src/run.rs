@@ -81,7 +81,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// POSTs the run with the client scrapes use (http or https).
 fn post(target: &Target, path: &str, json: &str) -> Result<(), String> {
     let url = format!("{}{path}", target.url.trim_end_matches('/'));
-    let client = crate::ingest::scrape::client(&Default::default())?;
+    let client = crate::http::client(&Default::default())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -99,7 +99,7 @@ fn post(target: &Target, path: &str, json: &str) -> Result<(), String> {
         let resp = req
             .send()
             .await
-            .map_err(|e| crate::ingest::scrape::describe(&e, timeout))?;
+            .map_err(|e| crate::http::describe(&e, timeout))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

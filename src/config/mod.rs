@@ -48,6 +48,9 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     /// External Alertmanagers (`alerting.alertmanagers`).
     pub alertmanagers: Vec<AlertmanagerTarget>,
+    /// The built-in notifier's Alertmanager configuration (`alertmanager:`);
+    /// `None`: notifications go to the log.
+    pub notifier: Option<NotifierSource>,
     /// Sections accepted but not acted on by this version, with the reason.
     pub ignored: Vec<String>,
 }
@@ -126,6 +129,19 @@ pub struct ArtifactsConfig {
     pub dir: PathBuf,
     pub pipeline: String,
     pub interval: PromDuration,
+}
+
+/// Where the notifier's `alertmanager.yml` comes from; `notify` parses it.
+#[derive(Debug, Clone)]
+pub enum NotifierSource {
+    File(PathBuf),
+    /// The `alertmanager:` section of mlmon.yml, dedented; its first line
+    /// is line `line_offset + 1` of the file.
+    Inline {
+        text: String,
+        line_offset: usize,
+        base: PathBuf,
+    },
 }
 
 /// One problem in a config file.

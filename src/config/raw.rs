@@ -240,7 +240,6 @@ impl RawConfig {
             self.remote_read.as_ref().is_some_and(|s| !is_empty(s)),
             "mlmon does not read from remote storage",
         );
-        ignore("alertmanager", self.alertmanager.is_some(), later);
         ignore(
             "tracing",
             self.tracing.is_some(),
@@ -290,6 +289,10 @@ impl RawConfig {
             global.scrape_interval,
             v,
         );
+        let notifier = self
+            .alertmanager
+            .take()
+            .and_then(|a| notifier_source(&a, v));
         let storage = self.resolve_storage(v);
         let web = self.web.resolve(v);
         let push = self.push.resolve(v, global.scrape_interval);
@@ -348,6 +351,7 @@ impl RawConfig {
             scrape,
             probes,
             alertmanagers,
+            notifier,
             ignored,
         })
     }
@@ -559,4 +563,53 @@ impl RawPush {
             ttl_rules,
         }
     }
+}
+
+/// `alertmanager:` either names a file (`config_file: alertmanager.yml`) or
+/// holds Alertmanager's keys inline; inline text is cut out of the file as
+/// written, so messages about it carry the file's own line numbers.
+fn notifier_source(value: &Value, v: &mut Validator) -> Option<NotifierSource> {
+    let Value::Mapping(m) = value else {
+        v.error(
+            &["alertmanager"],
+            "must be a mapping (config_file: FILE, or Alertmanager's keys)",
+        );
+        return None;
+    };
+    if let Some(f) = m.get("config_file") {
+        if m.len() > 1 {
+            v.error(
+                &["alertmanager", "config_file"],
+                "config_file cannot be combined with inline Alertmanager keys",
+            );
+            return None;
+        }
+        let Some(f) = f.as_str() else {
+            v.error(&["alertmanager", "config_file"], "must be a path");
+            return None;
+        };
+        return Some(NotifierSource::File(v.relative(Path::new(f))));
+    }
+    let start = line_of(v.text, &["alertmanager"])?;
+    let lines: Vec<&str> = v
+        .text
+        .lines()
+        .skip(start)
+        .take_while(|l| l.trim().is_empty() || l.starts_with([' ', '\t']) || l.starts_with('#'))
+        .collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let text: Vec<&str> = lines
+        .iter()
+        .map(|l| if l.len() >= indent { &l[indent..] } else { "" })
+        .collect();
+    Some(NotifierSource::Inline {
+        text: text.join("\n"),
+        line_offset: start,
+        base: v.base.to_path_buf(),
+    })
 }

@@ -3,6 +3,7 @@
 //! when loading; service discovery other than `static_configs` is refused
 //! by name (serde's unknown-field error) rather than silently ignored.
 
+pub use crate::http::TlsConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -38,14 +39,6 @@ pub struct StaticTarget {
     /// `host:port`.
     pub address: String,
     pub labels: BTreeMap<String, String>,
-}
-
-/// `tls_config` for https targets.
-#[derive(Debug, Clone, Default)]
-pub struct TlsConfig {
-    /// PEM certificates trusted besides the system's roots (`ca_file`).
-    pub ca_pem: Option<Vec<u8>>,
-    pub insecure_skip_verify: bool,
 }
 
 #[derive(Clone)]

@@ -91,12 +91,12 @@ impl Probe {
         };
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return fail(0, super::scrape::describe(&e, timeout)),
+            Err(e) => return fail(0, crate::http::describe(&e, timeout)),
         };
         let code = resp.status().as_u16();
         let body = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return fail(code, super::scrape::describe(&e, timeout)),
+            Err(e) => return fail(code, crate::http::describe(&e, timeout)),
         };
         let expected = if c.expected_status.is_empty() {
             (200..300).contains(&code)

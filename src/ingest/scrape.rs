@@ -241,7 +241,10 @@ impl Target {
             Some(ScrapeAuth::Bearer(token)) => req = req.bearer_auth(token),
             None => {}
         }
-        let resp = req.send().await.map_err(|e| describe(&e, timeout))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| crate::http::describe(&e, timeout))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("server returned HTTP status {status}"));
@@ -251,7 +254,10 @@ impl Target {
                 .get("content-type")
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = resp.bytes().await.map_err(|e| describe(&e, timeout))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| crate::http::describe(&e, timeout))?;
         let body =
             String::from_utf8(body.into()).map_err(|_| "the page is not UTF-8 text".to_string())?;
         Ok((body, format))
@@ -530,44 +536,6 @@ fn fast_path(
         }
     }
     Some((scraped, keep))
-}
-
-/// An HTTP client for scrapes and probes; with `tls`, for one job's https
-/// targets.
-pub fn client(tls: &crate::config::TlsConfig) -> Result<reqwest::Client, String> {
-    // rustls needs a process-wide crypto provider; the first install wins.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut b = reqwest::Client::builder()
-        .user_agent(concat!("mlmon/", env!("CARGO_PKG_VERSION")))
-        .danger_accept_invalid_certs(tls.insecure_skip_verify);
-    if let Some(pem) = &tls.ca_pem {
-        for cert in reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| format!("tls_config: the CA file is not PEM: {e}"))?
-        {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    b.build()
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
-}
-
-/// A fetch error as Prometheus words it, without the client's internals.
-pub(crate) fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        format!("context deadline exceeded (timeout {timeout:?})")
-    } else if e.is_connect() {
-        // The innermost cause says what happened ("Connection refused",
-        // "invalid peer certificate: UnknownIssuer", ...).
-        let mut cause: &dyn std::error::Error = e;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
-        format!("connect: {cause}")
-    } else if e.is_body() || e.is_decode() {
-        "the response body could not be read".into()
-    } else {
-        "the request failed".into()
-    }
 }
 
 #[cfg(test)]

@@ -72,9 +72,109 @@ impl Matcher {
     }
 }
 
+impl MatchOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Re => "=~",
+            MatchOp::NotRe => "!~",
+        }
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    /// `name="value"`, with the value quoted as Go's `%q` does.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
+    }
+}
+
+/// Parses Alertmanager's matcher list: `{a="b", c=~"d.*"}` or `a=b`, values
+/// quoted (with backslash escapes) or bare; the error says which matcher
+/// is wrong and why.
+pub fn parse_matchers(input: &str) -> Result<Vec<Matcher>, String> {
+    let mut s = input.trim();
+    if let Some(inner) = s.strip_prefix('{') {
+        s = inner
+            .strip_suffix('}')
+            .ok_or_else(|| format!("{input:?}: missing closing '}}'"))?;
+    }
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if !super::is_valid_label_name(name) {
+            return Err(format!("{rest:?}: expected a label name"));
+        }
+        let after = rest[name_end..].trim_start();
+        let (op, after) = [
+            ("=~", MatchOp::Re),
+            ("!~", MatchOp::NotRe),
+            ("!=", MatchOp::NotEqual),
+            ("=", MatchOp::Equal),
+        ]
+        .iter()
+        .find_map(|(t, op)| after.strip_prefix(t).map(|a| (*op, a.trim_start())))
+        .ok_or_else(|| format!("{rest:?}: expected one of =, !=, =~, !~ after {name:?}"))?;
+        let (value, after) = if let Some(q) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, 't')) => value.push('\t'),
+                        Some((_, c)) => value.push(c),
+                        None => break,
+                    },
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            let end = end.ok_or_else(|| format!("{rest:?}: unterminated quoted value"))?;
+            (value, &q[end..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        out.push(Matcher::new(op, name, &value).map_err(|e| e.to_string())?);
+        rest = after.trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(format!("{rest:?}: expected ',' between matchers"));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alertmanager_matcher_lists() {
+        let m = parse_matchers(r#"{severity="critical", job=~"ml.*",x!=y}"#).unwrap();
+        let shown: Vec<String> = m.iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            shown,
+            [r#"severity="critical""#, r#"job=~"ml.*""#, r#"x!="y""#]
+        );
+        assert!(m[1].matches("ml-pipeline") && !m[1].matches("node"));
+        assert_eq!(parse_matchers(r#"a="q\"x""#).unwrap()[0].value, "q\"x");
+        assert!(parse_matchers("a=\"x").is_err());
+        assert!(parse_matchers("1a=x").is_err());
+        assert!(parse_matchers("a=~(").is_err());
+        assert!(parse_matchers("a x").is_err());
+    }
 
     #[test]
     fn regex_is_anchored() {

@@ -6,14 +6,16 @@ mod duration;
 mod labels;
 mod matcher;
 mod relabel;
+mod yaml_lines;
 
 pub use duration::{format_duration, parse_duration, DurationError, PromDuration};
 pub use labels::{
     get_uvarint, is_valid_label_name, is_valid_metric_name, put_uvarint, LabelError, Labels,
     LabelsBuilder, METRIC_NAME,
 };
-pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use matcher::{parse_matchers, MatchOp, Matcher, MatcherError};
 pub use relabel::{relabel, RelabelAction, RelabelRule};
+pub use yaml_lines::YamlLines;
 
 /// Hash maps and sets with a fast (not DoS-resistant) hasher, for lookups
 /// on data mlmon already holds.

@@ -22,17 +22,47 @@ pub fn payload(
             for (n, v) in a.labels.iter() {
                 labels.insert(n.to_string(), v.to_string());
             }
-            let expr = percent_encode(&a.expr);
             serde_json::json!({
                 "labels": labels,
                 "annotations": a.annotations,
                 "startsAt": rfc3339(a.starts_at_ms),
                 "endsAt": rfc3339(a.ends_at_ms),
-                "generatorURL": format!("{external_url}/graph?g0.expr={expr}&g0.tab=1"),
+                "generatorURL": generator_url(external_url, &a.expr),
             })
         })
         .collect();
     serde_json::Value::Array(list)
+}
+
+/// The same alerts for mlmon's own notifier.
+pub fn incoming(
+    alerts: &[Outgoing],
+    external_labels: &BTreeMap<String, String>,
+    external_url: &str,
+) -> Vec<crate::notify::Incoming> {
+    alerts
+        .iter()
+        .map(|a| {
+            let mut labels = external_labels.clone();
+            for (n, v) in a.labels.iter() {
+                labels.insert(n.to_string(), v.to_string());
+            }
+            crate::notify::Incoming {
+                labels,
+                annotations: a.annotations.clone(),
+                starts_at_ms: Some(a.starts_at_ms),
+                ends_at_ms: Some(a.ends_at_ms),
+                generator_url: generator_url(external_url, &a.expr),
+            }
+        })
+        .collect()
+}
+
+fn generator_url(external_url: &str, expr: &str) -> String {
+    format!(
+        "{external_url}/graph?g0.expr={}&g0.tab=1",
+        percent_encode(expr)
+    )
 }
 
 /// Posts `body` to one Alertmanager; the error says why it was refused.
@@ -56,7 +86,7 @@ pub async fn send(
     let resp = req
         .send()
         .await
-        .map_err(|e| crate::ingest::scrape::describe(&e, am.timeout.std()))?;
+        .map_err(|e| crate::http::describe(&e, am.timeout.std()))?;
     if resp.status().is_success() {
         Ok(())
     } else {

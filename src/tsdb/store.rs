@@ -892,6 +892,24 @@ impl Storage {
         })
     }
 
+    /// Puts (`Some`) and deletes (`None`) rows of a namespace in one
+    /// durable transaction.
+    pub fn kv_apply(
+        &self,
+        namespace: &str,
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError> {
+        self.kv_write(|t| {
+            for (k, v) in changes {
+                match v {
+                    Some(v) => t.insert((namespace, k.as_slice()), v.as_slice())?,
+                    None => t.remove((namespace, k.as_slice()))?,
+                };
+            }
+            Ok(())
+        })
+    }
+
     /// Every `(key, value)` of a namespace, in key order.
     pub fn kv_scan(&self, namespace: &str) -> Result<KvRows, StorageError> {
         let db = self.db()?;

@@ -4,6 +4,7 @@
 //! the ingest endpoints, like the tools they replace) and never shows
 //! internal error text to clients. Mutating endpoints sit behind [`auth`].
 
+mod alertmanager;
 mod api;
 mod auth;
 mod exposition;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub probes: Arc<Vec<Arc<Probe>>>,
     /// Rule groups, each evaluated by its own task.
     pub rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
+    pub notify: Arc<crate::notify::Shared>,
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
@@ -59,6 +61,11 @@ pub struct WebSettings {
 }
 
 impl WebSettings {
+    /// The URL links in notifications point to.
+    pub fn external_url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
     pub fn new(config: &Config) -> Self {
         let q = &config.query;
         WebSettings {
@@ -85,6 +92,15 @@ impl AppState {
         auth: &AuthConfig,
     ) -> Self {
         let loopback = settings.listen.ip().is_loopback();
+        let notifier = crate::notify::Notifier::new(
+            Arc::new(crate::notify::AmConfig::default_config()),
+            crate::notify::Library::default(),
+            &settings.external_url(),
+            Arc::new(crate::notify::MemoryStore::default()),
+            0,
+            crate::model::now_ms(),
+        )
+        .expect("an empty memory store loads");
         AppState {
             storage,
             push,
@@ -92,6 +108,7 @@ impl AppState {
             targets: Arc::default(),
             probes: Arc::default(),
             rules: Arc::default(),
+            notify: Arc::new(crate::notify::Shared::new(notifier)),
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
@@ -101,8 +118,13 @@ impl AppState {
 
 /// Every route of mlmon.
 pub fn router(state: AppState) -> Router {
+    let authed = || middleware::from_fn_with_state(state.clone(), auth::require);
     let mutating = Router::new()
         .route("/api/v1/write", post(ingest::remote_write))
+        .route(
+            "/api/v1/receivers/{name}/test",
+            post(alertmanager::test_receiver),
+        )
         .route(
             "/metrics/{*grouping}",
             put(ingest::push_put)
@@ -139,6 +161,26 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/probes", get(api::probes))
         .route("/api/v1/rules", get(api::rules))
         .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/alerts/history", get(alertmanager::history))
+        .route("/api/v1/notifications", get(alertmanager::recent))
+        .route("/api/v1/templates/preview", post(alertmanager::preview))
+        .route(
+            "/api/v2/alerts",
+            get(alertmanager::get_alerts)
+                .merge(post(alertmanager::post_alerts).route_layer(authed())),
+        )
+        .route(
+            "/api/v2/silences",
+            get(alertmanager::get_silences)
+                .merge(post(alertmanager::post_silence).route_layer(authed())),
+        )
+        .route(
+            "/api/v2/silence/{id}",
+            get(alertmanager::get_silence)
+                .merge(axum::routing::delete(alertmanager::delete_silence).route_layer(authed())),
+        )
+        .route("/api/v2/status", get(alertmanager::status))
+        .route("/api/v2/receivers", get(alertmanager::receivers))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))

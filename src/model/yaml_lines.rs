@@ -1,0 +1,153 @@
+//! Line numbers of the keys and list items of a block-style YAML text, by
+//! path (`receivers[1].slack_configs[0].api_url`), so errors found after
+//! serde (which keeps no positions) can name the line of the exact item.
+//! Flow collections (`[a, b]`) count as values of their key; block
+//! scalars (`|`, `>`) are skipped.
+
+use std::collections::HashMap;
+
+pub struct YamlLines {
+    lines: HashMap<String, usize>,
+    /// Added to every line (for a section cut out of a larger file).
+    offset: usize,
+}
+
+enum Entry {
+    Key(String),
+    Item(usize),
+}
+
+impl YamlLines {
+    pub fn new(text: &str, offset: usize) -> YamlLines {
+        let mut lines = HashMap::new();
+        let mut stack: Vec<(usize, Entry)> = Vec::new();
+        let mut block_scalar: Option<usize> = None;
+        for (n, line) in text.lines().enumerate() {
+            let content = line.trim_start();
+            let mut col = line.len() - content.len();
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            if let Some(indent) = block_scalar {
+                if col > indent {
+                    continue;
+                }
+                block_scalar = None;
+            }
+            let mut rest = content;
+            while let Some(after) = rest
+                .strip_prefix('-')
+                .filter(|a| a.is_empty() || a.starts_with(' '))
+            {
+                while stack.last().is_some_and(|(i, _)| *i > col) {
+                    stack.pop();
+                }
+                let index = match stack.last() {
+                    Some((i, Entry::Item(k))) if *i == col => {
+                        let k = k + 1;
+                        stack.pop();
+                        k
+                    }
+                    _ => 0,
+                };
+                stack.push((col, Entry::Item(index)));
+                lines.insert(path_of(&stack), n + 1);
+                let trimmed = after.trim_start();
+                col += 1 + after.len() - trimmed.len();
+                rest = trimmed;
+            }
+            let Some(key) = key_of(rest) else { continue };
+            while stack.last().is_some_and(|(i, _)| *i >= col) {
+                stack.pop();
+            }
+            stack.push((col, Entry::Key(key.to_string())));
+            lines.insert(path_of(&stack), n + 1);
+            let value = rest[rest.find(':').map_or(rest.len(), |p| p + 1)..].trim_start();
+            if value.starts_with('|') || value.starts_with('>') {
+                block_scalar = Some(col);
+            }
+        }
+        YamlLines { lines, offset }
+    }
+
+    /// The line of `path`, or of its nearest written ancestor.
+    pub fn line(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.lines.get(p) {
+                return Some(l + self.offset);
+            }
+            p = &p[..p.rfind(['.', '['])?];
+        }
+    }
+}
+
+fn key_of(s: &str) -> Option<&str> {
+    let (key, rest) = if let Some(q @ ('"' | '\'')) = s.chars().next() {
+        let end = s[1..].find(q)? + 1;
+        (&s[1..end], &s[end + 1..])
+    } else {
+        let colon = s.find(':')?;
+        (&s[..colon], &s[colon..])
+    };
+    let rest = rest.trim_start();
+    let after = rest.strip_prefix(':')?;
+    (after.is_empty() || after.starts_with([' ', '\t'])).then_some(key.trim())
+}
+
+fn path_of(stack: &[(usize, Entry)]) -> String {
+    let mut p = String::new();
+    for (_, e) in stack {
+        match e {
+            Entry::Key(k) => {
+                if !p.is_empty() {
+                    p.push('.');
+                }
+                p.push_str(k);
+            }
+            Entry::Item(i) => p.push_str(&format!("[{i}]")),
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_of_keys_and_items() {
+        let text = "\
+route:
+  receiver: a
+  routes:
+    - match:
+        severity: critical
+      receiver: b
+    - receiver: c
+receivers:
+- name: a
+  email_configs:
+    - to: x
+      body: |
+        text: not a key
+        more
+      headers:
+        Priority: high
+- name: 'b'
+  slack_configs:
+  - api_url: u
+";
+        let y = YamlLines::new(text, 0);
+        assert_eq!(y.line("route.routes[0].match.severity"), Some(5));
+        assert_eq!(y.line("route.routes[1].receiver"), Some(7));
+        assert_eq!(
+            y.line("receivers[0].email_configs[0].headers.Priority"),
+            Some(16)
+        );
+        assert_eq!(y.line("receivers[1].name"), Some(17));
+        assert_eq!(y.line("receivers[1].slack_configs[0].api_url"), Some(19));
+        assert_eq!(y.line("receivers[1].slack_configs[0].channel"), Some(19));
+        assert_eq!(YamlLines::new(text, 10).line("route"), Some(11));
+    }
+}

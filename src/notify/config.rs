@@ -1,0 +1,1384 @@
+//! `alertmanager.yml`, read as Alertmanager 0.25 reads it: the same keys
+//! (unknown ones are errors), the same defaults and inheritance, and the
+//! same accept/reject decisions as `amtool check-config`, with errors that
+//! name the file, line and field. One documented extension: `subject` and
+//! `body` under `email_configs` (which Alertmanager refuses) set the Subject
+//! header and the text body, with a note.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::model::{
+    is_valid_label_name, parse_matchers, MatchOp, Matcher, PromDuration, YamlLines,
+};
+
+/// A validated Alertmanager configuration.
+#[derive(Debug, Clone)]
+pub struct AmConfig {
+    pub resolve_timeout_ms: i64,
+    pub route: Route,
+    pub inhibit_rules: Vec<InhibitRule>,
+    pub receivers: Vec<Receiver>,
+    /// Template files (globs expanded), read in this order.
+    pub templates: Vec<PathBuf>,
+    /// What `mlmon check` should tell the user besides errors
+    /// (`file:line: note`).
+    pub notes: Vec<String>,
+    /// The text it was read from.
+    pub original: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupBy {
+    /// `group_by: ['...']`: every label.
+    All,
+    Labels(Vec<String>),
+}
+
+/// A node of the routing tree, with its parent's settings inherited.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `{}` for the root, `{}/0/1` for the second child of the first child:
+    /// stable across restarts as long as the tree does not change.
+    pub id: String,
+    /// Alertmanager's route key (`{}/{severity="critical"}`), which starts
+    /// group keys in webhooks and the API.
+    pub key: String,
+    pub receiver: String,
+    pub group_by: GroupBy,
+    pub group_wait_ms: i64,
+    pub group_interval_ms: i64,
+    pub repeat_interval_ms: i64,
+    pub matchers: Vec<Matcher>,
+    pub continue_matching: bool,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InhibitRule {
+    pub source: Vec<Matcher>,
+    pub target: Vec<Matcher>,
+    pub equal: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub name: String,
+    pub email: Vec<EmailConfig>,
+    pub slack: Vec<SlackConfig>,
+    pub webhook: Vec<WebhookConfig>,
+}
+
+impl Receiver {
+    /// Integrations as `(name, index)`, e.g. `("email", 0)`, in the order
+    /// Alertmanager lists them.
+    pub fn integrations(&self) -> Vec<(&'static str, usize)> {
+        let mut v = Vec::new();
+        v.extend((0..self.email.len()).map(|i| ("email", i)));
+        v.extend((0..self.slack.len()).map(|i| ("slack", i)));
+        v.extend((0..self.webhook.len()).map(|i| ("webhook", i)));
+        v
+    }
+
+    pub fn send_resolved(&self, integration: &str, i: usize) -> bool {
+        match integration {
+            "email" => self.email[i].send_resolved,
+            "slack" => self.slack[i].send_resolved,
+            _ => self.webhook[i].send_resolved,
+        }
+    }
+}
+
+/// A secret written inline or read from a file when it is used.
+#[derive(Clone, PartialEq)]
+pub enum Secret {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("<secret>"),
+            Secret::File(p) => write!(f, "<secret in {}>", p.display()),
+        }
+    }
+}
+
+impl Secret {
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+        }
+    }
+}
+
+/// TLS settings of an SMTP or HTTP connection.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub server_name: Option<String>,
+}
+
+/// `http_config`: what mlmon applies of Prometheus' HTTP client settings.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    pub basic_auth: Option<(String, Secret)>,
+    /// `Authorization: <type> <credentials>`.
+    pub authorization: Option<(String, Secret)>,
+    pub tls: Tls,
+    pub follow_redirects: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub send_resolved: bool,
+    pub to: String,
+    pub from: String,
+    pub hello: String,
+    pub smarthost: (String, u16),
+    pub auth_username: String,
+    pub auth_password: Option<Secret>,
+    pub auth_identity: String,
+    /// Header name (canonical case) → template; `Subject`, `To` and
+    /// `From` always present.
+    pub headers: BTreeMap<String, String>,
+    pub html: Option<String>,
+    pub text: Option<String>,
+    pub require_tls: bool,
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub send_resolved: bool,
+    pub api_url: Secret,
+    pub http: HttpConfig,
+    pub channel: String,
+    pub username: String,
+    pub color: String,
+    pub title: String,
+    pub title_link: String,
+    pub pretext: String,
+    pub text: String,
+    pub fields: Vec<SlackField>,
+    pub short_fields: bool,
+    pub footer: String,
+    pub fallback: String,
+    pub callback_id: String,
+    pub icon_emoji: String,
+    pub icon_url: String,
+    pub image_url: String,
+    pub thumb_url: String,
+    pub link_names: bool,
+    pub mrkdwn_in: Vec<String>,
+    pub actions: Vec<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackField {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub short: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub send_resolved: bool,
+    pub url: Secret,
+    pub http: HttpConfig,
+    pub max_alerts: usize,
+}
+
+// ---- the file, key for key ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    global: Option<RawGlobal>,
+    route: Option<RawRoute>,
+    inhibit_rules: Vec<RawInhibit>,
+    receivers: Vec<RawReceiver>,
+    templates: Vec<String>,
+    mute_time_intervals: Vec<RawTimeInterval>,
+    time_intervals: Vec<RawTimeInterval>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGlobal {
+    resolve_timeout: Option<PromDuration>,
+    http_config: Option<RawHttp>,
+    smtp_from: String,
+    smtp_hello: Option<String>,
+    smtp_smarthost: String,
+    smtp_auth_username: String,
+    smtp_auth_password: String,
+    smtp_auth_password_file: String,
+    smtp_auth_secret: String,
+    smtp_auth_identity: String,
+    smtp_require_tls: Option<bool>,
+    slack_api_url: Option<String>,
+    slack_api_url_file: Option<String>,
+    // Integrations mlmon does not deliver to; accepted so files load.
+    pagerduty_url: Option<String>,
+    opsgenie_api_url: Option<String>,
+    opsgenie_api_key: Option<String>,
+    opsgenie_api_key_file: Option<String>,
+    wechat_api_url: Option<String>,
+    wechat_api_secret: Option<String>,
+    wechat_api_corp_id: Option<String>,
+    victorops_api_url: Option<String>,
+    victorops_api_key: Option<String>,
+    victorops_api_key_file: Option<String>,
+    telegram_api_url: Option<String>,
+    webex_api_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRoute {
+    receiver: Option<String>,
+    group_by: Option<Vec<String>>,
+    #[serde(rename = "continue")]
+    continue_matching: bool,
+    #[serde(rename = "match")]
+    match_eq: BTreeMap<String, String>,
+    match_re: BTreeMap<String, String>,
+    matchers: Vec<String>,
+    mute_time_intervals: Vec<String>,
+    active_time_intervals: Vec<String>,
+    group_wait: Option<PromDuration>,
+    group_interval: Option<PromDuration>,
+    repeat_interval: Option<PromDuration>,
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawInhibit {
+    source_match: BTreeMap<String, String>,
+    source_match_re: BTreeMap<String, String>,
+    source_matchers: Vec<String>,
+    target_match: BTreeMap<String, String>,
+    target_match_re: BTreeMap<String, String>,
+    target_matchers: Vec<String>,
+    equal: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeInterval {
+    name: String,
+    time_intervals: Vec<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReceiver {
+    name: String,
+    email_configs: Vec<RawEmail>,
+    slack_configs: Vec<RawSlack>,
+    webhook_configs: Vec<RawWebhook>,
+    // Accepted so files load; mlmon does not deliver to these.
+    discord_configs: Vec<Value>,
+    opsgenie_configs: Vec<Value>,
+    pagerduty_configs: Vec<Value>,
+    pushover_configs: Vec<Value>,
+    sns_configs: Vec<Value>,
+    telegram_configs: Vec<Value>,
+    victorops_configs: Vec<Value>,
+    webex_configs: Vec<Value>,
+    wechat_configs: Vec<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEmail {
+    send_resolved: Option<bool>,
+    to: String,
+    from: String,
+    hello: String,
+    smarthost: String,
+    auth_username: String,
+    auth_password: String,
+    auth_password_file: String,
+    auth_secret: String,
+    auth_identity: String,
+    headers: BTreeMap<String, String>,
+    html: Option<String>,
+    text: Option<String>,
+    require_tls: Option<bool>,
+    tls_config: RawTls,
+    /// Extension: the Subject header.
+    subject: Option<String>,
+    /// Extension: the text body.
+    body: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTls {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    insecure_skip_verify: bool,
+    min_version: Option<String>,
+    max_version: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    basic_auth: Option<RawBasicAuth>,
+    authorization: Option<RawAuthorization>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<PathBuf>,
+    tls_config: RawTls,
+    follow_redirects: Option<bool>,
+    enable_http2: Option<bool>,
+    oauth2: Option<Value>,
+    proxy_url: Option<String>,
+    no_proxy: Option<String>,
+    proxy_from_environment: Option<bool>,
+    proxy_connect_header: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBasicAuth {
+    username: String,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuthorization {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    credentials: Option<String>,
+    credentials_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSlack {
+    send_resolved: Option<bool>,
+    http_config: Option<RawHttp>,
+    api_url: Option<String>,
+    api_url_file: Option<String>,
+    channel: String,
+    username: Option<String>,
+    color: Option<String>,
+    title: Option<String>,
+    title_link: Option<String>,
+    pretext: Option<String>,
+    text: Option<String>,
+    fields: Vec<SlackField>,
+    short_fields: bool,
+    footer: Option<String>,
+    fallback: Option<String>,
+    callback_id: Option<String>,
+    icon_emoji: Option<String>,
+    icon_url: Option<String>,
+    image_url: String,
+    thumb_url: String,
+    link_names: bool,
+    mrkdwn_in: Vec<String>,
+    actions: Vec<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebhook {
+    send_resolved: Option<bool>,
+    http_config: Option<RawHttp>,
+    url: Option<String>,
+    url_file: Option<String>,
+    max_alerts: u64,
+}
+
+// ---- validation ----
+
+struct Check<'a> {
+    file: &'a str,
+    lines: YamlLines,
+    base: &'a Path,
+    errors: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Check<'_> {
+    fn at(&self, path: &str) -> String {
+        match self.lines.line(path) {
+            Some(l) => format!("{}:{l}", self.file),
+            None => self.file.to_string(),
+        }
+    }
+
+    fn error(&mut self, path: &str, message: impl std::fmt::Display) {
+        let at = self.at(path);
+        let field = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        self.errors.push(format!("{at}: {field}{message}"));
+    }
+
+    fn note(&mut self, path: &str, message: impl std::fmt::Display) {
+        let at = self.at(path);
+        self.notes.push(format!("{at}: note: {path}: {message}"));
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn secret(&self, inline: &str, file: &str) -> Option<Secret> {
+        if !file.is_empty() {
+            Some(Secret::File(self.path(file)))
+        } else if !inline.is_empty() {
+            Some(Secret::Inline(inline.to_string()))
+        } else {
+            None
+        }
+    }
+}
+
+/// Why `s` is not an http(s) URL, in Alertmanager's words, plus a hint
+/// when it is a placeholder someone forgot to fill in.
+fn url_problem(s: &str) -> Option<String> {
+    let scheme = s.split_once("://").map_or_else(
+        || {
+            // Go's url.Parse: a scheme is letters before a ':'.
+            s.split_once(':')
+                .filter(|(p, _)| {
+                    !p.is_empty()
+                        && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                })
+                .map_or("", |(p, _)| p)
+        },
+        |(p, _)| p,
+    );
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        let placeholder = looks_like_placeholder(s);
+        let mut m = format!("unsupported scheme {scheme:?} for URL");
+        if placeholder {
+            m = format!(
+                "{s:?} looks like a placeholder, not a URL: replace it with the real http(s) URL \
+                 (amtool: {m})"
+            );
+        }
+        return Some(m);
+    }
+    let rest = s.split_once("://").map_or("", |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or("");
+    if host.is_empty() {
+        return Some("missing host for URL".into());
+    }
+    None
+}
+
+/// `YOUR_SLACK_WEBHOOK_URL`, `<url>`, `CHANGE_ME`, `TODO`, `xxx`.
+pub fn looks_like_placeholder(s: &str) -> bool {
+    let t = s.trim();
+    let upper = t.to_ascii_uppercase();
+    (t.starts_with('<') && t.ends_with('>'))
+        || upper.starts_with("YOUR")
+        || upper.contains("CHANGE_ME")
+        || upper.contains("CHANGEME")
+        || upper == "TODO"
+        || upper.chars().all(|c| c == 'X')
+        || (!t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+            && t.contains('_'))
+}
+
+fn canonical_header(h: &str) -> String {
+    h.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn duration_ms(d: Option<PromDuration>, default_ms: i64) -> i64 {
+    d.map_or(default_ms, |d| d.millis())
+}
+
+/// The configuration without an `alertmanager:` section: every alert
+/// grouped by name into the `log` receiver, which has no integration, so
+/// notifications go to the log and the recent-notifications list.
+pub const DEFAULT_CONFIG: &str =
+    "route:\n  receiver: log\n  group_by: ['alertname']\nreceivers:\n  - name: log\n";
+
+impl AmConfig {
+    pub fn default_config() -> AmConfig {
+        AmConfig::parse(DEFAULT_CONFIG, "<default notifier>", 0, Path::new(""))
+            .expect("the default notifier configuration is valid")
+    }
+
+    /// Reads and validates an Alertmanager config file.
+    pub fn load(path: &Path) -> Result<AmConfig, Vec<String>> {
+        let name = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        AmConfig::parse(&text, &name, 0, base)
+    }
+
+    /// Validates `text`; `file` names it in messages, `line_offset` is added
+    /// to line numbers (for a section of a larger file) and `base` anchors
+    /// relative paths.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        line_offset: usize,
+        base: &Path,
+    ) -> Result<AmConfig, Vec<String>> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| {
+                let mut message = e.to_string();
+                if let Some(pos) = message.rfind(" at line ") {
+                    message.truncate(pos);
+                }
+                vec![match e.location() {
+                    Some(l) => format!("{file}:{}: {message}", l.line() + line_offset),
+                    None => format!("{file}: {message}"),
+                }]
+            })?
+        };
+        let mut c = Check {
+            file,
+            lines: YamlLines::new(text, line_offset),
+            base,
+            errors: Vec::new(),
+            notes: Vec::new(),
+        };
+        let config = resolve(raw, &mut c);
+        match config {
+            Some(mut cfg) if c.errors.is_empty() => {
+                cfg.notes = c.notes;
+                cfg.original = text.to_string();
+                Ok(cfg)
+            }
+            _ => Err(c.errors),
+        }
+    }
+
+    /// The original text with secret values replaced by `<secret>`, as
+    /// Alertmanager's status API shows its configuration.
+    pub fn redacted(&self) -> String {
+        const SECRET_KEYS: [&str; 9] = [
+            "password",
+            "auth_password",
+            "smtp_auth_password",
+            "auth_secret",
+            "smtp_auth_secret",
+            "credentials",
+            "bearer_token",
+            "api_url",
+            "slack_api_url",
+        ];
+        let mut out = String::new();
+        for line in self.original.lines() {
+            let body = line.trim_start().trim_start_matches("- ");
+            let key = body.split(':').next().unwrap_or("").trim();
+            let is_secret = SECRET_KEYS.contains(&key)
+                || (key == "url" && self.original.contains("webhook_configs"));
+            match (is_secret, line.find(':')) {
+                (true, Some(colon)) if !line[colon + 1..].trim().is_empty() => {
+                    out.push_str(&line[..colon + 1]);
+                    out.push_str(" <secret>");
+                }
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn receiver(&self, name: &str) -> Option<&Receiver> {
+        self.receivers.iter().find(|r| r.name == name)
+    }
+}
+
+fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
+    let g = raw.global.unwrap_or_default();
+    if g.slack_api_url.is_some() && g.slack_api_url_file.is_some() {
+        c.error(
+            "global.slack_api_url",
+            "at most one of slack_api_url & slack_api_url_file must be configured",
+        );
+    }
+    if !g.smtp_auth_password.is_empty() && !g.smtp_auth_password_file.is_empty() {
+        c.error(
+            "global.smtp_auth_password",
+            "at most one of smtp_auth_password & smtp_auth_password_file must be configured",
+        );
+    }
+    if let Some(u) = &g.slack_api_url {
+        if let Some(p) = url_problem(u) {
+            c.error("global.slack_api_url", p);
+        }
+    }
+    if !g.smtp_smarthost.is_empty() && host_port(&g.smtp_smarthost).is_err() {
+        let e = host_port(&g.smtp_smarthost).unwrap_err();
+        c.error("global.smtp_smarthost", e);
+    }
+    let global_http = g
+        .http_config
+        .as_ref()
+        .map(|h| http_config(h, "global.http_config", c))
+        .unwrap_or_else(default_http);
+
+    let mut receivers = Vec::new();
+    let mut names = BTreeSet::new();
+    for (ri, r) in raw.receivers.into_iter().enumerate() {
+        let rp = format!("receivers[{ri}]");
+        if r.name.is_empty() {
+            c.error(&rp, "missing name in receiver");
+        } else if !names.insert(r.name.clone()) {
+            c.error(
+                &format!("{rp}.name"),
+                format!("notification config name {:?} is not unique", r.name),
+            );
+        }
+        for (kind, n) in [
+            ("discord_configs", r.discord_configs.len()),
+            ("opsgenie_configs", r.opsgenie_configs.len()),
+            ("pagerduty_configs", r.pagerduty_configs.len()),
+            ("pushover_configs", r.pushover_configs.len()),
+            ("sns_configs", r.sns_configs.len()),
+            ("telegram_configs", r.telegram_configs.len()),
+            ("victorops_configs", r.victorops_configs.len()),
+            ("webex_configs", r.webex_configs.len()),
+            ("wechat_configs", r.wechat_configs.len()),
+        ] {
+            if n > 0 {
+                c.note(
+                    &format!("{rp}.{kind}"),
+                    "accepted, but mlmon delivers only email, Slack and webhook notifications; \
+                     these are not sent",
+                );
+            }
+        }
+        let mut email = Vec::new();
+        for (i, e) in r.email_configs.into_iter().enumerate() {
+            email.push(email_config(e, &g, &format!("{rp}.email_configs[{i}]"), c));
+        }
+        let mut slack = Vec::new();
+        for (i, s) in r.slack_configs.into_iter().enumerate() {
+            let p = format!("{rp}.slack_configs[{i}]");
+            slack.push(slack_config(s, &g, &global_http, &p, c));
+        }
+        let mut webhook = Vec::new();
+        for (i, w) in r.webhook_configs.into_iter().enumerate() {
+            let p = format!("{rp}.webhook_configs[{i}]");
+            webhook.push(webhook_config(w, &global_http, &p, c));
+        }
+        receivers.push(Receiver {
+            name: r.name,
+            email: email.into_iter().flatten().collect(),
+            slack: slack.into_iter().flatten().collect(),
+            webhook: webhook.into_iter().flatten().collect(),
+        });
+    }
+
+    let Some(raw_route) = raw.route else {
+        c.error("", "no route provided in config");
+        return None;
+    };
+    if raw_route.continue_matching {
+        c.error("route.continue", "cannot have continue in root route");
+    }
+    match &raw_route.receiver {
+        None => c.error("route", "root route must specify a default receiver"),
+        Some(r) if r.is_empty() => c.error("route", "root route must specify a default receiver"),
+        _ => {}
+    }
+    if !raw_route.match_eq.is_empty()
+        || !raw_route.match_re.is_empty()
+        || !raw_route.matchers.is_empty()
+    {
+        c.error("route", "root route must not have any matchers");
+    }
+    if !raw_route.mute_time_intervals.is_empty() {
+        c.error("route", "root route must not have any mute time intervals");
+    }
+    if !raw_route.active_time_intervals.is_empty() {
+        c.error(
+            "route",
+            "root route must not have any active time intervals",
+        );
+    }
+    let mut intervals = BTreeSet::new();
+    for (key, list) in [
+        ("mute_time_intervals", &raw.mute_time_intervals),
+        ("time_intervals", &raw.time_intervals),
+    ] {
+        for (i, t) in list.iter().enumerate() {
+            let p = format!("{key}[{i}]");
+            if t.name.is_empty() {
+                let what = if key == "time_intervals" {
+                    "missing name in time interval"
+                } else {
+                    "missing name in mute time interval"
+                };
+                c.error(&p, what);
+            } else if !intervals.insert(t.name.clone()) {
+                let what = if key == "time_intervals" {
+                    "time interval"
+                } else {
+                    "mute time interval"
+                };
+                c.error(
+                    &format!("{p}.name"),
+                    format!("{what} {:?} is not unique", t.name),
+                );
+            }
+        }
+    }
+    let root_defaults = Route {
+        id: String::new(),
+        key: String::new(),
+        receiver: String::new(),
+        group_by: GroupBy::Labels(Vec::new()),
+        group_wait_ms: 30_000,
+        group_interval_ms: 300_000,
+        repeat_interval_ms: 4 * 3_600_000,
+        matchers: Vec::new(),
+        continue_matching: false,
+        routes: Vec::new(),
+    };
+    let route = route(
+        raw_route,
+        &root_defaults,
+        "route",
+        "{}",
+        &names,
+        &intervals,
+        c,
+    );
+
+    let mut inhibit_rules = Vec::new();
+    for (i, r) in raw.inhibit_rules.into_iter().enumerate() {
+        let p = format!("inhibit_rules[{i}]");
+        let source = matchers(
+            &r.source_match,
+            &r.source_match_re,
+            &r.source_matchers,
+            &p,
+            "source",
+            c,
+        );
+        let target = matchers(
+            &r.target_match,
+            &r.target_match_re,
+            &r.target_matchers,
+            &p,
+            "target",
+            c,
+        );
+        for l in &r.equal {
+            if !is_valid_label_name(l) {
+                c.error(&format!("{p}.equal"), format!("invalid label name {l:?}"));
+            }
+        }
+        inhibit_rules.push(InhibitRule {
+            source,
+            target,
+            equal: r.equal,
+        });
+    }
+
+    let mut templates = Vec::new();
+    for (i, t) in raw.templates.iter().enumerate() {
+        let pattern = c.path(t).display().to_string();
+        match glob::glob(&pattern) {
+            Ok(paths) => {
+                let mut found: Vec<PathBuf> = paths.flatten().collect();
+                found.sort();
+                for f in &found {
+                    match std::fs::read_to_string(f) {
+                        Ok(text) => {
+                            if let Err(e) = super::template::check_file(&text) {
+                                c.error(
+                                    &format!("templates[{i}]"),
+                                    format!("{}: {e}", f.display()),
+                                );
+                            }
+                        }
+                        Err(e) => c.error(
+                            &format!("templates[{i}]"),
+                            format!("cannot read {}: {e}", f.display()),
+                        ),
+                    }
+                }
+                templates.extend(found);
+            }
+            Err(e) => c.error(&format!("templates[{i}]"), format!("invalid pattern: {e}")),
+        }
+    }
+    if !intervals.is_empty() {
+        c.note(
+            "time_intervals",
+            "time intervals are checked but not applied: routes that name them notify at any time",
+        );
+    }
+    let route = route?;
+    Some(AmConfig {
+        resolve_timeout_ms: duration_ms(g.resolve_timeout, 300_000),
+        route,
+        inhibit_rules,
+        receivers,
+        templates,
+        notes: Vec::new(),
+        original: String::new(),
+    })
+}
+
+fn host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address {s}: missing port in address"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("address {s}: invalid port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+fn matchers(
+    eq: &BTreeMap<String, String>,
+    re: &BTreeMap<String, String>,
+    list: &[String],
+    path: &str,
+    prefix: &str,
+    c: &mut Check,
+) -> Vec<Matcher> {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            format!("{path}.{k}")
+        } else {
+            format!("{path}.{prefix}_{k}")
+        }
+    };
+    let mut out = Vec::new();
+    for (n, v) in eq {
+        if !is_valid_label_name(n) {
+            c.error(&key("match"), format!("invalid label name {n:?}"));
+            continue;
+        }
+        out.push(Matcher::equal(n, v));
+    }
+    for (n, v) in re {
+        if !is_valid_label_name(n) {
+            c.error(&key("match_re"), format!("invalid label name {n:?}"));
+            continue;
+        }
+        match Matcher::new(MatchOp::Re, n, v) {
+            Ok(m) => out.push(m),
+            Err(_) => c.error(&key("match_re"), format!("invalid regexp value for {n:?}")),
+        }
+    }
+    for (i, m) in list.iter().enumerate() {
+        match parse_matchers(m) {
+            Ok(ms) => out.extend(ms),
+            Err(e) => c.error(&format!("{}[{i}]", key("matchers")), e),
+        }
+    }
+    out
+}
+
+fn route(
+    r: RawRoute,
+    parent: &Route,
+    path: &str,
+    id: &str,
+    receivers: &BTreeSet<String>,
+    intervals: &BTreeSet<String>,
+    c: &mut Check,
+) -> Option<Route> {
+    let receiver = r
+        .receiver
+        .clone()
+        .unwrap_or_else(|| parent.receiver.clone());
+    if let Some(name) = &r.receiver {
+        if !name.is_empty() && !receivers.contains(name) {
+            c.error(
+                &format!("{path}.receiver"),
+                format!("undefined receiver {name:?} used in route"),
+            );
+        }
+    }
+    for ti in r.mute_time_intervals.iter().chain(&r.active_time_intervals) {
+        if !intervals.contains(ti) {
+            c.error(
+                path,
+                format!("undefined time interval {ti:?} used in route"),
+            );
+        }
+    }
+    let group_by = match &r.group_by {
+        None => parent.group_by.clone(),
+        Some(list) => {
+            let mut seen = BTreeSet::new();
+            let mut ok = true;
+            for l in list {
+                if l == "..." {
+                    continue;
+                }
+                if !is_valid_label_name(l) {
+                    c.error(
+                        &format!("{path}.group_by"),
+                        format!("invalid label name {l:?} in group_by list"),
+                    );
+                    ok = false;
+                } else if !seen.insert(l.clone()) {
+                    c.error(
+                        &format!("{path}.group_by"),
+                        format!("duplicated label {l:?} in group_by"),
+                    );
+                    ok = false;
+                }
+            }
+            if list.iter().any(|l| l == "...") {
+                if list.len() > 1 {
+                    c.error(
+                        &format!("{path}.group_by"),
+                        "cannot have wildcard group_by (`...`) and other other labels at the same time",
+                    );
+                }
+                GroupBy::All
+            } else {
+                let _ = ok;
+                GroupBy::Labels(list.clone())
+            }
+        }
+    };
+    let group_interval_ms = duration_ms(r.group_interval, parent.group_interval_ms);
+    if r.group_interval.is_some() && group_interval_ms == 0 {
+        c.error(
+            &format!("{path}.group_interval"),
+            "group_interval cannot be zero",
+        );
+    }
+    let repeat_interval_ms = duration_ms(r.repeat_interval, parent.repeat_interval_ms);
+    if r.repeat_interval.is_some() && repeat_interval_ms == 0 {
+        c.error(
+            &format!("{path}.repeat_interval"),
+            "repeat_interval cannot be zero",
+        );
+    }
+    let matchers = matchers(&r.match_eq, &r.match_re, &r.matchers, path, "", c);
+    let mut sorted: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
+    sorted.sort();
+    let key = if parent.key.is_empty() {
+        "{}".to_string()
+    } else {
+        format!("{}/{{{}}}", parent.key, sorted.join(","))
+    };
+    let mut node = Route {
+        id: id.to_string(),
+        key,
+        receiver,
+        group_by,
+        group_wait_ms: duration_ms(r.group_wait, parent.group_wait_ms),
+        group_interval_ms,
+        repeat_interval_ms,
+        matchers,
+        continue_matching: r.continue_matching,
+        routes: Vec::new(),
+    };
+    let mut ok = true;
+    for (i, child) in r.routes.into_iter().enumerate() {
+        match route(
+            child,
+            &node,
+            &format!("{path}.routes[{i}]"),
+            &format!("{id}/{i}"),
+            receivers,
+            intervals,
+            c,
+        ) {
+            Some(ch) => node.routes.push(ch),
+            None => ok = false,
+        }
+    }
+    ok.then_some(node)
+}
+
+fn tls(t: &RawTls, path: &str, c: &mut Check) -> Tls {
+    if t.cert_file.is_some() || t.key_file.is_some() {
+        c.note(
+            &format!("{path}.tls_config"),
+            "client certificates are not supported yet; cert_file and key_file are ignored",
+        );
+    }
+    Tls {
+        ca_file: t.ca_file.as_ref().map(|p| c.path(&p.display().to_string())),
+        insecure_skip_verify: t.insecure_skip_verify,
+        server_name: t.server_name.clone(),
+    }
+}
+
+fn default_http() -> HttpConfig {
+    HttpConfig {
+        follow_redirects: true,
+        ..HttpConfig::default()
+    }
+}
+
+fn http_config(h: &RawHttp, path: &str, c: &mut Check) -> HttpConfig {
+    let mut out = default_http();
+    let set = [
+        h.basic_auth.is_some(),
+        h.authorization.is_some(),
+        h.bearer_token.is_some() || h.bearer_token_file.is_some(),
+        h.oauth2.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if set > 1 {
+        c.error(
+            path,
+            "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured",
+        );
+    }
+    if let Some(b) = &h.basic_auth {
+        if b.password.is_some() && b.password_file.is_some() {
+            c.error(
+                &format!("{path}.basic_auth"),
+                "at most one of basic_auth password & password_file must be configured",
+            );
+        }
+        let secret = match (&b.password, &b.password_file) {
+            (_, Some(f)) => Secret::File(c.path(&f.display().to_string())),
+            (Some(p), None) => Secret::Inline(p.clone()),
+            (None, None) => Secret::Inline(String::new()),
+        };
+        out.basic_auth = Some((b.username.clone(), secret));
+    }
+    if let Some(a) = &h.authorization {
+        let kind = a.kind.clone().unwrap_or_else(|| "Bearer".into());
+        if kind.eq_ignore_ascii_case("basic") {
+            c.error(
+                &format!("{path}.authorization.type"),
+                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
+            );
+        }
+        if a.credentials.is_some() && a.credentials_file.is_some() {
+            c.error(
+                &format!("{path}.authorization"),
+                "at most one of authorization credentials & credentials_file must be configured",
+            );
+        }
+        let secret = match (&a.credentials, &a.credentials_file) {
+            (_, Some(f)) => Secret::File(c.path(&f.display().to_string())),
+            (Some(p), None) => Secret::Inline(p.clone()),
+            (None, None) => Secret::Inline(String::new()),
+        };
+        out.authorization = Some((kind, secret));
+    }
+    if let Some(f) = &h.bearer_token_file {
+        out.authorization = Some((
+            "Bearer".into(),
+            Secret::File(c.path(&f.display().to_string())),
+        ));
+    } else if let Some(t) = &h.bearer_token {
+        out.authorization = Some(("Bearer".into(), Secret::Inline(t.clone())));
+    }
+    out.tls = tls(&h.tls_config, path, c);
+    out.follow_redirects = h.follow_redirects.unwrap_or(true);
+    if h.oauth2.is_some() || h.proxy_url.is_some() || h.proxy_connect_header.is_some() {
+        c.note(
+            path,
+            "oauth2 and proxy settings are not supported yet and are ignored",
+        );
+    }
+    out
+}
+
+fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option<EmailConfig> {
+    if e.to.is_empty() {
+        c.error(path, "missing to address in email config");
+        return None;
+    }
+    let mut headers = BTreeMap::new();
+    for (h, v) in &e.headers {
+        let canon = canonical_header(h);
+        if headers.insert(canon.clone(), v.clone()).is_some() {
+            c.error(
+                &format!("{path}.headers"),
+                format!("duplicate header {canon:?} in email config"),
+            );
+        }
+    }
+    if let Some(subject) = &e.subject {
+        if headers.contains_key("Subject") {
+            c.error(
+                &format!("{path}.subject"),
+                "both subject and headers.Subject are set; keep one",
+            );
+        }
+        headers.insert("Subject".into(), subject.clone());
+        c.note(
+            &format!("{path}.subject"),
+            "not an Alertmanager field (amtool refuses it); mlmon accepts it as the Subject header \
+             (Alertmanager's spelling: headers: { Subject: ... })",
+        );
+    }
+    if e.body.is_some() {
+        if e.text.is_some() {
+            c.error(
+                &format!("{path}.body"),
+                "both body and text are set; keep one",
+            );
+        }
+        c.note(
+            &format!("{path}.body"),
+            "not an Alertmanager field (amtool refuses it); mlmon accepts it as the text body \
+             (Alertmanager's spelling: text: ...)",
+        );
+    }
+    let smarthost_text = if e.smarthost.is_empty() {
+        if g.smtp_smarthost.is_empty() {
+            c.error(path, "no global SMTP smarthost set");
+            return None;
+        }
+        g.smtp_smarthost.clone()
+    } else {
+        e.smarthost.clone()
+    };
+    let smarthost = match host_port(&smarthost_text) {
+        Ok(hp) => hp,
+        Err(m) => {
+            c.error(&format!("{path}.smarthost"), m);
+            return None;
+        }
+    };
+    let from = if e.from.is_empty() {
+        if g.smtp_from.is_empty() {
+            c.error(path, "no global SMTP from set");
+            return None;
+        }
+        g.smtp_from.clone()
+    } else {
+        e.from.clone()
+    };
+    headers
+        .entry("Subject".into())
+        .or_insert_with(|| r#"{{ template "email.default.subject" . }}"#.into());
+    headers.entry("To".into()).or_insert_with(|| e.to.clone());
+    headers.entry("From".into()).or_insert_with(|| from.clone());
+    let auth_password = if e.auth_password.is_empty() && e.auth_password_file.is_empty() {
+        c.secret(&g.smtp_auth_password, &g.smtp_auth_password_file)
+    } else {
+        c.secret(&e.auth_password, &e.auth_password_file)
+    };
+    let text = e.body.or(e.text);
+    let html = match e.html {
+        Some(h) => Some(h).filter(|h| !h.is_empty()),
+        // A text body written by the user replaces the default HTML one.
+        None if text.is_some() => None,
+        None => Some(r#"{{ template "email.default.html" . }}"#.into()),
+    };
+    let tls = tls(&e.tls_config, path, c);
+    Some(EmailConfig {
+        send_resolved: e.send_resolved.unwrap_or(false),
+        to: e.to,
+        from,
+        hello: if e.hello.is_empty() {
+            g.smtp_hello.clone().unwrap_or_else(|| "localhost".into())
+        } else {
+            e.hello
+        },
+        smarthost,
+        auth_username: if e.auth_username.is_empty() {
+            g.smtp_auth_username.clone()
+        } else {
+            e.auth_username
+        },
+        auth_password,
+        auth_identity: if e.auth_identity.is_empty() {
+            g.smtp_auth_identity.clone()
+        } else {
+            e.auth_identity
+        },
+        headers,
+        html,
+        text,
+        require_tls: e.require_tls.or(g.smtp_require_tls).unwrap_or(true),
+        tls,
+    })
+}
+
+fn slack_config(
+    s: RawSlack,
+    g: &RawGlobal,
+    global_http: &HttpConfig,
+    path: &str,
+    c: &mut Check,
+) -> Option<SlackConfig> {
+    if s.api_url.is_some() && s.api_url_file.is_some() {
+        c.error(
+            path,
+            "at most one of api_url & api_url_file must be configured",
+        );
+    }
+    for (i, f) in s.fields.iter().enumerate() {
+        if f.title.is_empty() {
+            c.error(
+                &format!("{path}.fields[{i}]"),
+                "missing title in Slack field configuration",
+            );
+        } else if f.value.is_empty() {
+            c.error(
+                &format!("{path}.fields[{i}]"),
+                "missing value in Slack field configuration",
+            );
+        }
+    }
+    let mut actions = Vec::new();
+    for (i, a) in s.actions.iter().enumerate() {
+        let ap = format!("{path}.actions[{i}]");
+        let text = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if text("type").is_empty() {
+            c.error(&ap, "missing type in Slack action configuration");
+        } else if text("text").is_empty() {
+            c.error(&ap, "missing text in Slack action configuration");
+        } else if text("url").is_empty() && text("name").is_empty() {
+            c.error(&ap, "missing name or url in Slack action configuration");
+        }
+        actions.push(
+            a.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect(),
+        );
+    }
+    let api_url = match (&s.api_url, &s.api_url_file) {
+        (Some(u), _) => {
+            if let Some(p) = url_problem(u) {
+                c.error(&format!("{path}.api_url"), p);
+                return None;
+            }
+            Secret::Inline(u.clone())
+        }
+        (None, Some(f)) => Secret::File(c.path(f)),
+        (None, None) => match (&g.slack_api_url, &g.slack_api_url_file) {
+            (Some(u), _) => Secret::Inline(u.clone()),
+            (None, Some(f)) => Secret::File(c.path(f)),
+            (None, None) => {
+                c.error(
+                    path,
+                    "no global Slack API URL set either inline or in a file",
+                );
+                return None;
+            }
+        },
+    };
+    let http = s
+        .http_config
+        .as_ref()
+        .map(|h| http_config(h, &format!("{path}.http_config"), c))
+        .unwrap_or_else(|| global_http.clone());
+    let t = |v: Option<String>, name: &str| {
+        v.unwrap_or_else(|| format!(r#"{{{{ template "slack.default.{name}" . }}}}"#))
+    };
+    Some(SlackConfig {
+        send_resolved: s.send_resolved.unwrap_or(false),
+        api_url,
+        http,
+        channel: s.channel,
+        username: t(s.username, "username"),
+        color: s.color.unwrap_or_else(|| {
+            r#"{{ if eq .Status "firing" }}danger{{ else }}good{{ end }}"#.into()
+        }),
+        title: t(s.title, "title"),
+        title_link: t(s.title_link, "titlelink"),
+        pretext: t(s.pretext, "pretext"),
+        text: t(s.text, "text"),
+        fields: s.fields,
+        short_fields: s.short_fields,
+        footer: t(s.footer, "footer"),
+        fallback: t(s.fallback, "fallback"),
+        callback_id: t(s.callback_id, "callbackid"),
+        icon_emoji: t(s.icon_emoji, "iconemoji"),
+        icon_url: t(s.icon_url, "iconurl"),
+        image_url: s.image_url,
+        thumb_url: s.thumb_url,
+        link_names: s.link_names,
+        mrkdwn_in: s.mrkdwn_in,
+        actions,
+    })
+}
+
+fn webhook_config(
+    w: RawWebhook,
+    global_http: &HttpConfig,
+    path: &str,
+    c: &mut Check,
+) -> Option<WebhookConfig> {
+    let url = match (&w.url, &w.url_file) {
+        (Some(_), Some(_)) => {
+            c.error(path, "at most one of url & url_file must be configured");
+            return None;
+        }
+        (Some(u), None) => {
+            if let Some(p) = url_problem(u) {
+                c.error(&format!("{path}.url"), p);
+                return None;
+            }
+            Secret::Inline(u.clone())
+        }
+        (None, Some(f)) => Secret::File(c.path(f)),
+        (None, None) => {
+            c.error(path, "missing URL in webhook config");
+            return None;
+        }
+    };
+    let http = w
+        .http_config
+        .as_ref()
+        .map(|h| http_config(h, &format!("{path}.http_config"), c))
+        .unwrap_or_else(|| global_http.clone());
+    Some(WebhookConfig {
+        send_resolved: w.send_resolved.unwrap_or(true),
+        url,
+        http,
+        max_alerts: w.max_alerts as usize,
+    })
+}

@@ -1,0 +1,107 @@
+//! Silences: matchers over alert labels, active between `starts_at` and
+//! `ends_at`, with who made them and why. Expired silences are kept for
+//! five days (Alertmanager's default retention), then dropped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{MatchOp, Matcher, Timestamp};
+
+pub const RETENTION_MS: i64 = 5 * 86_400_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilenceMatcher {
+    pub name: String,
+    pub value: String,
+    #[serde(rename = "isRegex")]
+    pub is_regex: bool,
+    #[serde(rename = "isEqual", default = "yes")]
+    pub is_equal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SilenceMatcher {
+    pub fn to_matcher(&self) -> Result<Matcher, String> {
+        let op = match (self.is_regex, self.is_equal) {
+            (false, true) => MatchOp::Equal,
+            (false, false) => MatchOp::NotEqual,
+            (true, true) => MatchOp::Re,
+            (true, false) => MatchOp::NotRe,
+        };
+        Matcher::new(op, &self.name, &self.value).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<SilenceMatcher>,
+    pub starts_at_ms: Timestamp,
+    pub ends_at_ms: Timestamp,
+    pub updated_at_ms: Timestamp,
+    pub created_by: String,
+    pub comment: String,
+}
+
+impl Silence {
+    /// "pending", "active" or "expired" at `now`.
+    pub fn state(&self, now: Timestamp) -> &'static str {
+        if now < self.starts_at_ms {
+            "pending"
+        } else if now < self.ends_at_ms {
+            "active"
+        } else {
+            "expired"
+        }
+    }
+
+    /// Checks a silence as Alertmanager does before storing it.
+    pub fn validate(&self) -> Result<Vec<Matcher>, String> {
+        if self.matchers.is_empty() {
+            return Err("at least one matcher required".into());
+        }
+        let mut out = Vec::new();
+        for m in &self.matchers {
+            if !crate::model::is_valid_label_name(&m.name) {
+                return Err(format!("invalid label name {:?}", m.name));
+            }
+            out.push(m.to_matcher()?);
+        }
+        if out.iter().all(|m| m.matches_empty()) {
+            return Err("at least one matcher must not match the empty string".into());
+        }
+        if self.ends_at_ms < self.starts_at_ms {
+            return Err("end time must not be before start time".into());
+        }
+        if self.created_by.is_empty() {
+            return Err("creator information missing".into());
+        }
+        if self.comment.is_empty() {
+            return Err("comment missing".into());
+        }
+        Ok(out)
+    }
+}
+
+/// A silence with its matchers compiled.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub silence: Silence,
+    pub matchers: Vec<Matcher>,
+}
+
+impl Compiled {
+    pub fn mutes(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> bool {
+        self.silence.state(now) == "active"
+            && self
+                .matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).map(String::as_str).unwrap_or("")))
+    }
+}
