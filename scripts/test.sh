@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs mlmon's whole test suite. Installs what the tests drive for real when
 # it is missing (Debian: prometheus with promtool, prometheus-node-exporter,
-# prometheus-alertmanager, openssl; PyPI: prometheus_client),
+# prometheus-alertmanager, openssl; PyPI: prometheus_client, aiosmtpd for the email tests),
 # then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ if ! command -v prometheus-node-exporter >/dev/null; then
   debs="$debs prometheus-node-exporter"   # the oracle for host metrics
 fi
 if ! command -v prometheus-alertmanager >/dev/null; then
-  debs="$debs prometheus-alertmanager"    # receives mlmon's alerts in a test
+  debs="$debs prometheus-alertmanager"    # receives mlmon's alerts; amtool
 fi
 if ! command -v openssl >/dev/null; then
   debs="$debs openssl"                    # certificates for the https tests
@@ -28,9 +28,11 @@ if [ -n "$debs" ]; then
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $debs >/dev/null
 fi
-if ! python3 -c 'import prometheus_client' 2>/dev/null; then
-  echo "installing PyPI package prometheus_client"
-  python3 -m pip install -q prometheus_client
-fi
+for pkg in prometheus_client aiosmtpd; do
+  if ! python3 -c "import $pkg" 2>/dev/null; then
+    echo "installing PyPI package $pkg"
+    python3 -m pip install -q "$pkg"
+  fi
+done
 
 exec cargo test "$@"

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use mlmon::notify::{AmConfig, Incoming, Job, Library, MemoryStore, Notifier, Silence, SilenceMatcher, Store};
+use mlmon::notify::{
+    AmConfig, Incoming, Job, Library, MemoryStore, Notifier, Silence, SilenceMatcher, Store,
+};
 
 /// The original stack's file with a real Slack URL (the shipped one is a
 /// placeholder) and without the `subject`/`body` extension keys.
@@ -62,7 +64,15 @@ const S: i64 = 1000;
 
 fn notifier(store: Arc<dyn Store>, now: i64) -> Notifier {
     let config = AmConfig::parse(ORIGINAL, "alertmanager.yml", 0, Path::new("")).unwrap();
-    Notifier::new(Arc::new(config), Library::default(), "http://mlmon:8001", store, 86_400_000, now).unwrap()
+    Notifier::new(
+        Arc::new(config),
+        Library::default(),
+        "http://mlmon:8001",
+        store,
+        86_400_000,
+        now,
+    )
+    .unwrap()
 }
 
 fn alert(name: &str, severity: &str, component: &str, instance: &str) -> Incoming {
@@ -91,7 +101,14 @@ fn resolved(mut a: Incoming, at: i64) -> Incoming {
 fn summary(jobs: &[Job]) -> Vec<(String, String, usize, &'static str)> {
     let mut v: Vec<_> = jobs
         .iter()
-        .map(|j| (j.receiver.clone(), j.integration_name(), j.data.alerts.len(), j.data.status))
+        .map(|j| {
+            (
+                j.receiver.clone(),
+                j.integration_name(),
+                j.data.alerts.len(),
+                j.data.status,
+            )
+        })
         .collect();
     v.sort();
     v
@@ -110,7 +127,10 @@ fn s(x: &str) -> String {
 #[test]
 fn group_wait_then_group_interval_then_repeat_interval() {
     let mut n = notifier(Arc::new(MemoryStore::default()), T0);
-    n.put(vec![alert("ModelAccuracyCritical", "critical", "model", "a")], T0);
+    n.put(
+        vec![alert("ModelAccuracyCritical", "critical", "model", "a")],
+        T0,
+    );
     // group_wait: nothing before 10 s.
     assert!(n.due(T0 + 9_999).is_empty());
     let jobs = n.due(T0 + 10 * S);
@@ -124,7 +144,10 @@ fn group_wait_then_group_interval_then_repeat_interval() {
     complete_all(&mut n, &jobs, T0 + 10 * S);
     // A second alert of the same group waits for group_interval after the
     // last flush, not group_wait.
-    n.put(vec![alert("ModelAccuracyCritical", "critical", "model", "b")], T0 + 12 * S);
+    n.put(
+        vec![alert("ModelAccuracyCritical", "critical", "model", "b")],
+        T0 + 12 * S,
+    );
     assert!(n.due(T0 + 19_999).is_empty());
     let jobs = n.due(T0 + 20 * S);
     assert_eq!(summary(&jobs).len(), 2);
@@ -145,7 +168,11 @@ fn group_wait_then_group_interval_then_repeat_interval() {
                 t,
             );
         }
-        assert!(n.due(t).is_empty(), "unexpected notification at +{}s", (t - T0) / S);
+        assert!(
+            n.due(t).is_empty(),
+            "unexpected notification at +{}s",
+            (t - T0) / S
+        );
         t += 10 * S;
     }
     let jobs = n.due(T0 + 20 * S + 3_600 * S);
@@ -174,16 +201,24 @@ fn alerts_are_batched_by_alertname_and_component() {
         groups,
         [
             (
-                s(r#"{}/{severity="warning"}:{alertname="HighCPUUsage", component="infrastructure"}"#),
+                s(
+                    r#"{}/{severity="warning"}:{alertname="HighCPUUsage", component="infrastructure"}"#
+                ),
                 s("warning-alerts"),
                 2
             ),
             (
-                s(r#"{}/{severity="warning"}:{alertname="HighMemoryUsage", component="infrastructure"}"#),
+                s(
+                    r#"{}/{severity="warning"}:{alertname="HighMemoryUsage", component="infrastructure"}"#
+                ),
                 s("warning-alerts"),
                 1
             ),
-            (s(r#"{}:{alertname="DataIngestionFailure", component="ingestion"}"#), s("web.hook"), 1),
+            (
+                s(r#"{}:{alertname="DataIngestionFailure", component="ingestion"}"#),
+                s("web.hook"),
+                1
+            ),
         ]
     );
     let cpu = jobs.iter().find(|j| j.data.alerts.len() == 2).unwrap();
@@ -200,18 +235,28 @@ fn resolved_notifications_follow_send_resolved() {
     let jobs = n.due(T0 + 10 * S);
     assert_eq!(jobs.len(), 3);
     complete_all(&mut n, &jobs, T0 + 10 * S);
-    n.put(vec![resolved(ingest, T0 + 15 * S), resolved(crit, T0 + 15 * S)], T0 + 15 * S);
+    n.put(
+        vec![resolved(ingest, T0 + 15 * S), resolved(crit, T0 + 15 * S)],
+        T0 + 15 * S,
+    );
     let jobs = n.due(T0 + 20 * S);
     // The webhook (send_resolved: true) hears of it; email and Slack (false
     // by default) do not, but their log records it.
-    assert_eq!(summary(&jobs), [(s("web.hook"), s("webhook[0]"), 1, "resolved")]);
+    assert_eq!(
+        summary(&jobs),
+        [(s("web.hook"), s("webhook[0]"), 1, "resolved")]
+    );
     assert_eq!(jobs[0].data.alerts[0].status, "resolved");
     complete_all(&mut n, &jobs, T0 + 20 * S);
     // Delivered resolutions leave the groups: nothing more, ever.
     assert!(n.due(T0 + 30 * S).is_empty());
     assert!(n.due(T0 + 2 * 3_600 * S).is_empty());
     assert!(n.groups().is_empty());
-    let events: Vec<String> = n.history(|_| true, 100).iter().map(|e| e.kind.clone()).collect();
+    let events: Vec<String> = n
+        .history(|_| true, 100)
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
     assert_eq!(events.iter().filter(|k| *k == "resolved").count(), 2);
     assert_eq!(events.iter().filter(|k| *k == "notification").count(), 4);
 }
@@ -229,11 +274,22 @@ fn critical_inhibits_warning_of_the_same_alertname_and_component() {
     let jobs = n.due(T0 + 10 * S);
     let receivers: Vec<(String, String)> = jobs
         .iter()
-        .map(|j| (j.receiver.clone(), j.data.common_labels["component"].clone()))
+        .map(|j| {
+            (
+                j.receiver.clone(),
+                j.data.common_labels["component"].clone(),
+            )
+        })
         .collect();
     assert!(receivers.contains(&(s("critical-alerts"), s("model"))));
-    assert!(receivers.contains(&(s("warning-alerts"), s("api"))), "other component is not inhibited");
-    assert!(!receivers.contains(&(s("warning-alerts"), s("model"))), "{receivers:?}");
+    assert!(
+        receivers.contains(&(s("warning-alerts"), s("api"))),
+        "other component is not inhibited"
+    );
+    assert!(
+        !receivers.contains(&(s("warning-alerts"), s("model"))),
+        "{receivers:?}"
+    );
     complete_all(&mut n, &jobs, T0 + 10 * S);
     // The critical alert resolves: the warning is no longer inhibited and
     // is notified at the next flush of its group.
@@ -271,9 +327,15 @@ fn silences_mute_and_expiring_them_unmutes() {
     assert_eq!(n.status(&cpu.labels, T0).silenced_by, vec![id.clone()]);
     assert!(n.due(T0 + 10 * S).is_empty());
     n.expire_silence(&id, T0 + 15 * S).unwrap();
-    assert!(n.expire_silence(&id, T0 + 16 * S).is_err(), "already expired");
+    assert!(
+        n.expire_silence(&id, T0 + 16 * S).is_err(),
+        "already expired"
+    );
     let jobs = n.due(T0 + 20 * S);
-    assert_eq!(summary(&jobs), [(s("warning-alerts"), s("email[0]"), 1, "firing")]);
+    assert_eq!(
+        summary(&jobs),
+        [(s("warning-alerts"), s("email[0]"), 1, "firing")]
+    );
     // Bad silences are refused with Alertmanager's reasons.
     let mut bad = n.silence(&id).unwrap().clone();
     bad.id = String::new();
@@ -287,7 +349,10 @@ fn silences_mute_and_expiring_them_unmutes() {
 fn a_restart_neither_resends_nor_forgets() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
     let mut n = notifier(store.clone(), T0);
-    n.put(vec![alert("PipelineFailure", "critical", "pipeline", "a")], T0);
+    n.put(
+        vec![alert("PipelineFailure", "critical", "pipeline", "a")],
+        T0,
+    );
     drop(n);
     // Restarted before group_wait expired: the alert is still there and is
     // notified once.
@@ -301,10 +366,16 @@ fn a_restart_neither_resends_nor_forgets() {
     // immediate flush of the re-formed group sends nothing.
     let mut n = notifier(store.clone(), T0 + 60 * S);
     assert!(n.due(T0 + 60 * S).is_empty());
-    n.put(vec![alert("PipelineFailure", "critical", "pipeline", "a")], T0 + 70 * S);
+    n.put(
+        vec![alert("PipelineFailure", "critical", "pipeline", "a")],
+        T0 + 70 * S,
+    );
     assert!(n.due(T0 + 80 * S).is_empty());
     // ... until repeat_interval, if it still fires.
-    n.put(vec![alert("PipelineFailure", "critical", "pipeline", "a")], T0 + 3_600 * S);
+    n.put(
+        vec![alert("PipelineFailure", "critical", "pipeline", "a")],
+        T0 + 3_600 * S,
+    );
     assert_eq!(n.due(T0 + 14 * S + 3_600 * S).len(), 2);
 }
 

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, require, Mlmon, Proc};
+use common::{free_port, Mlmon, Proc};
 
 const SERVER: &str = r#"
 import http.server, ssl, sys
@@ -28,70 +28,8 @@ s.serve_forever()
 
 #[test]
 fn https_targets_need_their_ca() {
-    let openssl = require("openssl");
     let dir = tempfile::tempdir().unwrap();
-    // A CA, and a server certificate for 127.0.0.1 it signs.
-    let d = |f: &str| dir.path().join(f);
-    std::fs::write(
-        d("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let ok = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=mlmon test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "req.csr",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "req.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ]);
-    let (ca, cert, key) = (d("ca.pem"), d("cert.pem"), d("key.pem"));
+    let (ca, cert, key) = common::certificates(dir.path(), "IP:127.0.0.1");
     let port = free_port();
     let server = Command::new("python3")
         .args(["-c", SERVER, &port.to_string()])

@@ -113,10 +113,49 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         errors = errors.sample(&labels, c.errors as f64);
         took = took.sample(&labels, c.last_seconds);
     }
+    let mut attempts = Fam::new(
+        "mlmon_notifications_total",
+        Counter,
+        "Notification attempts (each retry counts), by integration.",
+    );
+    let mut failed = Fam::new(
+        "mlmon_notifications_failed_total",
+        Counter,
+        "Notification attempts that failed, by integration.",
+    );
+    let mut delivered = Fam::new(
+        "mlmon_notification_deliveries_total",
+        Counter,
+        "Notifications delivered or given up on, by integration and outcome.",
+    );
+    let mut latency_sum = Fam::new(
+        "mlmon_notification_latency_seconds_total",
+        Counter,
+        "Time from the first attempt to the end of a delivery, summed, by integration.",
+    );
+    for (integration, v) in state.notify.metrics.snapshot() {
+        let labels = [("integration", integration.as_str())];
+        attempts = attempts.sample(&labels, v[0]);
+        failed = failed.sample(&labels, v[1]);
+        delivered = delivered
+            .sample(
+                &[("integration", integration.as_str()), ("outcome", "sent")],
+                v[2] - v[3],
+            )
+            .sample(
+                &[("integration", integration.as_str()), ("outcome", "failed")],
+                v[3],
+            );
+        latency_sum = latency_sum.sample(&labels, v[4]);
+    }
     vec![
         runs,
         errors,
         took,
+        attempts,
+        failed,
+        delivered,
+        latency_sum,
         Fam::new(
             "mlmon_build_info",
             Gauge,

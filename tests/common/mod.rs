@@ -290,3 +290,198 @@ pub fn remote_write(
         r.text().unwrap_or_default()
     );
 }
+
+/// A test CA and a server certificate it signs for `san` (e.g.
+/// `IP:127.0.0.1` or `DNS:localhost`), made with openssl in `dir`:
+/// `(ca.pem, cert.pem, key.pem)`.
+pub fn certificates(dir: &Path, san: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = require("openssl");
+    let d = |f: &str| dir.join(f);
+    std::fs::write(
+        d("ext.cnf"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let ok = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=mlmon test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=mlmon test server",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (d("ca.pem"), d("cert.pem"), d("key.pem"))
+}
+
+/// One request an [`HttpSink`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub body: String,
+    /// The status it was answered with.
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// A local HTTP server playing Slack or a webhook receiver: records every
+/// POST and answers with the scripted statuses in turn (429 with
+/// `Retry-After: 1`), then 200; with `hang`, it never answers.
+pub struct HttpSink {
+    pub port: u16,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl HttpSink {
+    pub fn start(script: &[u16], hang: bool) -> HttpSink {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let script = std::sync::Arc::new(std::sync::Mutex::new(script.to_vec()));
+        let rec = received.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let (rec, script) = (rec.clone(), script.clone());
+                std::thread::spawn(move || loop {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if hang {
+                        rec.lock().unwrap().push(Received {
+                            path,
+                            body: String::from_utf8_lossy(&body).into(),
+                            status: 0,
+                            at: Instant::now(),
+                        });
+                        std::thread::sleep(Duration::from_secs(3600));
+                        return;
+                    }
+                    let status = {
+                        let mut s = script.lock().unwrap();
+                        if s.is_empty() {
+                            200
+                        } else {
+                            s.remove(0)
+                        }
+                    };
+                    rec.lock().unwrap().push(Received {
+                        path,
+                        body: String::from_utf8_lossy(&body).into(),
+                        status,
+                        at: Instant::now(),
+                    });
+                    let extra = if status == 429 {
+                        "Retry-After: 1\r\n"
+                    } else {
+                        ""
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\n{extra}Content-Type: text/plain\r\n\r\nok"
+                    );
+                    if conn.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        HttpSink { port, received }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Bodies of the requests answered 2xx, as JSON.
+    pub fn accepted(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .map(|r| serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null))
+            .collect()
+    }
+
+    /// Waits until `n` requests were accepted.
+    pub fn wait_accepted(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self.accepted();
+            if a.len() >= n || Instant::now() > deadline {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! The notifier end to end, with real parts: a real SMTP server (aiosmtpd,
+//! STARTTLS and AUTH required), local HTTP servers playing Slack and a
+//! webhook receiver, the original stack's alertmanager.yml; then the
+//! faults: SMTP down then back, Slack answering 500, a restart during
+//! group_wait, a receiver that hangs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, free_port, write_file, HttpSink, Mlmon, Proc};
+use serde_json::{json, Value};
+
+const SMTP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_server.py");
+const SMTP_USER: &str = "your-email@gmail.com";
+const SMTP_PASSWORD: &str = "your-app-password";
+
+struct Smtp {
+    _proc: Proc,
+    out: PathBuf,
+}
+
+impl Smtp {
+    fn start(port: u16, cert: &Path, key: &Path, out: &Path) -> Smtp {
+        std::fs::create_dir_all(out).unwrap();
+        let mut child = Command::new("python3")
+            .arg(SMTP_SCRIPT)
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key)
+            .arg(out)
+            .arg(SMTP_USER)
+            .arg(SMTP_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the SMTP server did not start (is aiosmtpd installed?)"
+        );
+        Smtp {
+            _proc: Proc(child),
+            out: out.to_path_buf(),
+        }
+    }
+
+    fn messages(out: &Path) -> Vec<Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        files.sort();
+        files
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    fn wait(out: &Path, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = Smtp::messages(out);
+            if m.len() >= n || Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The original stack's alertmanager.yml as written (with `subject` and
+/// `body`), pointed at the local servers; the email configs name the test
+/// CA, since the SMTP server's certificate is the test's own.
+fn original_config(smtp_port: u16, ca: &Path, slack: &str, webhook: &str, timers: &str) -> String {
+    format!(
+        r#"global:
+  smtp_smarthost: 'localhost:{smtp_port}'
+  smtp_from: 'ml-pipeline@yourcompany.com'
+  smtp_auth_username: '{SMTP_USER}'
+  smtp_auth_password: '{SMTP_PASSWORD}'
+
+route:
+  group_by: ['alertname', 'component']
+{timers}
+  receiver: 'web.hook'
+  routes:
+    - match:
+        severity: critical
+      receiver: 'critical-alerts'
+    - match:
+        severity: warning
+      receiver: 'warning-alerts'
+
+receivers:
+  - name: 'web.hook'
+    webhook_configs:
+      - url: '{webhook}'
+        send_resolved: true
+
+  - name: 'critical-alerts'
+    email_configs:
+      - to: 'admin@yourcompany.com'
+        subject: 'CRITICAL: ML Pipeline Alert - {{{{ .GroupLabels.alertname }}}}'
+        body: |
+          Alert: {{{{ .GroupLabels.alertname }}}}
+          Severity: {{{{ .CommonLabels.severity }}}}
+          Component: {{{{ .CommonLabels.component }}}}
+          
+          {{{{ range .Alerts }}}}
+          Summary: {{{{ .Annotations.summary }}}}
+          Description: {{{{ .Annotations.description }}}}
+          {{{{ end }}}}
+        headers:
+          Priority: 'high'
+        tls_config:
+          ca_file: '{ca}'
+    
+    slack_configs:
+      - api_url: '{slack}'
+        channel: '#ml-alerts'
+        title: 'CRITICAL ML Pipeline Alert'
+        text: |
+          🚨 *CRITICAL ALERT*
+          *Alert:* {{{{ .GroupLabels.alertname }}}}
+          *Component:* {{{{ .CommonLabels.component }}}}
+          {{{{ range .Alerts }}}}
+          *Summary:* {{{{ .Annotations.summary }}}}
+          *Description:* {{{{ .Annotations.description }}}}
+          {{{{ end }}}}
+
+  - name: 'warning-alerts'
+    email_configs:
+      - to: 'team@yourcompany.com'
+        subject: 'WARNING: ML Pipeline Alert - {{{{ .GroupLabels.alertname }}}}'
+        body: |
+          Alert: {{{{ .GroupLabels.alertname }}}}
+          Severity: {{{{ .CommonLabels.severity }}}}
+        tls_config:
+          ca_file: '{ca}'
+
+inhibit_rules:
+  - source_match:
+      severity: 'critical'
+    target_match:
+      severity: 'warning'
+    equal: ['alertname', 'component']
+"#,
+        ca = ca.display()
+    )
+}
+
+const FAST: &str = "  group_wait: 1s\n  group_interval: 10s\n  repeat_interval: 1h";
+
+fn start_mlmon(dir: &Path, am: &str, extra: &str) -> Mlmon {
+    let path = write_file(dir, "alertmanager.yml", am);
+    Mlmon::start(Some(&format!(
+        "alertmanager:\n  config_file: {}\n{extra}",
+        path.display()
+    )))
+}
+
+fn post_alerts(m: &Mlmon, alerts: Value) {
+    let r = client()
+        .post(m.url("/api/v2/alerts"))
+        .json(&alerts)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+}
+
+fn alert(name: &str, severity: &str, component: &str) -> Value {
+    json!({
+        "labels": {"alertname": name, "severity": severity, "component": component, "pipeline": "mathscore"},
+        "annotations": {
+            "summary": format!("{name} for the math-score model"),
+            "description": "Model R² score is 0.65, below 0.7",
+        },
+    })
+}
+
+fn header<'a>(data: &'a str, name: &str) -> Option<&'a str> {
+    data.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+#[test]
+fn the_original_stack_notifies_by_email_slack_and_webhook_with_inhibition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = common::certificates(dir.path(), "DNS:localhost");
+    let smtp_port = free_port();
+    let smtp = Smtp::start(smtp_port, &cert, &key, &dir.path().join("mail"));
+    let (slack, webhook) = (HttpSink::start(&[], false), HttpSink::start(&[], false));
+    let am = original_config(
+        smtp_port,
+        &ca,
+        &slack.url("/services/T0/B0/X"),
+        &webhook.url("/alerts"),
+        "  group_wait: 10s\n  group_interval: 10s\n  repeat_interval: 1h",
+    );
+    let m = start_mlmon(dir.path(), &am, "");
+    // The same alert name and component at critical and warning: the
+    // inhibit rule silences the warning. An info alert goes to the root.
+    post_alerts(
+        &m,
+        json!([
+            alert("ModelAccuracyLow", "critical", "model"),
+            alert("ModelAccuracyLow", "warning", "model"),
+            alert("DataIngestionFailure", "info", "ingestion"),
+        ]),
+    );
+    let alerts = m.json("/api/v2/alerts");
+    let warning = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["severity"] == "warning")
+        .unwrap();
+    assert_eq!(warning["status"]["state"], "suppressed");
+    assert_eq!(
+        warning["status"]["inhibitedBy"].as_array().unwrap().len(),
+        1
+    );
+
+    // group_wait is 10 s.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        Smtp::messages(&smtp.out).is_empty(),
+        "sent before group_wait"
+    );
+    let mail = Smtp::wait(&smtp.out, 1, Duration::from_secs(20));
+    assert_eq!(mail.len(), 1, "{}", m.log());
+    let msg = &mail[0];
+    assert_eq!(msg["to"], json!(["admin@yourcompany.com"]));
+    assert_eq!(msg["from"], "ml-pipeline@yourcompany.com");
+    assert_eq!(msg["tls"], true, "STARTTLS");
+    assert_eq!(msg["authenticated"], true, "AUTH");
+    let data = msg["data"].as_str().unwrap().replace("\r\n", "\n");
+    assert_eq!(
+        header(&data, "Subject"),
+        Some("CRITICAL: ML Pipeline Alert - ModelAccuracyLow")
+    );
+    assert_eq!(header(&data, "Priority"), Some("high"));
+    for line in [
+        "Alert: ModelAccuracyLow",
+        "Severity: critical",
+        "Component: model",
+        "Summary: ModelAccuracyLow for the math-score model",
+    ] {
+        assert!(data.contains(line), "{line:?} missing from\n{data}");
+    }
+
+    let posts = slack.wait_accepted(1, Duration::from_secs(5));
+    assert_eq!(posts.len(), 1);
+    let s = &posts[0];
+    assert_eq!(s["channel"], "#ml-alerts");
+    let att = &s["attachments"][0];
+    assert_eq!(att["title"], "CRITICAL ML Pipeline Alert");
+    assert_eq!(att["color"], "danger");
+    let text = att["text"].as_str().unwrap();
+    assert!(text.contains("*Alert:* ModelAccuracyLow"), "{text}");
+    assert!(text.contains("*Component:* model"), "{text}");
+    assert!(
+        text.contains("*Summary:* ModelAccuracyLow for the math-score model"),
+        "{text}"
+    );
+
+    let hooks = webhook.wait_accepted(1, Duration::from_secs(5));
+    assert_eq!(hooks.len(), 1);
+    let h = &hooks[0];
+    assert_eq!(h["version"], "4");
+    assert_eq!(h["receiver"], "web.hook");
+    assert_eq!(h["status"], "firing");
+    assert_eq!(
+        h["groupKey"],
+        r#"{}:{alertname="DataIngestionFailure", component="ingestion"}"#
+    );
+    assert_eq!(
+        h["alerts"][0]["labels"]["alertname"],
+        "DataIngestionFailure"
+    );
+    assert_eq!(h["alerts"][0]["status"], "firing");
+    assert_eq!(h["truncatedAlerts"], 0);
+
+    // The warning never went out, and the history says what happened.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        Smtp::messages(&smtp.out).len(),
+        1,
+        "the inhibited warning was mailed"
+    );
+    let history = m.json("/api/v1/alerts/history?kind=notification");
+    let sent: Vec<String> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {} {}", e["receiver"], e["integration"], e["outcome"]))
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent.iter().all(|s| s.ends_with("\"sent\"")), "{sent:?}");
+    let metrics = client()
+        .get(m.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("mlmon_notifications_total{integration=\"email\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("notification"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Resolving the info alert reaches the webhook (send_resolved: true).
+    let mut resolved = alert("DataIngestionFailure", "info", "ingestion");
+    resolved["endsAt"] = json!(chrono_now_rfc3339());
+    post_alerts(&m, json!([resolved]));
+    let hooks = webhook.wait_accepted(2, Duration::from_secs(15));
+    assert_eq!(hooks.len(), 2, "{}", m.log());
+    assert_eq!(hooks[1]["status"], "resolved");
+}
+
+fn chrono_now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Seconds precision is enough; format via the API's own parser rules.
+    let days = secs / 86_400;
+    let (h, mi, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let (y, mo, d) = civil(days as i64);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Days since 1970-01-01 → (year, month, day).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[test]
+fn smtp_down_then_back_delivers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = common::certificates(dir.path(), "DNS:localhost");
+    let smtp_port = free_port();
+    let (slack, webhook) = (HttpSink::start(&[], false), HttpSink::start(&[], false));
+    let am = original_config(smtp_port, &ca, &slack.url("/s"), &webhook.url("/w"), FAST);
+    let m = start_mlmon(dir.path(), &am, "");
+    post_alerts(
+        &m,
+        json!([alert("PipelineFailure", "critical", "pipeline")]),
+    );
+    // Nothing listens for 3 s: attempts fail and are retried.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = dir.path().join("mail");
+    let _smtp = Smtp::start(smtp_port, &cert, &key, &out);
+    let mail = Smtp::wait(&out, 1, Duration::from_secs(20));
+    assert_eq!(mail.len(), 1, "{}", m.log());
+    // ... and only once, though the group is flushed again meanwhile.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(Smtp::messages(&out).len(), 1);
+    let failed = client()
+        .get(m.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        failed.lines().any(|l| l
+            .starts_with("mlmon_notifications_failed_total{integration=\"email\"}")
+            && !l.ends_with(" 0")),
+        "failed attempts are counted"
+    );
+}
+
+#[test]
+fn slack_answering_500_then_200_gets_exactly_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let slack = HttpSink::start(&[500, 429], false);
+    let webhook = HttpSink::start(&[], false);
+    let am = format!(
+        "route:\n  receiver: slack\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 20s\nreceivers:\n  - name: slack\n    slack_configs:\n      - api_url: '{}'\n        channel: '#ml-alerts'\n        send_resolved: true\n  - name: unused\n    webhook_configs:\n      - url: '{}'\n",
+        slack.url("/services/T/B/X"),
+        webhook.url("/w")
+    );
+    let m = start_mlmon(dir.path(), &am, "");
+    post_alerts(
+        &m,
+        json!([alert("HighCPUUsage", "warning", "infrastructure")]),
+    );
+    let accepted = slack.wait_accepted(1, Duration::from_secs(15));
+    assert_eq!(accepted.len(), 1, "{}", m.log());
+    std::thread::sleep(Duration::from_secs(3));
+    let all = slack.requests();
+    let statuses: Vec<u16> = all.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [500, 429, 200],
+        "one message after a 500 and a 429"
+    );
+    assert!(
+        all[2].at.duration_since(all[1].at) >= Duration::from_millis(950),
+        "Retry-After honoured"
+    );
+    // Default Slack message when the config gives no title or text.
+    let att = &accepted[0]["attachments"][0];
+    assert_eq!(
+        att["title"],
+        "[FIRING:1] HighCPUUsage (infrastructure mathscore warning)"
+    );
+    assert!(att["text"]
+        .as_str()
+        .unwrap()
+        .contains("HighCPUUsage for the math-score model"));
+    assert_eq!(accepted[0]["username"], "mlmon");
+}
+
+#[test]
+fn a_restart_during_group_wait_notifies_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let webhook = HttpSink::start(&[], false);
+    let am = format!(
+        "route:\n  receiver: hook\n  group_wait: 4s\n  group_interval: 5s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: '{}'\n",
+        webhook.url("/alerts")
+    );
+    let mut m = start_mlmon(dir.path(), &am, "");
+    post_alerts(
+        &m,
+        json!([alert("PipelineFailure", "critical", "pipeline")]),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    m.kill();
+    assert!(webhook.requests().is_empty());
+    let m = m.restart();
+    let got = webhook.wait_accepted(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", m.log());
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(webhook.requests().len(), 1, "sent again after the restart");
+    // A second restart after the notification does not resend it.
+    let m = m.restart();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(webhook.requests().len(), 1, "{}", m.log());
+}
+
+#[test]
+fn a_hanging_receiver_never_blocks_rule_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let hang = HttpSink::start(&[], true);
+    let am = format!(
+        "route:\n  receiver: hook\n  group_wait: 0s\n  group_interval: 30s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: '{}'\n",
+        hang.url("/alerts")
+    );
+    write_file(
+        dir.path(),
+        "always.yml",
+        "groups:\n  - name: always\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels:\n          severity: info\n",
+    );
+    let rules = dir.path().join("always.yml");
+    let m = start_mlmon(
+        dir.path(),
+        &am,
+        &format!("rule_files: ['{}']\n", rules.display()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hang.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no notification attempt\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let evals = |m: &Mlmon| {
+        m.json("/api/v1/rules")["data"]["groups"][0]["lastEvaluation"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = evals(&m);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(
+        evals(&m),
+        first,
+        "rule evaluation stopped while the receiver hangs"
+    );
+    // The API keeps answering too.
+    post_alerts(&m, json!([alert("Other", "info", "x")]));
+    assert!(m.json("/api/v2/alerts").as_array().unwrap().len() >= 2);
+}
+
+#[test]
+fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let webhook = HttpSink::start(&[], false);
+    let am = format!(
+        "route:\n  receiver: hook\n  group_by: ['alertname']\n  group_wait: 1s\n  group_interval: 2s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: '{}'\n",
+        webhook.url("/alerts")
+    );
+    write_file(
+        dir.path(),
+        "ml.yml",
+        "groups:\n  - name: ml\n    interval: 1s\n    rules:\n      - alert: ModelAccuracyCritical\n        expr: ml_model_r2_score < 0.7\n        labels:\n          severity: critical\n          component: model\n        annotations:\n          description: 'Model R² score is {{ $value }}, below 0.7'\n",
+    );
+    let rules = dir.path().join("ml.yml");
+    let m = start_mlmon(
+        dir.path(),
+        &am,
+        &format!(
+            "rule_files: ['{}']\npush:\n  interval: 1s\n",
+            rules.display()
+        ),
+    );
+    let r = client()
+        .put(m.url("/metrics/job/ml"))
+        .body("ml_model_r2_score{pipeline=\"mathscore\"} 0.65\n")
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let got = webhook.wait_accepted(1, Duration::from_secs(15));
+    assert_eq!(got.len(), 1, "{}", m.log());
+    let a = &got[0]["alerts"][0];
+    assert_eq!(a["labels"]["alertname"], "ModelAccuracyCritical");
+    assert_eq!(
+        a["annotations"]["description"],
+        "Model R² score is 0.65, below 0.7"
+    );
+    assert!(a["generatorURL"]
+        .as_str()
+        .unwrap()
+        .contains("/graph?g0.expr="));
+}
