@@ -1126,8 +1126,9 @@ fn new_id(now: Timestamp) -> String {
     h2.write_u64(a);
     h2.write_u64(c ^ 0x9e37_79b9_7f4a_7c15);
     let b = h2.finish();
-    let b = (b & !(0xf << 60) | (0x4 << 60)) as u128;
-    let v = ((a as u128) << 64) | b;
+    let a = (a & !(0xf << 12)) | (0x4 << 12);
+    let b = (b & !(0x3 << 62)) | (0x2 << 62);
+    let v = ((a as u128) << 64) | b as u128;
     let hex = format!("{v:032x}");
     format!(
         "{}-{}-{}-{}-{}",
