@@ -38,6 +38,10 @@ enum Command {
         /// Config file (default: ./mlmon.yml if it exists).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// What the files are: mlmon, rules or alertmanager (default: told
+        /// by their top-level keys).
+        #[arg(long = "as", value_name = "KIND", value_parser = ["mlmon", "rules", "alertmanager"])]
+        kind: Option<String>,
         /// Files to check instead (mlmon.yml, rule files, alertmanager.yml).
         files: Vec<PathBuf>,
     },
@@ -126,8 +130,8 @@ fn main() -> ExitCode {
             println!("mlmon {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some(Command::Check { config, files }) if files.is_empty() => check(config),
-        Some(Command::Check { files, .. }) => check_files(&files),
+        Some(Command::Check { config, files, .. }) if files.is_empty() => check(config),
+        Some(Command::Check { files, kind, .. }) => check_files(&files, kind.as_deref()),
         Some(Command::Test {
             what: TestCommand::Rules { files },
         }) => test_rules(&files),
@@ -307,7 +311,7 @@ fn describe_notifier(am: &mlmon::notify::AmConfig) -> String {
 }
 
 /// `mlmon check FILE…`: each file is checked as what its keys say it is.
-fn check_files(files: &[PathBuf]) -> ExitCode {
+fn check_files(files: &[PathBuf], kind: Option<&str>) -> ExitCode {
     let mut ok = true;
     for path in files {
         let text = match std::fs::read_to_string(path) {
@@ -326,8 +330,15 @@ fn check_files(files: &[PathBuf]) -> ExitCode {
             _ => Vec::new(),
         };
         let has = |k: &str| keys.iter().any(|x| x == k);
+        let kind = kind.unwrap_or(if has("groups") {
+            "rules"
+        } else if has("route") || has("receivers") || has("inhibit_rules") {
+            "alertmanager"
+        } else {
+            "mlmon"
+        });
         let name = path.display();
-        if has("groups") {
+        if kind == "rules" {
             let report = mlmon::rules::check_files(&[path.display().to_string()]);
             if report.errors.is_empty() {
                 println!("SUCCESS: {name}: {} rules", report.rules);
@@ -338,7 +349,7 @@ fn check_files(files: &[PathBuf]) -> ExitCode {
                 eprintln!("FAILED: {name}: {} problems", report.errors.len());
                 ok = false;
             }
-        } else if has("route") || has("receivers") || has("inhibit_rules") {
+        } else if kind == "alertmanager" {
             match mlmon::notify::AmConfig::load(path) {
                 Ok(am) => {
                     for n in &am.notes {
