@@ -520,7 +520,7 @@ fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
     write_file(
         dir.path(),
         "ml.yml",
-        "groups:\n  - name: ml\n    interval: 1s\n    rules:\n      - alert: ModelAccuracyCritical\n        expr: ml_model_r2_score < 0.7\n        labels:\n          severity: critical\n          component: model\n        annotations:\n          description: 'Model R² score is {{ $value }}, below 0.7'\n",
+        "groups:\n  - name: ml\n    interval: 1s\n    rules:\n      - alert: ModelAccuracyCritical\n        expr: ml_model_r2_score < 0.7\n        labels:\n          severity: critical\n          component: model\n        annotations:\n          description: 'Model R² score is {{ $value }}'\n",
     );
     let rules = dir.path().join("ml.yml");
     let m = start_mlmon(
@@ -541,12 +541,41 @@ fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
     assert_eq!(got.len(), 1, "{}", m.log());
     let a = &got[0]["alerts"][0];
     assert_eq!(a["labels"]["alertname"], "ModelAccuracyCritical");
-    assert_eq!(
-        a["annotations"]["description"],
-        "Model R² score is 0.65, below 0.7"
-    );
+    assert_eq!(a["annotations"]["description"], "Model R² score is 0.65");
     assert!(a["generatorURL"]
         .as_str()
         .unwrap()
         .contains("/graph?g0.expr="));
+    // The model recovers: the resolved notification carries the value at
+    // resolution, not the last firing one.
+    let r = client()
+        .put(m.url("/metrics/job/ml"))
+        .body("ml_model_r2_score{pipeline=\"mathscore\"} 0.86\n")
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let got = webhook.wait_accepted(2, Duration::from_secs(15));
+    assert_eq!(got.len(), 2, "{}", m.log());
+    assert_eq!(got[1]["status"], "resolved");
+    assert_eq!(
+        got[1]["alerts"][0]["annotations"]["description"],
+        "Model R² score is 0.86"
+    );
+    // The history has both state changes and both notifications.
+    let h = m.json("/api/v1/alerts/history?alertname=ModelAccuracyCritical");
+    let kinds: Vec<&str> = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["notification", "resolved", "notification", "firing"]
+    );
+    let bad = client()
+        .get(m.url("/api/v1/alerts/history?kind=nope"))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
 }

@@ -144,6 +144,10 @@ impl Group {
                     None => alert(r, samples, t, self.limit, external_labels),
                 }
             });
+            let produced = produced.map(|(out, template_error)| {
+                let e = value_at_resolution(r, storage, t, opts, external_labels);
+                (out, template_error.or(e))
+            });
             let mut app = storage.appender();
             match produced {
                 Ok((out, template_error)) => {
@@ -213,6 +217,102 @@ impl Group {
                 .map(move |a| (r, a))
         })
     }
+}
+
+/// For alerts that resolved at `t`: the value of the compared side of the
+/// rule's expression now (`ml_model_r2_score` of `ml_model_r2_score < 0.7`)
+/// and the annotations expanded with it, so the resolved notification
+/// says what the value came back to rather than repeating the firing one.
+/// Rules that are not a filter against a number keep their last values.
+fn value_at_resolution(
+    r: &mut RuleState,
+    storage: &Storage,
+    t: Timestamp,
+    opts: &QueryOptions,
+    external_labels: &BTreeMap<String, String>,
+) -> Option<String> {
+    if !r.alerts.values().any(|a| a.resolved_at_ms == Some(t)) {
+        return None;
+    }
+    let operand = compared_operand(&r.rule.expr)?;
+    let samples = query(storage, &operand, t, opts).ok()?;
+    let name = r.rule.alert.clone().unwrap_or_default();
+    let mut error = None;
+    for (labels, value) in samples {
+        let plain = labels.without(METRIC_NAME);
+        let map: BTreeMap<String, String> = plain
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let (mut extra, _) = expand_all(&name, &r.rule.labels, &map, value, external_labels);
+        extra.insert("alertname".into(), name.clone());
+        let Ok(alert_labels) = with_labels(&plain, &extra) else {
+            continue;
+        };
+        if let Some(a) = r.alerts.get_mut(&alert_labels) {
+            if a.resolved_at_ms == Some(t) {
+                let (annotations, e) =
+                    expand_all(&name, &r.rule.annotations, &map, value, external_labels);
+                a.value = value;
+                a.annotations = annotations;
+                error = error.or(e);
+            }
+        }
+    }
+    error
+}
+
+/// The vector side of a top-level comparison with a number, without `bool`.
+fn compared_operand(expr: &str) -> Option<String> {
+    use promql_parser::parser::Expr;
+    fn unwrap(e: &Expr) -> &Expr {
+        match e {
+            Expr::Paren(p) => unwrap(&p.expr),
+            e => e,
+        }
+    }
+    let parsed = promql_parser::parser::parse(expr).ok()?;
+    let Expr::Binary(b) = unwrap(&parsed) else {
+        return None;
+    };
+    if !b.op.is_comparison_operator() || b.modifier.as_ref().is_some_and(|m| m.return_bool) {
+        return None;
+    }
+    match (unwrap(&b.lhs), unwrap(&b.rhs)) {
+        (Expr::NumberLiteral(_), other) | (other, Expr::NumberLiteral(_))
+            if !matches!(other, Expr::NumberLiteral(_)) =>
+        {
+            Some(other.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Expands each template of `m` for one alert; the first error, if any.
+fn expand_all(
+    name: &str,
+    m: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+    value: f64,
+    external_labels: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Option<String>) {
+    let data = TemplateData {
+        labels,
+        value,
+        external_labels,
+    };
+    let mut error = None;
+    let out = m
+        .iter()
+        .map(|(k, text)| {
+            let out = expand(&format!("__alert_{name}"), text, &data).unwrap_or_else(|e| {
+                error.get_or_insert(e.clone());
+                format!("<error expanding template: {e}>")
+            });
+            (k.clone(), out)
+        })
+        .collect();
+    (out, error)
 }
 
 /// An instant query whose result is an instant vector (a scalar becomes a
@@ -297,24 +397,11 @@ fn alert(
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        let data = TemplateData {
-            labels: &map,
-            value,
-            external_labels,
-        };
-        let mut expand_all = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
-            m.iter()
-                .map(|(k, text)| {
-                    let out = expand(&format!("__alert_{name}"), text, &data).unwrap_or_else(|e| {
-                        template_error.get_or_insert(e.clone());
-                        format!("<error expanding template: {e}>")
-                    });
-                    (k.clone(), out)
-                })
-                .collect()
-        };
-        let mut extra = expand_all(&rule.labels);
-        let annotations = expand_all(&rule.annotations);
+        let (mut extra, e1) = expand_all(&name, &rule.labels, &map, value, external_labels);
+        let (annotations, e2) = expand_all(&name, &rule.annotations, &map, value, external_labels);
+        if template_error.is_none() {
+            template_error = e1.or(e2);
+        }
         extra.insert("alertname".into(), name.clone());
         let Ok(alert_labels) = with_labels(&plain, &extra) else {
             continue;
