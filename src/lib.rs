@@ -6,6 +6,7 @@ pub mod config;
 pub mod gotmpl;
 pub mod http;
 pub mod ingest;
+pub mod init;
 pub mod model;
 pub mod notify;
 pub mod par;

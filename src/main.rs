@@ -63,6 +63,9 @@ enum Command {
         #[command(subcommand)]
         what: TestCommand,
     },
+    /// Write a starter mlmon.yml, rule file and alertmanager.yml into DIR
+    /// (default: the current directory); never overwrites.
+    Init { dir: Option<PathBuf> },
     /// Print the version.
     Version,
 }
@@ -129,6 +132,25 @@ fn main() -> ExitCode {
         Some(Command::Version) => {
             println!("mlmon {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Some(Command::Init { dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            match mlmon::init::write(&dir) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    println!(
+                        "next: fill in the values marked FILL IN in alertmanager.yml, then run `mlmon check --config {}`",
+                        dir.join("mlmon.yml").display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mlmon init: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Some(Command::Check { config, files, .. }) if files.is_empty() => check(config),
         Some(Command::Check { files, kind, .. }) => check_files(&files, kind.as_deref()),

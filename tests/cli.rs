@@ -141,3 +141,67 @@ fn sigterm_checkpoints_and_exits_cleanly() {
         m.log()
     );
 }
+
+#[test]
+fn init_writes_a_starter_that_check_refuses_until_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = mlmon(&["init", "site"], dir.path());
+    assert_eq!(code, 0, "{out}");
+    let site = dir.path().join("site");
+    for f in ["mlmon.yml", "alertmanager.yml", "rules/ml_pipeline.yml"] {
+        assert!(site.join(f).exists(), "{f} not written");
+    }
+    // Never overwrites.
+    let (code, _, err) = mlmon(&["init", "site"], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("not overwriting"), "{err}");
+
+    let (code, _, err) = mlmon(&["check", "--config", "site/mlmon.yml"], dir.path());
+    assert_ne!(code, 0);
+    for wanted in [
+        "alertmanager.yml:26: receivers[0].email_configs[0]: missing to address",
+        "no global SMTP smarthost set (set global.smtp_smarthost",
+        "receivers[1].slack_configs[0].api_url: \"YOUR_SLACK_WEBHOOK_URL\" looks like a placeholder",
+    ] {
+        assert!(err.contains(wanted), "{wanted:?} not in\n{err}");
+    }
+
+    let am = site.join("alertmanager.yml");
+    let filled = std::fs::read_to_string(&am)
+        .unwrap()
+        .replace(
+            "smtp_smarthost: ''",
+            "smtp_smarthost: 'smtp.example.org:587'",
+        )
+        .replace("smtp_from: ''", "smtp_from: 'mlmon@example.org'")
+        .replace(
+            "to: ''         # FILL IN: where warnings go",
+            "to: 'team@example.org'",
+        )
+        .replace(
+            "to: ''         # FILL IN: where critical alerts go",
+            "to: 'oncall@example.org'",
+        )
+        .replace(
+            "YOUR_SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/X",
+        );
+    std::fs::write(&am, filled).unwrap();
+    let (code, out, err) = mlmon(&["check", "--config", "site/mlmon.yml"], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("notifier: 2 receivers (2 email, 1 slack, 0 webhook)"),
+        "{out}"
+    );
+    // Alertmanager itself accepts the filled file.
+    let ok = Command::new(require("amtool"))
+        .arg("check-config")
+        .arg(&am)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+}

@@ -579,3 +579,109 @@ fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[test]
+fn without_receivers_notifications_go_to_the_log_and_the_recent_list() {
+    let m = Mlmon::start(None);
+    post_alerts(&m, json!([alert("ModelAccuracyLow", "critical", "model")]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recent = loop {
+        let r = m.json("/api/v1/notifications")["data"].clone();
+        if !r.as_array().unwrap().is_empty() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "nothing logged\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let n = &recent[0];
+    assert_eq!(n["receiver"], "log");
+    assert_eq!(n["outcome"], "logged");
+    assert_eq!(
+        n["subject"],
+        "[FIRING:1] ModelAccuracyLow model (mathscore critical)"
+    );
+    assert!(n["body"]
+        .as_str()
+        .unwrap()
+        .contains("alertname = ModelAccuracyLow"));
+    assert!(m.log().contains("ModelAccuracyLow"), "{}", m.log());
+    // The preview renders the current alerts for the default receiver.
+    let p: Value = client()
+        .post(m.url("/api/v1/templates/preview"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(p["data"]["receiver"], "log");
+    assert_eq!(
+        p["data"]["integrations"][0]["subject"],
+        "[FIRING:1] ModelAccuracyLow model (mathscore critical)"
+    );
+}
+
+#[test]
+fn receivers_can_be_tested_and_their_templates_previewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook) = (HttpSink::start(&[], false), HttpSink::start(&[], false));
+    let am = format!(
+        "route:\n  receiver: team\n  group_by: [alertname]\nreceivers:\n  - name: team\n    slack_configs:\n      - api_url: '{}'\n        channel: '#ml'\n        title: '{{{{ .CommonLabels.alertname }}}}: {{{{ .Alerts.Firing | len }}}} firing'\n        fields:\n          - title: Severity\n            value: '{{{{ .CommonLabels.severity | toUpper }}}}'\n            short: true\n    webhook_configs:\n      - url: '{}'\n        max_alerts: 1\n",
+        slack.url("/s"),
+        hook.url("/h")
+    );
+    let m = start_mlmon(dir.path(), &am, "");
+    let r: Value = client()
+        .post(m.url("/api/v1/receivers/team/test"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let results = r["data"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{r}");
+    assert!(results.iter().all(|x| x["outcome"] == "sent"), "{r}");
+    assert_eq!(
+        slack.accepted()[0]["attachments"][0]["title"],
+        "TestNotification: 1 firing"
+    );
+    assert_eq!(
+        hook.accepted()[0]["alerts"][0]["labels"]["alertname"],
+        "TestNotification"
+    );
+
+    let p: Value = client()
+        .post(m.url("/api/v1/templates/preview"))
+        .json(&json!({
+            "receiver": "team",
+            "alerts": [
+                alert("DataDrift", "warning", "data"),
+                {"labels": {"alertname": "DataDrift", "severity": "warning", "component": "api"}},
+                {"labels": {"alertname": "DataDrift", "severity": "warning", "component": "x"}},
+            ],
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let integrations = p["data"]["integrations"].as_array().unwrap();
+    let slack_body = &integrations[0]["body"];
+    assert_eq!(slack_body["attachments"][0]["title"], "DataDrift: 3 firing");
+    assert_eq!(
+        slack_body["attachments"][0]["fields"],
+        json!([{"title": "Severity", "value": "WARNING", "short": true}])
+    );
+    let hook_body = &integrations[1]["body"];
+    assert_eq!(hook_body["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(hook_body["truncatedAlerts"], 2);
+    // Nothing was sent by the preview.
+    assert_eq!(slack.requests().len(), 1);
+    let missing = client()
+        .post(m.url("/api/v1/receivers/nope/test"))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let bad = client()
+        .post(m.url("/api/v1/templates/preview"))
+        .body("{\"receiver\": \"team\", \"alerts\": [{\"labels\": {}}]}")
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

@@ -78,6 +78,9 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted (after decompression for remote write).
     pub max_request_bytes: usize,
+    /// Where users reach mlmon (links in notifications); `None`: the
+    /// listen address.
+    pub external_url: Option<String>,
     pub auth: AuthConfig,
 }
 

@@ -95,6 +95,9 @@ struct RawWeb {
     listen: Option<String>,
     /// Default 32 MiB.
     max_request_bytes: Option<usize>,
+    /// The URL users reach mlmon at, for links in notifications (default:
+    /// http://<listen>).
+    external_url: Option<String>,
     /// A Prometheus web-config file (`basic_auth_users`, ...).
     config_file: Option<PathBuf>,
     /// The same keys as a web-config file, inline.
@@ -506,9 +509,24 @@ impl RawWeb {
         if max_request_bytes < 1024 {
             v.error(&["web", "max_request_bytes"], "must be at least 1024");
         }
+        let external_url = self
+            .external_url
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &external_url {
+            let ok = ["http://", "https://"]
+                .iter()
+                .any(|p| u.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+            if !ok {
+                v.error(
+                    &["web", "external_url"],
+                    format!("{u:?} is not an http(s) URL"),
+                );
+            }
+        }
         Some(WebConfig {
             listen: listen?,
             max_request_bytes,
+            external_url,
             auth: AuthConfig {
                 basic_auth_users: users.into_iter().collect(),
                 bearer_tokens: tokens,

@@ -143,7 +143,8 @@ pub struct EmailConfig {
     pub to: String,
     pub from: String,
     pub hello: String,
-    pub smarthost: (String, u16),
+    /// Host and port (a number or a service name such as `submission`).
+    pub smarthost: (String, String),
     pub auth_username: String,
     pub auth_password: Option<Secret>,
     pub auth_identity: String,
@@ -535,11 +536,19 @@ fn duration_ms(d: Option<PromDuration>, default_ms: i64) -> i64 {
     d.map_or(default_ms, |d| d.millis())
 }
 
-/// The configuration without an `alertmanager:` section: every alert
-/// grouped by name into the `log` receiver, which has no integration, so
-/// notifications go to the log and the recent-notifications list.
-pub const DEFAULT_CONFIG: &str =
-    "route:\n  receiver: log\n  group_by: ['alertname']\nreceivers:\n  - name: log\n";
+/// The configuration without an `alertmanager:` section: alerts grouped by
+/// name and component (with the original stack's timers) into the `log`
+/// receiver, which has no integration, so notifications go to the log and
+/// the recent-notifications list.
+pub const DEFAULT_CONFIG: &str = "route:
+  receiver: log
+  group_by: ['alertname', 'component']
+  group_wait: 10s
+  group_interval: 10s
+  repeat_interval: 1h
+receivers:
+  - name: log
+";
 
 impl AmConfig {
     pub fn default_config() -> AmConfig {
@@ -869,15 +878,41 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
     })
 }
 
-fn host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("address {s}: missing port in address"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("address {s}: invalid port {port:?}"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_string(), port))
+/// Go's `net.SplitHostPort` as Alertmanager checks `smarthost`: the port
+/// must be present, and may be a service name.
+fn host_port(s: &str) -> Result<(String, String), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("address {s}: missing ']' in address"))?;
+        let p = p
+            .strip_prefix(':')
+            .ok_or_else(|| format!("address {s}: missing port in address"))?;
+        (h, p)
+    } else {
+        let (h, p) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("address {s}: missing port in address"))?;
+        if h.contains(':') {
+            return Err(format!("address {s}: too many colons in address"));
+        }
+        (h, p)
+    };
+    if port.is_empty() {
+        return Err(format!("address {s:?}: port cannot be empty"));
+    }
+    Ok((host.to_string(), port.to_string()))
+}
+
+/// A smarthost port as a number (service names resolved as Go does for
+/// the mail ones).
+pub fn port_number(port: &str) -> Result<u16, String> {
+    match port {
+        "smtp" => Ok(25),
+        "submission" => Ok(587),
+        "smtps" | "submissions" | "urd" => Ok(465),
+        p => p.parse().map_err(|_| format!("unknown port {p:?}")),
+    }
 }
 
 fn matchers(
@@ -1133,9 +1168,12 @@ fn http_config(h: &RawHttp, path: &str, c: &mut Check) -> HttpConfig {
 }
 
 fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option<EmailConfig> {
-    if e.to.is_empty() {
-        c.error(path, "missing to address in email config");
-        return None;
+    let missing_to = e.to.is_empty();
+    if missing_to {
+        c.error(
+            path,
+            "missing to address in email config (set to: the address notifications go to)",
+        );
     }
     let mut headers = BTreeMap::new();
     for (h, v) in &e.headers {
@@ -1176,7 +1214,10 @@ fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option
     }
     let smarthost_text = if e.smarthost.is_empty() {
         if g.smtp_smarthost.is_empty() {
-            c.error(path, "no global SMTP smarthost set");
+            c.error(
+                path,
+                "no global SMTP smarthost set (set global.smtp_smarthost, or smarthost here, to your mail server's host:port)",
+            );
             return None;
         }
         g.smtp_smarthost.clone()
@@ -1192,7 +1233,10 @@ fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option
     };
     let from = if e.from.is_empty() {
         if g.smtp_from.is_empty() {
-            c.error(path, "no global SMTP from set");
+            c.error(
+                path,
+                "no global SMTP from set (set global.smtp_from, or from here, to the sender address)",
+            );
             return None;
         }
         g.smtp_from.clone()
@@ -1217,6 +1261,9 @@ fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option
         None => Some(r#"{{ template "email.default.html" . }}"#.into()),
     };
     let tls = tls(&e.tls_config, path, c);
+    if missing_to {
+        return None;
+    }
     Some(EmailConfig {
         send_resolved: e.send_resolved.unwrap_or(false),
         to: e.to,

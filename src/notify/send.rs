@@ -324,7 +324,11 @@ async fn send_email(c: &EmailConfig, rendered: &Rendered, timeout: Duration) -> 
             Err(_) => return Attempt::Fail(format!("invalid header name {name:?}")),
         }
     }
-    let (host, port) = (&c.smarthost.0, c.smarthost.1);
+    let host = &c.smarthost.0;
+    let port = match super::config::port_number(&c.smarthost.1) {
+        Ok(p) => p,
+        Err(e) => return Attempt::Fail(format!("smarthost {host}:{}: {e}", c.smarthost.1)),
+    };
     let tls_params = || -> Result<TlsParameters, String> {
         let name = c.tls.server_name.clone().unwrap_or_else(|| host.clone());
         let mut p =

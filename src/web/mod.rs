@@ -55,6 +55,7 @@ pub struct AppState {
 pub struct WebSettings {
     pub listen: SocketAddr,
     pub max_request_bytes: usize,
+    external_url: Option<String>,
     pub external_labels: crate::model::Labels,
     pub query: crate::promql::QueryOptions,
     pub started: std::time::SystemTime,
@@ -63,7 +64,9 @@ pub struct WebSettings {
 impl WebSettings {
     /// The URL links in notifications point to.
     pub fn external_url(&self) -> String {
-        format!("http://{}", self.listen)
+        self.external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     pub fn new(config: &Config) -> Self {
@@ -71,6 +74,7 @@ impl WebSettings {
         WebSettings {
             listen: config.web.listen,
             max_request_bytes: config.web.max_request_bytes,
+            external_url: config.web.external_url.clone(),
             external_labels: config.global.external_labels.clone(),
             query: crate::promql::QueryOptions {
                 lookback_ms: q.lookback_delta.millis(),
