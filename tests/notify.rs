@@ -159,6 +159,12 @@ inhibit_rules:
     )
 }
 
+/// One route to one webhook receiver, with `route` (indented route keys,
+/// each line ending in a newline) added to the route.
+fn hook_config(url: &str, route: &str) -> String {
+    format!("route:\n  receiver: hook\n{route}receivers:\n  - name: hook\n    webhook_configs:\n      - url: '{url}'\n")
+}
+
 const FAST: &str = "  group_wait: 1s\n  group_interval: 10s\n  repeat_interval: 1h";
 
 fn start_mlmon(dir: &Path, am: &str, extra: &str) -> Mlmon {
@@ -440,9 +446,9 @@ fn slack_answering_500_then_200_gets_exactly_one_message() {
 fn a_restart_during_group_wait_notifies_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let webhook = HttpSink::start(&[], false);
-    let am = format!(
-        "route:\n  receiver: hook\n  group_wait: 4s\n  group_interval: 5s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: '{}'\n",
-        webhook.url("/alerts")
+    let am = hook_config(
+        &webhook.url("/alerts"),
+        "  group_wait: 4s\n  group_interval: 5s\n  repeat_interval: 1h\n",
     );
     let mut m = start_mlmon(dir.path(), &am, "");
     post_alerts(
@@ -467,9 +473,9 @@ fn a_restart_during_group_wait_notifies_exactly_once() {
 fn a_hanging_receiver_never_blocks_rule_evaluation() {
     let dir = tempfile::tempdir().unwrap();
     let hang = HttpSink::start(&[], true);
-    let am = format!(
-        "route:\n  receiver: hook\n  group_wait: 0s\n  group_interval: 30s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: '{}'\n",
-        hang.url("/alerts")
+    let am = hook_config(
+        &hang.url("/alerts"),
+        "  group_wait: 0s\n  group_interval: 30s\n",
     );
     write_file(
         dir.path(),
@@ -513,9 +519,9 @@ fn a_hanging_receiver_never_blocks_rule_evaluation() {
 fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
     let dir = tempfile::tempdir().unwrap();
     let webhook = HttpSink::start(&[], false);
-    let am = format!(
-        "route:\n  receiver: hook\n  group_by: ['alertname']\n  group_wait: 1s\n  group_interval: 2s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: '{}'\n",
-        webhook.url("/alerts")
+    let am = hook_config(
+        &webhook.url("/alerts"),
+        "  group_by: ['alertname']\n  group_wait: 1s\n  group_interval: 2s\n",
     );
     write_file(
         dir.path(),

@@ -239,14 +239,8 @@ fn value_at_resolution(
     let name = r.rule.alert.clone().unwrap_or_default();
     let mut error = None;
     for (labels, value) in samples {
-        let plain = labels.without(METRIC_NAME);
-        let map: BTreeMap<String, String> = plain
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        let (mut extra, _) = expand_all(&name, &r.rule.labels, &map, value, external_labels);
-        extra.insert("alertname".into(), name.clone());
-        let Ok(alert_labels) = with_labels(&plain, &extra) else {
+        let (map, alert_labels, _) = identify(&r.rule, &name, &labels, value, external_labels);
+        let Some(alert_labels) = alert_labels else {
             continue;
         };
         if let Some(a) = r.alerts.get_mut(&alert_labels) {
@@ -286,6 +280,27 @@ fn compared_operand(expr: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// An alert's identity from one sample of its rule: the sample's labels as
+/// templates see them, the alert's label set (rule labels expanded,
+/// `alertname` set; `None` if invalid) and a template error, if any.
+fn identify(
+    rule: &Rule,
+    name: &str,
+    labels: &Labels,
+    value: f64,
+    external_labels: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Option<Labels>, Option<String>) {
+    let plain = labels.without(METRIC_NAME);
+    let map: BTreeMap<String, String> = plain
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let (mut extra, error) = expand_all(name, &rule.labels, &map, value, external_labels);
+    extra.insert("alertname".into(), name.to_string());
+    let alert_labels = with_labels(&plain, &extra).ok();
+    (map, alert_labels, error)
 }
 
 /// Expands each template of `m` for one alert; the first error, if any.
@@ -392,18 +407,12 @@ fn alert(
     let mut template_error = None;
     let mut seen = FastSet::default();
     for (labels, value) in samples {
-        let plain = labels.without(METRIC_NAME);
-        let map: BTreeMap<String, String> = plain
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        let (mut extra, e1) = expand_all(&name, &rule.labels, &map, value, external_labels);
+        let (map, alert_labels, e1) = identify(&rule, &name, &labels, value, external_labels);
         let (annotations, e2) = expand_all(&name, &rule.annotations, &map, value, external_labels);
         if template_error.is_none() {
             template_error = e1.or(e2);
         }
-        extra.insert("alertname".into(), name.clone());
-        let Ok(alert_labels) = with_labels(&plain, &extra) else {
+        let Some(alert_labels) = alert_labels else {
             continue;
         };
         seen.insert(alert_labels.clone());

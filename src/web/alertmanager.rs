@@ -456,6 +456,17 @@ struct PreviewRequest {
     alerts: Option<Value>,
 }
 
+impl PreviewRequest {
+    /// An empty body means the defaults.
+    fn parse(body: &[u8], what: &str) -> Result<PreviewRequest, ApiError> {
+        if body.is_empty() {
+            return Ok(PreviewRequest::default());
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadData(format!("invalid {what} request: {e}")))
+    }
+}
+
 fn preview_alerts(
     state: &AppState,
     req: &PreviewRequest,
@@ -492,12 +503,7 @@ pub async fn preview(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: PreviewRequest = if body.is_empty() {
-        PreviewRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadData(format!("invalid preview request: {e}")))?
-    };
+    let req = PreviewRequest::parse(&body, "preview")?;
     let now = now_ms();
     let receiver = match &req.receiver {
         Some(r) => r.clone(),
@@ -524,12 +530,7 @@ pub async fn test_receiver(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: PreviewRequest = if body.is_empty() {
-        PreviewRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadData(format!("invalid test request: {e}")))?
-    };
+    let req = PreviewRequest::parse(&body, "test")?;
     let now = now_ms();
     let alerts = match &req.alerts {
         Some(_) => preview_alerts(&state, &req, &name, now)?,
