@@ -704,7 +704,7 @@ async fn deliver(notify: Arc<crate::notify::Shared>, job: crate::notify::Job) {
     }
     let n = notify.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        n.lock().complete(&job, d.outcome, d.rendered, now_ms());
+        n.lock().complete(&job, &d, now_ms());
         n.wake.notify_one();
     })
     .await;

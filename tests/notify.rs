@@ -386,6 +386,18 @@ fn smtp_down_then_back_delivers_once() {
     // ... and only once, though the group is flushed again meanwhile.
     std::thread::sleep(Duration::from_secs(12));
     assert_eq!(Smtp::messages(&out).len(), 1);
+    let history = m.json("/api/v1/alerts/history?kind=notification");
+    let outcomes: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.first(), Some(&"sent"), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&"retried"),
+        "failed attempts are in the history: {outcomes:?}"
+    );
     let failed = client()
         .get(m.url("/metrics"))
         .send()

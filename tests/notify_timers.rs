@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use mlmon::notify::send::Delivery;
 use mlmon::notify::{
     AmConfig, Incoming, Job, Library, MemoryStore, Notifier, Silence, SilenceMatcher, Store,
 };
@@ -116,7 +117,7 @@ fn summary(jobs: &[Job]) -> Vec<(String, String, usize, &'static str)> {
 
 fn complete_all(n: &mut Notifier, jobs: &[Job], now: i64) {
     for j in jobs {
-        n.complete(j, Ok(()), None, now);
+        n.complete(j, &Delivery::with_outcome(Ok(())), now);
     }
 }
 
@@ -385,7 +386,11 @@ fn a_failed_delivery_is_retried_at_the_next_flush_and_sent_once() {
     n.put(vec![alert("X", "info", "c", "a")], T0);
     let jobs = n.due(T0 + 10 * S);
     assert_eq!(jobs.len(), 1);
-    n.complete(&jobs[0], Err(s("connection refused")), None, T0 + 11 * S);
+    n.complete(
+        &jobs[0],
+        &Delivery::with_outcome(Err(s("connection refused"))),
+        T0 + 11 * S,
+    );
     let jobs = n.due(T0 + 20 * S);
     assert_eq!(jobs.len(), 1, "retried");
     complete_all(&mut n, &jobs, T0 + 20 * S);

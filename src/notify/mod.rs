@@ -210,7 +210,8 @@ pub struct HistoryEvent {
     pub integration: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group_key: String,
-    /// Notifications: "sent", "failed" or "logged".
+    /// Notifications: "sent", "failed", "logged", or "retried" for an
+    /// attempt that failed before the last one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub outcome: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -802,15 +803,11 @@ impl Notifier {
     }
 
     /// Reports how a job ended: on success the notification log remembers
-    /// what was sent; on failure the next flush tries again.
-    pub fn complete(
-        &mut self,
-        job: &Job,
-        outcome: Result<(), String>,
-        rendered: Option<(String, String)>,
-        now: Timestamp,
-    ) {
-        let (status, error) = match &outcome {
+    /// what was sent; on failure the next flush tries again. Every attempt
+    /// goes into the history.
+    pub fn complete(&mut self, job: &Job, delivery: &send::Delivery, now: Timestamp) {
+        let outcome = &delivery.outcome;
+        let (status, error) = match outcome {
             Ok(()) if job.integration == "log" => ("logged", String::new()),
             Ok(()) => ("sent", String::new()),
             Err(e) => ("failed", e.clone()),
@@ -831,31 +828,30 @@ impl Notifier {
             );
             self.nflog.insert(k, e);
         }
-        self.record(HistoryEvent {
-            at_ms: now,
+        let event = |at_ms: Timestamp, outcome: &str, error: &str| HistoryEvent {
+            at_ms,
             kind: "notification".into(),
             alertname: job
                 .data
                 .group_labels
                 .get("alertname")
+                .or_else(|| job.data.common_labels.get("alertname"))
                 .cloned()
-                .unwrap_or_else(|| {
-                    job.data
-                        .common_labels
-                        .get("alertname")
-                        .cloned()
-                        .unwrap_or_default()
-                }),
+                .unwrap_or_default(),
             labels: job.data.group_labels.clone(),
             fingerprint: String::new(),
             receiver: job.receiver.clone(),
             integration: job.integration_name(),
             group_key: job.group_key.clone(),
-            outcome: status.into(),
-            error,
+            outcome: outcome.into(),
+            error: error.into(),
             alerts: Some(job.data.alerts.len()),
-        });
-        let (subject, body) = rendered.unwrap_or_default();
+        };
+        for (at, e) in &delivery.retried {
+            self.record(event(*at, "retried", e));
+        }
+        self.record(event(now, status, &error));
+        let (subject, body) = delivery.rendered.clone().unwrap_or_default();
         self.recent.push_front(Recent {
             at_ms: now,
             receiver: job.receiver.clone(),

@@ -33,8 +33,23 @@ enum Attempt {
 pub struct Delivery {
     pub outcome: Result<(), String>,
     pub attempts: u32,
+    /// When and why each attempt before the last failed.
+    pub retried: Vec<(crate::model::Timestamp, String)>,
     pub rendered: Option<(String, String)>,
     pub seconds: f64,
+}
+
+impl Delivery {
+    /// A delivery that ended with `outcome` at its first attempt.
+    pub fn with_outcome(outcome: Result<(), String>) -> Delivery {
+        Delivery {
+            outcome,
+            attempts: 1,
+            retried: Vec::new(),
+            rendered: None,
+            seconds: 0.0,
+        }
+    }
 }
 
 /// Counters per integration, for `/metrics`.
@@ -81,15 +96,14 @@ pub async fn deliver(
             metrics.add(job.integration, 3, 1.0);
             metrics.add(job.integration, 4, 1.0);
             return Delivery {
-                outcome: Err(e),
                 attempts: 0,
-                rendered: None,
-                seconds: 0.0,
+                ..Delivery::with_outcome(Err(e))
             };
         }
     };
     let mut backoff = Duration::from_millis(500);
     let mut attempts = 0;
+    let mut retried = Vec::new();
     let outcome = loop {
         attempts += 1;
         metrics.add(job.integration, 0, 1.0);
@@ -108,6 +122,7 @@ pub async fn deliver(
         if Instant::now() + wait >= deadline {
             break Err(format!("{message} (gave up after {attempts} attempts)"));
         }
+        retried.push((crate::model::now_ms(), message.clone()));
         tracing::debug!(message = "notification attempt failed; retrying", receiver = %job.receiver, integration = %job.integration_name(), error = %message);
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -121,6 +136,7 @@ pub async fn deliver(
     Delivery {
         outcome,
         attempts,
+        retried,
         rendered: Some((rendered.summary.0.clone(), rendered.summary.1.clone())),
         seconds,
     }
