@@ -703,3 +703,58 @@ fn receivers_can_be_tested_and_their_templates_previewed() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[test]
+fn default_email_has_alertmanagers_subject_an_html_body_and_every_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = common::certificates(dir.path(), "DNS:localhost");
+    let smtp_port = free_port();
+    let smtp = Smtp::start(smtp_port, &cert, &key, &dir.path().join("mail"));
+    let secret = write_file(dir.path(), "smtp_password", &format!("{SMTP_PASSWORD}\n"));
+    let am = format!(
+        "global:\n  smtp_smarthost: 'localhost:{smtp_port}'\n  smtp_from: 'mlmon@example.org'\n  smtp_auth_username: '{SMTP_USER}'\n  smtp_auth_password_file: '{}'\nroute:\n  receiver: mail\n  group_by: [alertname]\n  group_wait: 1s\nreceivers:\n  - name: mail\n    email_configs:\n      - to: 'ops@example.org, ml@example.org'\n        tls_config:\n          ca_file: '{}'\n",
+        secret.display(),
+        ca.display()
+    );
+    let m = start_mlmon(dir.path(), &am, "");
+    post_alerts(
+        &m,
+        json!([
+            alert("HighMemoryUsage", "warning", "infrastructure"),
+            {"labels": {"alertname": "HighMemoryUsage", "severity": "warning", "component": "api"},
+             "annotations": {"summary": "Memory above 90% on the API host"}},
+        ]),
+    );
+    let mail = Smtp::wait(&smtp.out, 1, Duration::from_secs(15));
+    assert_eq!(mail.len(), 1, "{}", m.log());
+    assert_eq!(mail[0]["to"], json!(["ops@example.org", "ml@example.org"]));
+    let data = mail[0]["data"].as_str().unwrap().replace("\r\n", "\n");
+    assert_eq!(
+        header(&data, "Subject"),
+        Some("[FIRING:2] HighMemoryUsage (warning)")
+    );
+    assert!(data.contains("Content-Type: text/html"), "{data}");
+    let html = decode_quoted_printable(&data);
+    assert!(html.contains("[2] Firing"), "{html}");
+    assert!(html.contains("Memory above 90% on the API host"), "{html}");
+}
+
+/// The body of a quoted-printable part, decoded enough to search it.
+fn decode_quoted_printable(s: &str) -> String {
+    let joined = s.replace("=\n", "");
+    let mut out = Vec::new();
+    let b = joined.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
