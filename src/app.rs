@@ -117,6 +117,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(crate::notify::Shared::new(notifier))
     };
     state.notify = notify.clone();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    state.reload = Some(reload_tx);
     let mut alertmanagers = Vec::new();
     for am in &config.alertmanagers {
         let c = crate::http::client(&am.tls).map_err(anyhow::Error::msg)?;
@@ -174,7 +176,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 move || collect_host(&s, &instance)
             },
         )),
-        tokio::spawn(hangup_task(stop_rx.clone())),
+        tokio::spawn(reload_task(
+            config.source.clone(),
+            notify.clone(),
+            reload_rx,
+            stop_rx.clone(),
+        )),
         tokio::spawn(notify_loop(notify.clone(), stop_rx.clone())),
     ];
     for i in 0..rules.len() {
@@ -240,26 +247,70 @@ async fn shutdown_signal() {
     }
 }
 
-/// SIGHUP must not kill the process (systemd's reload sends it). Reloading
-/// the configuration arrives with the rule engine; until then it is logged.
-async fn hangup_task(mut stop: watch::Receiver<bool>) {
+/// Reloads the notifier's configuration on SIGHUP and on `POST /-/reload`
+/// (whose caller hears how it went), as Alertmanager does; a bad file is
+/// reported and the running configuration kept. Other settings apply at
+/// the next start.
+async fn reload_task(
+    source: Option<std::path::PathBuf>,
+    notify: Arc<crate::notify::Shared>,
+    mut requests: tokio::sync::mpsc::Receiver<crate::web::ReloadRequest>,
+    mut stop: watch::Receiver<bool>,
+) {
     #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
         };
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = hup.recv() => tracing::warn!(
-                    message = "SIGHUP received: this version does not reload its configuration; restart mlmon to apply changes"
-                ),
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let reply = tokio::select! {
+            _ = stop.changed() => return,
+            _ = hangup => None,
+            r = requests.recv() => match r {
+                Some(r) => Some(r),
+                None => return,
+            },
+        };
+        let (source, notify) = (source.clone(), notify.clone());
+        let result =
+            tokio::task::spawn_blocking(move || reload_notifier(source.as_deref(), &notify))
+                .await
+                .unwrap_or_else(|e| Err(format!("reload failed: {e}")));
+        match &result {
+            Ok(()) => tracing::info!(
+                message = "Notifier configuration reloaded; other settings apply at the next start"
+            ),
+            Err(e) => {
+                tracing::error!(message = "Reload failed; the running configuration stays", error = %e)
             }
         }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
     }
-    #[cfg(not(unix))]
-    let _ = stop.changed().await;
+}
+
+fn reload_notifier(
+    source: Option<&std::path::Path>,
+    notify: &crate::notify::Shared,
+) -> Result<(), String> {
+    let config = match source {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::defaults(),
+    };
+    let am = notifier_config(&config).map_err(|e| e.join("\n"))?;
+    let library = crate::notify::Library::load(&am.templates)?;
+    notify.lock().reload(Arc::new(am), library, now_ms());
+    notify.wake.notify_one();
+    Ok(())
 }
 
 /// Runs `run` every `every`, first after `offset`, until `stop`; a run may

@@ -758,3 +758,72 @@ fn decode_quoted_printable(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[test]
+fn the_notifier_configuration_reloads_on_request_and_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (HttpSink::start(&[], false), HttpSink::start(&[], false));
+    let m = start_mlmon(
+        dir.path(),
+        &hook_config(&a.url("/a"), "  group_wait: 0s\n"),
+        "",
+    );
+    let am = dir.path().join("alertmanager.yml");
+    post_alerts(&m, json!([alert("First", "info", "x")]));
+    assert_eq!(a.wait_accepted(1, Duration::from_secs(10)).len(), 1);
+
+    // A broken file is refused with its reason; the running one stays.
+    std::fs::write(
+        &am,
+        "route:\n  receiver: nobody\nreceivers:\n  - name: hook\n",
+    )
+    .unwrap();
+    let r = client().post(m.url("/-/reload")).send().unwrap();
+    assert_eq!(r.status(), 500);
+    let text = r.text().unwrap();
+    assert!(
+        text.contains("alertmanager.yml:2: route.receiver: undefined receiver \"nobody\""),
+        "{text}"
+    );
+    assert_eq!(m.json("/api/v2/receivers"), json!([{"name": "hook"}]));
+
+    // A good one takes effect; what was sent is not sent again.
+    std::fs::write(
+        &am,
+        format!(
+            "route:\n  receiver: other\n  group_by: [alertname]\n  group_wait: 0s\nreceivers:\n  - name: other\n    webhook_configs:\n      - url: '{}'\n",
+            b.url("/b")
+        ),
+    )
+    .unwrap();
+    let r = client().post(m.url("/-/reload")).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    post_alerts(&m, json!([alert("Second", "info", "x")]));
+    let got = b.wait_accepted(2, Duration::from_secs(10));
+    let names: Vec<&str> = got
+        .iter()
+        .map(|g| g["alerts"][0]["labels"]["alertname"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"Second"), "{names:?}");
+    assert_eq!(a.requests().len(), 1);
+
+    // SIGHUP does the same.
+    std::fs::write(
+        &am,
+        "route:\n  receiver: third\nreceivers:\n  - name: third\n",
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &m.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while m.json("/api/v2/receivers") != json!([{"name": "third"}]) {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -329,6 +329,19 @@ impl Notifier {
         Ok(n)
     }
 
+    /// Applies a new configuration as Alertmanager does on reload: the
+    /// routing tree and aggregation groups are rebuilt from the alerts held;
+    /// the notification log keeps what was sent, so nothing is sent again.
+    pub fn reload(&mut self, config: Arc<AmConfig>, library: Library, now: Timestamp) {
+        self.config = config;
+        self.library = library;
+        self.groups.clear();
+        let fps: Vec<u64> = self.alerts.keys().copied().collect();
+        for fp in fps {
+            self.route(fp, now);
+        }
+    }
+
     pub fn config(&self) -> &AmConfig {
         &self.config
     }

@@ -570,3 +570,24 @@ pub async fn test_receiver(
     }
     Ok(success(json!({"receiver": name, "results": results})))
 }
+
+/// `POST /-/reload`: reloads the notifier's configuration (Alertmanager's
+/// and Prometheus' endpoint); 500 with the reason if the file is bad.
+pub async fn reload(State(state): State<AppState>) -> Response {
+    let Some(tx) = state.reload.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n").into_response();
+    };
+    let (reply, result) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match result.await {
+        Ok(Ok(())) => (StatusCode::OK, "").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}

@@ -45,12 +45,17 @@ pub struct AppState {
     /// Rule groups, each evaluated by its own task.
     pub rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
     pub notify: Arc<crate::notify::Shared>,
+    /// Where `POST /-/reload` asks for a reload (`None`: not served).
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
 }
 
 /// The parts of the config the handlers need at request time.
+/// A reload request and where its outcome goes.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 #[derive(Debug, Clone)]
 pub struct WebSettings {
     pub listen: SocketAddr,
@@ -113,6 +118,7 @@ impl AppState {
             probes: Arc::default(),
             rules: Arc::default(),
             notify: Arc::new(crate::notify::Shared::new(notifier)),
+            reload: None,
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
@@ -129,6 +135,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/receivers/{name}/test",
             post(alertmanager::test_receiver),
         )
+        .route("/-/reload", post(alertmanager::reload))
         .route(
             "/metrics/{*grouping}",
             put(ingest::push_put)
