@@ -169,10 +169,7 @@ const FAST: &str = "  group_wait: 1s\n  group_interval: 10s\n  repeat_interval: 
 
 fn start_mlmon(dir: &Path, am: &str, extra: &str) -> Mlmon {
     let path = write_file(dir, "alertmanager.yml", am);
-    Mlmon::start(Some(&format!(
-        "alertmanager:\n  config_file: {}\n{extra}",
-        path.display()
-    )))
+    Mlmon::start(Some(&format!("alertmanager: {}\n{extra}", path.display())))
 }
 
 fn post_alerts(m: &Mlmon, alerts: Value) {

@@ -583,14 +583,18 @@ impl RawPush {
     }
 }
 
-/// `alertmanager:` either names a file (`config_file: alertmanager.yml`) or
+/// `alertmanager:` either names a file (`alertmanager.yml`, or
+/// `config_file: alertmanager.yml`) or
 /// holds Alertmanager's keys inline; inline text is cut out of the file as
 /// written, so messages about it carry the file's own line numbers.
 fn notifier_source(value: &Value, v: &mut Validator) -> Option<NotifierSource> {
+    if let Value::String(path) = value {
+        return Some(NotifierSource::File(v.relative(Path::new(path))));
+    }
     let Value::Mapping(m) = value else {
         v.error(
             &["alertmanager"],
-            "must be a mapping (config_file: FILE, or Alertmanager's keys)",
+            "must be a path, `config_file: PATH`, or Alertmanager's keys",
         );
         return None;
     };
