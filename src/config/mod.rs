@@ -81,6 +81,8 @@ pub struct WebConfig {
     /// Where users reach mlmon (links in notifications); `None`: the
     /// listen address.
     pub external_url: Option<String>,
+    /// Dashboard auto-refresh (0: off).
+    pub refresh_interval: PromDuration,
     pub auth: AuthConfig,
 }
 

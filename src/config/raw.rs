@@ -98,6 +98,9 @@ struct RawWeb {
     /// The URL users reach mlmon at, for links in notifications (default:
     /// http://<listen>).
     external_url: Option<String>,
+    /// How often dashboard pages refresh themselves; 0 turns it off.
+    /// Default 30s.
+    refresh_interval: Option<PromDuration>,
     /// A Prometheus web-config file (`basic_auth_users`, ...).
     config_file: Option<PathBuf>,
     /// The same keys as a web-config file, inline.
@@ -523,10 +526,15 @@ impl RawWeb {
                 );
             }
         }
+        let refresh_interval = dur(self.refresh_interval, 30);
+        if refresh_interval.millis() < 0 {
+            v.error(&["web", "refresh_interval"], "must not be negative");
+        }
         Some(WebConfig {
             listen: listen?,
             max_request_bytes,
             external_url,
+            refresh_interval,
             auth: AuthConfig {
                 basic_auth_users: users.into_iter().collect(),
                 bearer_tokens: tokens,

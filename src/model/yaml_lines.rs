@@ -111,8 +111,79 @@ fn path_of(stack: &[(usize, Entry)]) -> String {
     p
 }
 
+/// Keys whose values are secrets in mlmon.yml, prometheus.yml and
+/// alertmanager.yml.
+const SECRET_KEYS: [&str; 12] = [
+    "password",
+    "auth_password",
+    "smtp_auth_password",
+    "auth_secret",
+    "smtp_auth_secret",
+    "credentials",
+    "bearer_token",
+    "bearer_tokens",
+    "basic_auth_users",
+    "api_url",
+    "slack_api_url",
+    "routing_key",
+];
+
+/// `text` with the values of secret keys (and everything nested under a
+/// secret key written as a block) replaced by `<secret>`.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside: Option<usize> = None;
+    for line in text.lines() {
+        let content = line.trim_start();
+        let indent = line.len() - content.len();
+        if let Some(i) = inside {
+            if content.is_empty() || indent > i {
+                match line.find([':', '-']) {
+                    Some(p) if !content.starts_with('#') => {
+                        out.push_str(&line[..=p]);
+                        out.push_str(" <secret>");
+                    }
+                    _ => out.push_str(line),
+                }
+                out.push('\n');
+                continue;
+            }
+            inside = None;
+        }
+        let body = content.trim_start_matches("- ");
+        let key = body.split(':').next().unwrap_or("").trim();
+        let colon = line.find(':');
+        if SECRET_KEYS.contains(&key) && body.contains(':') {
+            let colon = colon.expect("the line has a colon");
+            let value = line[colon + 1..].trim();
+            if value.is_empty() || value.starts_with('#') {
+                inside = Some(indent);
+                out.push_str(line);
+            } else {
+                out.push_str(&line[..colon + 1]);
+                out.push_str(" <secret>");
+            }
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
-mod tests {
+mod redact_tests {
+    #[test]
+    fn secrets_are_redacted() {
+        let text = "web:\n  basic_auth_users:\n    ops: $2y$10$abc\n  listen: x\nglobal:\n  smtp_auth_password: 'hunter2'\n  bearer_tokens: [abc]\nreceivers:\n  - slack_configs:\n      - api_url: 'https://hooks/x'\n";
+        let r = super::redact_secrets(text);
+        for secret in ["$2y$10$abc", "hunter2", "abc]", "hooks/x"] {
+            assert!(!r.contains(secret), "{secret} in\n{r}");
+        }
+        assert!(r.contains("listen: x"));
+        assert!(r.contains("ops: <secret>"));
+    }
+
     use super::*;
 
     #[test]

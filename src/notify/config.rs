@@ -609,33 +609,7 @@ impl AmConfig {
     /// The original text with secret values replaced by `<secret>`, as
     /// Alertmanager's status API shows its configuration.
     pub fn redacted(&self) -> String {
-        const SECRET_KEYS: [&str; 9] = [
-            "password",
-            "auth_password",
-            "smtp_auth_password",
-            "auth_secret",
-            "smtp_auth_secret",
-            "credentials",
-            "bearer_token",
-            "api_url",
-            "slack_api_url",
-        ];
-        let mut out = String::new();
-        for line in self.original.lines() {
-            let body = line.trim_start().trim_start_matches("- ");
-            let key = body.split(':').next().unwrap_or("").trim();
-            let is_secret = SECRET_KEYS.contains(&key)
-                || (key == "url" && self.original.contains("webhook_configs"));
-            match (is_secret, line.find(':')) {
-                (true, Some(colon)) if !line[colon + 1..].trim().is_empty() => {
-                    out.push_str(&line[..colon + 1]);
-                    out.push_str(" <secret>");
-                }
-                _ => out.push_str(line),
-            }
-            out.push('\n');
-        }
-        out
+        crate::model::redact_secrets(&self.original)
     }
 
     pub fn receiver(&self, name: &str) -> Option<&Receiver> {

@@ -875,6 +875,27 @@ impl Storage {
         }
     }
 
+    /// Samples held: every closed chunk's count (read from its header) plus
+    /// the head's. Reads the whole chunk table, so it is for status pages,
+    /// not hot paths.
+    pub fn sample_count(&self) -> Result<u64, StorageError> {
+        let head: u64 = {
+            let st = lock(&self.state);
+            st.series.values().map(|s| s.head.len() as u64).sum()
+        };
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut total = head;
+        for row in chunks.iter()? {
+            let (_, v) = row?;
+            if let Ok(m) = chunk::meta(v.value()) {
+                total += m.count as u64;
+            }
+        }
+        Ok(total)
+    }
+
     // === small durable state of other components ===========================
 
     /// Stores `value` under `(namespace, key)`, durably.

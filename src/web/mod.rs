@@ -7,8 +7,10 @@
 mod alertmanager;
 mod api;
 mod auth;
+pub mod chart;
 mod exposition;
 mod ingest;
+mod pages;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ use crate::ingest::scrape::Targets;
 use crate::tsdb::Storage;
 
 pub use auth::Auth;
+pub use pages::render_overview;
 pub use telemetry::HttpMetrics;
 
 /// What the handlers share. Collaborators are behind `Arc`s; the state is
@@ -61,6 +64,11 @@ pub struct WebSettings {
     pub listen: SocketAddr,
     pub max_request_bytes: usize,
     external_url: Option<String>,
+    /// Dashboard auto-refresh in seconds (0: off).
+    pub refresh_secs: u64,
+    /// The config file, for the status page.
+    pub config_file: Option<std::path::PathBuf>,
+    pub retention: crate::model::PromDuration,
     pub external_labels: crate::model::Labels,
     pub query: crate::promql::QueryOptions,
     pub started: std::time::SystemTime,
@@ -80,6 +88,9 @@ impl WebSettings {
             listen: config.web.listen,
             max_request_bytes: config.web.max_request_bytes,
             external_url: config.web.external_url.clone(),
+            refresh_secs: (config.web.refresh_interval.millis().max(0) / 1000) as u64,
+            config_file: config.source.clone(),
+            retention: config.storage.retention,
             external_labels: config.global.external_labels.clone(),
             query: crate::promql::QueryOptions {
                 lookback_ms: q.lookback_delta.millis(),
@@ -196,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))
         .merge(mutating)
+        .merge(pages::routes(&state))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
