@@ -244,7 +244,9 @@ pub fn json(c: &reqwest::blocking::Client, url: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Writes `dir/name` (creating `dir` if needed).
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
