@@ -70,11 +70,14 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     Labels::new(pairs.iter().copied()).unwrap()
 }
 
+/// A series and its value at step `i`.
+type Generated = (Labels, Box<dyn Fn(i64) -> f64>);
+
 fn fill(storage: &Storage) -> usize {
     let now = mlmon::model::now_ms();
     let start = now - 86_400_000;
     let steps = 86_400 / 15;
-    let mut series: Vec<(Labels, Box<dyn Fn(i64) -> f64>)> = Vec::new();
+    let mut series: Vec<Generated> = Vec::new();
     for h in 0..4 {
         let inst: &'static str = Box::leak(format!("host-{h}").into_boxed_str());
         for cpu in ["0", "1"] {
