@@ -209,22 +209,33 @@ fn gather(state: &AppState, r: Range) -> Data {
     }
 }
 
-/// R² of the runs in the range, oldest first.
-fn trend(runs: &[Run], r: &Range) -> Chart {
-    let pts: Vec<(Timestamp, f64)> = runs
+/// Metrics of the runs in the range, oldest first, one series per
+/// `(report key, name)`; for R², with the alert thresholds.
+fn trend(runs: &[Run], r: &Range, metrics: &[(&str, &str)]) -> Chart {
+    let series = metrics
         .iter()
-        .rev()
-        .filter(|run| run.finished_ms >= r.start)
-        .filter_map(|run| run.metrics.get("test_r2").map(|v| (run.finished_ms, *v)))
+        .map(|(key, name)| {
+            let pts: Vec<(Timestamp, f64)> = runs
+                .iter()
+                .rev()
+                .filter(|run| run.finished_ms >= r.start)
+                .filter_map(|run| run.metrics.get(*key).map(|v| (run.finished_ms, *v)))
+                .collect();
+            (name.to_string(), pts)
+        })
         .collect();
-    let series = vec![("R²".to_string(), pts)];
+    let thresholds = if metrics.iter().any(|(k, _)| *k == "test_r2") {
+        vec![threshold(0.8, "warning"), threshold(0.7, "critical")]
+    } else {
+        Vec::new()
+    };
     Chart {
         unit: Unit::Plain,
         series,
         start_ms: r.start,
         end_ms: r.end,
         step_ms: r.end - r.start,
-        thresholds: vec![threshold(0.8, "warning"), threshold(0.7, "critical")],
+        thresholds,
         y_range: None,
         points: true,
     }
@@ -289,7 +300,8 @@ fn render(d: &Data) -> Markup {
             }
         }
         div.grid {
-            section.panel { (figure("R² by run", &trend(&d.runs, &d.range), PANEL)) }
+            section.panel { (figure("R² by run", &trend(&d.runs, &d.range, &[("test_r2", "R²")]), PANEL)) }
+            section.panel { (figure("RMSE and MAE by run", &trend(&d.runs, &d.range, &[("test_rmse", "RMSE"), ("test_mae", "MAE")]), PANEL)) }
             section.panel aria-labelledby="pipeline-h" {
                 h2 #pipeline-h { "Pipeline" }
                 @match last {
