@@ -436,4 +436,26 @@ fn silences_are_created_and_expired_through_the_page() {
         m.json(&format!("/api/v2/silence/{id}"))["status"]["state"],
         "expired"
     );
+
+    // The receiver's test button sends through it and says how it went.
+    let (action, fields) = form_fields(&html, "/alerts/receivers/log/test");
+    let r = client()
+        .post(m.url(&action))
+        .header("Cookie", &cookie)
+        .form(&fields)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let t = text(&r.text().unwrap());
+    assert!(t.contains("log[0]: sent"), "{t}");
+    let preview = client()
+        .get(m.url("/alerts/receivers/log/preview"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        text(&preview).contains("[FIRING:1] HighCPUUsage"),
+        "{preview}"
+    );
 }

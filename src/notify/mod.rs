@@ -1170,6 +1170,33 @@ impl Shared {
         self.notifier.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sends a test notification through every integration of `receiver`
+    /// (with `alerts`, or a sample alert): each integration's name and how
+    /// its delivery went. `None` if there is no such receiver.
+    pub async fn test_receiver(
+        &self,
+        receiver: &str,
+        alerts: Vec<Alert>,
+        now: Timestamp,
+    ) -> Option<Vec<(String, send::Delivery)>> {
+        let (jobs, config, library) = {
+            let mut n = self.lock();
+            let jobs = n.test_job(receiver, alerts, now).ok()?;
+            (
+                jobs,
+                n.config().receiver(receiver).cloned(),
+                n.library().clone(),
+            )
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut out = Vec::new();
+        for job in &jobs {
+            let d = send::deliver(job, config.as_ref(), &library, deadline, &self.metrics).await;
+            out.push((job.integration_name(), d));
+        }
+        Some(out)
+    }
+
     /// Takes alerts in and wakes the dispatcher.
     pub fn put(&self, alerts: Vec<Incoming>, now: Timestamp) {
         self.lock().put(alerts, now);

@@ -536,33 +536,13 @@ pub async fn test_receiver(
         Some(_) => preview_alerts(&state, &req, &name, now)?,
         None => Vec::new(),
     };
-    let (jobs, config, lib) = {
-        let mut n = state.notify.lock();
-        let jobs =
-            n.test_job(&name, alerts, now)
-                .map_err(|e| match n.config().receiver(&name) {
-                    None => ApiError::NotFound,
-                    Some(_) => ApiError::BadData(e),
-                })?;
-        (
-            jobs,
-            n.config().receiver(&name).cloned(),
-            n.library().clone(),
-        )
+    let Some(deliveries) = state.notify.test_receiver(&name, alerts, now).await else {
+        return Err(ApiError::NotFound);
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut results = Vec::new();
-    for job in &jobs {
-        let d = crate::notify::send::deliver(
-            job,
-            config.as_ref(),
-            &lib,
-            deadline,
-            &state.notify.metrics,
-        )
-        .await;
+    for (integration, d) in deliveries {
         results.push(json!({
-            "integration": job.integration_name(),
+            "integration": integration,
             "outcome": if d.outcome.is_ok() { "sent" } else { "failed" },
             "error": d.outcome.err().unwrap_or_default(),
             "attempts": d.attempts,

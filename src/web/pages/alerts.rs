@@ -368,27 +368,18 @@ pub async fn test_receiver(
     if !csrf.accepts(&form) {
         return forbidden(&state);
     }
-    let now = now_ms();
-    let (jobs, config, lib) = {
-        let mut n = state.notify.lock();
-        match n.test_job(&name, Vec::new(), now) {
-            Ok(j) => (j, n.config().receiver(&name).cloned(), n.library().clone()),
-            Err(e) => return problem(&state, StatusCode::NOT_FOUND, "Test notification", &e),
-        }
+    let Some(results) = state
+        .notify
+        .test_receiver(&name, Vec::new(), now_ms())
+        .await
+    else {
+        return problem(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Test notification",
+            &format!("no receiver named {name:?}"),
+        );
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut results = Vec::new();
-    for job in &jobs {
-        let d = crate::notify::send::deliver(
-            job,
-            config.as_ref(),
-            &lib,
-            deadline,
-            &state.notify.metrics,
-        )
-        .await;
-        results.push((job.integration_name(), d));
-    }
     let body = html! {
         h1 { "Test notification: " (name) }
         ul { @for (i, d) in &results {
