@@ -256,6 +256,23 @@ fn mlmon_run_records_the_command_and_keeps_its_exit_code() {
     assert_eq!(merged["source"], "command", "{merged}");
     assert_eq!(merged["success"], true);
 
+    // Back-to-back runs (a fast pipeline): the report goes to the run that
+    // wrote it, not to the one that started right after.
+    let script = format!(
+        "printf '{}' > {root}/model_evaluation/evaluation_report.json",
+        report(0.35)
+    );
+    let (code, _) = mlmon_run(&m.url(""), &["sh", "-c", &script]);
+    assert_eq!(code, 0);
+    let (code, _) = mlmon_run(&m.url(""), &["sh", "-c", "exit 1"]);
+    assert_eq!(code, 1);
+    let r = wait_for("the report of the third run", &m, || {
+        let r = runs(&m);
+        (r.len() == 4 && r[1]["metrics"]["test_r2"] == 0.35).then_some(r)
+    });
+    assert_eq!(r[0]["success"], false);
+    assert!(r[0]["metrics"]["test_r2"].is_null(), "{r:#?}");
+
     // No mlmon there: a warning, and still the command's exit code.
     let nobody = format!("http://127.0.0.1:{}", free_port());
     let (code, stderr) = mlmon_run(&nobody, &["sh", "-c", "echo hi; exit 4"]);

@@ -187,9 +187,13 @@ impl Artifacts {
     /// same execution if the collector already recorded it, and writes its
     /// values at once.
     pub fn command_run(&self, storage: &Storage, mut run: Run) -> Result<Run, StorageError> {
-        let absorbed = runs::list(storage)?.into_iter().find(|r| {
-            r.pipeline == run.pipeline && r.source == "artifacts" && within(r.finished_ms, &run)
-        });
+        // The artifact run whose report time falls nearest this command's span.
+        let absorbed = runs::list(storage)?
+            .into_iter()
+            .filter(|r| {
+                r.pipeline == run.pipeline && r.source == "artifacts" && within(r.finished_ms, &run)
+            })
+            .min_by_key(|r| distance(r.finished_ms, &run));
         let mut replaces = Vec::new();
         if let Some(a) = &absorbed {
             run.stages = a.stages.clone();
@@ -391,9 +395,12 @@ impl Artifacts {
     /// A run found in the artifacts that a command run reported by `mlmon
     /// run` covers becomes part of that run.
     fn merge_into_command_run(&self, storage: &Storage, run: Run) -> Result<Run, StorageError> {
-        let command = runs::list(storage)?.into_iter().find(|r| {
-            r.pipeline == run.pipeline && r.source == "command" && within(run.finished_ms, r)
-        });
+        let command = runs::list(storage)?
+            .into_iter()
+            .filter(|r| {
+                r.pipeline == run.pipeline && r.source == "command" && within(run.finished_ms, r)
+            })
+            .min_by_key(|r| distance(run.finished_ms, r));
         let merged = match command {
             Some(mut c) => {
                 c.stages = run.stages;
@@ -447,6 +454,11 @@ impl Artifacts {
 
 fn within(t: Timestamp, run: &Run) -> bool {
     t >= run.started_ms - 1000 && t <= run.finished_ms + 1000
+}
+
+/// How far `t` is from the run's time span (0 inside it).
+fn distance(t: Timestamp, run: &Run) -> i64 {
+    (run.started_ms - t).max(t - run.finished_ms).max(0)
 }
 
 fn flag(b: bool) -> f64 {
