@@ -877,3 +877,24 @@ async fn metadata_and_format_query() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_original_stacks_ml_metrics_and_health_endpoints() {
+    let app = App::new();
+    let (status, _) = app
+        .push(
+            "PUT",
+            "/metrics/job/ml",
+            "ml_model_r2_score{pipeline=\"mathscore\"} 0.88\nother_metric 1\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.get("/ml-metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("ml_model_r2_score{job=\"ml\",pipeline=\"mathscore\"} 0.88"),
+        "{body}"
+    );
+    assert!(!body.contains("other_metric"), "{body}");
+    assert_eq!(app.json("/api/health").await["status"], "healthy");
+}

@@ -356,6 +356,16 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     ([(header::CONTENT_TYPE, content_type(format))], out).into_response()
 }
 
+/// `GET /ml-metrics`: the latest value of every `ml_*` series, as the
+/// original stack's custom metrics endpoint served them.
+pub async fn ml_metrics(state: State<AppState>) -> Result<Response, ApiError> {
+    federate(
+        state,
+        Params(vec![("match[]".into(), "{__name__=~\"ml_.+\"}".into())]),
+    )
+    .await
+}
+
 pub async fn federate(
     State(state): State<AppState>,
     Params(params): Params,

@@ -206,6 +206,8 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/health", get(api::health))
+        .route("/api/health", get(api::health))
+        .route("/ml-metrics", get(exposition::ml_metrics))
         .merge(mutating)
         .merge(pages::routes(&state))
         .fallback(|| async { ApiError::NotFound })
