@@ -275,6 +275,22 @@ alertmanager:
         .collect();
     assert_eq!(statuses, [false, true, true], "{all:#?}");
     assert_eq!(all[0]["exit_code"], 1);
+    // The stages it got through, and where it stopped.
+    assert_eq!(
+        all[0]["stages"]["data_transformation"]["status"], "succeeded",
+        "{:#}",
+        all[0]
+    );
+    assert_eq!(
+        all[0]["stages"]["model_trainer"]["status"], "failed",
+        "{:#}",
+        all[0]
+    );
+    assert_eq!(
+        all[0]["stages"]["model_evaluation"]["status"], "missing",
+        "{:#}",
+        all[0]
+    );
     wait_for(
         "PipelineFailure did not fire",
         Duration::from_secs(20),

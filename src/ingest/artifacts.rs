@@ -200,6 +200,8 @@ impl Artifacts {
             run.metrics = a.metrics.clone();
             run.report_ms = a.report_ms;
             replaces.push(a.id.clone());
+        } else if run.stages.is_empty() {
+            run.stages = self.stages_written(&run);
         }
         let replaces: Vec<&str> = replaces.iter().map(String::as_str).collect();
         runs::record(storage, &run, &replaces)?;
@@ -372,18 +374,51 @@ impl Artifacts {
         })
     }
 
+    /// What a command run that left no evaluation report did, judged by
+    /// which stage directories it wrote to: those stages succeeded; if the
+    /// command failed, the first stage after them is where it failed (the
+    /// rest did not run).
+    fn stages_written(&self, run: &Run) -> BTreeMap<String, Stage> {
+        let wrote = |stage: &str| {
+            std::fs::read_dir(self.config.dir.join(stage))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.metadata().ok()?.modified().ok())
+                .any(|t| within(ms(t), run))
+        };
+        let mut out = BTreeMap::new();
+        let mut failed = false;
+        for s in STAGES {
+            let status = if wrote(s) {
+                StageStatus::Succeeded
+            } else if !run.success && !failed {
+                failed = true;
+                StageStatus::Failed
+            } else {
+                StageStatus::Missing
+            };
+            if status != StageStatus::Missing || !out.is_empty() {
+                let detail = (status == StageStatus::Failed).then(|| {
+                    format!(
+                        "the command exited {} before this stage wrote anything",
+                        run.exit_code.unwrap_or(-1)
+                    )
+                });
+                out.insert(s.to_string(), Stage { status, detail });
+            }
+        }
+        // A run that wrote nothing says nothing about stages.
+        if out.values().all(|s| s.status != StageStatus::Succeeded) {
+            out.clear();
+        }
+        out
+    }
+
     /// Files the stages write (one level deep), for the run's start time.
     fn stage_files(&self) -> impl Iterator<Item = PathBuf> {
         let dir = self.config.dir.clone();
-        [
-            "data_ingestion",
-            "data_validation",
-            "data_transformation",
-            "model_trainer",
-            "model_evaluation",
-        ]
-        .into_iter()
-        .flat_map(move |s| {
+        STAGES.into_iter().flat_map(move |s| {
             std::fs::read_dir(dir.join(s))
                 .into_iter()
                 .flatten()
@@ -473,6 +508,15 @@ fn ms(t: SystemTime) -> Timestamp {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as Timestamp)
 }
+
+/// The stage directories of the original layout, in pipeline order.
+const STAGES: [&str; 5] = [
+    "data_ingestion",
+    "data_validation",
+    "data_transformation",
+    "model_trainer",
+    "model_evaluation",
+];
 
 fn stage(result: Option<(bool, Option<String>)>) -> Stage {
     match result {
