@@ -432,6 +432,17 @@ mod tests {
         assert!(r(r#"{{ template "email.default.html" . }}"#).contains("[1] Firing"));
         assert!(lib.render("t", "{{ .Nope.x }}", &data).is_err());
         assert!(check_file("{{ define \"x\" }}{{ end }}").is_ok());
+        // A template that calls itself fails instead of exhausting the stack.
+        let looping = Library {
+            files: vec![(
+                "loop.tmpl".into(),
+                "{{ define \"again\" }}{{ template \"again\" . }}{{ end }}".into(),
+            )],
+        };
+        let e = looping
+            .render("t", "{{ template \"again\" . }}", &data)
+            .unwrap_err();
+        assert!(e.contains("depth"), "{e}");
         assert!(check_file("{{ define \"x\" }}").is_err());
     }
 }

@@ -8,7 +8,7 @@ use crate::utils::is_true;
 
 use gtmpl_value::{Func, Value};
 
-const MAX_TEMPLATE_DEPTH: usize = 100_000;
+const MAX_TEMPLATE_DEPTH: usize = 100;
 
 struct Variable {
     name: String,
