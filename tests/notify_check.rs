@@ -189,6 +189,21 @@ inhibit_rules:
             false,
             r("route:\n  receiver: a\nreceivers:\n  - name: a\n    webhook_configs:\n      - url: 'http://h/x'\n        http_config:\n          basic_auth: {username: u}\n          bearer_token: t\n"),
         ),
+        (
+            "bad time interval",
+            false,
+            r("route:\n  receiver: a\nreceivers:\n  - name: a\ntime_intervals:\n  - name: x\n    time_intervals:\n      - weekdays: ['funday']\n"),
+        ),
+        (
+            "bad time range",
+            false,
+            r("route:\n  receiver: a\nreceivers:\n  - name: a\ntime_intervals:\n  - name: x\n    time_intervals:\n      - times: [{start_time: '10:00', end_time: '09:00'}]\n"),
+        ),
+        (
+            "time intervals",
+            true,
+            r("route:\n  receiver: a\n  routes:\n    - receiver: a\n      active_time_intervals: [work]\nreceivers:\n  - name: a\ntime_intervals:\n  - name: work\n    time_intervals:\n      - times: [{start_time: '09:00', end_time: '17:00'}]\n        weekdays: ['monday:friday']\n        days_of_month: ['1:-1', 3]\n        months: ['january:march', '12']\n        years: ['2024:2030']\n        location: 'Europe/Berlin'\n"),
+        ),
         ("broken template file", false, r("templates: ['broken.tmpl']\nroute:\n  receiver: a\nreceivers:\n  - name: a\n")),
     ]
 }

@@ -402,3 +402,65 @@ fn a_failed_delivery_is_retried_at_the_next_flush_and_sent_once() {
         .collect();
     assert_eq!(outcomes, ["sent", "failed"]);
 }
+
+#[test]
+fn time_intervals_mute_routes_and_active_intervals_open_them() {
+    // T0 is 2027-01-15 08:00 UTC, a Friday.
+    let config = r#"
+route:
+  receiver: night-shift
+  group_by: [alertname]
+  group_wait: 10s
+  group_interval: 1m
+  routes:
+    - matchers: ['team="office"']
+      receiver: office
+      mute_time_intervals: [before-nine]
+    - matchers: ['team="weekend"']
+      receiver: office
+      active_time_intervals: [weekends]
+receivers:
+  - name: night-shift
+  - name: office
+time_intervals:
+  - name: before-nine
+    time_intervals:
+      - times: [{start_time: '00:00', end_time: '09:00'}]
+        location: UTC
+  - name: weekends
+    time_intervals:
+      - weekdays: ['saturday', 'sunday']
+"#;
+    let am = AmConfig::parse(config, "am.yml", 0, Path::new("")).unwrap();
+    let mut n = Notifier::new(
+        Arc::new(am),
+        Library::default(),
+        "http://mlmon:8001",
+        Arc::new(MemoryStore::default()),
+        86_400_000,
+        T0,
+    )
+    .unwrap();
+    let mut office = alert("DiskFull", "warning", "infra", "a");
+    office.labels.insert("team".into(), "office".into());
+    let mut weekend = alert("Backup", "warning", "infra", "a");
+    weekend.labels.insert("team".into(), "weekend".into());
+    n.put(vec![office.clone(), weekend.clone()], T0);
+    // 08:00: before nine, and a weekday: both routes are muted.
+    assert!(n.due(T0 + 10 * S).is_empty());
+    let mut t = T0 + 70 * S;
+    while t < T0 + 3_600 * S {
+        n.put(vec![office.clone(), weekend.clone()], t);
+        assert!(n.due(t).is_empty(), "muted at +{}s", (t - T0) / S);
+        t += 60 * S;
+    }
+    // From 09:00 the office route notifies; the weekend one stays shut.
+    n.put(vec![office.clone(), weekend.clone()], T0 + 3_600 * S);
+    let jobs = n.due(T0 + 3_610 * S);
+    assert_eq!(jobs.len(), 1, "{:?}", summary(&jobs));
+    assert_eq!(jobs[0].data.group_labels["alertname"], "DiskFull");
+    // A bad interval is refused as Alertmanager refuses it.
+    let bad = config.replace("['saturday', 'sunday']", "['funday']");
+    let e = AmConfig::parse(&bad, "am.yml", 0, Path::new("")).unwrap_err();
+    assert!(e[0].contains("funday is not a valid weekday"), "{e:?}");
+}

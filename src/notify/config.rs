@@ -24,6 +24,8 @@ pub struct AmConfig {
     pub receivers: Vec<Receiver>,
     /// Template files (globs expanded), read in this order.
     pub templates: Vec<PathBuf>,
+    /// Named time intervals (`time_intervals` and `mute_time_intervals`).
+    pub time_intervals: BTreeMap<String, Vec<super::timeinterval::TimeInterval>>,
     /// What `mlmon check` should tell the user besides errors
     /// (`file:line: note`).
     pub notes: Vec<String>,
@@ -55,6 +57,10 @@ pub struct Route {
     pub matchers: Vec<Matcher>,
     pub continue_matching: bool,
     pub routes: Vec<Route>,
+    /// No notifications while one of these intervals holds.
+    pub mute_time_intervals: Vec<String>,
+    /// If any: notifications only while one of these holds.
+    pub active_time_intervals: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +288,7 @@ struct RawInhibit {
 #[serde(deny_unknown_fields, default)]
 struct RawTimeInterval {
     name: String,
-    time_intervals: Vec<Value>,
+    time_intervals: Vec<super::timeinterval::RawInterval>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -727,12 +733,27 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
         );
     }
     let mut intervals = BTreeSet::new();
+    let mut time_intervals = BTreeMap::new();
     for (key, list) in [
         ("mute_time_intervals", &raw.mute_time_intervals),
         ("time_intervals", &raw.time_intervals),
     ] {
         for (i, t) in list.iter().enumerate() {
             let p = format!("{key}[{i}]");
+            let mut parsed = Vec::new();
+            for (j, ti) in t.time_intervals.iter().enumerate() {
+                let tp = format!("{p}.time_intervals[{j}]");
+                match super::timeinterval::TimeInterval::parse(ti) {
+                    Ok((ti, note)) => {
+                        if let Some(n) = note {
+                            c.note(&tp, n);
+                        }
+                        parsed.push(ti);
+                    }
+                    Err(e) => c.error(&tp, e),
+                }
+            }
+            time_intervals.insert(t.name.clone(), parsed);
             if t.name.is_empty() {
                 let what = if key == "time_intervals" {
                     "missing name in time interval"
@@ -764,6 +785,8 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
         matchers: Vec::new(),
         continue_matching: false,
         routes: Vec::new(),
+        mute_time_intervals: Vec::new(),
+        active_time_intervals: Vec::new(),
     };
     let route = route(
         raw_route,
@@ -834,12 +857,6 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
             Err(e) => c.error(&format!("templates[{i}]"), format!("invalid pattern: {e}")),
         }
     }
-    if !intervals.is_empty() {
-        c.note(
-            "time_intervals",
-            "time intervals are checked but not applied: routes that name them notify at any time",
-        );
-    }
     let route = route?;
     Some(AmConfig {
         resolve_timeout_ms: duration_ms(g.resolve_timeout, 300_000),
@@ -847,6 +864,7 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
         inhibit_rules,
         receivers,
         templates,
+        time_intervals,
         notes: Vec::new(),
         original: String::new(),
     })
@@ -1030,6 +1048,8 @@ fn route(
         matchers,
         continue_matching: r.continue_matching,
         routes: Vec::new(),
+        mute_time_intervals: r.mute_time_intervals.clone(),
+        active_time_intervals: r.active_time_intervals.clone(),
     };
     let mut ok = true;
     for (i, child) in r.routes.into_iter().enumerate() {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod send;
 pub mod silence;
 pub mod template;
+pub mod timeinterval;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -628,6 +629,21 @@ impl Notifier {
         out
     }
 
+    /// Whether the route's time intervals mute it at `now`: inside one of
+    /// its `mute_time_intervals`, or outside all its `active_time_intervals`.
+    fn muted_by_time(&self, route: &Route, now: Timestamp) -> bool {
+        let inside = |names: &[String]| {
+            names.iter().any(|n| {
+                self.config
+                    .time_intervals
+                    .get(n)
+                    .is_some_and(|list| list.iter().any(|t| t.contains(now)))
+            })
+        };
+        inside(&route.mute_time_intervals)
+            || (!route.active_time_intervals.is_empty() && !inside(&route.active_time_intervals))
+    }
+
     /// The earliest time a group is due, if any.
     pub fn next_due(&self) -> Option<Timestamp> {
         self.groups
@@ -683,7 +699,9 @@ impl Notifier {
                 alerts.push((*fp, a.clone()));
             }
             let receiver = self.config.receiver(&route.receiver).cloned();
+            let muted_now = self.muted_by_time(&route, now);
             let integrations: Vec<(&'static str, usize)> = match &receiver {
+                _ if muted_now => Vec::new(),
                 Some(r) if !r.integrations().is_empty() => r.integrations(),
                 _ => vec![("log", 0)],
             };
