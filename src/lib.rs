@@ -13,5 +13,6 @@ pub mod par;
 pub mod promql;
 pub mod rules;
 pub mod run;
+pub mod token;
 pub mod tsdb;
 pub mod web;

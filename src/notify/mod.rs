@@ -965,7 +965,7 @@ impl Notifier {
             }
         }
         if s.id.is_empty() {
-            s.id = new_id(now);
+            s.id = crate::token::uuid_v4();
             if s.starts_at_ms < now {
                 s.starts_at_ms = now;
             }
@@ -1137,34 +1137,6 @@ fn needs_update(
 fn group_key(route: &Route, labels: &BTreeMap<String, String>) -> String {
     let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{}:{{{}}}", route.key, l.join(", "))
-}
-
-/// A random-looking UUID (version 4 layout) for a new silence.
-fn new_id(now: Timestamp) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let state = std::collections::hash_map::RandomState::new();
-    let mut h1 = state.build_hasher();
-    h1.write_i64(now);
-    h1.write_u64(c);
-    let a = h1.finish();
-    let mut h2 = state.build_hasher();
-    h2.write_u64(a);
-    h2.write_u64(c ^ 0x9e37_79b9_7f4a_7c15);
-    let b = h2.finish();
-    let a = (a & !(0xf << 12)) | (0x4 << 12);
-    let b = (b & !(0x3 << 62)) | (0x2 << 62);
-    let v = ((a as u128) << 64) | b as u128;
-    let hex = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// The notifier as the server shares it: the state machine, a wake-up for

@@ -487,7 +487,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Csrf {
                     is_new: false,
                 },
                 None => Csrf {
-                    token: random_token(),
+                    token: crate::token::hex_token(),
                     is_new: true,
                 },
             },
@@ -521,18 +521,6 @@ impl Csrf {
                     && crate::web::auth::constant_time_eq(v.as_bytes(), self.token.as_bytes())
             })
     }
-}
-
-fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_i64(now_ms());
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
 }
 
 /// A redirect after a form (303, so the browser GETs the page).
