@@ -1,7 +1,7 @@
 //! The HTTP client every outgoing request uses (scrapes, probes,
 //! Alertmanagers, notifications, `mlmon run`): rustls with ring, the
-//! system's roots plus configured CAs, and errors worded without the
-//! client's internals.
+//! system's roots plus configured CAs, credentials (`ScrapeAuth`), and
+//! errors worded without the client's internals.
 
 use std::time::Duration;
 
@@ -11,6 +11,33 @@ pub struct TlsConfig {
     /// PEM certificates trusted besides the system's roots (`ca_file`).
     pub ca_pem: Option<Vec<u8>>,
     pub insecure_skip_verify: bool,
+}
+
+/// Credentials sent with a request (`basic_auth`, `authorization`).
+#[derive(Clone)]
+pub enum ScrapeAuth {
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+/// Secrets stay out of logs and `mlmon check` output.
+impl std::fmt::Debug for ScrapeAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScrapeAuth::Basic { username, .. } => write!(f, "Basic({username}, <secret>)"),
+            ScrapeAuth::Bearer(_) => write!(f, "Bearer(<secret>)"),
+        }
+    }
+}
+
+impl ScrapeAuth {
+    /// `req` with these credentials.
+    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            ScrapeAuth::Basic { username, password } => req.basic_auth(username, Some(password)),
+            ScrapeAuth::Bearer(token) => req.bearer_auth(token),
+        }
+    }
 }
 
 /// An HTTP client with mlmon's user agent, trusting the system's roots plus

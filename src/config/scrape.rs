@@ -3,7 +3,7 @@
 //! when loading; service discovery other than `static_configs` is refused
 //! by name (serde's unknown-field error) rather than silently ignored.
 
-pub use crate::http::TlsConfig;
+pub use crate::http::{ScrapeAuth, TlsConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -39,22 +39,6 @@ pub struct StaticTarget {
     /// `host:port`.
     pub address: String,
     pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Clone)]
-pub enum ScrapeAuth {
-    Basic { username: String, password: String },
-    Bearer(String),
-}
-
-/// Secrets stay out of logs and `mlmon check` output.
-impl std::fmt::Debug for ScrapeAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ScrapeAuth::Basic { username, .. } => write!(f, "Basic({username}, <secret>)"),
-            ScrapeAuth::Bearer(_) => write!(f, "Bearer(<secret>)"),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

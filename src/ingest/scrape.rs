@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::text::{self, Format};
-use crate::config::{ScrapeAuth, ScrapeConfig};
+use crate::config::ScrapeConfig;
 use crate::model::{
     percent_encode, relabel, stale_nan, FastMap, FastSet, Labels, LabelsBuilder, Timestamp,
     METRIC_NAME,
@@ -234,12 +234,8 @@ impl Target {
                 "X-Prometheus-Scrape-Timeout-Seconds",
                 format!("{}", timeout.as_secs_f64()),
             );
-        match &self.config.auth {
-            Some(ScrapeAuth::Basic { username, password }) => {
-                req = req.basic_auth(username, Some(password))
-            }
-            Some(ScrapeAuth::Bearer(token)) => req = req.bearer_auth(token),
-            None => {}
+        if let Some(auth) = &self.config.auth {
+            req = auth.apply(req);
         }
         let resp = req
             .send()

@@ -920,6 +920,17 @@ impl Notifier {
             .collect()
     }
 
+    /// The alerts firing now that route to `receiver`.
+    pub fn firing_for(&self, receiver: &str, now: Timestamp) -> Vec<Alert> {
+        self.alerts(now)
+            .into_iter()
+            .filter(|(_, a, receivers, _)| {
+                !a.resolved(now) && receivers.iter().any(|r| r == receiver)
+            })
+            .map(|(_, a, _, _)| a.clone())
+            .collect()
+    }
+
     /// Groups as `(group labels, receiver, alert fingerprints)`.
     pub fn groups(&self) -> Vec<(BTreeMap<String, String>, String, Vec<u64>)> {
         self.groups
@@ -1185,6 +1196,30 @@ impl Shared {
             out.push((job.integration_name(), d));
         }
         Some(out)
+    }
+
+    /// What each integration of `receiver` would send for `alerts` (a
+    /// sample alert when empty), as [`send::preview`] shows it; the error
+    /// if there is no such receiver.
+    pub fn preview(
+        &self,
+        receiver: &str,
+        alerts: Vec<Alert>,
+        now: Timestamp,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let (jobs, config, library) = {
+            let mut n = self.lock();
+            let jobs = n.test_job(receiver, alerts, now)?;
+            (
+                jobs,
+                n.config().receiver(receiver).cloned(),
+                n.library().clone(),
+            )
+        };
+        Ok(jobs
+            .iter()
+            .map(|j| send::preview(j, config.as_ref(), &library))
+            .collect())
     }
 
     /// Takes alerts in and wakes the dispatcher.

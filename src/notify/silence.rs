@@ -23,14 +23,17 @@ fn yes() -> bool {
 }
 
 impl SilenceMatcher {
-    pub fn to_matcher(&self) -> Result<Matcher, String> {
-        let op = match (self.is_regex, self.is_equal) {
+    pub fn op(&self) -> MatchOp {
+        match (self.is_regex, self.is_equal) {
             (false, true) => MatchOp::Equal,
             (false, false) => MatchOp::NotEqual,
             (true, true) => MatchOp::Re,
             (true, false) => MatchOp::NotRe,
-        };
-        Matcher::new(op, &self.name, &self.value).map_err(|e| e.to_string())
+        }
+    }
+
+    pub fn to_matcher(&self) -> Result<Matcher, String> {
+        Matcher::new(self.op(), &self.name, &self.value).map_err(|e| e.to_string())
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::engine::Outgoing;
-use crate::config::{AlertmanagerTarget, ScrapeAuth};
+use crate::config::AlertmanagerTarget;
 use crate::model::{percent_encode, rfc3339};
 
 /// The JSON body for a batch of alerts.
@@ -76,12 +76,8 @@ pub async fn send(
         .timeout(am.timeout.std())
         .header("Content-Type", "application/json")
         .body(body.to_string());
-    match &am.auth {
-        Some(ScrapeAuth::Basic { username, password }) => {
-            req = req.basic_auth(username, Some(password))
-        }
-        Some(ScrapeAuth::Bearer(t)) => req = req.bearer_auth(t),
-        None => {}
+    if let Some(auth) = &am.auth {
+        req = auth.apply(req);
     }
     let resp = req
         .send()

@@ -12,7 +12,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::parse_time;
+use super::api::{count_param, param, parse_time, success};
 use super::{ApiError, AppState, Params};
 use crate::model::{is_valid_label_name, now_ms, parse_matchers, rfc3339, Matcher, Timestamp};
 use crate::notify::{fingerprint_hex, Alert, Incoming, Silence, SilenceMatcher};
@@ -37,15 +37,8 @@ impl From<tokio::task::JoinError> for V2Error {
     }
 }
 
-fn get<'a>(p: &'a Params, name: &str) -> Option<&'a str> {
-    p.0.iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 fn flag(p: &Params, name: &str, default: bool) -> Result<bool, V2Error> {
-    match get(p, name) {
+    match param(&p.0, name) {
         None => Ok(default),
         Some("true") => Ok(true),
         Some("false") => Ok(false),
@@ -79,7 +72,7 @@ pub async fn get_alerts(State(state): State<AppState>, p: Params) -> Result<Json
         flag(&p, "inhibited", true)?,
     );
     let filter = filters(&p)?;
-    let receiver = match get(&p, "receiver") {
+    let receiver = match param(&p.0, "receiver") {
         Some(r) => Some(
             regex::Regex::new(&format!("^(?:{r})$"))
                 .map_err(|e| bad(format!("failed to parse receiver param: {e}")))?,
@@ -348,11 +341,7 @@ pub async fn receivers(State(state): State<AppState>) -> Json<Value> {
 /// `GET /api/v2/status`
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let n = state.notify.lock();
-    let started = state
-        .settings
-        .started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let started = state.settings.started_ms();
     Json(json!({
         "cluster": {"name": "", "status": "disabled", "peers": []},
         "config": {"original": n.config().redacted()},
@@ -370,23 +359,14 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
 
 // ---- mlmon's own endpoints (Prometheus-style envelopes) ----
 
-fn success(data: Value) -> Json<Value> {
-    Json(json!({"status": "success", "data": data}))
-}
-
 /// `GET /api/v1/alerts/history?alertname=&severity=&receiver=&kind=&start=&end=&limit=`
 pub async fn history(State(state): State<AppState>, p: Params) -> Result<Json<Value>, ApiError> {
-    let param = |n: &str| get(&p, n).filter(|v| !v.is_empty()).map(str::to_string);
+    let limit = count_param(&p.0, "limit", 500, 100_000)?;
+    let param = |n: &str| param(&p.0, n).filter(|v| !v.is_empty()).map(str::to_string);
     let start = param("start")
         .map(|s| parse_time("start", &s))
         .transpose()?;
     let end = param("end").map(|s| parse_time("end", &s)).transpose()?;
-    let limit = match param("limit") {
-        Some(l) => l.parse::<usize>().map_err(|_| {
-            ApiError::BadData(format!("invalid parameter \"limit\": {l:?} is not a count"))
-        })?,
-        None => 500,
-    };
     let kind = param("kind");
     if let Some(k) = &kind {
         if !["firing", "resolved", "notification"].contains(&k.as_str()) {
@@ -489,12 +469,7 @@ fn preview_alerts(
             })
             .collect());
     }
-    let n = state.notify.lock();
-    Ok(n.alerts(now)
-        .into_iter()
-        .filter(|(_, a, receivers, _)| !a.resolved(now) && receivers.iter().any(|r| r == receiver))
-        .map(|(_, a, _, _)| a.clone())
-        .collect())
+    Ok(state.notify.lock().firing_for(receiver, now))
 }
 
 /// `POST /api/v1/templates/preview` with `{"receiver": NAME, "alerts": [...]}`:
@@ -510,16 +485,10 @@ pub async fn preview(
         None => state.notify.lock().config().route.receiver.clone(),
     };
     let alerts = preview_alerts(&state, &req, &receiver, now)?;
-    let mut n = state.notify.lock();
-    let jobs = n
-        .test_job(&receiver, alerts, now)
+    let out = state
+        .notify
+        .preview(&receiver, alerts, now)
         .map_err(ApiError::BadData)?;
-    let (config, lib) = (n.config().receiver(&receiver).cloned(), n.library().clone());
-    drop(n);
-    let mut out = Vec::new();
-    for job in &jobs {
-        out.push(crate::notify::send::preview(job, config.as_ref(), &lib));
-    }
     Ok(success(json!({"receiver": receiver, "integrations": out})))
 }
 

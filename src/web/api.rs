@@ -12,7 +12,7 @@ use crate::model::{is_valid_label_name, now_ms, Labels, Matcher, Timestamp};
 use crate::promql::{self, parse_selector, Value};
 use crate::tsdb::Querier;
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -78,7 +78,7 @@ fn metric(labels: &Labels) -> Json_ {
     Json_::Object(m)
 }
 
-fn success(data: Json_) -> Json<Json_> {
+pub(super) fn success(data: Json_) -> Json<Json_> {
     Json(json!({"status": "success", "data": data}))
 }
 
@@ -304,7 +304,7 @@ pub async fn health() -> Json<Json_> {
 }
 
 /// A count parameter: absent → `default`; at most `max`.
-fn count_param(
+pub(super) fn count_param(
     params: &[(String, String)],
     name: &str,
     default: usize,

@@ -75,6 +75,13 @@ pub struct WebSettings {
 }
 
 impl WebSettings {
+    /// When the server started, in Unix milliseconds.
+    pub fn started_ms(&self) -> crate::model::Timestamp {
+        self.started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
     /// The URL links in notifications point to.
     pub fn external_url(&self) -> String {
         self.external_url

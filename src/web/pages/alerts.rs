@@ -196,7 +196,7 @@ fn render(state: &AppState, csrf: &Csrf, f: &Filters, notice: Option<&str>) -> M
                         tr {
                             td { (s.state(now)) }
                             td { span.labels { @for m in &s.matchers {
-                                code { (m.name) (match (m.is_regex, m.is_equal) { (false, true) => "=", (false, false) => "!=", (true, true) => "=~", (true, false) => "!~" }) "\"" (m.value) "\"" }
+                                code { (m.name) (m.op().as_str()) "\"" (m.value) "\"" }
                             } } }
                             td { (when(s.ends_at_ms, now)) }
                             td { (s.created_by) }
@@ -397,29 +397,12 @@ pub async fn test_receiver(
 /// for the alerts firing now (or a sample alert).
 pub async fn preview(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let now = now_ms();
-    let (jobs, config, lib, sample) = {
-        let mut n = state.notify.lock();
-        let alerts: Vec<crate::notify::Alert> = n
-            .alerts(now)
-            .into_iter()
-            .filter(|(_, a, r, _)| !a.resolved(now) && r.contains(&name))
-            .map(|(_, a, _, _)| a.clone())
-            .collect();
-        let sample = alerts.is_empty();
-        match n.test_job(&name, alerts, now) {
-            Ok(j) => (
-                j,
-                n.config().receiver(&name).cloned(),
-                n.library().clone(),
-                sample,
-            ),
-            Err(e) => return problem(&state, StatusCode::NOT_FOUND, "Template preview", &e),
-        }
+    let alerts = state.notify.lock().firing_for(&name, now);
+    let sample = alerts.is_empty();
+    let previews = match state.notify.preview(&name, alerts, now) {
+        Ok(p) => p,
+        Err(e) => return problem(&state, StatusCode::NOT_FOUND, "Template preview", &e),
     };
-    let previews: Vec<serde_json::Value> = jobs
-        .iter()
-        .map(|j| crate::notify::send::preview(j, config.as_ref(), &lib))
-        .collect();
     let body = html! {
         h1 { "Template preview: " (name) }
         p.muted { @if sample { "No alert is firing for this receiver; this uses a sample alert." } @else { "Rendered for the alerts firing now." } }

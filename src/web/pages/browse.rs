@@ -244,11 +244,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         .ok()
         .flatten();
     let st = state.storage.stats();
-    let started = state
-        .settings
-        .started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let started = state.settings.started_ms();
     let now = now_ms();
     let (receivers, am_config) = {
         let n = state.notify.lock();

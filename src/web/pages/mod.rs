@@ -251,12 +251,11 @@ const PRESETS: [(&str, i64); 4] = [
     ("7d", 7 * 86_400_000),
 ];
 
+/// A time as the query API takes it (Unix seconds, RFC 3339) or as a
+/// `datetime-local` field sends it, in local time.
 fn parse_instant(name: &str, s: &str) -> Result<Timestamp, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok((secs * 1000.0) as i64);
-    }
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(d.timestamp_millis());
+    if let Ok(t) = super::api::parse_time(name, s) {
+        return Ok(t);
     }
     for f in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"] {
         if let Ok(n) = chrono::NaiveDateTime::parse_from_str(s, f) {
