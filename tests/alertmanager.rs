@@ -23,12 +23,10 @@ fn am_alerts(base: &str) -> Vec<Value> {
 }
 
 fn push_r2(m: &Mlmon, v: f64) {
-    let r = client()
-        .put(m.url("/metrics/job/ml"))
-        .body(format!("ml_model_r2_score{{pipeline=\"mathscore\"}} {v}\n"))
-        .send()
-        .unwrap();
-    assert!(r.status().is_success());
+    m.push(
+        "ml",
+        &format!("ml_model_r2_score{{pipeline=\"mathscore\"}} {v}\n"),
+    );
 }
 
 #[test]

@@ -129,15 +129,13 @@ fn scenario() -> (Mlmon, tempfile::TempDir) {
     wait_runs(&m, 3);
     cpu_spike(&m);
     // A hostile label value, pushed by a client.
-    let r = client()
-        .put(m.url("/metrics/job/evil"))
-        .body(format!(
+    m.push(
+        "evil",
+        &format!(
             "ml_model_r2_score{{pipeline=\"{}\"}} 0.5\n",
             XSS.replace('"', "\\\"")
-        ))
-        .send()
-        .unwrap();
-    assert!(r.status().is_success());
+        ),
+    );
     // Wait until the critical alert fires for both pipelines.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -378,32 +376,31 @@ fn silences_are_created_and_expired_through_the_page() {
             .any(|(k, v)| k == "matcher" && v == "alertname=HighCPUUsage"),
         "{fields:?}"
     );
+    // Submits a form as the browser would: its fields and the cookie, no
+    // redirect followed.
+    let no_redirect = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let submit = |action: &str, fields: &[(String, String)]| {
+        no_redirect
+            .post(m.url(action))
+            .header("Cookie", &cookie)
+            .form(fields)
+            .send()
+            .unwrap()
+    };
     // Without the page's token the form is refused.
     let forged: Vec<(String, String)> = fields
         .iter()
         .filter(|(k, _)| k != "csrf")
         .cloned()
         .collect();
-    let r = client()
-        .post(m.url(&action))
-        .header("Cookie", &cookie)
-        .form(&forged)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(submit(&action, &forged).status(), 403);
     fields.push(("duration".into(), "2h".into()));
     fields.push(("created_by".into(), "alice".into()));
     fields.push(("comment".into(), "retraining".into()));
-    let no_redirect = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = no_redirect
-        .post(m.url(&action))
-        .header("Cookie", &cookie)
-        .form(&fields)
-        .send()
-        .unwrap();
+    let r = submit(&action, &fields);
     assert_eq!(r.status(), 303, "{}", r.text().unwrap());
     let silences = m.json("/api/v2/silences");
     let s = &silences[0];
@@ -425,13 +422,7 @@ fn silences_are_created_and_expired_through_the_page() {
         .unwrap();
     assert!(html.contains("silenced"), "the alert shows as silenced");
     let (action, fields) = form_fields(&html, &format!("/alerts/silences/{id}/expire"));
-    let r = no_redirect
-        .post(m.url(&action))
-        .header("Cookie", &cookie)
-        .form(&fields)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    assert_eq!(submit(&action, &fields).status(), 303);
     assert_eq!(
         m.json(&format!("/api/v2/silence/{id}"))["status"]["state"],
         "expired"
@@ -439,12 +430,7 @@ fn silences_are_created_and_expired_through_the_page() {
 
     // The receiver's test button sends through it and says how it went.
     let (action, fields) = form_fields(&html, "/alerts/receivers/log/test");
-    let r = client()
-        .post(m.url(&action))
-        .header("Cookie", &cookie)
-        .form(&fields)
-        .send()
-        .unwrap();
+    let r = submit(&action, &fields);
     assert!(r.status().is_success());
     let t = text(&r.text().unwrap());
     assert!(t.contains("log[0]: sent"), "{t}");

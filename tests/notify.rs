@@ -79,84 +79,33 @@ impl Smtp {
 }
 
 /// The original stack's alertmanager.yml as written (with `subject` and
-/// `body`), pointed at the local servers; the email configs name the test
-/// CA, since the SMTP server's certificate is the test's own.
+/// `body`; `tests/fixtures/alertmanager/original.yml`), pointed at the local
+/// servers, with `timers` for its group timers; the email configs name the
+/// test CA, since the SMTP server's certificate is the test's own.
 fn original_config(smtp_port: u16, ca: &Path, slack: &str, webhook: &str, timers: &str) -> String {
-    format!(
-        r#"global:
-  smtp_smarthost: 'localhost:{smtp_port}'
-  smtp_from: 'ml-pipeline@yourcompany.com'
-  smtp_auth_username: '{SMTP_USER}'
-  smtp_auth_password: '{SMTP_PASSWORD}'
-
-route:
-  group_by: ['alertname', 'component']
-{timers}
-  receiver: 'web.hook'
-  routes:
-    - match:
-        severity: critical
-      receiver: 'critical-alerts'
-    - match:
-        severity: warning
-      receiver: 'warning-alerts'
-
-receivers:
-  - name: 'web.hook'
-    webhook_configs:
-      - url: '{webhook}'
-        send_resolved: true
-
-  - name: 'critical-alerts'
-    email_configs:
-      - to: 'admin@yourcompany.com'
-        subject: 'CRITICAL: ML Pipeline Alert - {{{{ .GroupLabels.alertname }}}}'
-        body: |
-          Alert: {{{{ .GroupLabels.alertname }}}}
-          Severity: {{{{ .CommonLabels.severity }}}}
-          Component: {{{{ .CommonLabels.component }}}}
-          
-          {{{{ range .Alerts }}}}
-          Summary: {{{{ .Annotations.summary }}}}
-          Description: {{{{ .Annotations.description }}}}
-          {{{{ end }}}}
-        headers:
-          Priority: 'high'
-        tls_config:
-          ca_file: '{ca}'
-    
-    slack_configs:
-      - api_url: '{slack}'
-        channel: '#ml-alerts'
-        title: 'CRITICAL ML Pipeline Alert'
-        text: |
-          🚨 *CRITICAL ALERT*
-          *Alert:* {{{{ .GroupLabels.alertname }}}}
-          *Component:* {{{{ .CommonLabels.component }}}}
-          {{{{ range .Alerts }}}}
-          *Summary:* {{{{ .Annotations.summary }}}}
-          *Description:* {{{{ .Annotations.description }}}}
-          {{{{ end }}}}
-
-  - name: 'warning-alerts'
-    email_configs:
-      - to: 'team@yourcompany.com'
-        subject: 'WARNING: ML Pipeline Alert - {{{{ .GroupLabels.alertname }}}}'
-        body: |
-          Alert: {{{{ .GroupLabels.alertname }}}}
-          Severity: {{{{ .CommonLabels.severity }}}}
-        tls_config:
-          ca_file: '{ca}'
-
-inhibit_rules:
-  - source_match:
-      severity: 'critical'
-    target_match:
-      severity: 'warning'
-    equal: ['alertname', 'component']
-"#,
-        ca = ca.display()
-    )
+    let tls = format!(
+        "        tls_config:\n          ca_file: '{}'\n",
+        ca.display()
+    );
+    let text = include_str!("fixtures/alertmanager/original.yml")
+        .replace("'localhost:587'", &format!("'localhost:{smtp_port}'"))
+        .replace("YOUR_SLACK_WEBHOOK_URL", slack)
+        .replace("http://localhost:5001/alerts", webhook)
+        .replace(
+            "  group_wait: 10s\n  group_interval: 10s\n  repeat_interval: 1h\n",
+            &format!("{timers}\n"),
+        )
+        .replace(
+            "          Priority: 'high'\n",
+            &format!("          Priority: 'high'\n{tls}"),
+        )
+        .replace("\ninhibit_rules:", &format!("{tls}\ninhibit_rules:"));
+    assert_eq!(
+        text.matches("ca_file").count(),
+        2,
+        "the fixture changed:\n{text}"
+    );
+    text
 }
 
 /// One route to one webhook receiver, with `route` (indented route keys,
@@ -329,37 +278,11 @@ fn the_original_stack_notifies_by_email_slack_and_webhook_with_inhibition() {
 
     // Resolving the info alert reaches the webhook (send_resolved: true).
     let mut resolved = alert("DataIngestionFailure", "info", "ingestion");
-    resolved["endsAt"] = json!(chrono_now_rfc3339());
+    resolved["endsAt"] = json!(mlmon::model::rfc3339(mlmon::model::now_ms()));
     post_alerts(&m, json!([resolved]));
     let hooks = webhook.wait_accepted(2, Duration::from_secs(15));
     assert_eq!(hooks.len(), 2, "{}", m.log());
     assert_eq!(hooks[1]["status"], "resolved");
-}
-
-fn chrono_now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // Seconds precision is enough; format via the API's own parser rules.
-    let days = secs / 86_400;
-    let (h, mi, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let (y, mo, d) = civil(days as i64);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
-
-/// Days since 1970-01-01 → (year, month, day).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[test]
@@ -546,12 +469,7 @@ fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
             rules.display()
         ),
     );
-    let r = client()
-        .put(m.url("/metrics/job/ml"))
-        .body("ml_model_r2_score{pipeline=\"mathscore\"} 0.65\n")
-        .send()
-        .unwrap();
-    assert!(r.status().is_success());
+    m.push("ml", "ml_model_r2_score{pipeline=\"mathscore\"} 0.65\n");
     let got = webhook.wait_accepted(1, Duration::from_secs(15));
     assert_eq!(got.len(), 1, "{}", m.log());
     let a = &got[0]["alerts"][0];
@@ -563,12 +481,7 @@ fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
         .contains("/graph?g0.expr="));
     // The model recovers: the resolved notification carries the value at
     // resolution, not the last firing one.
-    let r = client()
-        .put(m.url("/metrics/job/ml"))
-        .body("ml_model_r2_score{pipeline=\"mathscore\"} 0.86\n")
-        .send()
-        .unwrap();
-    assert!(r.status().is_success());
+    m.push("ml", "ml_model_r2_score{pipeline=\"mathscore\"} 0.86\n");
     let got = webhook.wait_accepted(2, Duration::from_secs(15));
     assert_eq!(got.len(), 2, "{}", m.log());
     assert_eq!(got[1]["status"], "resolved");

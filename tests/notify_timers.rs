@@ -14,57 +14,20 @@ use mlmon::notify::{
     AmConfig, Incoming, Job, Library, MemoryStore, Notifier, Silence, SilenceMatcher, Store,
 };
 
-/// The original stack's file with a real Slack URL (the shipped one is a
-/// placeholder) and without the `subject`/`body` extension keys.
-const ORIGINAL: &str = r#"
-global:
-  smtp_smarthost: 'localhost:587'
-  smtp_from: 'ml-pipeline@yourcompany.com'
-  smtp_auth_username: 'your-email@gmail.com'
-  smtp_auth_password: 'your-app-password'
-
-route:
-  group_by: ['alertname', 'component']
-  group_wait: 10s
-  group_interval: 10s
-  repeat_interval: 1h
-  receiver: 'web.hook'
-  routes:
-    - match:
-        severity: critical
-      receiver: 'critical-alerts'
-    - match:
-        severity: warning
-      receiver: 'warning-alerts'
-
-receivers:
-  - name: 'web.hook'
-    webhook_configs:
-      - url: 'http://localhost:5001/alerts'
-        send_resolved: true
-  - name: 'critical-alerts'
-    email_configs:
-      - to: 'admin@yourcompany.com'
-    slack_configs:
-      - api_url: 'https://hooks.slack.com/services/T0/B0/XXXX'
-        channel: '#ml-alerts'
-  - name: 'warning-alerts'
-    email_configs:
-      - to: 'team@yourcompany.com'
-
-inhibit_rules:
-  - source_match:
-      severity: 'critical'
-    target_match:
-      severity: 'warning'
-    equal: ['alertname', 'component']
-"#;
+/// The original stack's file (`tests/fixtures/alertmanager/original.yml`)
+/// with a real Slack URL where it has a placeholder.
+fn original() -> String {
+    include_str!("fixtures/alertmanager/original.yml").replace(
+        "YOUR_SLACK_WEBHOOK_URL",
+        "https://hooks.slack.com/services/T0/B0/XXXX",
+    )
+}
 
 const T0: i64 = 1_800_000_000_000;
 const S: i64 = 1000;
 
 fn notifier(store: Arc<dyn Store>, now: i64) -> Notifier {
-    let config = AmConfig::parse(ORIGINAL, "alertmanager.yml", 0, Path::new("")).unwrap();
+    let config = AmConfig::parse(&original(), "alertmanager.yml", 0, Path::new("")).unwrap();
     Notifier::new(
         Arc::new(config),
         Library::default(),

@@ -408,14 +408,7 @@ fn a_restarted_server_fires_when_the_rest_of_for_has_passed() {
         rules.display()
     );
     let m = common::Mlmon::start(Some(&config));
-    let push = |m: &common::Mlmon| {
-        let r = common::client()
-            .put(m.url("/metrics/job/ml"))
-            .body("ml_pipeline_duration_seconds 425\n")
-            .send()
-            .unwrap();
-        assert!(r.status().is_success());
-    };
+    let push = |m: &common::Mlmon| m.push("ml", "ml_pipeline_duration_seconds 425\n");
     push(&m);
     let state = |m: &common::Mlmon| -> Option<String> {
         let v: serde_json::Value = common::client()

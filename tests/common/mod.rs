@@ -132,6 +132,17 @@ impl Mlmon {
         self.query(q).first()?["value"][1].as_str()?.parse().ok()
     }
 
+    /// Pushes `text` (exposition format) as the group `job`, as a
+    /// Pushgateway client does, asserting it was accepted.
+    pub fn push(&self, job: &str, text: &str) {
+        let r = client()
+            .put(self.url(&format!("/metrics/job/{job}")))
+            .body(text.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "push: {}", r.status());
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mlmon.log")).unwrap_or_default()
     }
