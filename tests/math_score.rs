@@ -67,6 +67,24 @@ fn mlmon_run(m: &Mlmon, args: &[&str]) -> i32 {
     status.code().unwrap_or(-1)
 }
 
+/// `mlmon run` of the example's pipeline writing to `art`, with `args`.
+fn pipeline(m: &Mlmon, art: &Path, args: &[&str]) -> i32 {
+    let art = art.to_str().unwrap();
+    let mut all = vec!["pipeline", "--artifacts", art];
+    all.extend_from_slice(args);
+    mlmon_run(m, &all)
+}
+
+/// Waits until alert `name` fires.
+fn wait_firing(m: &Mlmon, name: &str) {
+    wait_for(
+        &format!("{name} did not fire"),
+        Duration::from_secs(20),
+        || firing(m).iter().any(|a| a == name),
+        || m.log(),
+    );
+}
+
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool, log: impl Fn() -> String) {
     let deadline = Instant::now() + within;
     while !f() {
@@ -180,19 +198,7 @@ alertmanager:
     };
 
     // 1. A healthy run.
-    assert_eq!(
-        mlmon_run(
-            &m,
-            &[
-                "pipeline",
-                "--artifacts",
-                art.to_str().unwrap(),
-                "--seed",
-                "1"
-            ]
-        ),
-        0
-    );
+    assert_eq!(pipeline(&m, &art, &["--seed", "1"]), 0);
     wait_for(
         "no healthy run",
         Duration::from_secs(20),
@@ -216,21 +222,7 @@ alertmanager:
     );
 
     // 2. A drifted run: R² falls below 0.7.
-    assert_eq!(
-        mlmon_run(
-            &m,
-            &[
-                "pipeline",
-                "--artifacts",
-                art.to_str().unwrap(),
-                "--drift",
-                "0.5",
-                "--seed",
-                "2"
-            ]
-        ),
-        0
-    );
+    assert_eq!(pipeline(&m, &art, &["--drift", "0.5", "--seed", "2"]), 0);
     wait_for(
         "no drifted run",
         Duration::from_secs(20),
@@ -239,27 +231,11 @@ alertmanager:
     );
     let drifted = runs(&m)[0]["metrics"]["test_r2"].as_f64().unwrap();
     assert!(drifted < 0.7, "drifted R² {drifted}");
-    wait_for(
-        "ModelAccuracyCritical did not fire",
-        Duration::from_secs(20),
-        || firing(&m).contains(&"ModelAccuracyCritical".to_string()),
-        || m.log(),
-    );
+    wait_firing(&m, "ModelAccuracyCritical");
 
     // 3. A run that fails at training.
     assert_eq!(
-        mlmon_run(
-            &m,
-            &[
-                "pipeline",
-                "--artifacts",
-                art.to_str().unwrap(),
-                "--fail-stage",
-                "training",
-                "--seed",
-                "3"
-            ]
-        ),
+        pipeline(&m, &art, &["--fail-stage", "training", "--seed", "3"]),
         1
     );
     wait_for(
@@ -291,12 +267,7 @@ alertmanager:
         "{:#}",
         all[0]
     );
-    wait_for(
-        "PipelineFailure did not fire",
-        Duration::from_secs(20),
-        || firing(&m).contains(&"PipelineFailure".to_string()),
-        || m.log(),
-    );
+    wait_firing(&m, "PipelineFailure");
 
     // 4. Drifted requests to the API: the drift score crosses 0.3.
     let predict = format!("http://127.0.0.1:{api_port}/api/predict");
@@ -308,12 +279,7 @@ alertmanager:
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    wait_for(
-        "FeatureDriftCritical did not fire",
-        Duration::from_secs(20),
-        || firing(&m).contains(&"FeatureDriftCritical".to_string()),
-        || m.log(),
-    );
+    wait_firing(&m, "FeatureDriftCritical");
     let psi = m.value("max(ml_feature_drift_psi)").unwrap();
     assert!(psi > 0.3, "PSI {psi}");
 

@@ -168,6 +168,25 @@ pub fn instant(
     Ok(v)
 }
 
+/// An instant query whose result is an instant vector, as `(labels,
+/// value)` pairs; a scalar becomes one sample without labels, as in
+/// Prometheus' rules. Other results are an error naming their type.
+pub fn instant_vector(
+    q: &dyn Querier,
+    text: &str,
+    t: Timestamp,
+    opts: &QueryOptions,
+) -> Result<Vec<(Labels, f64)>, String> {
+    match instant(q, text, t, opts).map_err(|e| e.to_string())? {
+        Value::Vector(v) => Ok(v.into_iter().map(|s| ((*s.labels).clone(), s.v)).collect()),
+        Value::Scalar { v, .. } => Ok(vec![(Labels::default(), v)]),
+        other => Err(format!(
+            "rule result is a {}, not a vector or scalar",
+            other.type_name()
+        )),
+    }
+}
+
 /// Evaluates a query at every step from `start` to `end`; the result is a
 /// matrix sorted by labels.
 pub fn range(

@@ -15,7 +15,7 @@ use super::{Rule, RuleGroup};
 use crate::model::{
     stale_nan, FastSet, Labels, LabelsBuilder, MatchOp, Matcher, Timestamp, METRIC_NAME,
 };
-use crate::promql::{self, QueryOptions, Value};
+use crate::promql::{self, QueryOptions};
 use crate::tsdb::{Querier, Storage};
 
 /// Resolved alerts are kept (and sent as resolved) this long.
@@ -138,12 +138,15 @@ impl Group {
             }
             // What to write, and a template error (which does not stop the
             // rule, but shows in its health).
-            let produced = query(storage, &r.rule.expr, t, opts).and_then(|samples| {
-                match r.rule.record.clone() {
+            let produced =
+                promql::instant_vector(storage, &r.rule.expr, t, opts).and_then(|samples| match r
+                    .rule
+                    .record
+                    .clone()
+                {
                     Some(name) => record(&r.rule, &name, samples, self.limit).map(|o| (o, None)),
                     None => alert(r, samples, t, self.limit, external_labels),
-                }
-            });
+                });
             let produced = produced.map(|(out, template_error)| {
                 let e = value_at_resolution(r, storage, t, opts, external_labels);
                 (out, template_error.or(e))
@@ -235,7 +238,7 @@ fn value_at_resolution(
         return None;
     }
     let operand = compared_operand(&r.rule.expr)?;
-    let samples = query(storage, &operand, t, opts).ok()?;
+    let samples = promql::instant_vector(storage, &operand, t, opts).ok()?;
     let name = r.rule.alert.clone().unwrap_or_default();
     let mut error = None;
     for (labels, value) in samples {
@@ -328,24 +331,6 @@ fn expand_all(
         })
         .collect();
     (out, error)
-}
-
-/// An instant query whose result is an instant vector (a scalar becomes a
-/// one-element vector without labels, as in Prometheus).
-fn query(
-    storage: &Storage,
-    expr: &str,
-    t: Timestamp,
-    opts: &QueryOptions,
-) -> Result<Vec<(Labels, f64)>, String> {
-    match promql::instant(storage, expr, t, opts).map_err(|e| e.to_string())? {
-        Value::Vector(v) => Ok(v.into_iter().map(|s| ((*s.labels).clone(), s.v)).collect()),
-        Value::Scalar { v, .. } => Ok(vec![(Labels::default(), v)]),
-        other => Err(format!(
-            "rule result is a {}, not a vector or scalar",
-            other.type_name()
-        )),
-    }
 }
 
 /// `labels` with `extra` set over them.

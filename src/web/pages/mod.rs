@@ -393,13 +393,8 @@ fn range_series(
 
 /// The latest value of each series of an instant query.
 fn instant(state: &AppState, expr: &str) -> Vec<(Labels, f64)> {
-    match crate::promql::instant(&*state.storage, expr, now_ms(), &state.settings.query) {
-        Ok(crate::promql::Value::Vector(v)) => {
-            v.into_iter().map(|s| ((*s.labels).clone(), s.v)).collect()
-        }
-        Ok(crate::promql::Value::Scalar { v, .. }) => vec![(Labels::default(), v)],
-        _ => Vec::new(),
-    }
+    crate::promql::instant_vector(&*state.storage, expr, now_ms(), &state.settings.query)
+        .unwrap_or_default()
 }
 
 /// Chart sizes in SVG units: wide for a full-width chart, else for a grid
