@@ -121,6 +121,16 @@ fn start_mlmon(dir: &Path, am: &str, extra: &str) -> Mlmon {
     Mlmon::start(Some(&format!("alertmanager: {}\n{extra}", path.display())))
 }
 
+/// [`start_mlmon`] with the rule file `rules` loaded.
+fn start_with_rules(dir: &Path, am: &str, rules: &str, extra: &str) -> Mlmon {
+    let path = write_file(dir, "rules.yml", rules);
+    start_mlmon(
+        dir,
+        am,
+        &format!("rule_files: ['{}']\n{extra}", path.display()),
+    )
+}
+
 fn post_alerts(m: &Mlmon, alerts: Value) {
     let r = client()
         .post(m.url("/api/v2/alerts"))
@@ -409,16 +419,11 @@ fn a_hanging_receiver_never_blocks_rule_evaluation() {
         &hang.url("/alerts"),
         "  group_wait: 0s\n  group_interval: 30s\n",
     );
-    write_file(
-        dir.path(),
-        "always.yml",
-        "groups:\n  - name: always\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels:\n          severity: info\n",
-    );
-    let rules = dir.path().join("always.yml");
-    let m = start_mlmon(
+    let m = start_with_rules(
         dir.path(),
         &am,
-        &format!("rule_files: ['{}']\n", rules.display()),
+        "groups:\n  - name: always\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels:\n          severity: info\n",
+        "",
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     while hang.requests().is_empty() {
@@ -455,19 +460,11 @@ fn rule_alerts_flow_through_the_notifier_with_rendered_annotations() {
         &webhook.url("/alerts"),
         "  group_by: ['alertname']\n  group_wait: 1s\n  group_interval: 2s\n",
     );
-    write_file(
-        dir.path(),
-        "ml.yml",
-        "groups:\n  - name: ml\n    interval: 1s\n    rules:\n      - alert: ModelAccuracyCritical\n        expr: ml_model_r2_score < 0.7\n        labels:\n          severity: critical\n          component: model\n        annotations:\n          description: 'Model R² score is {{ $value }}'\n",
-    );
-    let rules = dir.path().join("ml.yml");
-    let m = start_mlmon(
+    let m = start_with_rules(
         dir.path(),
         &am,
-        &format!(
-            "rule_files: ['{}']\npush:\n  interval: 1s\n",
-            rules.display()
-        ),
+        "groups:\n  - name: ml\n    interval: 1s\n    rules:\n      - alert: ModelAccuracyCritical\n        expr: ml_model_r2_score < 0.7\n        labels:\n          severity: critical\n          component: model\n        annotations:\n          description: 'Model R² score is {{ $value }}'\n",
+        "push:\n  interval: 1s\n",
     );
     m.push("ml", "ml_model_r2_score{pipeline=\"mathscore\"} 0.65\n");
     let got = webhook.wait_accepted(1, Duration::from_secs(15));
