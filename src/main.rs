@@ -344,7 +344,7 @@ fn check_files(files: &[PathBuf], kind: Option<&str>) -> ExitCode {
                 continue;
             }
         };
-        let keys: Vec<String> = match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        let keys: Vec<String> = match mlmon::model::parse_yaml::<serde_yaml::Value>(&text) {
             Ok(serde_yaml::Value::Mapping(m)) => m
                 .keys()
                 .filter_map(|k| k.as_str().map(str::to_string))

@@ -184,16 +184,6 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Splits a serde_yaml error into its line and a message without the
-/// trailing "at line L column C".
-pub fn yaml_error(e: &serde_yaml::Error) -> (Option<usize>, String) {
-    let mut message = e.to_string();
-    if let Some(pos) = message.rfind(" at line ") {
-        message.truncate(pos);
-    }
-    (e.location().map(|l| l.line()), message)
-}
-
 /// `file:line: message` (or `file: message` without a line).
 pub fn at_line(file: &str, line: Option<usize>, message: &str) -> String {
     ConfigError {
@@ -229,12 +219,11 @@ impl Config {
         let raw: raw::RawConfig = if text.trim().is_empty() {
             raw::RawConfig::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| {
-                let (line, message) = yaml_error(&e);
+            crate::model::parse_yaml(text).map_err(|e| {
                 ConfigErrors(vec![ConfigError {
                     file: file.to_string(),
-                    line,
-                    message,
+                    line: e.line,
+                    message: e.message,
                 }])
             })?
         };

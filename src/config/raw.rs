@@ -460,12 +460,11 @@ impl RawWeb {
                     &["web", "config_file"],
                     format!("cannot read {}: {e}", path.display()),
                 ),
-                Ok(text) => match serde_yaml::from_str::<RawWebConfigFile>(&text) {
+                Ok(text) => match crate::model::parse_yaml::<RawWebConfigFile>(&text) {
                     Err(e) => {
-                        let (line, msg) = yaml_error(&e);
                         v.error(
                             &["web", "config_file"],
-                            at_line(&path.display().to_string(), line, &msg),
+                            at_line(&path.display().to_string(), e.line, &e.message),
                         );
                     }
                     Ok(wc) => {

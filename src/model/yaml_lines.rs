@@ -6,6 +6,111 @@
 
 use std::collections::HashMap;
 
+/// The deepest nesting of flow collections (`[`, `{`) a YAML text may
+/// have. serde_yaml refuses more than 128 levels of any nesting when it
+/// deserializes, but its scanner first does work quadratic in the flow
+/// depth (100,000 levels: a minute), so deeper text is refused unread.
+pub const MAX_YAML_DEPTH: usize = 128;
+
+/// Why a YAML text could not be read: the line (1-based) where known, and
+/// the reason without serde_yaml's trailing "at line L column C".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl From<serde_yaml::Error> for YamlError {
+    fn from(e: serde_yaml::Error) -> Self {
+        let mut message = e.to_string();
+        if let Some(pos) = message.rfind(" at line ") {
+            message.truncate(pos);
+        }
+        YamlError {
+            line: e.location().map(|l| l.line()),
+            message,
+        }
+    }
+}
+
+/// Deserializes a YAML text, refusing one nested deeper than
+/// [`MAX_YAML_DEPTH`] before serde_yaml reads it.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    if let Some(line) = too_deep(text) {
+        return Err(YamlError {
+            line: Some(line),
+            message: format!("YAML is nested too deeply: more than {MAX_YAML_DEPTH} levels"),
+        });
+    }
+    Ok(serde_yaml::from_str(text)?)
+}
+
+/// The line at which flow collections nest deeper than [`MAX_YAML_DEPTH`],
+/// if they do. Brackets count where a flow collection can start (at the
+/// start of a value, or inside one); quoted strings, comments and block
+/// scalars are skipped, so text such as templates does not count.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut block_scalar: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let content = line.trim_start();
+        let indent = line.len() - content.len();
+        if let Some(parent) = block_scalar {
+            if content.is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        // The last significant character: where a value may start.
+        let mut prev = b'\n';
+        let mut quote: Option<u8> = None;
+        let b = content.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            if let Some(q) = quote {
+                if c == q {
+                    // '' inside a single-quoted string is a quote.
+                    if q == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                        i += 1;
+                    } else {
+                        quote = None;
+                        prev = c;
+                    }
+                } else if c == b'\\' && q == b'"' {
+                    i += 1;
+                }
+                i += 1;
+                continue;
+            }
+            let value_start = depth > 0 || matches!(prev, b'\n' | b':' | b'-' | b'?' | b',');
+            match c {
+                b' ' | b'\t' => {
+                    i += 1;
+                    continue;
+                }
+                b'#' if i == 0 || b[i - 1] == b' ' || b[i - 1] == b'\t' => break,
+                b'"' | b'\'' if value_start => quote = Some(c),
+                b'[' | b'{' if value_start => {
+                    depth += 1;
+                    if depth > MAX_YAML_DEPTH {
+                        return Some(n + 1);
+                    }
+                }
+                b']' | b'}' if depth > 0 => depth -= 1,
+                b'|' | b'>' if depth == 0 && matches!(prev, b':' | b'-' | b'\n') => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                _ => {}
+            }
+            prev = c;
+            i += 1;
+        }
+    }
+    None
+}
+
 pub struct YamlLines {
     lines: HashMap<String, usize>,
     /// Added to every line (for a section cut out of a larger file).
@@ -220,5 +325,23 @@ receivers:
         assert_eq!(y.line("receivers[1].slack_configs[0].api_url"), Some(19));
         assert_eq!(y.line("receivers[1].slack_configs[0].channel"), Some(19));
         assert_eq!(YamlLines::new(text, 10).line("route"), Some(11));
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_unread() {
+        let deep = |n: usize| format!("a:\n  b: {}1{}\n", "[".repeat(n), "]".repeat(n));
+        let ok: Result<serde_yaml::Value, _> = parse_yaml(&deep(100));
+        assert!(ok.is_ok());
+        let err = parse_yaml::<serde_yaml::Value>(&deep(100_000)).unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("nested too deeply"), "{}", err.message);
+        // Brackets in strings, plain scalars, comments and block scalars
+        // are text.
+        let text = format!(
+            "a: '{0}'\nb: \"{0}\"\nc: x{0}\nd: 1 # {0}\ne: |\n  {0}\n  {{{{ if }}}}\nf: [1, {{g: 2}}]\n",
+            "[".repeat(200)
+        );
+        let v: serde_yaml::Value = parse_yaml(&text).unwrap();
+        assert_eq!(v["f"][1]["g"], serde_yaml::Value::from(2));
     }
 }

@@ -583,14 +583,10 @@ impl AmConfig {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| {
-                let mut message = e.to_string();
-                if let Some(pos) = message.rfind(" at line ") {
-                    message.truncate(pos);
-                }
-                vec![match e.location() {
-                    Some(l) => format!("{file}:{}: {message}", l.line() + line_offset),
-                    None => format!("{file}: {message}"),
+            crate::model::parse_yaml(text).map_err(|e| {
+                vec![match e.line {
+                    Some(l) => format!("{file}:{}: {}", l + line_offset, e.message),
+                    None => format!("{file}: {}", e.message),
                 }]
             })?
         };

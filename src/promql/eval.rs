@@ -47,8 +47,17 @@ pub(super) struct Evaluator<'a> {
     /// range query at once, series by series, by call node.
     computed: FastMap<usize, Computed>,
     computed_cells: usize,
+    /// Per subquery node, its inner expression's value at each step time
+    /// already evaluated: overlapping windows (successive steps, nested
+    /// subqueries) evaluate each inner step once, so nesting costs time
+    /// linear in its depth instead of exponential.
+    subquery_steps: FastMap<usize, std::collections::BTreeMap<Timestamp, Value>>,
     deadline: Instant,
 }
+
+/// Most step values one subquery node keeps for reuse; past it the memo
+/// starts again (it only saves work, it never changes an answer).
+const SUBQUERY_MEMO: usize = 1 << 16;
 
 struct Derived {
     _inputs: (Arc<Labels>, Option<Arc<Labels>>),
@@ -169,6 +178,7 @@ impl<'a> Evaluator<'a> {
             grid_step: None,
             computed: FastMap::default(),
             computed_cells: 0,
+            subquery_steps: FastMap::default(),
             deadline: Instant::now() + opts.timeout,
         }
     }
@@ -645,13 +655,42 @@ impl<'a> Evaluator<'a> {
         if first < rt - range {
             first += step;
         }
+        let key = sq as *const SubqueryExpr as usize;
+        let mut memo = self.subquery_steps.remove(&key).unwrap_or_default();
+        // Steps before this window are not asked for again while time
+        // moves forward.
+        memo = memo.split_off(&first);
+        if memo.len() > SUBQUERY_MEMO {
+            memo.clear();
+        }
+        let result = self.subquery_steps_in(sq, first, rt, step, &mut memo);
+        self.subquery_steps.insert(key, memo);
+        result
+    }
+
+    fn subquery_steps_in(
+        &mut self,
+        sq: &SubqueryExpr,
+        first: Timestamp,
+        rt: Timestamp,
+        step: i64,
+        memo: &mut std::collections::BTreeMap<Timestamp, Value>,
+    ) -> Result<Vec<Series>, QueryError> {
         let mut acc: HashMap<Arc<Labels>, Vec<Sample>> = HashMap::new();
         let mut order: Vec<Arc<Labels>> = Vec::new();
         let mut ts = first;
         let mut points = 0usize;
         while ts <= rt {
             self.check_deadline()?;
-            match self.eval(&sq.expr, ts)? {
+            let value = match memo.get(&ts) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.eval(&sq.expr, ts)?;
+                    memo.insert(ts, v.clone());
+                    v
+                }
+            };
+            match value {
                 Value::Vector(v) => {
                     // Points a subquery holds count against the sample limit.
                     points += v.len();

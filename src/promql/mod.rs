@@ -12,6 +12,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+pub mod nesting;
 mod value;
 
 use std::sync::Arc;
@@ -80,7 +81,7 @@ pub enum QueryError {
 /// Parses a selector (for `match[]` parameters): a vector selector, each
 /// `or` alternative as its own matcher list.
 pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
-    match parser::parse(text).map_err(QueryError::Parse)? {
+    match parse(text)? {
         Expr::VectorSelector(vs) => matchers_of(&vs),
         _ => Err(QueryError::BadData(format!(
             "{text:?} is not a series selector like name{{label=\"value\"}}"
@@ -131,7 +132,19 @@ fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
     Ok(sets)
 }
 
-fn parse(text: &str) -> Result<Expr, QueryError> {
+/// Parses a query, refusing one nested deeper than
+/// [`nesting::MAX_DEPTH`] before anything recurses over it.
+pub fn parse(text: &str) -> Result<Expr, QueryError> {
+    let too_deep = |levels: usize| {
+        QueryError::Parse(format!(
+            "query is nested too deeply: {levels} levels, at most {}",
+            nesting::MAX_DEPTH
+        ))
+    };
+    let levels = nesting::scan(text);
+    if levels > nesting::MAX_DEPTH {
+        return Err(too_deep(levels));
+    }
     // Prometheus 2.x's `holt_winters`, which the parser knows only by its
     // 3.x name `double_exponential_smoothing`.
     static EXTRA: std::sync::Once = std::sync::Once::new();
@@ -148,7 +161,11 @@ fn parse(text: &str) -> Result<Expr, QueryError> {
             tracing::warn!(message = "Could not register holt_winters", error = %e);
         }
     });
-    parser::parse(text).map_err(QueryError::Parse)
+    let expr = parser::parse(text).map_err(QueryError::Parse)?;
+    match nesting::depth(&expr) {
+        levels if levels > nesting::MAX_DEPTH => Err(too_deep(levels)),
+        _ => Ok(expr),
+    }
 }
 
 /// Evaluates a query at one time.

@@ -268,7 +268,7 @@ fn compared_operand(expr: &str) -> Option<String> {
             e => e,
         }
     }
-    let parsed = promql_parser::parser::parse(expr).ok()?;
+    let parsed = crate::promql::parse(expr).ok()?;
     let Expr::Binary(b) = unwrap(&parsed) else {
         return None;
     };

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{at_line, yaml_error};
+use crate::config::at_line;
 use crate::model::{is_valid_label_name, is_valid_metric_name, PromDuration};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,11 +59,14 @@ pub fn load_file(path: &Path) -> Result<RuleFile, Vec<String>> {
     let name = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
-    let file: RuleFile = serde_yaml::from_str(&text).map_err(|e| {
-        let (line, msg) = yaml_error(&e);
-        vec![at_line(&name, line, &msg)]
-    })?;
-    let errors = validate(&file, &text, &name);
+    parse_file(&text, &name)
+}
+
+/// Parses and validates the text of a rule file called `name`.
+pub fn parse_file(text: &str, name: &str) -> Result<RuleFile, Vec<String>> {
+    let file: RuleFile =
+        crate::model::parse_yaml(text).map_err(|e| vec![at_line(name, e.line, &e.message)])?;
+    let errors = validate(&file, text, name);
     if errors.is_empty() {
         Ok(file)
     } else {
@@ -129,7 +132,7 @@ fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
             let what = format!("rule {} ({kind} {rname:?})", i + 1);
             if r.expr.trim().is_empty() {
                 err(line.clone(), format!("{what}: field 'expr' must be set"));
-            } else if let Err(e) = promql_parser::parser::parse(&r.expr) {
+            } else if let Err(e) = crate::promql::parse(&r.expr) {
                 err(
                     line.clone(),
                     format!("{what}: could not parse expression: {e}"),

@@ -8,4 +8,4 @@ mod file;
 pub mod template;
 pub mod unittest;
 
-pub use file::{check_files, load_file, CheckReport, Rule, RuleFile, RuleGroup};
+pub use file::{check_files, load_file, parse_file, CheckReport, Rule, RuleFile, RuleGroup};

@@ -174,7 +174,9 @@ fn decimal_exponent(samples: &[Sample]) -> Option<usize> {
             }
         }
     }
-    Some(e)
+    // A larger exponent can push an earlier value's mantissa out of range
+    // (-457990 fits at 0, not at 18): every value must fit at the last.
+    samples.iter().all(|s| round_trips(s.v, e)).then_some(e)
 }
 
 fn round_trips(v: f64, e: usize) -> bool {
@@ -386,6 +388,24 @@ fn decode_xor(b: &[u8], out: &mut [Sample]) -> Result<(), ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (fuzz/regressions/chunk): the exponent the second
+    /// value needs overflowed the first value's mantissa, which decoded as
+    /// -9.22.
+    #[test]
+    fn mixed_magnitudes_keep_every_value() {
+        let samples = [
+            Sample { t: 1, v: -457990.0 },
+            Sample {
+                t: 2,
+                v: -0.001907427078605033,
+            },
+        ];
+        let back = decode(&encode(&samples)).unwrap();
+        for (a, b) in samples.iter().zip(&back) {
+            assert_eq!(a.v.to_bits(), b.v.to_bits());
+        }
+    }
     use crate::model::stale_nan;
     use proptest::prelude::*;
 

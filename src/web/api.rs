@@ -283,7 +283,7 @@ pub async fn label_values(
 /// Prometheus' `/api/v1/format_query`: the query, parsed and pretty-printed.
 pub async fn format_query(Params(params): Params) -> Result<Json<Json_>, ApiError> {
     let text = query_text(&params)?;
-    let expr = promql_parser::parser::parse(&text).map_err(ApiError::BadData)?;
+    let expr = promql::parse(&text).map_err(query_error)?;
     Ok(success(Json_::String(expr.prettify())))
 }
 

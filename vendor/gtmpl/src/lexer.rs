@@ -230,15 +230,11 @@ impl LexerStateMachine {
         }
     }
 
+    /// Steps back over the last character read, as Go's lexer does: by
+    /// its width in bytes (nothing after the end of input).
     fn backup(&mut self) {
-        self.pos -= 1;
-        if self.width == 1
-            && self.input[self.pos..]
-                .chars()
-                .next()
-                .and_then(|c| if c == '\n' { Some(()) } else { None })
-                .is_some()
-        {
+        self.pos -= self.width;
+        if self.width == 1 && self.input.as_bytes()[self.pos] == b'\n' {
             self.line -= 1;
         }
     }

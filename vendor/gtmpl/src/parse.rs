@@ -17,7 +17,15 @@ pub struct Parser {
     tree: Option<Tree>,
     tree_stack: VecDeque<Tree>,
     max_tree_id: TreeId,
+    /// How deeply the lists and parenthesized pipelines being parsed nest.
+    depth: usize,
 }
+
+/// The deepest nesting of control structures (`if`, `range`, `with`,
+/// `block`, `else`) and parenthesized pipelines a template may have. The
+/// parser and the executor recurse once per level, so a bound here keeps
+/// a hostile template from overflowing the stack.
+pub const MAX_PARSE_DEPTH: usize = 100;
 
 pub struct Tree {
     name: String,
@@ -40,6 +48,7 @@ impl Parser {
             tree: None,
             tree_stack: VecDeque::new(),
             max_tree_id: 0,
+            depth: 0,
         }
     }
 }
@@ -302,7 +311,26 @@ impl Parser {
         self.stop_parse()
     }
 
+    /// Enters one more level of nesting, or fails past [`MAX_PARSE_DEPTH`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_PARSE_DEPTH {
+            return self.error(&format!(
+                "template is nested too deeply: more than {} levels",
+                MAX_PARSE_DEPTH
+            ));
+        }
+        Ok(())
+    }
+
     fn item_list(&mut self) -> Result<(ListNode, Nodes), ParseError> {
+        self.enter()?;
+        let r = self.item_list_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn item_list_inner(&mut self) -> Result<(ListNode, Nodes), ParseError> {
         let pos = self.peek_non_space_must("item list")?.pos;
         let mut list = ListNode::new(self.tree_id, pos);
         while self.peek_non_space_must("item list")?.typ != ItemType::ItemEOF {
@@ -367,7 +395,11 @@ impl Parser {
                 if allow_else_if && self.peek_must("else if")?.typ == ItemType::ItemIf {
                     self.next_must("else if")?;
                     let mut else_list = ListNode::new(self.tree_id, next.pos());
-                    else_list.append(self.if_control()?);
+                    // `else if` chains recurse too: each link is a level.
+                    self.enter()?;
+                    let nested = self.if_control();
+                    self.depth -= 1;
+                    else_list.append(nested?);
                     Some(else_list)
                 } else {
                     let (else_list, next) = self.item_list()?;
@@ -490,6 +522,13 @@ impl Parser {
     }
 
     fn pipeline(&mut self, context: &str) -> Result<PipeNode, ParseError> {
+        self.enter()?;
+        let r = self.pipeline_inner(context);
+        self.depth -= 1;
+        r
+    }
+
+    fn pipeline_inner(&mut self, context: &str) -> Result<PipeNode, ParseError> {
         let mut decl = vec![];
         let mut token = self.next_non_space_must("pipeline")?;
         let pos = token.pos;
