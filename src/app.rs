@@ -210,10 +210,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         )));
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    let limits = crate::web::server::ServerLimits {
+        max_connections: config.web.max_connections,
+        read_timeout: config.web.read_timeout.std(),
+    };
+    crate::web::server::serve(listener, router(state), limits, shutdown_signal()).await;
     tracing::info!(message = "Shutting down");
     let _ = stop_tx.send(true);
     for t in tasks {

@@ -78,6 +78,10 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted (after decompression for remote write).
     pub max_request_bytes: usize,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request (headers: at most 30 s).
+    pub read_timeout: PromDuration,
     /// Where users reach mlmon (links in notifications); `None`: the
     /// listen address.
     pub external_url: Option<String>,
@@ -122,6 +126,8 @@ pub struct QueryConfig {
     pub lookback_delta: PromDuration,
     pub max_samples: usize,
     pub timeout: PromDuration,
+    /// Queries evaluated at once; more wait for a slot.
+    pub max_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -45,6 +45,9 @@ struct RawQuery {
     max_samples: Option<usize>,
     /// Default 2m.
     timeout: Option<PromDuration>,
+    /// Queries evaluated at once (Prometheus' `--query.max-concurrency`);
+    /// more wait for a slot until their timeout. Default 20.
+    max_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +98,12 @@ struct RawWeb {
     listen: Option<String>,
     /// Default 32 MiB.
     max_request_bytes: Option<usize>,
+    /// Connections served at once (Prometheus' `--web.max-connections`);
+    /// more wait in the listen queue. Default 512.
+    max_connections: Option<usize>,
+    /// Longest a client may take to send a whole request (Prometheus'
+    /// `--web.read-timeout`). Default 5m.
+    read_timeout: Option<PromDuration>,
     /// The URL users reach mlmon at, for links in notifications (default:
     /// http://<listen>).
     external_url: Option<String>,
@@ -323,11 +332,13 @@ impl RawConfig {
             lookback_delta: dur(self.query.lookback_delta, 300),
             max_samples: self.query.max_samples.unwrap_or(50_000_000),
             timeout: dur(self.query.timeout, 120),
+            max_concurrency: self.query.max_concurrency.unwrap_or(20),
         };
         for (key, ok) in [
             ("lookback_delta", query.lookback_delta.millis() > 0),
             ("max_samples", query.max_samples > 0),
             ("timeout", query.timeout.millis() > 0),
+            ("max_concurrency", query.max_concurrency > 0),
         ] {
             if !ok {
                 v.error(&["query", key], "must be greater than 0");
@@ -511,6 +522,14 @@ impl RawWeb {
         if max_request_bytes < 1024 {
             v.error(&["web", "max_request_bytes"], "must be at least 1024");
         }
+        let max_connections = self.max_connections.unwrap_or(512);
+        if max_connections == 0 {
+            v.error(&["web", "max_connections"], "must be greater than 0");
+        }
+        let read_timeout = self.read_timeout.unwrap_or(PromDuration(300_000));
+        if read_timeout.millis() <= 0 {
+            v.error(&["web", "read_timeout"], "must be greater than 0");
+        }
         let external_url = self
             .external_url
             .map(|u| u.trim_end_matches('/').to_string());
@@ -532,6 +551,8 @@ impl RawWeb {
         Some(WebConfig {
             listen: listen?,
             max_request_bytes,
+            max_connections,
+            read_timeout,
             external_url,
             refresh_interval,
             auth: AuthConfig {

@@ -199,13 +199,15 @@ pub async fn query(
     let t = time_param(&params, "time", now_ms())?;
     let storage = state.storage.clone();
     let opts = state.settings.query.clone();
-    let data = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let v = promql::instant(storage.as_ref(), &text, t, &opts).map_err(query_error)?;
-        let mut out = String::new();
-        write_value(&mut out, &v);
-        Ok(out)
-    })
-    .await??;
+    let data = state
+        .queries
+        .run(move || -> Result<String, ApiError> {
+            let v = promql::instant(storage.as_ref(), &text, t, &opts).map_err(query_error)?;
+            let mut out = String::new();
+            write_value(&mut out, &v);
+            Ok(out)
+        })
+        .await??;
     Ok(success_raw(data))
 }
 
@@ -230,15 +232,18 @@ pub async fn query_range(
     )?;
     let storage = state.storage.clone();
     let opts = state.settings.query.clone();
-    let data = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let v =
-            promql::range(storage.as_ref(), &text, start, end, step, &opts).map_err(query_error)?;
-        let mut out =
-            String::with_capacity(64 + v.iter().map(|s| 64 + s.samples.len() * 32).sum::<usize>());
-        write_matrix(&mut out, &v);
-        Ok(out)
-    })
-    .await??;
+    let data = state
+        .queries
+        .run(move || -> Result<String, ApiError> {
+            let v = promql::range(storage.as_ref(), &text, start, end, step, &opts)
+                .map_err(query_error)?;
+            let mut out = String::with_capacity(
+                64 + v.iter().map(|s| 64 + s.samples.len() * 32).sum::<usize>(),
+            );
+            write_matrix(&mut out, &v);
+            Ok(out)
+        })
+        .await??;
     Ok(success_raw(data))
 }
 

@@ -11,6 +11,8 @@ pub mod chart;
 mod exposition;
 mod ingest;
 mod pages;
+mod queries;
+pub mod server;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
+    /// Where user queries run (concurrency limit, priority).
+    pub queries: Arc<queries::Queries>,
 }
 
 /// The parts of the config the handlers need at request time.
@@ -71,6 +75,8 @@ pub struct WebSettings {
     pub retention: crate::model::PromDuration,
     pub external_labels: crate::model::Labels,
     pub query: crate::promql::QueryOptions,
+    /// Queries evaluated at once.
+    pub max_concurrent_queries: usize,
     pub started: std::time::SystemTime,
 }
 
@@ -105,6 +111,7 @@ impl WebSettings {
                 timeout: q.timeout.std(),
                 default_subquery_step_ms: config.global.evaluation_interval.millis(),
             },
+            max_concurrent_queries: q.max_concurrency,
             started: std::time::SystemTime::now(),
         }
     }
@@ -119,6 +126,10 @@ impl AppState {
         auth: &AuthConfig,
     ) -> Self {
         let loopback = settings.listen.ip().is_loopback();
+        let queries = Arc::new(queries::Queries::new(
+            settings.max_concurrent_queries,
+            settings.query.timeout,
+        ));
         let notifier = crate::notify::Notifier::new(
             Arc::new(crate::notify::AmConfig::default_config()),
             crate::notify::Library::default(),
@@ -140,6 +151,7 @@ impl AppState {
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
+            queries,
         }
     }
 }
@@ -304,6 +316,17 @@ impl ApiError {
                 "internal error; the details are in mlmon's log".into(),
             ),
         }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// What a client is told (internal details are logged instead).
+    pub fn public_message(&self) -> String {
+        self.log();
+        self.parts().2
     }
 
     fn log(&self) {

@@ -321,51 +321,53 @@ pub async fn graph(State(state): State<AppState>, Query(p): QueryMap) -> Respons
     let r = Range::from_params(&p, "1h", now_ms());
     let s = state.clone();
     let e = expr.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let r = r?;
-        if e.trim().is_empty() {
-            return Ok((r, None, Vec::new()));
-        }
-        let series = range_series(&s, &e, &r, &|l: &Labels| {
-            let mut t = String::new();
-            for (n, v) in l.iter() {
-                if !t.is_empty() {
-                    t.push_str(", ");
+    let result = state
+        .queries
+        .run(move || {
+            let r = r?;
+            if e.trim().is_empty() {
+                return Ok((r, None, Vec::new()));
+            }
+            let series = range_series(&s, &e, &r, &|l: &Labels| {
+                let mut t = String::new();
+                for (n, v) in l.iter() {
+                    if !t.is_empty() {
+                        t.push_str(", ");
+                    }
+                    t.push_str(&format!("{n}=\"{v}\""));
                 }
-                t.push_str(&format!("{n}=\"{v}\""));
-            }
-            if t.is_empty() {
-                "{}".into()
-            } else {
-                t
-            }
-        })?;
-        let now = crate::promql::instant(&*s.storage, &e, now_ms(), &s.settings.query)
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<(String, String)> = match now {
-            crate::promql::Value::Vector(v) => v
-                .iter()
-                .map(|x| (format!("{}", LabelsText(&x.labels)), number(x.v)))
-                .collect(),
-            crate::promql::Value::Scalar { v, .. } => vec![("scalar".into(), number(v))],
-            crate::promql::Value::String { s, .. } => vec![("string".into(), s)],
-            crate::promql::Value::Matrix(m) => m
-                .iter()
-                .map(|x| {
-                    (
-                        format!("{}", LabelsText(&x.labels)),
-                        format!("{} samples", x.samples.len()),
-                    )
-                })
-                .collect(),
-        };
-        Ok::<_, String>((r, Some(series), rows))
-    })
-    .await;
+                if t.is_empty() {
+                    "{}".into()
+                } else {
+                    t
+                }
+            })?;
+            let now = crate::promql::instant(&*s.storage, &e, now_ms(), &s.settings.query)
+                .map_err(|e| e.to_string())?;
+            let rows: Vec<(String, String)> = match now {
+                crate::promql::Value::Vector(v) => v
+                    .iter()
+                    .map(|x| (format!("{}", LabelsText(&x.labels)), number(x.v)))
+                    .collect(),
+                crate::promql::Value::Scalar { v, .. } => vec![("scalar".into(), number(v))],
+                crate::promql::Value::String { s, .. } => vec![("string".into(), s)],
+                crate::promql::Value::Matrix(m) => m
+                    .iter()
+                    .map(|x| {
+                        (
+                            format!("{}", LabelsText(&x.labels)),
+                            format!("{} samples", x.samples.len()),
+                        )
+                    })
+                    .collect(),
+            };
+            Ok::<_, String>((r, Some(series), rows))
+        })
+        .await;
     let (range, series, rows, error) = match result {
         Ok(Ok((r, s, rows))) => (Some(r), s, rows, None),
         Ok(Err(e)) => (None, None, Vec::new(), Some(e)),
-        Err(_) => (None, None, Vec::new(), Some("internal error".to_string())),
+        Err(e) => (None, None, Vec::new(), Some(e.public_message())),
     };
     let picker_range = range.clone().unwrap_or_else(|| {
         Range::from_params(&BTreeMap::new(), "1h", now_ms()).expect("1h is valid")

@@ -368,22 +368,16 @@ pub async fn page(State(state): State<AppState>, Query(p): QueryMap) -> Response
         Err(e) => return problem(&state, StatusCode::BAD_REQUEST, "Overview", &e),
     };
     let s = state.clone();
-    match tokio::task::spawn_blocking(move || {
-        let d = gather(&s, r);
-        layout(&s, "Overview", "/", true, render(&d))
-    })
-    .await
+    match state
+        .queries
+        .run(move || {
+            let d = gather(&s, r);
+            layout(&s, "Overview", "/", true, render(&d))
+        })
+        .await
     {
         Ok(m) => super::page(m),
-        Err(e) => {
-            tracing::error!(message = "Overview failed", error = %e);
-            problem(
-                &state,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Overview",
-                "internal error; the details are in mlmon's log",
-            )
-        }
+        Err(e) => problem(&state, e.status(), "Overview", &e.public_message()),
     }
 }
 
@@ -398,7 +392,7 @@ pub fn render_overview(state: &AppState, range: &str) -> String {
 /// `GET /api/dashboard`: the overview's facts as JSON.
 pub async fn json(State(state): State<AppState>) -> Response {
     let s = state.clone();
-    let body = tokio::task::spawn_blocking(move || {
+    let body = state.queries.run(move || {
         let now = now_ms();
         let first = |expr: &str| instant(&s, expr).first().map(|x| x.1);
         let runs = runs::list(&s.storage).unwrap_or_default();
@@ -438,6 +432,6 @@ pub async fn json(State(state): State<AppState>) -> Response {
     .await;
     match body {
         Ok(b) => Json(b).into_response(),
-        Err(e) => super::super::ApiError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
