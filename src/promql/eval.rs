@@ -52,12 +52,15 @@ pub(super) struct Evaluator<'a> {
     /// subqueries) evaluate each inner step once, so nesting costs time
     /// linear in its depth instead of exponential.
     subquery_steps: FastMap<usize, std::collections::BTreeMap<Timestamp, Value>>,
+    /// Samples kept in `subquery_steps` so far, against [`MEMO_SAMPLES`].
+    memo_samples: usize,
     deadline: Instant,
 }
 
-/// Most step values one subquery node keeps for reuse; past it the memo
-/// starts again (it only saves work, it never changes an answer).
-const SUBQUERY_MEMO: usize = 1 << 16;
+/// Most samples one query keeps for reuse in subquery memos (about 40
+/// MB); past it inner steps are evaluated again instead (the memo only
+/// saves work, it never changes an answer).
+const MEMO_SAMPLES: usize = 1 << 20;
 
 struct Derived {
     _inputs: (Arc<Labels>, Option<Arc<Labels>>),
@@ -179,6 +182,7 @@ impl<'a> Evaluator<'a> {
             computed: FastMap::default(),
             computed_cells: 0,
             subquery_steps: FastMap::default(),
+            memo_samples: 0,
             deadline: Instant::now() + opts.timeout,
         }
     }
@@ -660,9 +664,6 @@ impl<'a> Evaluator<'a> {
         // Steps before this window are not asked for again while time
         // moves forward.
         memo = memo.split_off(&first);
-        if memo.len() > SUBQUERY_MEMO {
-            memo.clear();
-        }
         let result = self.subquery_steps_in(sq, first, rt, step, &mut memo);
         self.subquery_steps.insert(key, memo);
         result
@@ -686,7 +687,14 @@ impl<'a> Evaluator<'a> {
                 Some(v) => v.clone(),
                 None => {
                     let v = self.eval(&sq.expr, ts)?;
-                    memo.insert(ts, v.clone());
+                    let size = match &v {
+                        Value::Vector(v) => v.len(),
+                        _ => 1,
+                    };
+                    if self.memo_samples + size <= MEMO_SAMPLES {
+                        self.memo_samples += size;
+                        memo.insert(ts, v.clone());
+                    }
                     v
                 }
             };
