@@ -179,7 +179,7 @@ impl Artifacts {
         for (labels, v) in out {
             app.append(labels, now, v);
         }
-        app.commit().map_err(|e| StorageError(e.to_string()))?;
+        app.commit().map_err(|e| StorageError::new(e.to_string()))?;
         Ok(())
     }
 
@@ -219,7 +219,7 @@ impl Artifacts {
         for (labels, v) in self.run_values(&run) {
             app.append(labels, now, v);
         }
-        app.commit().map_err(|e| StorageError(e.to_string()))?;
+        app.commit().map_err(|e| StorageError::new(e.to_string()))?;
         Ok(run)
     }
 

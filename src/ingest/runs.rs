@@ -79,7 +79,7 @@ pub fn record(storage: &Storage, run: &Run, replaces: &[&str]) -> Result<(), Sto
             storage.kv_delete(KV_NAMESPACE, &k)?;
         }
     }
-    let value = serde_json::to_vec(run).map_err(|e| StorageError(e.to_string()))?;
+    let value = serde_json::to_vec(run).map_err(|e| StorageError::new(e.to_string()))?;
     storage.kv_put(KV_NAMESPACE, &key(run), &value)
 }
 

@@ -72,10 +72,10 @@ pub(super) fn write<'a>(
     let db = shared
         .db
         .read()
-        .map_err(|_| StorageError("database lock poisoned".into()))?;
+        .map_err(|_| StorageError::new("database lock poisoned"))?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
-        .map_err(|e| StorageError(e.to_string()))?;
+        .map_err(|e| StorageError::new(e.to_string()))?;
     let (mut added_bytes, mut added_chunks, mut removed_bytes, mut removed_chunks) =
         (0u64, 0u64, 0u64, 0u64);
     {

@@ -84,27 +84,92 @@ impl Default for Limits {
 
 /// A failure of the store itself (I/O, corruption); the caller answers 5xx.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("storage: {0}")]
-pub struct StorageError(pub String);
+#[error("storage: {message}")]
+pub struct StorageError {
+    pub message: String,
+    pub kind: StorageErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    /// The filesystem holding the data file is full (or over quota):
+    /// writes are refused until space returns; reads go on.
+    DiskFull,
+    /// Another I/O error: redb refuses further work on the file until it
+    /// is opened again.
+    Io,
+    Other,
+}
+
+impl StorageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StorageError {
+            message: message.into(),
+            kind: StorageErrorKind::Other,
+        }
+    }
+
+    pub fn disk_full(message: impl Into<String>) -> Self {
+        StorageError {
+            message: message.into(),
+            kind: StorageErrorKind::DiskFull,
+        }
+    }
+
+    pub fn is_disk_full(&self) -> bool {
+        self.kind == StorageErrorKind::DiskFull
+    }
+}
+
+fn io_kind(e: &std::io::Error) -> StorageErrorKind {
+    let full = e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+    if full {
+        StorageErrorKind::DiskFull
+    } else {
+        StorageErrorKind::Io
+    }
+}
+
+impl From<redb::Error> for StorageError {
+    fn from(e: redb::Error) -> Self {
+        let kind = match &e {
+            redb::Error::Io(io) => io_kind(io),
+            redb::Error::PreviousIo => StorageErrorKind::Io,
+            _ => StorageErrorKind::Other,
+        };
+        StorageError {
+            message: e.to_string(),
+            kind,
+        }
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError {
+            kind: io_kind(&e),
+            message: e.to_string(),
+        }
+    }
+}
 
 macro_rules! storage_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StorageError {
             fn from(e: $t) -> Self {
-                StorageError(e.to_string())
+                redb::Error::from(e).into()
             }
         }
     )*};
 }
 storage_error_from!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
-    redb::CompactionError,
-    std::io::Error
+    redb::CompactionError
 );
 
 /// Why a batch was refused. Everything but `Storage` is the client's fault.

@@ -200,7 +200,7 @@ impl Storage {
     /// WAL, then starts the committer thread.
     pub fn open(opts: StorageOptions) -> Result<Arc<Storage>, StorageError> {
         std::fs::create_dir_all(&opts.dir).map_err(|e| {
-            StorageError(format!(
+            StorageError::new(format!(
                 "cannot create data directory {}: {e}",
                 opts.dir.display()
             ))
@@ -209,7 +209,7 @@ impl Storage {
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(&path)
-            .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
         let shared = Arc::new(Shared {
             db: RwLock::new(db),
             committed_seq: AtomicU64::new(0),
@@ -232,7 +232,7 @@ impl Storage {
         let handle = std::thread::Builder::new()
             .name("tsdb-committer".into())
             .spawn(move || committer::run(shared, rx))
-            .map_err(|e| StorageError(format!("cannot start committer thread: {e}")))?;
+            .map_err(|e| StorageError::new(format!("cannot start committer thread: {e}")))?;
         *lock(&storage.tx) = Some(tx);
         *lock(&storage.thread) = Some(handle);
         let storage = Arc::new(storage);
@@ -255,7 +255,7 @@ impl Storage {
             .shared
             .db
             .read()
-            .map_err(|_| StorageError("lock poisoned".into()))?;
+            .map_err(|_| StorageError::new("lock poisoned"))?;
         // Create every table so readers never meet a missing one.
         {
             let txn = db.begin_write()?;
@@ -267,7 +267,7 @@ impl Storage {
                         meta.insert("format_version", FORMAT_VERSION)?;
                     }
                     Some(v) if v != FORMAT_VERSION => {
-                        return Err(StorageError(format!(
+                        return Err(StorageError::new(format!(
                             "{} has storage format version {v}, this mlmon reads version {FORMAT_VERSION}",
                             self.path.display()
                         )))
@@ -292,7 +292,7 @@ impl Storage {
             let (id, bytes) = row?;
             let id = id.value();
             let labels = Labels::decode(bytes.value())
-                .ok_or_else(|| StorageError(format!("series {id}: corrupt label bytes")))?;
+                .ok_or_else(|| StorageError::new(format!("series {id}: corrupt label bytes")))?;
             st.index.insert(id, Arc::new(labels));
             st.series.insert(id, MemSeries::new());
             st.next_id = st.next_id.max(id + 1);
@@ -305,8 +305,9 @@ impl Storage {
         for row in head_t.iter()? {
             let (id, value) = row?;
             if let Some(s) = st.series.get_mut(&id.value()) {
-                s.head = chunk::decode(value.value())
-                    .map_err(|e| StorageError(format!("head of series {}: {e}", id.value())))?;
+                s.head = chunk::decode(value.value()).map_err(|e| {
+                    StorageError::new(format!("head of series {}: {e}", id.value()))
+                })?;
                 s.last = s.head.last().copied();
                 s.has_head_row = true;
             }
@@ -320,7 +321,7 @@ impl Storage {
             }
             if let Some(row) = chunks_t.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() {
                 let samples = chunk::decode(row?.1.value())
-                    .map_err(|e| StorageError(format!("series {id}: {e}")))?;
+                    .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
                 ms.last = samples.last().copied();
             }
         }
@@ -375,13 +376,30 @@ impl Storage {
     fn sender(&self) -> Result<Sender<(Job, Reply)>, StorageError> {
         lock(&self.tx)
             .clone()
-            .ok_or_else(|| StorageError("storage is closed".into()))
+            .ok_or_else(|| StorageError::new("storage is closed"))
+    }
+
+    /// Refuses a write, before it changes anything, when the filesystem
+    /// holding the data file has less than [`DISK_RESERVE`] free: a write
+    /// that ran out of space halfway would leave redb refusing every later
+    /// one until a restart. Reads go on; writes resume once space is freed.
+    fn check_space(&self) -> Result<(), StorageError> {
+        let Some(free) = free_bytes(&self.opts.dir) else {
+            return Ok(());
+        };
+        if free < DISK_RESERVE {
+            return Err(StorageError::disk_full(format!(
+                "the disk holding {} is full: {free} bytes free, below the {DISK_RESERVE} bytes kept in reserve; writes resume once space is freed",
+                self.opts.dir.display()
+            )));
+        }
+        Ok(())
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
         if self.failed.load(Ordering::Relaxed) {
-            return Err(StorageError(
-                "an earlier commit failed; restart mlmon to replay the write-ahead log".into(),
+            return Err(StorageError::new(
+                "an earlier commit failed; restart mlmon to replay the write-ahead log",
             ));
         }
         Ok(())
@@ -409,6 +427,7 @@ impl Storage {
         lenient: bool,
     ) -> Result<usize, AppendError> {
         self.check_usable()?;
+        self.check_space()?;
         let sender = self.sender()?;
         let limits = &self.opts.limits;
         let (rx, stored) = {
@@ -565,7 +584,7 @@ impl Storage {
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((job, reply))
-                .map_err(|_| StorageError("storage is closed".into()))?;
+                .map_err(|_| StorageError::new("storage is closed"))?;
             (rx, stored)
         };
         self.wait(rx)?;
@@ -581,7 +600,7 @@ impl Storage {
     fn wait(&self, rx: mpsc::Receiver<Result<(), StorageError>>) -> Result<(), StorageError> {
         let result = rx
             .recv()
-            .unwrap_or_else(|_| Err(StorageError("committer stopped".into())));
+            .unwrap_or_else(|_| Err(StorageError::new("committer stopped")));
         if result.is_err() {
             self.failed.store(true, Ordering::Relaxed);
         }
@@ -593,6 +612,7 @@ impl Storage {
     /// are closed into chunks first, so idle series do not hold the WAL.
     pub fn checkpoint(&self, close_before: Option<Timestamp>) -> Result<(), StorageError> {
         self.check_usable()?;
+        self.check_space()?;
         let sender = self.sender()?;
         let rx = {
             let mut st = lock(&self.state);
@@ -627,7 +647,7 @@ impl Storage {
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((job, reply))
-                .map_err(|_| StorageError("storage is closed".into()))?;
+                .map_err(|_| StorageError::new("storage is closed"))?;
             rx
         };
         self.wait(rx)?;
@@ -654,7 +674,8 @@ impl Storage {
             for id in ids {
                 for row in table.range((id, i64::MIN)..(id, cutoff))? {
                     let (key, value) = row?;
-                    let m = chunk::meta(value.value()).map_err(|e| StorageError(e.to_string()))?;
+                    let m =
+                        chunk::meta(value.value()).map_err(|e| StorageError::new(e.to_string()))?;
                     if m.max_t < cutoff {
                         chunk_deletes.push(key.value());
                     }
@@ -710,7 +731,7 @@ impl Storage {
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((job, reply))
-                .map_err(|_| StorageError("storage is closed".into()))?;
+                .map_err(|_| StorageError::new("storage is closed"))?;
             (rx, nc, ns)
         };
         self.wait(rx)?;
@@ -726,6 +747,7 @@ impl Storage {
     /// Compacts the file when much of it is free space; skipped while reads
     /// are in flight. Returns true when the file was compacted.
     pub fn compact_if_fragmented(&self) -> Result<bool, StorageError> {
+        self.check_space()?;
         let file = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         let used = {
             let db = self.db()?;
@@ -743,7 +765,7 @@ impl Storage {
             .shared
             .db
             .write()
-            .map_err(|_| StorageError("lock poisoned".into()))?;
+            .map_err(|_| StorageError::new("lock poisoned"))?;
         let mut compacted = false;
         // Each call moves what it can; a few rounds reach the fixed point.
         for _ in 0..8 {
@@ -767,6 +789,7 @@ impl Storage {
     /// merge. Returns (chunks merged away, blocks written).
     pub fn merge_blocks(&self, max_series: usize) -> Result<(usize, usize), StorageError> {
         self.check_usable()?;
+        self.check_space()?;
         let ids: Vec<u64> = {
             let mut st = lock(&self.state);
             let mut ids: Vec<u64> = st
@@ -818,7 +841,7 @@ impl Storage {
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((job, reply))
-                .map_err(|_| StorageError("storage is closed".into()))?;
+                .map_err(|_| StorageError::new("storage is closed"))?;
             rx
         };
         self.wait(rx)?;
@@ -829,7 +852,7 @@ impl Storage {
         self.shared
             .db
             .read()
-            .map_err(|_| StorageError("lock poisoned".into()))
+            .map_err(|_| StorageError::new("lock poisoned"))
     }
 
     /// Checkpoints the head, stops the committer and closes the file once
@@ -952,6 +975,7 @@ impl Storage {
         &self,
         f: impl FnOnce(&mut redb::Table<(&str, &[u8]), &[u8]>) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
+        self.check_space()?;
         let db = self.db()?;
         let txn = db.begin_write()?;
         {
@@ -1007,14 +1031,15 @@ fn read_series(
     for row in table.range((id, first_chunk_start(table, id, mint)?)..=(id, maxt))? {
         let (_, value) = row?;
         let bytes = value.value();
-        let m = chunk::meta(bytes).map_err(|e| StorageError(format!("series {labels}: {e}")))?;
+        let m =
+            chunk::meta(bytes).map_err(|e| StorageError::new(format!("series {labels}: {e}")))?;
         if m.max_t < mint {
             continue;
         }
         let from = samples.len();
         samples.reserve(m.count + mem.len());
         chunk::decode_into(bytes, &mut samples)
-            .map_err(|e| StorageError(format!("series {labels}: {e}")))?;
+            .map_err(|e| StorageError::new(format!("series {labels}: {e}")))?;
         if m.min_t < mint || m.max_t > maxt {
             // Samples are in time order: cut the ends outside the window.
             let lo = from + samples[from..].partition_point(|s| s.t < mint);
@@ -1078,7 +1103,8 @@ impl Querier for Storage {
             let mut found = !mem.is_empty();
             if !found {
                 for row in table.range((id, first_chunk_start(&table, id, mint)?)..=(id, maxt))? {
-                    let m = chunk::meta(row?.1.value()).map_err(|e| StorageError(e.to_string()))?;
+                    let m = chunk::meta(row?.1.value())
+                        .map_err(|e| StorageError::new(e.to_string()))?;
                     if m.max_t >= mint {
                         found = true;
                         break;
@@ -1258,4 +1284,24 @@ fn check_labels(labels: &Labels, limits: &super::Limits) -> Result<(), AppendErr
         });
     }
     Ok(())
+}
+
+/// Space kept free on the data file's filesystem (redb grows its file in
+/// steps; a commit must never meet a full disk).
+pub const DISK_RESERVE: u64 = 8 << 20;
+
+/// Bytes available to mlmon on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` is written by
+    // statvfs before it is read, only on success.
+    let st = unsafe {
+        if libc::statvfs(path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }

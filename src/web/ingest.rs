@@ -23,7 +23,7 @@ use crate::tsdb::AppendError;
 impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
         match e {
-            AppendError::Storage(s) => ApiError::Internal(s.to_string()),
+            AppendError::Storage(s) => s.into(),
             other => ApiError::BadData(other.to_string()),
         }
     }
@@ -33,7 +33,7 @@ impl From<PushError> for ApiError {
     fn from(e: PushError) -> Self {
         match e {
             PushError::Append(a) => a.into(),
-            PushError::Storage(s) => ApiError::Internal(s.to_string()),
+            PushError::Storage(s) => s.into(),
             other => ApiError::BadData(other.to_string()),
         }
     }

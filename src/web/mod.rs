@@ -289,6 +289,8 @@ pub enum ApiError {
     NotFound,
     /// 503, Prometheus' `timeout`/`execution` for stopped queries.
     Unavailable(String),
+    /// 507: the disk holding the data file is full.
+    DiskFull(String),
     /// 500; the text is logged, never sent.
     Internal(String),
 }
@@ -310,6 +312,7 @@ impl ApiError {
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".into()),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", m.clone()),
+            ApiError::DiskFull(m) => (StatusCode::INSUFFICIENT_STORAGE, "unavailable", m.clone()),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -369,6 +372,9 @@ impl IntoResponse for ApiError {
 
 impl From<crate::tsdb::StorageError> for ApiError {
     fn from(e: crate::tsdb::StorageError) -> Self {
+        if e.is_disk_full() {
+            return ApiError::DiskFull(e.message);
+        }
         ApiError::Internal(e.to_string())
     }
 }

@@ -74,7 +74,8 @@ impl Mlmon {
         Self::start_in(dir, config.map(str::to_string))
     }
 
-    fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Mlmon {
+    /// Starts in `dir` (its `data` subdirectory holds the store).
+    pub fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Mlmon {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlmon"));
         cmd.arg("serve")
