@@ -262,7 +262,7 @@ fn random_kills_lose_nothing_acknowledged() {
                 pushes.insert(group, value);
             }
             // Now and then a silence and a run.
-            if k % 25 == 0 {
+            if k.is_multiple_of(25) {
                 let body = serde_json::json!({
                     "matchers": [{"name": "alertname", "value": format!("Other{round}_{k}"), "isRegex": false}],
                     "startsAt": mlmon::model::rfc3339(mlmon::model::now_ms()),

@@ -261,6 +261,7 @@ pub fn api(data: &[u8]) {
     static SERVER: OnceLock<(tokio::runtime::Runtime, axum::Router)> = OnceLock::new();
     let (rt, router) = SERVER.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .expect("a runtime");
         let storage = store().clone();

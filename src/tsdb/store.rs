@@ -1208,7 +1208,7 @@ fn merge_runs(id: u64, tail: &[(i64, Vec<u8>)], job: &mut Job) {
                 break;
             }
             let block = chunk::encode(&samples);
-            if block.len() <= BLOCK_TARGET_BYTES {
+            if block.len() <= BLOCK_TARGET_BYTES && samples.len() <= chunk::MAX_SAMPLES {
                 job.chunks.push((id, tail[i].0, block));
                 job.chunk_deletes
                     .extend(tail[i + 1..j].iter().map(|(start, _)| (id, *start)));

@@ -177,6 +177,18 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         .value(load(&m.remote_write_histograms_dropped)),
         Fam::new("mlmon_push_groups", Gauge, "Push groups currently held.")
             .value(state.push.len() as f64),
+        Fam::new(
+            "mlmon_engine_queries",
+            Gauge,
+            "User queries running now (Prometheus: prometheus_engine_queries).",
+        )
+        .value(state.queries.running() as f64),
+        Fam::new(
+            "mlmon_engine_queries_concurrent_max",
+            Gauge,
+            "Most user queries run at once (query.max_concurrency).",
+        )
+        .value(state.settings.max_concurrent_queries as f64),
         Fam::new("mlmon_storage_series", Gauge, "Series in the store.").value(s.series as f64),
         Fam::new(
             "mlmon_storage_head_samples",
