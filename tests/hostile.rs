@@ -235,3 +235,49 @@ fn deep_yaml_and_json_are_refused() {
         "the server keeps answering"
     );
 }
+
+/// Label matchers with regular expressions nested thousands deep: the
+/// regex engine's own nesting limit refuses them with a 400 naming the
+/// expression, in queries, silences and Alertmanager filters.
+#[test]
+fn deep_matchers_are_refused() {
+    let m = Mlmon::start(None);
+    let c = client();
+    let deep = nest("(", "a", ")", 3000);
+    for q in [
+        format!("x{{a=~\"{deep}\"}}"),
+        format!("{{__name__=~\"{deep}\"}}"),
+    ] {
+        let r = c
+            .get(m.url("/api/v1/query"))
+            .query(&[("query", &q)])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().unwrap().contains("regex"));
+    }
+    let silence = serde_json::json!({
+        "matchers": [{"name": "a", "value": deep, "isRegex": true}],
+        "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2030-01-01T00:00:00Z",
+        "createdBy": "x", "comment": "y",
+    });
+    let r = c
+        .post(m.url("/api/v2/silences"))
+        .json(&silence)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for filter in [format!("{{a=~\"{deep}\"}}"), "{".repeat(3000)] {
+        let r = c
+            .get(m.url("/api/v2/alerts"))
+            .query(&[("filter", &filter)])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    assert_eq!(
+        m.value("vector(1)"),
+        Some(1.0),
+        "the server keeps answering"
+    );
+}
