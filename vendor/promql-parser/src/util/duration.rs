@@ -77,7 +77,7 @@ pub fn parse_duration(ds: &str) -> Result<Duration, String> {
 
     // the duration is float number of seconds
     if let Ok(float_duration) = ds.parse::<f64>() {
-        return Ok(Duration::from_secs_f64(float_duration));
+        return duration_of_secs(float_duration);
     }
 
     if !DURATION_RE.is_match(ds) {
@@ -104,6 +104,16 @@ pub fn parse_duration(ds: &str) -> Result<Duration, String> {
     } else {
         dur
     }
+}
+
+/// A number of seconds as a duration, or why it cannot be one (a NaN, an
+/// infinity, a negative or a too large number would panic in
+/// `Duration::from_secs_f64`).
+pub fn duration_of_secs(secs: f64) -> Result<Duration, String> {
+    if !(secs >= 0.0) {
+        return Err(format!("duration must not be negative or NaN: {secs}"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration out of range: {secs}"))
 }
 
 /// display Duration in Prometheus format
