@@ -18,15 +18,17 @@ bin="target/x86_64-unknown-linux-gnu/release"
 mkdir -p bin
 for t in "${targets[@]}"; do cp "$bin/$t" "bin/$t"; done
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t"
+  mkdir -p "corpus/$t" "artifacts/$t" "regressions/$t"
   echo "== $t: ${seconds}s"
   # The template target's only leak report was one-time lazy
   # initialisation (not reproducible on a rerun of the input): see
   # docs/fuzzing.md.
   leaks=1
   if [ "$t" = template ]; then leaks=0; fi
-  "bin/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$seconds" -max_len=4096 \
+  # CPU time (user + system) is what the budget counts; GNU time prints it.
+  /usr/bin/time -f "cpu_seconds: %U + %S" \
+    "bin/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$seconds" -max_len=4096 \
     -timeout=1 -rss_limit_mb=2048 -detect_leaks="$leaks" -print_final_stats=1 \
-    "corpus/$t" "seeds/$t" 2>&1 |
-    grep -E "^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb|SUMMARY)|panicked|ERROR|Test unit written" || true
+    "corpus/$t" "seeds/$t" "regressions/$t" 2>&1 |
+    grep -E "^(Done|cpu_seconds|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb|SUMMARY)|panicked|ERROR|Test unit written" || true
 done
