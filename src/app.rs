@@ -592,6 +592,8 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
     let mut last_appended = u64::MAX;
     let mut last_checkpoint = tokio::time::Instant::now();
     let mut last_retention: Option<tokio::time::Instant> = None;
+    // Logged when it changes, not every tick (a full disk lasts a while).
+    let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -639,7 +641,7 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
                 Ok(checkpointed)
             })
             .await;
-        match result {
+        let error = match result {
             Ok(Ok(checkpointed)) => {
                 if checkpointed {
                     last_checkpoint = tokio::time::Instant::now();
@@ -647,9 +649,17 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
                 if retention_due {
                     last_retention = Some(tokio::time::Instant::now());
                 }
+                None
             }
-            Ok(Err(e)) => tracing::error!(message = "Store maintenance failed", error = %e),
-            Err(e) => tracing::error!(message = "Store maintenance task failed", error = %e),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("maintenance task failed: {e}")),
+        };
+        if error != last_error {
+            match &error {
+                Some(e) => tracing::error!(message = "Store maintenance failed", error = %e),
+                None => tracing::info!(message = "Store maintenance runs again"),
+            }
+            last_error = error;
         }
     }
 }

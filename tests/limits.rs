@@ -162,7 +162,7 @@ fn saturating_queries_leave_rules_on_time_and_ingest_accepting() {
 /// timeout, so they cannot hold every connection slot.
 #[test]
 fn slow_clients_are_cut_off() {
-    let m = Mlmon::start(Some("web:\n  max_connections: 4\n  read_timeout: 2s\n"));
+    let m = Mlmon::start(Some("web:\n  max_connections: 5\n  read_timeout: 2s\n"));
     let addr = format!("127.0.0.1:{}", m.port);
     let mut slow = Vec::new();
     for _ in 0..4 {
@@ -171,6 +171,8 @@ fn slow_clients_are_cut_off() {
             .unwrap();
         slow.push(s);
     }
+    // Nor does a connection that sends nothing (an idle keep-alive).
+    let mut idle = TcpStream::connect(&addr).unwrap();
     // A slow body holds no slot past the timeout either.
     let mut body = TcpStream::connect(&addr).unwrap();
     body.write_all(
@@ -194,6 +196,13 @@ fn slow_clients_are_cut_off() {
         // Closed (maybe with a 408), never answered as a request.
         assert!(!String::from_utf8_lossy(&buf).contains("Healthy"));
     }
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    assert!(
+        idle.read_to_end(&mut buf).is_ok(),
+        "an idle connection is closed by the header timeout"
+    );
     body.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut buf = Vec::new();

@@ -289,7 +289,12 @@ impl<'a> Evaluator<'a> {
         let sets = matchers_of(vs)?;
         let mut out: Loaded = Vec::new();
         for set in &sets {
-            for s in self.q.select(set, mint, maxt)? {
+            // Loading stops as soon as the query's sample limit is passed.
+            let budget = self.opts.max_samples.saturating_sub(self.loaded_samples);
+            let Some(selected) = self.q.select_within(set, mint, maxt, budget)? else {
+                return Err(QueryError::TooManySamples(self.opts.max_samples));
+            };
+            for s in selected {
                 if !out.iter().any(|(l, _)| *l == s.labels) {
                     out.push((s.labels, s.samples));
                 }

@@ -229,6 +229,20 @@ pub trait Querier: Send + Sync {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<Series>, StorageError>;
+    /// [`Querier::select`], giving up (`None`) as soon as more than
+    /// `max_samples` samples were read, so a query over its sample limit
+    /// is refused before it holds them all in memory.
+    fn select_within(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        max_samples: usize,
+    ) -> Result<Option<Vec<Series>>, StorageError> {
+        let all = self.select(matchers, mint, maxt)?;
+        let n: usize = all.iter().map(|s| s.samples.len()).sum();
+        Ok((n <= max_samples).then_some(all))
+    }
     /// Label sets of series matching any selector that have data in
     /// `[mint, maxt]`.
     fn series(

@@ -1090,6 +1090,40 @@ impl Querier for Storage {
         Ok(out)
     }
 
+    fn select_within(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        max_samples: usize,
+    ) -> Result<Option<Vec<Series>>, StorageError> {
+        let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
+        let read = std::sync::atomic::AtomicUsize::new(0);
+        let parts = crate::par::map_parts(&snap, snap.len() >= 64, |part| {
+            let table = txn.open_table(CHUNKS)?;
+            let mut out = Vec::with_capacity(part.len());
+            for (id, labels, mem) in part {
+                if let Some(s) = read_series(&table, *id, labels, mem, mint, maxt)? {
+                    let n = read.fetch_add(s.samples.len(), Ordering::Relaxed) + s.samples.len();
+                    if n > max_samples {
+                        return Ok(None);
+                    }
+                    out.push(s);
+                }
+            }
+            Ok::<_, StorageError>(Some(out))
+        });
+        let mut out = Vec::with_capacity(snap.len());
+        for part in parts {
+            match part? {
+                Some(p) => out.extend(p),
+                None => return Ok(None),
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Some(out))
+    }
+
     fn series(
         &self,
         selectors: &[Vec<Matcher>],

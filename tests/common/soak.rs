@@ -2,7 +2,10 @@
 //! remote write at a set rate, a 1,000-series scrape target, pushes, rule
 //! groups, dashboard and query traffic with pathological queries — with
 //! RSS, p99 remote-write latency, rule evaluation lag, failed writes and
-//! query errors printed every 10 s and summed up at the end. Loopback
+//! query errors printed every 10 s and summed up at the end. The RSS
+//! includes the queries' working sets: the over-limit query loads up to
+//! `query.max_samples` (50M samples, about 800 MB) before it is refused.
+//! Loopback
 //! only; it stops by itself. `tests/soak.rs` runs it briefly on the debug
 //! build; `cargo bench --bench soak` runs it for real (`SOAK_SECONDS`).
 #![allow(dead_code)]
@@ -269,7 +272,7 @@ pub fn run(o: SoakOptions) -> SoakReport {
     // Queries and pages, with pathological ones among them.
     let deep = format!("{}1{}", "(".repeat(3000), ")".repeat(3000));
     let nested = format!(
-        "{}soak_metric{}",
+        "{}job:soak_metric:rate1m{}",
         "max_over_time(".repeat(40),
         "[1m:1m])".repeat(40)
     );
@@ -302,22 +305,30 @@ pub fn run(o: SoakOptions) -> SoakReport {
                     c.get(format!("{base}/api/v1/query"))
                         .query(&[("query", expr)])
                 };
-                let (req, pathological) = match k % 9 {
-                    0 => (range("sum by (job) (rate(soak_metric[5m]))"), false),
-                    1 => (instant("topk(5, soak_metric)"), false),
+                // What a dashboard asks (recorded series over time, the
+                // latest raw values, pages), and what nobody should: deep
+                // nesting and a query over more samples than its limit,
+                // both refused with a 4xx.
+                let (req, pathological) = match k % 10 {
+                    0 => (range("job:soak_metric:rate1m"), false),
+                    1 => (instant("topk(5, soak_metric{job=\"job-1\"})"), false),
                     2 => (c.get(format!("{base}/")), false),
                     3 => (
                         c.get(format!("{base}/graph"))
-                            .query(&[("expr", "rate(soak_scraped_total[1m])")]),
+                            .query(&[("expr", "sum by (shard) (rate(soak_scraped_total[1m]))")]),
                         false,
                     ),
                     4 => (instant(&deep), true),
                     5 => (instant(&nested), false),
-                    6 => (instant("count_values(\"v\", soak_metric)"), false),
+                    6 => (
+                        instant("count_values(\"v\", job:soak_metric:rate1m)"),
+                        false,
+                    ),
                     7 => (
                         range("histogram_quantile(0.9, sum by (le) (rate(nope_bucket[5m])))"),
                         false,
                     ),
+                    8 => (instant("sum(rate(soak_metric[2h]))"), true),
                     _ => (instant("soak_metric{instance=~\"w0-.*5\"}"), false),
                 };
                 k += 1;
@@ -329,11 +340,11 @@ pub fn run(o: SoakOptions) -> SoakReport {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(r) => {
-                        eprintln!("query {}: {}", k % 9, r.status());
+                        eprintln!("query {}: {}", (k - 1) % 10, r.status());
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        eprintln!("query {}: {e}", k % 9);
+                        eprintln!("query {}: {e}", (k - 1) % 10);
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
