@@ -7,6 +7,21 @@ use std::time::{Duration, Instant};
 
 use common::{client, Mlmon};
 
+/// `mlmon check FILE`: its exit code and everything it printed.
+fn check(file: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlmon"))
+        .arg("check")
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 fn nest(open: &str, inner: &str, close: &str, n: usize) -> String {
     format!("{}{inner}{}", open.repeat(n), close.repeat(n))
 }
@@ -137,19 +152,10 @@ fn deep_templates_are_refused() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .arg("check")
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(
-        format!("{stdout}{stderr}").contains("nested too deeply"),
-        "{stdout}{stderr}"
-    );
-    assert!(format!("{stdout}{stderr}").contains("deep.yml"));
+    let (code, text) = check(&rules);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("nested too deeply"), "{text}");
+    assert!(text.contains("deep.yml"));
     // And a deep PromQL expression in a rule file.
     std::fs::write(
         &rules,
@@ -159,17 +165,8 @@ fn deep_templates_are_refused() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .arg("check")
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = check(&rules);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("nested too deeply") && text.contains("deep.yml"),
         "{text}"
@@ -216,17 +213,8 @@ fn deep_yaml_and_json_are_refused() {
     ] {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlmon"))
-            .arg("check")
-            .arg(&p)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(1), "{name}: {text}");
+        let (code, text) = check(&p);
+        assert_eq!(code, Some(1), "{name}: {text}");
         assert!(text.contains(name), "{name}: {text}");
     }
     assert_eq!(
