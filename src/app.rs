@@ -372,7 +372,8 @@ where
         .unwrap_or_else(|e| Some(format!("{what} failed: {e}")))
 }
 
-/// [`periodic`] for a collector that blocks (reads files, writes the store).
+/// [`periodic`] for a collector that blocks (reads files, writes the store);
+/// an interval of zero turns the collector off.
 async fn collector_loop<F>(
     name: &'static str,
     every: Duration,
@@ -382,6 +383,10 @@ async fn collector_loop<F>(
 ) where
     F: Fn() -> Option<String> + Clone + Send + 'static,
 {
+    if every.is_zero() {
+        tracing::info!(message = "Collector off", collector = name);
+        return;
+    }
     periodic(name.into(), every, Duration::ZERO, metrics, stop, || {
         let collect = collect.clone();
         async move { blocking("collector", collect).await }

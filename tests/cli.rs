@@ -205,3 +205,34 @@ fn init_writes_a_starter_that_check_refuses_until_filled() {
         String::from_utf8_lossy(&ok.stdout)
     );
 }
+
+/// `host.interval: 0` and `artifacts.interval: 0` switch those collectors
+/// off: no host series, no collector runs; a negative interval is an error.
+#[test]
+fn collectors_can_be_switched_off() {
+    let m = common::Mlmon::start(Some("host: {interval: 0}\nartifacts: {interval: 0}\n"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(m.query("node_load1").is_empty(), "the host collector ran");
+    let metrics = common::client()
+        .get(m.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!metrics.contains("collector=\"host\""), "{metrics}");
+    assert!(!metrics.contains("collector=\"artifacts\""));
+    let dir = tempfile::tempdir().unwrap();
+    let p = common::write_file(dir.path(), "mlmon.yml", "host:\n  interval: -1s\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlmon"))
+        .arg("check")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("mlmon.yml:2") && text.contains("host"),
+        "{text}"
+    );
+}

@@ -314,8 +314,11 @@ impl RawConfig {
         let host = HostConfig {
             interval: dur(self.host.interval, 15),
         };
-        if host.interval.millis() <= 0 {
-            v.error(&["host", "interval"], "must be greater than 0");
+        if host.interval.millis() < 0 {
+            v.error(
+                &["host", "interval"],
+                "must not be negative (0 turns the host collector off)",
+            );
         }
         let artifacts = ArtifactsConfig {
             dir: self
@@ -325,8 +328,11 @@ impl RawConfig {
             pipeline: self.artifacts.pipeline.unwrap_or_else(|| "default".into()),
             interval: dur(self.artifacts.interval, 5),
         };
-        if artifacts.interval.millis() <= 0 {
-            v.error(&["artifacts", "interval"], "must be greater than 0");
+        if artifacts.interval.millis() < 0 {
+            v.error(
+                &["artifacts", "interval"],
+                "must not be negative (0 turns the artifacts collector off)",
+            );
         }
         let query = QueryConfig {
             lookback_delta: dur(self.query.lookback_delta, 300),
