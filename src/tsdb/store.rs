@@ -1071,23 +1071,10 @@ impl Querier for Storage {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<Series>, StorageError> {
-        let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
-        // Series decode independently: many are split across the cores,
-        // each part reading through its own table handle.
-        let parts = crate::par::map_parts(&snap, snap.len() >= 64, |part| {
-            let table = txn.open_table(CHUNKS)?;
-            let mut out = Vec::with_capacity(part.len());
-            for (id, labels, mem) in part {
-                out.extend(read_series(&table, *id, labels, mem, mint, maxt)?);
-            }
-            Ok::<_, StorageError>(out)
-        });
-        let mut out = Vec::with_capacity(snap.len());
-        for part in parts {
-            out.extend(part?);
-        }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        // No budget: never gives up.
+        Ok(self
+            .select_within(matchers, mint, maxt, usize::MAX)?
+            .unwrap_or_default())
     }
 
     fn select_within(
@@ -1098,13 +1085,17 @@ impl Querier for Storage {
         max_samples: usize,
     ) -> Result<Option<Vec<Series>>, StorageError> {
         let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
+        // Series decode independently: many are split across the cores,
+        // each part reading through its own table handle.
         let read = std::sync::atomic::AtomicUsize::new(0);
         let parts = crate::par::map_parts(&snap, snap.len() >= 64, |part| {
             let table = txn.open_table(CHUNKS)?;
             let mut out = Vec::with_capacity(part.len());
             for (id, labels, mem) in part {
                 if let Some(s) = read_series(&table, *id, labels, mem, mint, maxt)? {
-                    let n = read.fetch_add(s.samples.len(), Ordering::Relaxed) + s.samples.len();
+                    let n = read
+                        .fetch_add(s.samples.len(), Ordering::Relaxed)
+                        .saturating_add(s.samples.len());
                     if n > max_samples {
                         return Ok(None);
                     }
