@@ -13,16 +13,12 @@ use crate::ingest::artifacts::Artifacts;
 use crate::ingest::push::PushGroups;
 use crate::ingest::{host, probe, scrape};
 use crate::model::now_ms;
-use crate::tsdb::{Limits, Storage, StorageOptions, CHUNK_SPAN_MS};
+use crate::tsdb::{Limits, Storage, StorageOptions};
 use crate::web::{router, AppState, HttpMetrics, WebSettings};
 
 /// How often background maintenance looks at the store.
 const MAINTENANCE_TICK: Duration = Duration::from_secs(10);
-/// A checkpoint is taken at least this often while data arrives.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-/// Series whose closed chunks are merged into blocks after one checkpoint.
-const MERGE_SERIES_PER_PASS: usize = 100_000;
 
 pub fn storage_options(config: &Config) -> StorageOptions {
     let s = &config.storage;
@@ -589,13 +585,11 @@ async fn push_task(
     }
 }
 
-/// Checkpoints (when idle, and at least every five minutes), merges closed
-/// chunks into blocks after each checkpoint, compacts the file after idle
-/// checkpoints, and applies retention hourly.
+/// Runs the store's maintenance ([`Storage::maintain`]: checkpoints by
+/// size and age, block merges, compaction when worth it) every tick and
+/// retention hourly.
 async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
-    let mut last_appended = u64::MAX;
-    let mut last_checkpoint = tokio::time::Instant::now();
     let mut last_retention: Option<tokio::time::Instant> = None;
     // Logged when it changes, not every tick (a full disk lasts a while).
     let mut last_error: Option<String> = None;
@@ -604,26 +598,31 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        let appended = storage.stats().samples_appended_total;
-        let idle = appended == last_appended;
-        last_appended = appended;
-        let due = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
         let retention_due = last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
         let s = storage.clone();
         let result =
-            tokio::task::spawn_blocking(move || -> Result<bool, crate::tsdb::StorageError> {
-                let mut checkpointed = false;
-                if (idle || due) && s.has_unflushed_writes() {
-                    s.checkpoint(Some(now_ms() - CHUNK_SPAN_MS))?;
-                    checkpointed = true;
+            tokio::task::spawn_blocking(move || -> Result<(), crate::tsdb::StorageError> {
+                let file_before = s.stats().file_bytes;
+                let done = s.maintain(now_ms())?;
+                if done.blocks > 0 {
+                    tracing::debug!(
+                        message = "Merged chunks into blocks",
+                        chunks = done.merged_chunks,
+                        blocks = done.blocks
+                    );
                 }
-                if checkpointed {
-                    let (merged, blocks) = s.merge_blocks(MERGE_SERIES_PER_PASS)?;
-                    if blocks > 0 {
+                if done.reclaimed_bytes > 0 {
+                    // INFO only when a meaningful share of the file came back.
+                    if done.reclaimed_bytes.saturating_mul(10) >= file_before {
+                        tracing::info!(
+                            message = "Database file compacted",
+                            reclaimed_bytes = done.reclaimed_bytes,
+                            bytes = s.stats().file_bytes
+                        );
+                    } else {
                         tracing::debug!(
-                            message = "Merged chunks into blocks",
-                            chunks = merged,
-                            blocks
+                            message = "Database file compacted",
+                            reclaimed_bytes = done.reclaimed_bytes
                         );
                     }
                 }
@@ -637,20 +636,11 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
                         );
                     }
                 }
-                if idle && checkpointed && s.compact_if_fragmented()? {
-                    tracing::info!(
-                        message = "Database file compacted",
-                        bytes = s.stats().file_bytes
-                    );
-                }
-                Ok(checkpointed)
+                Ok(())
             })
             .await;
         let error = match result {
-            Ok(Ok(checkpointed)) => {
-                if checkpointed {
-                    last_checkpoint = tokio::time::Instant::now();
-                }
+            Ok(Ok(())) => {
                 if retention_due {
                     last_retention = Some(tokio::time::Instant::now());
                 }

@@ -254,3 +254,123 @@ fn merging_chunks_into_blocks_keeps_every_sample() {
     assert_eq!(&after[0].1[..1000], &before[0].1[..]);
     s.close().unwrap();
 }
+
+/// Every file under `dir` with its length and modification time.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            out.extend(files(&e.path()));
+        } else {
+            out.push((e.path(), m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    files(dir).iter().map(|f| f.1).sum()
+}
+
+#[test]
+fn a_format_1_file_is_migrated_with_its_unflushed_log() {
+    // Written by the version before the log moved out of the data file:
+    // fixture_a has 600 checkpointed samples and 10 more only in the log
+    // table, fixture_b 5 NaN samples only in the log table, and one push
+    // group row (see docs/format.md, "Version changes").
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/format-v1/mlmon.redb"
+        ),
+        dir.path().join("mlmon.redb"),
+    )
+    .unwrap();
+    for round in 0..2 {
+        let s = Storage::open(StorageOptions::new(dir.path())).unwrap();
+        let a = all(&s, "fixture_a");
+        assert_eq!(a.len(), 1, "round {round}");
+        // Round 1 also has the sample round 0 appended.
+        let want: Vec<Sample> = (0..610 + round)
+            .map(|i| Sample {
+                t: 1_700_000_000_000 + i * 15_000,
+                v: i as f64 * 0.5,
+            })
+            .collect();
+        assert!(a[0].1 == want, "round {round}: {} samples", a[0].1.len());
+        let b = all(&s, "fixture_b");
+        assert_eq!(b[0].1.len(), 5);
+        assert!(b[0].1.iter().all(|x| x.v.is_nan()));
+        assert_eq!(s.kv_scan("push").unwrap(), [(b"k".to_vec(), b"v".to_vec())]);
+        // Appends go on after the migrated data.
+        if round == 0 {
+            let mut app = s.appender();
+            app.append(
+                Labels::new([("__name__", "fixture_a"), ("job", "j")]).unwrap(),
+                1_700_000_000_000 + 610 * 15_000,
+                305.0,
+            );
+            app.commit().unwrap();
+            s.close_without_checkpoint();
+        } else {
+            s.close().unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_log_is_reclaimed_while_ingest_continues_and_idle_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(StorageOptions::new(dir.path())).unwrap();
+    let now = mlmon::model::now_ms();
+    let start = now - 3_600_000;
+    let mut peak_log = 0;
+    // 200 series at a 15 s interval for an hour, one scrape per batch, a
+    // maintenance pass every 10 scrapes as the server runs it.
+    for k in 0..240i64 {
+        let mut app = s.appender();
+        for i in 0..200 {
+            app.append(
+                labels(&format!("m{i}"), "j"),
+                start + k * 15_000,
+                (k * i) as f64,
+            );
+        }
+        app.commit().unwrap();
+        peak_log = peak_log.max(dir_bytes(&dir.path().join("wal")));
+        if k % 10 == 9 {
+            s.maintain(now).unwrap();
+        }
+    }
+    // The log never held much more than one checkpoint's worth: 64 KiB or
+    // the heads' size, plus what ten scrapes add.
+    assert!(peak_log < 300 << 10, "the log reached {peak_log} bytes");
+    // Quiet: passes until nothing is left to do, then nothing changes.
+    let mut n = 0;
+    loop {
+        let m = s.maintain(now).unwrap();
+        if !m.checkpointed && m.blocks == 0 && m.reclaimed_bytes == 0 {
+            break;
+        }
+        n += 1;
+        assert!(n < 10, "maintenance never settles: {m:?}");
+    }
+    let before = files(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for _ in 0..5 {
+        let m = s.maintain(now).unwrap();
+        assert!(!m.checkpointed && m.blocks == 0, "{m:?}");
+    }
+    assert_eq!(files(dir.path()), before, "an idle store wrote");
+    // Every sample is there.
+    let got = s
+        .select(&[Matcher::equal("job", "j")], 0, i64::MAX)
+        .unwrap();
+    assert_eq!(got.len(), 200);
+    assert!(got.iter().all(|x| x.samples.len() == 240));
+    s.close().unwrap();
+}

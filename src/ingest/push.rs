@@ -279,10 +279,12 @@ impl PushGroups {
             .unwrap_or_default();
         let mut samples = group_samples(&key, &group);
         samples.extend(gone.into_iter().map(|l| (l, stale_nan())));
-        groups.insert(key.clone(), group.clone());
         drop(groups);
-        storage.kv_put(KV_NAMESPACE, &key.encode(), &encode_group(&group))?;
+        // Samples first: a refused push (a full disk) leaves no group behind
+        // that a restart would bring back.
         self.write(storage, samples, now)?;
+        storage.kv_put(KV_NAMESPACE, &key.encode(), &encode_group(&group))?;
+        self.lock().insert(key.clone(), group);
         Ok(())
     }
 

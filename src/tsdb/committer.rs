@@ -1,10 +1,13 @@
-//! The committer thread: turns queued [`Job`]s into durable redb commits.
+//! The committer thread and the data file's write transactions.
 //!
-//! Jobs are enqueued under the store's state lock, so their order is the
-//! order in which the head changed. The thread takes every job waiting, writes
-//! them in one write transaction with `Durability::Immediate` (group commit)
-//! and then answers each job's caller. `committed_seq` tells readers which
-//! jobs are in the file.
+//! Append batches are enqueued under the store's state lock, so their order
+//! is the order in which the head changed. The thread takes every batch
+//! waiting, appends them to the write-ahead log with one `fdatasync` (group
+//! commit) and then answers each caller. A checkpoint enqueues a rotation,
+//! so that every record before it is in the older segments.
+//!
+//! Checkpoints, block merges and retention change the data file through
+//! [`write`], one durable redb transaction each, from the caller's thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -12,20 +15,27 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, Durability};
 
-use super::schema::{CHUNKS, HEAD, META, SERIES, WAL};
+use super::schema::{CHUNKS, HEAD, META, SERIES};
+use super::wal::Wal;
 use super::StorageError;
 
-/// Changes to the file that must become durable together.
+/// What the committer thread does.
+pub(super) enum Op {
+    /// Append one record to the log.
+    Append { seq: u64, payload: Vec<u8> },
+    /// Start a new segment for records from `first_seq` on.
+    Rotate { first_seq: u64 },
+}
+
+/// Changes to the data file that must become durable together.
 #[derive(Default)]
 pub(super) struct Job {
-    pub seq: u64,
-    pub wal: Option<Vec<u8>>,
     pub new_series: Vec<(u64, Vec<u8>)>,
     pub chunks: Vec<(u64, i64, Vec<u8>)>,
     pub head_rows: Vec<(u64, Vec<u8>)>,
     pub head_deletes: Vec<u64>,
-    /// Delete WAL records up to and including this sequence number.
-    pub wal_truncate: Option<u64>,
+    /// Every log record before this sequence number is in the file.
+    pub checkpoint_seq: Option<u64>,
     pub chunk_deletes: Vec<(u64, i64)>,
     pub series_deletes: Vec<u64>,
 }
@@ -37,38 +47,63 @@ pub(super) type Reply = SyncSender<Result<(), StorageError>>;
 
 pub(super) struct Shared {
     pub db: RwLock<Database>,
-    pub committed_seq: AtomicU64,
     pub chunk_bytes: AtomicU64,
     pub chunks: AtomicU64,
+    /// Bytes of the write-ahead log's segments.
+    pub wal_bytes: AtomicU64,
 }
 
-pub(super) fn run(shared: Arc<Shared>, rx: Receiver<(Job, Reply)>) {
+pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < 1024 {
+        let mut ops = vec![first];
+        while ops.len() < 1024 {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => ops.push(j),
                 Err(_) => break,
             }
         }
-        let result = write(&shared, jobs.iter().map(|(j, _)| j));
-        if result.is_ok() {
-            let max = jobs.iter().map(|(j, _)| j.seq).max().unwrap_or(0);
-            shared.committed_seq.fetch_max(max, Ordering::SeqCst);
-        } else if let Err(e) = &result {
-            tracing::error!(message = "Commit to the database failed", error = %e);
-        }
-        for (_, reply) in jobs {
-            let _ = reply.send(result.clone());
+        // Appends up to each rotation go out in one write and one sync.
+        let mut start = 0;
+        while start < ops.len() {
+            let end = ops[start..]
+                .iter()
+                .position(|(op, _)| matches!(op, Op::Rotate { .. }))
+                .map_or(ops.len(), |i| start + i);
+            if end > start {
+                let records = ops[start..end].iter().filter_map(|(op, _)| match op {
+                    Op::Append { seq, payload } => Some((*seq, payload.as_slice())),
+                    Op::Rotate { .. } => None,
+                });
+                let result = match wal.append(records) {
+                    Ok(n) => {
+                        shared.wal_bytes.fetch_add(n, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => Err(StorageError::from_io(
+                        "cannot append to the write-ahead log",
+                        &e,
+                    )),
+                };
+                if let Err(e) = &result {
+                    tracing::error!(message = "Write-ahead log append failed", error = %e);
+                }
+                for (_, reply) in &ops[start..end] {
+                    let _ = reply.send(result.clone());
+                }
+            }
+            if let Some((Op::Rotate { first_seq }, reply)) = ops.get(end) {
+                let result = wal.rotate(*first_seq).map_err(|e| {
+                    StorageError::from_io("cannot start a write-ahead log segment", &e)
+                });
+                let _ = reply.send(result);
+            }
+            start = end + 1;
         }
     }
 }
 
-/// Writes jobs in one durable transaction.
-pub(super) fn write<'a>(
-    shared: &Shared,
-    jobs: impl Iterator<Item = &'a Job>,
-) -> Result<(), StorageError> {
+/// Writes a job in one durable transaction.
+pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
     let db = shared
         .db
         .read()
@@ -79,46 +114,39 @@ pub(super) fn write<'a>(
     let (mut added_bytes, mut added_chunks, mut removed_bytes, mut removed_chunks) =
         (0u64, 0u64, 0u64, 0u64);
     {
-        let mut wal = txn.open_table(WAL)?;
         let mut series = txn.open_table(SERIES)?;
         let mut chunks = txn.open_table(CHUNKS)?;
         let mut head = txn.open_table(HEAD)?;
         let mut meta = txn.open_table(META)?;
-        for job in jobs {
-            for (id, bytes) in &job.new_series {
-                series.insert(*id, bytes.as_slice())?;
+        for (id, bytes) in &job.new_series {
+            series.insert(*id, bytes.as_slice())?;
+        }
+        for (id, start, bytes) in &job.chunks {
+            if let Some(old) = chunks.insert((*id, *start), bytes.as_slice())? {
+                removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
+                removed_chunks += 1;
             }
-            if let Some(rec) = &job.wal {
-                wal.insert(job.seq, rec.as_slice())?;
+            added_bytes += (CHUNK_KEY_BYTES + bytes.len()) as u64;
+            added_chunks += 1;
+        }
+        for id in &job.head_deletes {
+            head.remove(*id)?;
+        }
+        for (id, bytes) in &job.head_rows {
+            head.insert(*id, bytes.as_slice())?;
+        }
+        if let Some(seq) = job.checkpoint_seq {
+            meta.insert("checkpoint_seq", seq)?;
+        }
+        for key in &job.chunk_deletes {
+            if let Some(old) = chunks.remove(*key)? {
+                removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
+                removed_chunks += 1;
             }
-            for (id, start, bytes) in &job.chunks {
-                if let Some(old) = chunks.insert((*id, *start), bytes.as_slice())? {
-                    removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
-                    removed_chunks += 1;
-                }
-                added_bytes += (CHUNK_KEY_BYTES + bytes.len()) as u64;
-                added_chunks += 1;
-            }
-            for id in &job.head_deletes {
-                head.remove(*id)?;
-            }
-            for (id, bytes) in &job.head_rows {
-                head.insert(*id, bytes.as_slice())?;
-            }
-            if let Some(upto) = job.wal_truncate {
-                wal.retain_in(..=upto, |_, _| false)?;
-                meta.insert("checkpoint_seq", upto)?;
-            }
-            for key in &job.chunk_deletes {
-                if let Some(old) = chunks.remove(*key)? {
-                    removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
-                    removed_chunks += 1;
-                }
-            }
-            for id in &job.series_deletes {
-                series.remove(*id)?;
-                head.remove(*id)?;
-            }
+        }
+        for id in &job.series_deletes {
+            series.remove(*id)?;
+            head.remove(*id)?;
         }
     }
     txn.commit()?;

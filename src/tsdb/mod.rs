@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::model::{Labels, Matcher, Sample, Timestamp};
 
-pub use store::{Appender, Storage};
+pub use store::{Appender, Maintenance, Storage};
 
 /// Longest time span of one chunk; chunks are keyed by their first
 /// timestamp, so a read for `[mint, maxt]` starts at `mint - CHUNK_SPAN`.
@@ -113,6 +113,14 @@ impl StorageError {
         StorageError {
             message: message.into(),
             kind: StorageErrorKind::DiskFull,
+        }
+    }
+
+    /// An I/O failure, with what was being done.
+    pub fn from_io(what: &str, e: &std::io::Error) -> Self {
+        StorageError {
+            message: format!("{what}: {e}"),
+            kind: io_kind(e),
         }
     }
 

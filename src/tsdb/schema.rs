@@ -5,9 +5,9 @@
 use redb::TableDefinition;
 
 /// Written to `META["format_version"]` when a file is created.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
-/// Small counters: `format_version`, `next_series_id`, `checkpoint_seq`.
+/// Small counters: `format_version`, `checkpoint_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// series id → canonical label bytes (`Labels::encode`).
 pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
@@ -15,8 +15,10 @@ pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
 pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("chunks");
 /// series id → the open head chunk as of the last checkpoint.
 pub const HEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("head");
-/// sequence number → one acknowledged append batch (`wal::encode`).
-pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
+/// Format version 1 only: sequence number → one acknowledged append batch.
+/// Version 2 keeps the log in segment files (`wal.rs`); opening a version
+/// 1 file replays this table, checkpoints and deletes it.
+pub const LEGACY_WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 /// (namespace, key) → value: small durable state of other components
 /// (push groups, later alert state, silences, notification log, runs).
 pub const KV: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("kv");

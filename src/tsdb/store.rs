@@ -1,6 +1,7 @@
 //! [`Storage`]: open and replay, append, select, checkpoint, retention and
-//! compaction. The head and index live under one mutex (`State`); the file
-//! is written only by the committer thread (and by the small KV helpers).
+//! compaction. The head and index live under one mutex (`State`); the
+//! write-ahead log is written only by the committer thread, the data file
+//! by checkpoints, merges and retention (one at a time) and the KV helpers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,14 +12,46 @@ use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::committer::{self, Job, Reply, Shared};
+use super::committer::{self, Job, Op, Reply, Shared};
 use super::index::{FastMap, Index};
-use super::schema::{CHUNKS, FORMAT_VERSION, HEAD, KV, META, SERIES, WAL};
+use super::schema::{CHUNKS, FORMAT_VERSION, HEAD, KV, LEGACY_WAL, META, SERIES};
 use super::{
     chunk, wal, AppendError, Querier, Series, StorageError, StorageOptions, StorageStats,
     CHUNK_SPAN_MS,
 };
 use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
+
+/// A checkpoint is due once the log holds this much (and as much as the
+/// heads encode to).
+const MIN_CHECKPOINT_BYTES: u64 = 64 << 10;
+/// ... or once records waited this long in the log.
+const CHECKPOINT_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+/// Series whose chunks one maintenance pass merges into blocks, at most.
+const MERGE_SERIES_PER_PASS: usize = 100_000;
+/// Compaction runs when at least this much of the file (and a quarter of
+/// it) is free.
+const COMPACT_MIN_FREE: u64 = 1 << 20;
+
+/// What [`Storage::open`] found.
+struct Loaded {
+    /// Log records applied.
+    replayed: usize,
+    /// The file has format version 1.
+    legacy: bool,
+    /// The sequence number the log's new segment starts at.
+    first_seq: u64,
+}
+
+/// What one [`Storage::maintain`] pass did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Maintenance {
+    pub checkpointed: bool,
+    /// Chunks merged away and blocks written.
+    pub merged_chunks: usize,
+    pub blocks: usize,
+    /// Bytes the data file shrank by (compaction).
+    pub reclaimed_bytes: u64,
+}
 
 /// `(key, value)` rows of one KV namespace.
 pub type KvRows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -31,10 +64,14 @@ type MemSnapshot = (u64, Arc<Labels>, Vec<Sample>);
 pub struct Storage {
     opts: StorageOptions,
     path: PathBuf,
+    wal_dir: PathBuf,
     shared: Arc<Shared>,
     state: Mutex<State>,
-    tx: Mutex<Option<Sender<(Job, Reply)>>>,
+    tx: Mutex<Option<Sender<(Op, Reply)>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Held by whatever changes the data file's chunks (checkpoint, merge,
+    /// retention, compaction): one at a time.
+    writer: Mutex<()>,
     failed: AtomicBool,
     counters: Counters,
 }
@@ -49,24 +86,52 @@ struct Counters {
     retention_series: AtomicU64,
 }
 
-#[derive(Default)]
 struct State {
     index: Index,
     series: FastMap<u64, MemSeries>,
-    /// Series that have closed chunks not yet known to be in the file.
+    /// Series that have closed chunks not yet in the data file.
     pending_ids: Vec<u64>,
+    /// Series defined in the log but not yet in the series table.
+    new_series: Vec<(u64, Vec<u8>)>,
     next_id: u64,
     next_seq: u64,
-    wal_bytes: u64,
-    /// Set when a write has happened since the last checkpoint.
-    dirty: bool,
+    /// Log bytes written since the last checkpoint.
+    records_bytes: u64,
+    /// Encoded size of the heads at the last checkpoint: a checkpoint
+    /// rewrites about this much, so the log may grow as much before one.
+    head_bytes: u64,
+    last_checkpoint: std::time::Instant,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            index: Index::default(),
+            series: FastMap::default(),
+            pending_ids: Vec::new(),
+            new_series: Vec::new(),
+            next_id: 0,
+            next_seq: 1,
+            records_bytes: 0,
+            head_bytes: 0,
+            last_checkpoint: std::time::Instant::now(),
+        }
+    }
+}
+
+/// A closed chunk not yet in the data file: the log sequence number that
+/// closed it, its first timestamp and its encoding.
+struct Pending {
+    seq: u64,
+    start: Timestamp,
+    bytes: Vec<u8>,
 }
 
 struct MemSeries {
     /// Samples of the open chunk, ascending.
     head: Vec<Sample>,
-    /// Closed chunks handed to the committer but maybe not yet in the file.
-    pending: Vec<(u64, Vec<Sample>)>,
+    /// Closed chunks the next checkpoint writes to the data file.
+    pending: Vec<Pending>,
     /// The newest sample ever appended (for order and duplicate checks).
     last: Option<Sample>,
     /// The head changed since the last checkpoint.
@@ -76,6 +141,8 @@ struct MemSeries {
     /// Chunks written since the series' closed data was last merged into
     /// blocks (see [`Storage::merge_blocks`]).
     unmerged: u32,
+    /// Encoded size of the head row last written.
+    head_row_bytes: u32,
 }
 
 impl MemSeries {
@@ -87,6 +154,7 @@ impl MemSeries {
             dirty: false,
             has_head_row: false,
             unmerged: 0,
+            head_row_bytes: 0,
         }
     }
 }
@@ -196,8 +264,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Storage {
-    /// Opens (or creates) `dir/mlmon.redb`, rebuilds the index and replays the
-    /// WAL, then starts the committer thread.
+    /// Opens (or creates) `dir/mlmon.redb` and the write-ahead log in
+    /// `dir/wal/`, rebuilds the index, replays the log, checkpoints what was
+    /// replayed, then starts the committer thread. A format version 1 file
+    /// is migrated in place (its log table replayed, checkpointed and
+    /// deleted).
     pub fn open(opts: StorageOptions) -> Result<Arc<Storage>, StorageError> {
         std::fs::create_dir_all(&opts.dir).map_err(|e| {
             StorageError::new(format!(
@@ -206,39 +277,51 @@ impl Storage {
             ))
         })?;
         let path = opts.dir.join("mlmon.redb");
+        let wal_dir = opts.dir.join("wal");
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(&path)
             .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
         let shared = Arc::new(Shared {
             db: RwLock::new(db),
-            committed_seq: AtomicU64::new(0),
             chunk_bytes: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
         });
         let storage = Storage {
             opts,
             path,
+            wal_dir,
             shared,
             state: Mutex::new(State::default()),
             tx: Mutex::new(None),
             thread: Mutex::new(None),
+            writer: Mutex::new(()),
             failed: AtomicBool::new(false),
             counters: Counters::default(),
         };
-        let replay = storage.load()?;
+        let (loaded, wal) = storage.load()?;
         let (tx, rx) = mpsc::channel();
         let shared = storage.shared.clone();
         let handle = std::thread::Builder::new()
             .name("tsdb-committer".into())
-            .spawn(move || committer::run(shared, rx))
+            .spawn(move || committer::run(shared, wal, rx))
             .map_err(|e| StorageError::new(format!("cannot start committer thread: {e}")))?;
         *lock(&storage.tx) = Some(tx);
         *lock(&storage.thread) = Some(handle);
         let storage = Arc::new(storage);
-        if replay > 0 {
-            tracing::info!(message = "Replayed write-ahead log", records = replay);
+        if loaded.replayed > 0 || loaded.legacy {
+            tracing::info!(
+                message = "Replayed write-ahead log",
+                records = loaded.replayed
+            );
             storage.checkpoint(None)?;
+        } else {
+            // Nothing to replay: segments left are already in the file.
+            storage.remove_segments_before(loaded.first_seq)?;
+        }
+        if loaded.legacy {
+            storage.finish_migration()?;
         }
         Ok(storage)
     }
@@ -247,46 +330,48 @@ impl Storage {
         &self.path
     }
 
-    /// Loads series, heads and the WAL into memory. Returns the number of WAL
-    /// records replayed; their closed chunks are left for the first
-    /// checkpoint, which `open` takes right away.
-    fn load(&self) -> Result<usize, StorageError> {
+    /// Loads series, heads and the log into memory and opens the log for
+    /// appending. Chunks closed during replay wait for the checkpoint that
+    /// `open` takes right away.
+    fn load(&self) -> Result<(Loaded, super::wal::Wal), StorageError> {
         let db = self
             .shared
             .db
             .read()
             .map_err(|_| StorageError::new("lock poisoned"))?;
         // Create every table so readers never meet a missing one.
-        {
+        let legacy = {
             let txn = db.begin_write()?;
+            let legacy;
             {
                 let mut meta = txn.open_table(META)?;
                 let version = meta.get("format_version")?.map(|v| v.value());
-                match version {
+                legacy = match version {
                     None => {
                         meta.insert("format_version", FORMAT_VERSION)?;
+                        false
                     }
+                    Some(1) => true,
                     Some(v) if v != FORMAT_VERSION => {
                         return Err(StorageError::new(format!(
-                            "{} has storage format version {v}, this mlmon reads version {FORMAT_VERSION}",
+                            "{} has storage format version {v}, this mlmon reads versions 1 and {FORMAT_VERSION}",
                             self.path.display()
                         )))
                     }
-                    Some(_) => {}
-                }
+                    Some(_) => false,
+                };
                 txn.open_table(SERIES)?;
                 txn.open_table(CHUNKS)?;
                 txn.open_table(HEAD)?;
-                txn.open_table(WAL)?;
                 txn.open_table(KV)?;
             }
             txn.commit()?;
-        }
+            legacy
+        };
         let txn = db.begin_read()?;
         let series_t = txn.open_table(SERIES)?;
         let chunks_t = txn.open_table(CHUNKS)?;
         let head_t = txn.open_table(HEAD)?;
-        let wal_t = txn.open_table(WAL)?;
         let mut st = lock(&self.state);
         for row in series_t.iter()? {
             let (id, bytes) = row?;
@@ -308,55 +393,133 @@ impl Storage {
                 s.head = chunk::decode(value.value()).map_err(|e| {
                     StorageError::new(format!("head of series {}: {e}", id.value()))
                 })?;
-                s.last = s.head.last().copied();
                 s.has_head_row = true;
             }
         }
-        // Series without a head row: their newest sample ends their newest
-        // chunk. Every series gets one merge check after start-up.
+        // A series' newest sample ends its head, or else its newest chunk.
+        // A head row older than the newest chunk was closed into it before
+        // a crash left the row behind. Every series gets one merge check
+        // after start-up.
         for (&id, ms) in st.series.iter_mut() {
             ms.unmerged = 2;
-            if ms.last.is_some() {
-                continue;
-            }
-            if let Some(row) = chunks_t.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() {
-                let samples = chunk::decode(row?.1.value())
-                    .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
-                ms.last = samples.last().copied();
-            }
-        }
-        let mut replayed = 0;
-        let mut job = Job::default();
-        let max_samples = self.opts.chunk_max_samples;
-        for row in wal_t.iter()? {
-            let (seq, value) = row?;
-            st.next_seq = st.next_seq.max(seq.value() + 1);
-            let mut samples = Vec::new();
-            if wal::decode(value.value(), |id, s| samples.push((id, s))).is_none() {
-                tracing::warn!(message = "Skipping a corrupt WAL record", seq = seq.value());
-                continue;
-            }
-            for (id, s) in samples {
-                if let Some(ms) = st.series.get_mut(&id) {
-                    if ms.last.is_none_or(|l| s.t > l.t) {
-                        push_sample(id, ms, s, max_samples, u64::MAX, &mut job);
-                    }
+            let newest = match chunks_t.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() {
+                Some(row) => {
+                    let samples = chunk::decode(row?.1.value())
+                        .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
+                    samples.last().copied()
                 }
+                None => None,
+            };
+            if let Some(n) = newest {
+                ms.head.retain(|s| s.t > n.t);
             }
-            replayed += 1;
+            ms.last = ms.head.last().copied().or(newest);
         }
-        st.wal_bytes = 0;
         let checkpoint_seq = txn
             .open_table(META)?
             .get("checkpoint_seq")?
             .map(|v| v.value())
             .unwrap_or(0);
-        st.next_seq = st.next_seq.max(checkpoint_seq + 1);
-        // Chunks closed during replay stay pending (seq u64::MAX) until the
-        // first checkpoint writes them.
-        st.dirty = replayed > 0;
-        st.pending_ids.extend(job.chunks.iter().map(|c| c.0));
-        Ok(replayed)
+        let mut records: Vec<(u64, Vec<u8>, bool)> = Vec::new();
+        if legacy {
+            let wal_t = txn.open_table(LEGACY_WAL)?;
+            for row in wal_t.iter()? {
+                let (seq, value) = row?;
+                records.push((seq.value(), value.value().to_vec(), true));
+            }
+        }
+        let (wal, segment_records) =
+            super::wal::Wal::open(&self.wal_dir, |max| max.max(checkpoint_seq) + 1)
+                .map_err(|e| StorageError::from_io("cannot open the write-ahead log", &e))?;
+        let wal_bytes = wal.bytes();
+        records.extend(
+            segment_records
+                .into_iter()
+                .map(|r| (r.seq, r.payload, false)),
+        );
+        let max_seq = records.iter().map(|r| r.0).max().unwrap_or(0);
+        st.next_seq = max_seq.max(checkpoint_seq) + 1;
+        let first_seq = st.next_seq;
+        let mut replayed = 0;
+        let max_samples = self.opts.chunk_max_samples;
+        for (seq, payload, old) in records {
+            if seq <= checkpoint_seq {
+                continue;
+            }
+            let mut defs = Vec::new();
+            let mut samples = Vec::new();
+            let ok = if old {
+                super::wal::decode_samples(&payload, |id, s| samples.push((id, s)))
+            } else {
+                super::wal::decode(
+                    &payload,
+                    |id, l| defs.push((id, l.to_vec())),
+                    |id, s| samples.push((id, s)),
+                )
+            };
+            if ok.is_none() {
+                tracing::warn!(message = "Skipping a corrupt WAL record", seq);
+                continue;
+            }
+            for (id, bytes) in defs {
+                if st.series.contains_key(&id) {
+                    continue;
+                }
+                let labels = Labels::decode(&bytes).ok_or_else(|| {
+                    StorageError::new(format!("write-ahead log: series {id}: corrupt label bytes"))
+                })?;
+                st.index.insert(id, Arc::new(labels));
+                let mut ms = MemSeries::new();
+                ms.unmerged = 2;
+                st.series.insert(id, ms);
+                st.next_id = st.next_id.max(id + 1);
+                st.new_series.push((id, bytes));
+            }
+            let st = &mut *st;
+            for (id, s) in samples {
+                if let Some(ms) = st.series.get_mut(&id) {
+                    if ms.last.is_none_or(|l| s.t > l.t) && push_sample(ms, s, max_samples, 0) {
+                        st.pending_ids.push(id);
+                    }
+                }
+            }
+            replayed += 1;
+        }
+        self.shared.wal_bytes.store(wal_bytes, Ordering::Relaxed);
+        Ok((
+            Loaded {
+                replayed,
+                legacy,
+                first_seq,
+            },
+            wal,
+        ))
+    }
+
+    /// The last step of opening a version 1 file: its log table is in the
+    /// file now (the checkpoint `open` took), so it goes.
+    fn finish_migration(&self) -> Result<(), StorageError> {
+        let db = self.db()?;
+        let txn = db.begin_write()?;
+        txn.delete_table(LEGACY_WAL)?;
+        txn.open_table(META)?
+            .insert("format_version", FORMAT_VERSION)?;
+        txn.commit()?;
+        tracing::info!(
+            message = "Storage migrated",
+            from_version = 1,
+            to_version = FORMAT_VERSION
+        );
+        Ok(())
+    }
+
+    /// Deletes log segments older than the one started at `first_seq`.
+    fn remove_segments_before(&self, first_seq: u64) -> Result<(), StorageError> {
+        let freed = super::wal::remove_before(&self.wal_dir, first_seq)
+            .map_err(|e| StorageError::from_io("cannot delete write-ahead log segments", &e))?;
+        let w = &self.shared.wal_bytes;
+        w.fetch_sub(freed.min(w.load(Ordering::Relaxed)), Ordering::Relaxed);
+        Ok(())
     }
 
     /// The ids of these series, `None` for those not stored, for appending
@@ -373,7 +536,7 @@ impl Storage {
         }
     }
 
-    fn sender(&self) -> Result<Sender<(Job, Reply)>, StorageError> {
+    fn sender(&self) -> Result<Sender<(Op, Reply)>, StorageError> {
         lock(&self.tx)
             .clone()
             .ok_or_else(|| StorageError::new("storage is closed"))
@@ -538,16 +701,13 @@ impl Storage {
                     });
                 }
             }
-            // Pass 3: apply to the head and build the WAL record.
+            // Pass 3: apply to the head and build the log record.
             let seq = st.next_seq;
             st.next_seq += 1;
-            purge_pending(&mut st, self.shared.committed_seq.load(Ordering::SeqCst));
-            let mut job = Job {
-                seq,
-                ..Job::default()
-            };
+            let mut new_series: Vec<(u64, Vec<u8>)> = Vec::new();
             let mut rec: Vec<(u64, &[Sample])> = Vec::with_capacity(batch.len());
             let mut stored = 0;
+            let st = &mut *st;
             for (i, ((key, samples), id)) in batch.iter().zip(ids).enumerate() {
                 let id = match (id, key.labels()) {
                     (Some(id), _) => id,
@@ -557,7 +717,7 @@ impl Storage {
                     (None, Some(labels)) => {
                         let id = st.next_id;
                         st.next_id += 1;
-                        job.new_series.push((id, labels.encode()));
+                        new_series.push((id, labels.encode()));
                         st.index.insert(id, Arc::new(labels.clone()));
                         st.series.insert(id, MemSeries::new());
                         id
@@ -567,23 +727,25 @@ impl Storage {
                     continue;
                 }
                 let ms = st.series.get_mut(&id).expect("series was just resolved");
+                let mut closed = false;
                 for s in samples {
-                    push_sample(id, ms, *s, self.opts.chunk_max_samples, seq, &mut job);
+                    closed |= push_sample(ms, *s, self.opts.chunk_max_samples, seq);
+                }
+                if closed {
+                    st.pending_ids.push(id);
                 }
                 stored += samples.len();
                 rec.push((id, samples));
             }
-            if stored == 0 && job.new_series.is_empty() {
+            if stored == 0 && new_series.is_empty() {
                 return Ok(0);
             }
-            st.pending_ids.extend(job.chunks.iter().map(|c| c.0));
-            let bytes = wal::encode(&rec);
-            st.wal_bytes += bytes.len() as u64;
-            st.dirty = true;
-            job.wal = Some(bytes);
+            let payload = wal::encode(&new_series, &rec);
+            st.records_bytes += payload.len() as u64;
+            st.new_series.extend(new_series);
             let (reply, rx) = mpsc::sync_channel(1);
             sender
-                .send((job, reply))
+                .send((Op::Append { seq, payload }, reply))
                 .map_err(|_| StorageError::new("storage is closed"))?;
             (rx, stored)
         };
@@ -591,8 +753,11 @@ impl Storage {
         self.counters
             .samples_appended
             .fetch_add(stored as u64, Ordering::Relaxed);
-        if lock(&self.state).wal_bytes >= self.opts.wal_checkpoint_bytes {
-            self.checkpoint(None)?;
+        // A burst larger than the log may hold between maintenance passes.
+        if lock(&self.state).records_bytes >= self.opts.wal_checkpoint_bytes {
+            if let Ok(_w) = self.writer.try_lock() {
+                self.checkpoint_locked(None)?;
+            }
         }
         Ok(stored)
     }
@@ -607,62 +772,132 @@ impl Storage {
         result
     }
 
-    /// Writes every changed head to the head table and drops the WAL. With
+    /// Writes the closed chunks, the changed heads and the new series to
+    /// the data file and deletes the log segments that held them. With
     /// `close_before = Some(t)`, heads whose first sample is older than `t`
-    /// are closed into chunks first, so idle series do not hold the WAL.
+    /// are closed into chunks first, so idle series do not stay heads.
     pub fn checkpoint(&self, close_before: Option<Timestamp>) -> Result<(), StorageError> {
+        let _w = lock(&self.writer);
+        self.checkpoint_locked(close_before)
+    }
+
+    fn checkpoint_locked(&self, close_before: Option<Timestamp>) -> Result<(), StorageError> {
         self.check_usable()?;
         self.check_space()?;
         let sender = self.sender()?;
-        let rx = {
+        let (seq, job, rx) = {
             let mut st = lock(&self.state);
             let seq = st.next_seq;
             st.next_seq += 1;
             let mut job = Job {
-                seq,
-                wal_truncate: Some(seq),
+                checkpoint_seq: Some(seq),
+                new_series: std::mem::take(&mut st.new_series),
                 ..Job::default()
             };
+            let mut head_bytes = 0;
             let st = &mut *st;
             for (&id, ms) in st.series.iter_mut() {
-                // Chunks closed during WAL replay are written now.
-                for (pseq, samples) in ms.pending.iter_mut() {
-                    if *pseq == u64::MAX {
-                        job.chunks.push((id, samples[0].t, chunk::encode(samples)));
-                        *pseq = seq;
-                    }
-                }
                 let old = close_before.is_some_and(|t| ms.head.first().is_some_and(|s| s.t < t));
                 if old {
-                    close_head(id, ms, seq, &mut job);
-                } else if ms.dirty && !ms.head.is_empty() {
-                    job.head_rows.push((id, chunk::encode(&ms.head)));
+                    close_head(ms, seq);
+                    st.pending_ids.push(id);
+                }
+                if ms.head.is_empty() {
+                    if ms.has_head_row {
+                        job.head_deletes.push(id);
+                        ms.has_head_row = false;
+                    }
+                } else if ms.dirty {
+                    let row = chunk::encode(&ms.head);
+                    ms.head_row_bytes = row.len() as u32;
+                    job.head_rows.push((id, row));
                     ms.has_head_row = true;
                 }
+                head_bytes += u64::from(ms.head_row_bytes) * u64::from(!ms.head.is_empty());
                 ms.dirty = false;
             }
-            st.wal_bytes = 0;
-            st.dirty = false;
-            st.pending_ids.extend(job.chunks.iter().map(|c| c.0));
+            st.pending_ids.sort_unstable();
+            st.pending_ids.dedup();
+            for &id in &st.pending_ids {
+                if let Some(ms) = st.series.get(&id) {
+                    job.chunks
+                        .extend(ms.pending.iter().map(|p| (id, p.start, p.bytes.clone())));
+                }
+            }
+            st.records_bytes = 0;
+            st.head_bytes = head_bytes;
+            st.last_checkpoint = std::time::Instant::now();
+            // Records before `seq` stay in the older segments.
             let (reply, rx) = mpsc::sync_channel(1);
             sender
-                .send((job, reply))
+                .send((Op::Rotate { first_seq: seq }, reply))
                 .map_err(|_| StorageError::new("storage is closed"))?;
-            rx
+            (seq, job, rx)
         };
         self.wait(rx)?;
+        if let Err(e) = committer::write(&self.shared, &job) {
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        {
+            let mut st = lock(&self.state);
+            let State {
+                series,
+                pending_ids,
+                ..
+            } = &mut *st;
+            pending_ids.retain(|id| match series.get_mut(id) {
+                Some(ms) => {
+                    ms.pending.retain(|p| p.seq > seq);
+                    !ms.pending.is_empty()
+                }
+                None => false,
+            });
+        }
+        self.remove_segments_before(seq)?;
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// True when samples arrived since the last checkpoint.
-    pub fn has_unflushed_writes(&self) -> bool {
-        lock(&self.state).dirty
+    /// One pass of background maintenance at wall-clock time `now`, as the
+    /// server runs it every few seconds. A checkpoint is taken when the log
+    /// holds at least as many bytes as the heads encode to (and 64 KiB), or
+    /// has held records for five minutes, or a head began more than one
+    /// chunk span ago (it is closed); blocks are merged for series that
+    /// gained chunks; the file is compacted only when a quarter of it (and
+    /// 1 MiB) is free space. A store that received nothing writes nothing.
+    pub fn maintain(&self, now: Timestamp) -> Result<Maintenance, StorageError> {
+        let _w = lock(&self.writer);
+        let mut report = Maintenance::default();
+        let due = {
+            let st = lock(&self.state);
+            let old_head = st
+                .series
+                .values()
+                .any(|ms| ms.head.first().is_some_and(|s| s.t < now - CHUNK_SPAN_MS));
+            let has_records = st.records_bytes > 0;
+            old_head
+                || has_records
+                    && (st.records_bytes >= st.head_bytes.max(MIN_CHECKPOINT_BYTES)
+                        || st.last_checkpoint.elapsed() >= CHECKPOINT_AGE)
+        };
+        if due {
+            self.checkpoint_locked(Some(now - CHUNK_SPAN_MS))?;
+            report.checkpointed = true;
+        }
+        let (merged, blocks) = self.merge_blocks_locked(MERGE_SERIES_PER_PASS)?;
+        report.merged_chunks = merged;
+        report.blocks = blocks;
+        if report.checkpointed || blocks > 0 {
+            report.reclaimed_bytes = self.compact_locked()?;
+        }
+        Ok(report)
     }
 
     /// Deletes chunks whose newest sample is older than `now - retention`,
     /// and series left without samples.
     pub fn apply_retention(&self, now: Timestamp) -> Result<(usize, usize), StorageError> {
+        let _w = lock(&self.writer);
         self.check_usable()?;
         let cutoff = now - self.opts.retention_ms;
         let ids: Vec<u64> = lock(&self.state).index.ids().collect();
@@ -684,13 +919,9 @@ impl Storage {
         }
         let deleted: std::collections::HashSet<(u64, i64)> =
             chunk_deletes.iter().copied().collect();
-        let sender = self.sender()?;
-        let (rx, n_chunks, n_series) = {
+        let mut series_deletes = Vec::new();
+        {
             let mut st = lock(&self.state);
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            purge_pending(&mut st, self.shared.committed_seq.load(Ordering::SeqCst));
-            let mut series_deletes = Vec::new();
             let db = self.db()?;
             let txn = db.begin_read()?;
             let table = txn.open_table(CHUNKS)?;
@@ -718,23 +949,21 @@ impl Storage {
                 st.index.remove(*id);
                 st.series.remove(id);
             }
-            if chunk_deletes.is_empty() && series_deletes.is_empty() {
-                return Ok((0, 0));
-            }
-            let (nc, ns) = (chunk_deletes.len(), series_deletes.len());
-            let job = Job {
-                seq,
-                chunk_deletes,
-                series_deletes,
-                ..Job::default()
-            };
-            let (reply, rx) = mpsc::sync_channel(1);
-            sender
-                .send((job, reply))
-                .map_err(|_| StorageError::new("storage is closed"))?;
-            (rx, nc, ns)
+            st.new_series.retain(|(id, _)| !series_deletes.contains(id));
+        }
+        if chunk_deletes.is_empty() && series_deletes.is_empty() {
+            return Ok((0, 0));
+        }
+        let (n_chunks, n_series) = (chunk_deletes.len(), series_deletes.len());
+        let job = Job {
+            chunk_deletes,
+            series_deletes,
+            ..Job::default()
         };
-        self.wait(rx)?;
+        if let Err(e) = committer::write(&self.shared, &job) {
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
         self.counters
             .retention_chunks
             .fetch_add(n_chunks as u64, Ordering::Relaxed);
@@ -744,9 +973,15 @@ impl Storage {
         Ok((n_chunks, n_series))
     }
 
-    /// Compacts the file when much of it is free space; skipped while reads
-    /// are in flight. Returns true when the file was compacted.
-    pub fn compact_if_fragmented(&self) -> Result<bool, StorageError> {
+    /// Compacts the file when a quarter of it (and 1 MiB) is free space;
+    /// skipped while reads are in flight. Returns the bytes the file shrank
+    /// by.
+    pub fn compact_if_fragmented(&self) -> Result<u64, StorageError> {
+        let _w = lock(&self.writer);
+        self.compact_locked()
+    }
+
+    fn compact_locked(&self) -> Result<u64, StorageError> {
         self.check_space()?;
         let file = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         let used = {
@@ -756,10 +991,9 @@ impl Storage {
             txn.abort()?;
             stats.allocated_pages() * stats.page_size() as u64
         };
-        // Worth it when at least a quarter of the file (and 256 KiB) is free.
         let free = file.saturating_sub(used);
-        if free < (256 << 10) || free < file / 4 {
-            return Ok(false);
+        if free < COMPACT_MIN_FREE || free < file / 4 {
+            return Ok(0);
         }
         let mut db = self
             .shared
@@ -776,10 +1010,13 @@ impl Storage {
                 Err(e) => return Err(e.into()),
             }
         }
-        if compacted {
-            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        drop(db);
+        if !compacted {
+            return Ok(0);
         }
-        Ok(compacted)
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        let after = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Ok(file.saturating_sub(after))
     }
 
     /// Re-encodes runs of small closed chunks of a series into blocks of
@@ -788,8 +1025,12 @@ impl Storage {
     /// at most `max_series` series that gained chunks since their last
     /// merge. Returns (chunks merged away, blocks written).
     pub fn merge_blocks(&self, max_series: usize) -> Result<(usize, usize), StorageError> {
+        let _w = lock(&self.writer);
+        self.merge_blocks_locked(max_series)
+    }
+
+    fn merge_blocks_locked(&self, max_series: usize) -> Result<(usize, usize), StorageError> {
         self.check_usable()?;
-        self.check_space()?;
         let ids: Vec<u64> = {
             let mut st = lock(&self.state);
             let mut ids: Vec<u64> = st
@@ -798,6 +1039,9 @@ impl Storage {
                 .filter(|(_, m)| m.unmerged >= 2)
                 .map(|(id, _)| *id)
                 .collect();
+            if ids.is_empty() {
+                return Ok((0, 0));
+            }
             ids.sort_unstable();
             ids.truncate(max_series);
             for id in &ids {
@@ -807,9 +1051,7 @@ impl Storage {
             }
             ids
         };
-        if ids.is_empty() {
-            return Ok((0, 0));
-        }
+        self.check_space()?;
         let mut job = Job::default();
         {
             let db = self.db()?;
@@ -833,18 +1075,10 @@ impl Storage {
             return Ok((0, 0));
         }
         let (merged, blocks) = (job.chunk_deletes.len() + job.chunks.len(), job.chunks.len());
-        let sender = self.sender()?;
-        let rx = {
-            let mut st = lock(&self.state);
-            job.seq = st.next_seq;
-            st.next_seq += 1;
-            let (reply, rx) = mpsc::sync_channel(1);
-            sender
-                .send((job, reply))
-                .map_err(|_| StorageError::new("storage is closed"))?;
-            rx
-        };
-        self.wait(rx)?;
+        if let Err(e) = committer::write(&self.shared, &job) {
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
         Ok((merged, blocks))
     }
 
@@ -885,7 +1119,7 @@ impl Storage {
         StorageStats {
             series: st.index.len(),
             head_samples: st.series.values().map(|s| s.head.len()).sum(),
-            wal_bytes: st.wal_bytes,
+            wal_bytes: self.shared.wal_bytes.load(Ordering::Relaxed),
             chunks: self.shared.chunks.load(Ordering::Relaxed),
             chunk_bytes: self.shared.chunk_bytes.load(Ordering::Relaxed),
             file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
@@ -996,10 +1230,8 @@ impl Storage {
         maxt: Timestamp,
     ) -> Result<(Vec<MemSnapshot>, redb::ReadTransaction), StorageError> {
         let db = self.db()?;
-        let mut st = lock(&self.state);
-        let committed = self.shared.committed_seq.load(Ordering::SeqCst);
+        let st = lock(&self.state);
         let txn = db.begin_read()?;
-        purge_pending(&mut st, committed);
         let ids = ids(&st.index);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -1007,8 +1239,14 @@ impl Storage {
                 continue;
             };
             let mut mem = Vec::new();
-            for (_, samples) in &ms.pending {
-                mem.extend(samples.iter().filter(|s| s.t >= mint && s.t <= maxt));
+            for p in &ms.pending {
+                let m = chunk::meta(&p.bytes).map_err(|e| StorageError::new(e.to_string()))?;
+                if m.max_t < mint || m.min_t > maxt {
+                    continue;
+                }
+                let samples =
+                    chunk::decode(&p.bytes).map_err(|e| StorageError::new(e.to_string()))?;
+                mem.extend(samples.into_iter().filter(|s| s.t >= mint && s.t <= maxt));
             }
             mem.extend(ms.head.iter().filter(|s| s.t >= mint && s.t <= maxt));
             out.push((id, labels.clone(), mem));
@@ -1192,24 +1430,6 @@ fn union(ix: &Index, selectors: &[Vec<Matcher>]) -> Vec<u64> {
     ids
 }
 
-/// Drops pending chunks that are known to be in the file.
-fn purge_pending(st: &mut State, committed: u64) {
-    let State {
-        series,
-        pending_ids,
-        ..
-    } = st;
-    pending_ids.sort_unstable();
-    pending_ids.dedup();
-    pending_ids.retain(|id| match series.get_mut(id) {
-        Some(ms) => {
-            ms.pending.retain(|(seq, _)| *seq > committed);
-            !ms.pending.is_empty()
-        }
-        None => false,
-    });
-}
-
 /// Groups consecutive chunks greedily while their total size stays under
 /// the block target, and turns each group of two or more into one block.
 fn merge_runs(id: u64, tail: &[(i64, Vec<u8>)], job: &mut Job) {
@@ -1246,37 +1466,33 @@ fn merge_runs(id: u64, tail: &[(i64, Vec<u8>)], job: &mut Job) {
 }
 
 /// Appends one (already validated) sample, closing the head chunk first
-/// when it is full or spans too long.
-fn push_sample(
-    id: u64,
-    ms: &mut MemSeries,
-    s: Sample,
-    max_samples: usize,
-    seq: u64,
-    job: &mut Job,
-) {
+/// when it is full or spans too long. Returns true when it closed one.
+fn push_sample(ms: &mut MemSeries, s: Sample, max_samples: usize, seq: u64) -> bool {
+    let mut closed = false;
     if let Some(first) = ms.head.first() {
         if ms.head.len() >= max_samples || s.t - first.t >= CHUNK_SPAN_MS {
-            close_head(id, ms, seq, job);
+            close_head(ms, seq);
+            closed = true;
         }
     }
     ms.head.push(s);
     ms.last = Some(s);
     ms.dirty = true;
+    closed
 }
 
-fn close_head(id: u64, ms: &mut MemSeries, seq: u64, job: &mut Job) {
+/// Moves the head into a pending chunk for the next checkpoint to write.
+fn close_head(ms: &mut MemSeries, seq: u64) {
     if ms.head.is_empty() {
         return;
     }
     let samples = std::mem::take(&mut ms.head);
-    job.chunks.push((id, samples[0].t, chunk::encode(&samples)));
-    ms.pending.push((seq, samples));
+    ms.pending.push(Pending {
+        seq,
+        start: samples[0].t,
+        bytes: chunk::encode(&samples),
+    });
     ms.unmerged += 1;
-    if ms.has_head_row {
-        job.head_deletes.push(id);
-        ms.has_head_row = false;
-    }
     ms.dirty = false;
 }
 

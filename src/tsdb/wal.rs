@@ -1,33 +1,83 @@
-//! WAL records: one per acknowledged append batch.
+//! The write-ahead log: segment files beside the data file, one record per
+//! acknowledged append batch.
 //!
-//! `uvarint(series count)` then per series `uvarint(id) uvarint(n)` and `n`
-//! samples as `varint(t - previous t)` (the first against 0) and the value's
-//! eight bytes little-endian. Series definitions are not repeated here: a new
-//! series' row is written to the series table in the same transaction.
+//! `<dir>/wal/<first seq, 20 digits>` holds records framed as
+//! `u32 LE payload length | u32 LE CRC-32 of seq and payload | u64 LE seq |
+//! payload`. The committer appends records and `fdatasync`s once per group
+//! commit; a checkpoint starts a new segment ([`Wal::rotate`]) and, once the
+//! data file holds everything the older segments hold, deletes them
+//! ([`remove_before`]). The log's size therefore follows what arrived since
+//! the last checkpoint, never the history of bursts.
+//!
+//! Payload: `uvarint(new series count)`, per new series `uvarint(id)
+//! uvarint(len) labels` (canonical form), then `uvarint(series count)` and
+//! per series `uvarint(id) uvarint(n)` and `n` samples as `varint(t -
+//! previous t)` (the first against 0) and the value's eight bytes
+//! little-endian. A new series is defined in the record that first uses it;
+//! the series table learns it at the next checkpoint.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::model::{get_uvarint, put_uvarint, Sample};
 
-pub(super) fn encode(batch: &[(u64, &[Sample])]) -> Vec<u8> {
+/// Bytes before a record's payload: length, CRC, sequence number.
+const FRAME_BYTES: usize = 16;
+/// A payload longer than this is taken for corruption on replay.
+const MAX_RECORD_BYTES: usize = 1 << 30;
+
+pub(super) fn encode(new_series: &[(u64, Vec<u8>)], batch: &[(u64, &[Sample])]) -> Vec<u8> {
     let n: usize = batch.iter().map(|(_, s)| s.len()).sum();
-    let mut out = Vec::with_capacity(4 + batch.len() * 4 + n * 12);
-    put_uvarint(&mut out, batch.len() as u64);
-    for (id, samples) in batch {
+    let mut out = Vec::with_capacity(8 + batch.len() * 4 + n * 12);
+    put_uvarint(&mut out, new_series.len() as u64);
+    for (id, labels) in new_series {
         put_uvarint(&mut out, *id);
-        put_uvarint(&mut out, samples.len() as u64);
+        put_uvarint(&mut out, labels.len() as u64);
+        out.extend_from_slice(labels);
+    }
+    encode_samples(&mut out, batch);
+    out
+}
+
+/// The samples part of a record (format version 1 stored exactly this in
+/// its `wal` table).
+fn encode_samples(out: &mut Vec<u8>, batch: &[(u64, &[Sample])]) {
+    put_uvarint(out, batch.len() as u64);
+    for (id, samples) in batch {
+        put_uvarint(out, *id);
+        put_uvarint(out, samples.len() as u64);
         let mut prev = 0i64;
         for s in *samples {
             let d = s.t.wrapping_sub(prev);
-            put_uvarint(&mut out, ((d << 1) ^ (d >> 63)) as u64);
+            put_uvarint(out, ((d << 1) ^ (d >> 63)) as u64);
             prev = s.t;
             out.extend_from_slice(&s.v.to_bits().to_le_bytes());
         }
     }
-    out
 }
 
-/// Calls `f(series id, sample)` for every sample; `None` if the record is
-/// truncated or malformed.
-pub(super) fn decode(mut b: &[u8], mut f: impl FnMut(u64, Sample)) -> Option<()> {
+/// Calls `series(id, labels)` for every series the record defines, then
+/// `sample(id, sample)` for every sample; `None` if the record is truncated
+/// or malformed.
+pub(super) fn decode(
+    mut b: &[u8],
+    mut series: impl FnMut(u64, &[u8]),
+    sample: impl FnMut(u64, Sample),
+) -> Option<()> {
+    let count = get_uvarint(&mut b)?;
+    for _ in 0..count {
+        let id = get_uvarint(&mut b)?;
+        let len = usize::try_from(get_uvarint(&mut b)?).ok()?;
+        let labels = b.get(..len)?;
+        b = &b[len..];
+        series(id, labels);
+    }
+    decode_samples(b, sample)
+}
+
+/// Decodes the samples part of a record (all of a version 1 record).
+pub(super) fn decode_samples(mut b: &[u8], mut f: impl FnMut(u64, Sample)) -> Option<()> {
     let count = get_uvarint(&mut b)?;
     for _ in 0..count {
         let id = get_uvarint(&mut b)?;
@@ -47,7 +97,206 @@ pub(super) fn decode(mut b: &[u8], mut f: impl FnMut(u64, Sample)) -> Option<()>
             );
         }
     }
-    Some(())
+    b.is_empty().then_some(())
+}
+
+/// The open segment records are appended to. Only the committer thread
+/// holds it.
+pub(super) struct Wal {
+    dir: PathBuf,
+    file: File,
+    /// Bytes of the segments found at open.
+    bytes: u64,
+    buf: Vec<u8>,
+}
+
+/// One replayed record.
+pub(super) struct Record {
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}"))
+}
+
+/// Segments in `dir`, oldest first, as (first seq, path). Other files are
+/// left alone.
+fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .filter(|n| n.len() == 20)
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push((seq, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Wal {
+    /// Opens the log in `dir` (created if missing), reads every intact
+    /// record in order, and starts a new segment at `next_seq` for what
+    /// comes next. A torn or corrupt record ends its segment: it was never
+    /// acknowledged if it is the newest one, and is reported otherwise.
+    pub fn open(dir: &Path, next_seq: impl FnOnce(u64) -> u64) -> io::Result<(Wal, Vec<Record>)> {
+        fs::create_dir_all(dir)?;
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let segs = segments(dir)?;
+        let last = segs.len().saturating_sub(1);
+        for (i, (_, path)) in segs.iter().enumerate() {
+            let mut data = Vec::new();
+            File::open(path)?.read_to_end(&mut data)?;
+            let good = read_records(&data, &mut records);
+            if good < data.len() {
+                if i == last {
+                    tracing::info!(
+                        message = "Dropping an unfinished record at the end of the write-ahead log",
+                        segment = %path.display(),
+                        bytes = data.len() - good
+                    );
+                } else {
+                    tracing::warn!(
+                        message = "Skipping a corrupt write-ahead log record and the rest of its segment",
+                        segment = %path.display(),
+                        offset = good
+                    );
+                }
+            }
+            bytes += data.len() as u64;
+        }
+        let max_seq = records.iter().map(|r| r.seq).max().unwrap_or(0);
+        let first = next_seq(max_seq);
+        let path = segment_path(dir, first);
+        // A segment of that name can only be an empty leftover.
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)?;
+        sync_dir(dir)?;
+        Ok((
+            Wal {
+                dir: dir.to_path_buf(),
+                file,
+                bytes,
+                buf: Vec::new(),
+            },
+            records,
+        ))
+    }
+
+    /// Appends records and makes them durable with one `fdatasync`; returns
+    /// the bytes written. On failure nothing of this call counts as written.
+    pub fn append<'a>(
+        &mut self,
+        records: impl Iterator<Item = (u64, &'a [u8])>,
+    ) -> io::Result<u64> {
+        self.buf.clear();
+        for (seq, payload) in records {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&seq.to_le_bytes());
+            crc.update(payload);
+            let len = u32::try_from(payload.len()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "WAL record over 4 GiB")
+            })?;
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
+            self.buf.extend_from_slice(&seq.to_le_bytes());
+            self.buf.extend_from_slice(payload);
+        }
+        if self.buf.is_empty() {
+            return Ok(0);
+        }
+        let before = self.file.metadata()?.len();
+        let result = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = result {
+            // Leave no partial record behind (best effort: the disk may be
+            // full or failing).
+            let _ = self.file.set_len(before);
+            return Err(e);
+        }
+        Ok(self.buf.len() as u64)
+    }
+
+    /// Starts a new segment whose records all have sequence numbers of at
+    /// least `first_seq`. The old segments stay until [`remove_before`].
+    pub fn rotate(&mut self, first_seq: u64) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(segment_path(&self.dir, first_seq))?;
+        sync_dir(&self.dir)?;
+        self.file = file;
+        Ok(())
+    }
+
+    /// Bytes of the segments found at open.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Deletes the segments that start before `first_seq` (the segment
+/// started by the rotation at `first_seq` and later ones stay). Returns
+/// the bytes freed.
+pub(super) fn remove_before(dir: &Path, first_seq: u64) -> io::Result<u64> {
+    let mut freed = 0;
+    for (seq, path) in segments(dir)? {
+        if seq >= first_seq {
+            break;
+        }
+        freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path)?;
+    }
+    if freed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(freed)
+}
+
+/// Reads framed records from `data` into `out`; returns how many bytes
+/// were intact.
+fn read_records(data: &[u8], out: &mut Vec<Record>) -> usize {
+    let mut pos = 0;
+    while let Some(frame) = data.get(pos..pos + FRAME_BYTES) {
+        let len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+        let seq_bytes = &frame[8..16];
+        if len > MAX_RECORD_BYTES {
+            break;
+        }
+        let Some(payload) = data.get(pos + FRAME_BYTES..pos + FRAME_BYTES + len) else {
+            break;
+        };
+        let mut h = crc32fast::Hasher::new();
+        h.update(seq_bytes);
+        h.update(payload);
+        if h.finalize() != crc {
+            break;
+        }
+        out.push(Record {
+            seq: u64::from_le_bytes(seq_bytes.try_into().expect("8 bytes")),
+            payload: payload.to_vec(),
+        });
+        pos += FRAME_BYTES + len;
+    }
+    pos
 }
 
 #[cfg(test)]
@@ -58,9 +307,16 @@ mod tests {
     fn round_trip() {
         let a = [Sample { t: 5, v: 1.5 }, Sample { t: 9, v: f64::NAN }];
         let b = [Sample { t: -3, v: -0.0 }];
-        let rec = encode(&[(7, &a), (1 << 40, &b)]);
+        let rec = encode(&[(7, b"\x01a\x01b".to_vec())], &[(7, &a), (1 << 40, &b)]);
         let mut got = Vec::new();
-        decode(&rec, |id, s| got.push((id, s.t, s.v.to_bits()))).unwrap();
+        let mut defs = Vec::new();
+        decode(
+            &rec,
+            |id, l| defs.push((id, l.to_vec())),
+            |id, s| got.push((id, s.t, s.v.to_bits())),
+        )
+        .unwrap();
+        assert_eq!(defs, [(7, b"\x01a\x01b".to_vec())]);
         assert_eq!(
             got,
             [
@@ -69,6 +325,48 @@ mod tests {
                 (1 << 40, -3, (-0.0f64).to_bits())
             ]
         );
-        assert!(decode(&rec[..rec.len() - 1], |_, _| {}).is_none());
+        assert!(decode(&rec[..rec.len() - 1], |_, _| {}, |_, _| {}).is_none());
+    }
+
+    #[test]
+    fn segments_survive_a_torn_tail_and_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, recs) = Wal::open(dir.path(), |m| m + 1).unwrap();
+        assert!(recs.is_empty());
+        wal.append([(1, &b"one"[..]), (2, &b"two"[..])].into_iter())
+            .unwrap();
+        wal.rotate(3).unwrap();
+        wal.append([(3, &b"three"[..])].into_iter()).unwrap();
+        drop(wal);
+        // A torn record at the end of the newest segment.
+        let newest = segment_path(dir.path(), 3);
+        let mut f = OpenOptions::new().append(true).open(&newest).unwrap();
+        f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        let (wal, recs) = Wal::open(dir.path(), |m| m + 1).unwrap();
+        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(recs[2].payload, b"three");
+        drop(wal);
+        // Everything before the segment started at 3 goes.
+        assert!(remove_before(dir.path(), 3).unwrap() > 0);
+        let (_, recs) = Wal::open(dir.path(), |m| m + 1).unwrap();
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), |m| m + 1).unwrap();
+        wal.append([(1, &b"aaaa"[..]), (2, &b"bbbb"[..])].into_iter())
+            .unwrap();
+        drop(wal);
+        let path = segment_path(dir.path(), 1);
+        let mut data = fs::read(&path).unwrap();
+        let n = data.len();
+        data[n - 2] ^= 1;
+        fs::write(&path, data).unwrap();
+        let (_, recs) = Wal::open(dir.path(), |m| m + 1).unwrap();
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
     }
 }
