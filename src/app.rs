@@ -531,7 +531,7 @@ async fn probe_loop(
 fn collect_host(storage: &Storage, instance: &str) -> Option<String> {
     let snap = host::collect();
     let now = now_ms();
-    let mut app = storage.appender();
+    let mut app = storage.appender().lazy_sync();
     for (labels, v) in snap.labelled(&[("job", "node"), ("instance", instance)]) {
         app.append(labels, now, v);
     }

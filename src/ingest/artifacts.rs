@@ -175,7 +175,7 @@ impl Artifacts {
             out.extend(self.run_values(run));
         }
         drop(st);
-        let mut app = storage.appender();
+        let mut app = storage.appender().lazy_sync();
         for (labels, v) in out {
             app.append(labels, now, v);
         }

@@ -114,7 +114,7 @@ impl Probe {
 
     /// Writes the outcome at `now` and keeps it for the status API.
     pub fn record(&self, storage: &Storage, outcome: &Outcome, now: Timestamp) -> Option<String> {
-        let mut app = storage.appender();
+        let mut app = storage.appender().lazy_sync();
         let success = if outcome.error.is_none() { 1.0 } else { 0.0 };
         for (name, v) in [
             ("probe_success", success),

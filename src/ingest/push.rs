@@ -282,7 +282,7 @@ impl PushGroups {
         drop(groups);
         // Samples first: a refused push (a full disk) leaves no group behind
         // that a restart would bring back.
-        self.write(storage, samples, now)?;
+        self.write(storage, samples, now, true)?;
         storage.kv_put(KV_NAMESPACE, &key.encode(), &encode_group(&group))?;
         self.lock().insert(key.clone(), group);
         Ok(())
@@ -298,7 +298,7 @@ impl PushGroups {
                 .into_iter()
                 .map(|(l, _)| (l, stale_nan()))
                 .collect();
-            self.write(storage, stale, now)?;
+            self.write(storage, stale, now, true)?;
         }
         Ok(())
     }
@@ -327,7 +327,7 @@ impl PushGroups {
                     .map(|(l, _)| (l, stale_nan())),
             );
         }
-        self.write(storage, stale, now)?;
+        self.write(storage, stale, now, false)?;
         Ok(expired.len())
     }
 
@@ -338,14 +338,17 @@ impl PushGroups {
             .iter()
             .flat_map(|(k, g)| group_samples(k, g))
             .collect();
-        self.write(storage, samples, now)
+        self.write(storage, samples, now, false)
     }
 
+    /// Writes samples at `now` (or just after the last write); `sync` for
+    /// a client's request, which waits for the disk.
     fn write(
         &self,
         storage: &Storage,
         samples: Vec<(Labels, f64)>,
         now: Timestamp,
+        sync: bool,
     ) -> Result<(), PushError> {
         if samples.is_empty() {
             return Ok(());
@@ -353,6 +356,9 @@ impl PushGroups {
         let mut last = self.last_emit.lock().unwrap_or_else(|p| p.into_inner());
         let t = now.max(last.saturating_add(1));
         let mut app = storage.appender();
+        if !sync {
+            app = app.lazy_sync();
+        }
         for (labels, v) in samples {
             app.append(labels, t, v);
         }

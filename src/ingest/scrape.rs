@@ -336,7 +336,7 @@ impl Target {
             ("scrape_samples_post_metric_relabeling", post_relabel as f64),
             ("scrape_series_added", added as f64),
         ];
-        let mut app = storage.appender();
+        let mut app = storage.appender().lazy_sync();
         for (series, t, v) in &keep {
             match series {
                 Series::Id(id) => app.append_id(*id, *t, *v),

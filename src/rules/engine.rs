@@ -151,7 +151,7 @@ impl Group {
                 let e = value_at_resolution(r, storage, t, opts, external_labels);
                 (out, template_error.or(e))
             });
-            let mut app = storage.appender();
+            let mut app = storage.appender().lazy_sync();
             match produced {
                 Ok((out, template_error)) => {
                     let now: FastSet<Labels> = out.iter().map(|(l, _)| l.clone()).collect();

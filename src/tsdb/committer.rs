@@ -3,15 +3,18 @@
 //! Append batches are enqueued under the store's state lock, so their order
 //! is the order in which the head changed. The thread takes every batch
 //! waiting, appends them to the write-ahead log with one `fdatasync` (group
-//! commit) and then answers each caller. A checkpoint enqueues a rotation,
+//! commit) and then answers each caller. Batches nobody waits on (samples
+//! mlmon makes itself) are written at once but synced with the next synced
+//! batch or within [`SYNC_EVERY`]. A checkpoint enqueues a rotation,
 //! so that every record before it is in the older segments.
 //!
 //! Checkpoints, block merges and retention change the data file through
 //! [`write`], one durable redb transaction each, from the caller's thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 
@@ -21,8 +24,13 @@ use super::StorageError;
 
 /// What the committer thread does.
 pub(super) enum Op {
-    /// Append one record to the log.
-    Append { seq: u64, payload: Vec<u8> },
+    /// Append one record to the log; with `sync`, answer only once it is
+    /// on disk, else once it is written (synced within [`SYNC_EVERY`]).
+    Append {
+        seq: u64,
+        payload: Vec<u8>,
+        sync: bool,
+    },
     /// Start a new segment for records from `first_seq` on.
     Rotate { first_seq: u64 },
 }
@@ -53,8 +61,30 @@ pub(super) struct Shared {
     pub wal_bytes: AtomicU64,
 }
 
+/// Records appended without a sync reach the disk at most this late.
+pub(super) const SYNC_EVERY: Duration = Duration::from_secs(60);
+
 pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) {
-    while let Ok(first) = rx.recv() {
+    // Since when records are written but not synced.
+    let mut unsynced: Option<Instant> = None;
+    loop {
+        let first = match unsynced {
+            None => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => break,
+            },
+            Some(since) => {
+                let wait = SYNC_EVERY.saturating_sub(since.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(op) => op,
+                    Err(RecvTimeoutError::Timeout) => {
+                        sync(&mut wal, &mut unsynced);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut ops = vec![first];
         while ops.len() < 1024 {
             match rx.try_recv() {
@@ -71,12 +101,21 @@ pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) 
                 .map_or(ops.len(), |i| start + i);
             if end > start {
                 let records = ops[start..end].iter().filter_map(|(op, _)| match op {
-                    Op::Append { seq, payload } => Some((*seq, payload.as_slice())),
+                    Op::Append { seq, payload, .. } => Some((*seq, payload.as_slice())),
                     Op::Rotate { .. } => None,
                 });
-                let result = match wal.append(records) {
+                let must_sync = ops[start..end]
+                    .iter()
+                    .any(|(op, _)| matches!(op, Op::Append { sync: true, .. }))
+                    || unsynced.is_some_and(|t| t.elapsed() >= SYNC_EVERY);
+                let result = match wal.append(records, must_sync) {
                     Ok(n) => {
                         shared.wal_bytes.fetch_add(n, Ordering::Relaxed);
+                        if must_sync {
+                            unsynced = None;
+                        } else {
+                            unsynced.get_or_insert_with(Instant::now);
+                        }
                         Ok(())
                     }
                     Err(e) => Err(StorageError::from_io(
@@ -92,6 +131,10 @@ pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) 
                 }
             }
             if let Some((Op::Rotate { first_seq }, reply)) = ops.get(end) {
+                // A synced record in the new segment must never outlive
+                // an unsynced one before it (it may use a series defined
+                // there).
+                sync(&mut wal, &mut unsynced);
                 let result = wal.rotate(*first_seq).map_err(|e| {
                     StorageError::from_io("cannot start a write-ahead log segment", &e)
                 });
@@ -99,6 +142,19 @@ pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) 
             }
             start = end + 1;
         }
+    }
+    sync(&mut wal, &mut unsynced);
+}
+
+/// Syncs what was written without a sync. A failure is logged: the
+/// records stay written and the next sync tries again.
+fn sync(wal: &mut Wal, unsynced: &mut Option<Instant>) {
+    if unsynced.is_none() {
+        return;
+    }
+    match wal.sync() {
+        Ok(()) => *unsynced = None,
+        Err(e) => tracing::error!(message = "Write-ahead log sync failed", error = %e),
     }
 }
 

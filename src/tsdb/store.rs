@@ -25,7 +25,7 @@ use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
 /// heads encode to).
 const MIN_CHECKPOINT_BYTES: u64 = 64 << 10;
 /// ... or once records waited this long in the log.
-const CHECKPOINT_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+const CHECKPOINT_AGE: std::time::Duration = std::time::Duration::from_secs(1800);
 /// Series whose chunks one maintenance pass merges into blocks, at most.
 const MERGE_SERIES_PER_PASS: usize = 100_000;
 /// Compaction runs when at least this much of the file (and a quarter of
@@ -165,6 +165,7 @@ impl MemSeries {
 pub struct Appender<'a> {
     storage: &'a Storage,
     batch: Vec<(SeriesKey<'a>, Vec<Sample>)>,
+    sync: bool,
 }
 
 /// How a batch names a series: a label set, or label pairs borrowed from a
@@ -236,6 +237,17 @@ impl<'a> Appender<'a> {
         self.batch.is_empty()
     }
 
+    /// Commits without waiting for the disk: the batch is in the log when
+    /// the commit returns (a killed process loses nothing) but reaches the
+    /// disk with the next synced batch or within a minute, so a power
+    /// loss can take the last seconds. For samples mlmon makes itself
+    /// (collectors, rules, the push emitter), which nobody waits on and
+    /// which would otherwise cost a page write per batch.
+    pub fn lazy_sync(mut self) -> Self {
+        self.sync = false;
+        self
+    }
+
     /// Writes the batch: all of it, durably, or none of it. Blocks until the
     /// commit is on disk. Returns the number of samples stored (duplicates
     /// of already stored samples are skipped).
@@ -243,7 +255,7 @@ impl<'a> Appender<'a> {
         if self.batch.is_empty() {
             return Ok(0);
         }
-        self.storage.append_batch(self.batch, false)
+        self.storage.append_batch(self.batch, false, self.sync)
     }
 
     /// Like [`commit`](Self::commit), but samples out of order or with a
@@ -254,7 +266,7 @@ impl<'a> Appender<'a> {
             return Ok((0, 0));
         }
         let offered: usize = self.batch.iter().map(|(_, s)| s.len()).sum();
-        let stored = self.storage.append_batch(self.batch, true)?;
+        let stored = self.storage.append_batch(self.batch, true, self.sync)?;
         Ok((stored, offered.saturating_sub(stored)))
     }
 }
@@ -533,6 +545,7 @@ impl Storage {
         Appender {
             storage: self,
             batch: Vec::new(),
+            sync: true,
         }
     }
 
@@ -572,8 +585,9 @@ impl Storage {
         &self,
         batch: Vec<(SeriesKey<'_>, Vec<Sample>)>,
         lenient: bool,
+        sync: bool,
     ) -> Result<usize, AppendError> {
-        let result = self.append_inner(batch, lenient);
+        let result = self.append_inner(batch, lenient, sync);
         if let Err(e) = &result {
             if !matches!(e, AppendError::Storage(_)) {
                 self.counters
@@ -588,6 +602,7 @@ impl Storage {
         &self,
         mut batch: Vec<(SeriesKey<'_>, Vec<Sample>)>,
         lenient: bool,
+        sync: bool,
     ) -> Result<usize, AppendError> {
         self.check_usable()?;
         self.check_space()?;
@@ -745,7 +760,7 @@ impl Storage {
             st.new_series.extend(new_series);
             let (reply, rx) = mpsc::sync_channel(1);
             sender
-                .send((Op::Append { seq, payload }, reply))
+                .send((Op::Append { seq, payload, sync }, reply))
                 .map_err(|_| StorageError::new("storage is closed"))?;
             (rx, stored)
         };
@@ -862,7 +877,7 @@ impl Storage {
     /// One pass of background maintenance at wall-clock time `now`, as the
     /// server runs it every few seconds. A checkpoint is taken when the log
     /// holds at least as many bytes as the heads encode to (and 64 KiB), or
-    /// has held records for five minutes, or a head began more than one
+    /// has held records for 30 minutes, or a head began more than one
     /// chunk span ago (it is closed); blocks are merged for series that
     /// gained chunks; the file is compacted only when a quarter of it (and
     /// 1 MiB) is free space. A store that received nothing writes nothing.

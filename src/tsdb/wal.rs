@@ -197,11 +197,13 @@ impl Wal {
         ))
     }
 
-    /// Appends records and makes them durable with one `fdatasync`; returns
-    /// the bytes written. On failure nothing of this call counts as written.
+    /// Appends records, with `sync` made durable with one `fdatasync`;
+    /// returns the bytes written. On failure nothing of this call counts as
+    /// written.
     pub fn append<'a>(
         &mut self,
         records: impl Iterator<Item = (u64, &'a [u8])>,
+        sync: bool,
     ) -> io::Result<u64> {
         self.buf.clear();
         for (seq, payload) in records {
@@ -220,10 +222,13 @@ impl Wal {
             return Ok(0);
         }
         let before = self.file.metadata()?.len();
-        let result = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data());
+        let result = self.file.write_all(&self.buf).and_then(|()| {
+            if sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = result {
             // Leave no partial record behind (best effort: the disk may be
             // full or failing).
@@ -231,6 +236,11 @@ impl Wal {
             return Err(e);
         }
         Ok(self.buf.len() as u64)
+    }
+
+    /// Makes every record written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// Starts a new segment whose records all have sequence numbers of at
@@ -333,10 +343,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, recs) = Wal::open(dir.path(), |m| m + 1).unwrap();
         assert!(recs.is_empty());
-        wal.append([(1, &b"one"[..]), (2, &b"two"[..])].into_iter())
+        wal.append([(1, &b"one"[..]), (2, &b"two"[..])].into_iter(), true)
             .unwrap();
         wal.rotate(3).unwrap();
-        wal.append([(3, &b"three"[..])].into_iter()).unwrap();
+        wal.append([(3, &b"three"[..])].into_iter(), false).unwrap();
         drop(wal);
         // A torn record at the end of the newest segment.
         let newest = segment_path(dir.path(), 3);
@@ -358,7 +368,7 @@ mod tests {
     fn a_flipped_bit_ends_the_segment() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), |m| m + 1).unwrap();
-        wal.append([(1, &b"aaaa"[..]), (2, &b"bbbb"[..])].into_iter())
+        wal.append([(1, &b"aaaa"[..]), (2, &b"bbbb"[..])].into_iter(), true)
             .unwrap();
         drop(wal);
         let path = segment_path(dir.path(), 1);
