@@ -604,12 +604,8 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
             tokio::task::spawn_blocking(move || -> Result<(), crate::tsdb::StorageError> {
                 let file_before = s.stats().file_bytes;
                 let done = s.maintain(now_ms())?;
-                if done.blocks > 0 {
-                    tracing::debug!(
-                        message = "Merged chunks into blocks",
-                        chunks = done.merged_chunks,
-                        blocks = done.blocks
-                    );
+                if done.merged_parts > 0 {
+                    tracing::debug!(message = "Merged parts", parts = done.merged_parts);
                 }
                 if done.reclaimed_bytes > 0 {
                     // INFO only when a meaningful share of the file came back.

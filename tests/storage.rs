@@ -155,8 +155,9 @@ fn retention_drops_old_chunks_and_empty_series() {
     write(&s, "new", "a", (0..60).map(|i| 1_000_000 + i * 1000));
     // Close idle heads so everything is in chunks.
     s.checkpoint(Some(i64::MAX)).unwrap();
-    let (chunks, series) = s.apply_retention(1_100_000).unwrap();
-    assert_eq!((chunks, series), (2, 1));
+    // One part holds both; it is rewritten without "old".
+    let (sections, series) = s.apply_retention(1_100_000).unwrap();
+    assert_eq!((sections, series), (1, 1));
     assert!(all(&s, "old").is_empty());
     assert_eq!(all(&s, "new")[0].1.len(), 60);
     assert_eq!(s.label_values("__name__", &[]), ["new"]);
@@ -221,38 +222,69 @@ fn repeated_series_in_one_batch_are_merged_in_order() {
 }
 
 #[test]
-fn merging_chunks_into_blocks_keeps_every_sample() {
+fn merging_parts_keeps_every_sample() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).unwrap();
-    // 50-sample chunks: 1,000 samples make 20 chunks per series.
-    for job in ["a", "b"] {
-        write(&s, "m", job, (0..1000).map(|i| i * 1000));
+    // 50-sample chunks: 1,000 samples make 20 chunks per series; each
+    // checkpoint writes a part.
+    for k in 0..4i64 {
+        for job in ["a", "b"] {
+            write(&s, "m", job, (k * 250..(k + 1) * 250).map(|i| i * 1000));
+        }
+        s.checkpoint(Some(i64::MAX)).unwrap();
     }
-    s.checkpoint(Some(i64::MAX)).unwrap();
+    assert_eq!(s.stats().parts, 4);
     let before = all(&s, "m");
-    let chunks_before = s.stats().chunks;
-    let (merged, blocks) = s.merge_blocks(usize::MAX).unwrap();
-    assert!(
-        blocks >= 2 && merged > blocks,
-        "merged {merged} into {blocks}"
-    );
-    assert!(s.stats().chunks < chunks_before);
+    assert_eq!(before[0].1.len(), 1000);
+    let m = s.maintain(1_000_000).unwrap();
+    assert_eq!(m.merged_parts, 4);
+    assert_eq!(s.stats().parts, 1);
+    // One 1,000-sample block per series.
+    assert_eq!(s.stats().chunks, 2);
     assert_eq!(all(&s, "m"), before);
     // Windows that start inside a block still find their samples.
     let part = s.select(&eq("m"), 500_500, 510_000).unwrap();
     assert_eq!(part[0].samples.first().map(|x| x.t), Some(501_000));
     assert_eq!(part[0].samples.len(), 10);
-    // Appends after a merge, a second merge, and a restart.
+    // Appends after a merge, another merge, and a restart.
     write(&s, "m", "a", (1000..1100).map(|i| i * 1000));
     s.checkpoint(Some(i64::MAX)).unwrap();
-    s.merge_blocks(usize::MAX).unwrap();
+    s.maintain(1_100_000).unwrap();
     s.close().unwrap();
     drop(s);
     let s = Storage::open(opts(dir.path())).unwrap();
     let after = all(&s, "m");
     assert_eq!(after[0].1.len(), 1100);
     assert_eq!(&after[0].1[..1000], &before[0].1[..]);
+    assert_eq!(after[1].1, before[1].1);
     s.close().unwrap();
+}
+
+#[test]
+fn a_part_left_by_a_crash_is_removed_and_a_missing_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Storage::open(opts(dir.path())).unwrap();
+        write(&s, "m", "a", (0..100).map(|i| i * 1000));
+        s.checkpoint(Some(i64::MAX)).unwrap();
+        s.close().unwrap();
+    }
+    let parts = dir.path().join("parts");
+    let listed: Vec<_> = std::fs::read_dir(&parts).unwrap().flatten().collect();
+    assert_eq!(listed.len(), 1);
+    // A part written but never committed, and a half-written one.
+    std::fs::copy(listed[0].path(), parts.join("00000000000000000999.part")).unwrap();
+    std::fs::write(parts.join("00000000000000001000.part.tmp"), b"half").unwrap();
+    let s = Storage::open(opts(dir.path())).unwrap();
+    assert_eq!(all(&s, "m")[0].1.len(), 100);
+    assert_eq!(std::fs::read_dir(&parts).unwrap().count(), 1);
+    s.close().unwrap();
+    drop(s);
+    std::fs::remove_file(listed[0].path()).unwrap();
+    let err = Storage::open(opts(dir.path()))
+        .err()
+        .expect("a missing part");
+    assert!(err.to_string().contains("cannot open part"), "{err}");
 }
 
 /// Every file under `dir` with its length and modification time.
@@ -353,7 +385,7 @@ fn the_log_is_reclaimed_while_ingest_continues_and_idle_writes_nothing() {
     let mut n = 0;
     loop {
         let m = s.maintain(now).unwrap();
-        if !m.checkpointed && m.blocks == 0 && m.reclaimed_bytes == 0 {
+        if !m.checkpointed && m.merged_parts == 0 && m.reclaimed_bytes == 0 {
             break;
         }
         n += 1;
@@ -363,7 +395,7 @@ fn the_log_is_reclaimed_while_ingest_continues_and_idle_writes_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     for _ in 0..5 {
         let m = s.maintain(now).unwrap();
-        assert!(!m.checkpointed && m.blocks == 0, "{m:?}");
+        assert!(!m.checkpointed && m.merged_parts == 0, "{m:?}");
     }
     assert_eq!(files(dir.path()), before, "an idle store wrote");
     // Every sample is there.
@@ -372,5 +404,38 @@ fn the_log_is_reclaimed_while_ingest_continues_and_idle_writes_nothing() {
         .unwrap();
     assert_eq!(got.len(), 200);
     assert!(got.iter().all(|x| x.samples.len() == 240));
+    s.close().unwrap();
+}
+
+#[test]
+fn series_files_are_rewritten_and_deletions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.retention_ms = 1_000_000;
+    let series_files = || {
+        std::fs::read_dir(dir.path().join("series"))
+            .unwrap()
+            .count()
+    };
+    {
+        let s = Storage::open(o.clone()).unwrap();
+        // Each checkpoint that creates series writes a series file.
+        for k in 0..12i64 {
+            write(&s, &format!("m{k}"), "a", [k * 1000]);
+            s.checkpoint(None).unwrap();
+        }
+        assert_eq!(series_files(), 12);
+        s.maintain(20_000).unwrap();
+        assert_eq!(series_files(), 1, "rewritten into one");
+        // Retention deletes m0..m11's old data; "new" stays.
+        write(&s, "new", "a", [5_000_000]);
+        s.checkpoint(Some(i64::MAX)).unwrap();
+        let (_, deleted) = s.apply_retention(5_000_000).unwrap();
+        assert_eq!(deleted, 12);
+        s.close().unwrap();
+    }
+    let s = Storage::open(o).unwrap();
+    assert_eq!(s.label_values("__name__", &[]), ["new"]);
+    assert_eq!(all(&s, "new")[0].1.len(), 1);
     s.close().unwrap();
 }

@@ -8,7 +8,7 @@
 //! batch or within [`SYNC_EVERY`]. A checkpoint enqueues a rotation,
 //! so that every record before it is in the older segments.
 //!
-//! Checkpoints, block merges and retention change the data file through
+//! Checkpoints, part merges and retention change the data file through
 //! [`write`], one durable redb transaction each, from the caller's thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 
-use super::schema::{CHUNKS, HEAD, META, SERIES};
+use super::schema::{
+    FORMAT_VERSION, HEAD, LEGACY_CHUNKS, LEGACY_SERIES, LEGACY_WAL, META, PARTS, SERIES_FILES,
+};
 use super::wal::Wal;
 use super::StorageError;
 
@@ -38,25 +40,27 @@ pub(super) enum Op {
 /// Changes to the data file that must become durable together.
 #[derive(Default)]
 pub(super) struct Job {
-    pub new_series: Vec<(u64, Vec<u8>)>,
-    pub chunks: Vec<(u64, i64, Vec<u8>)>,
     pub head_rows: Vec<(u64, Vec<u8>)>,
     pub head_deletes: Vec<u64>,
-    /// Every log record before this sequence number is in the file.
+    /// Every log record up to this sequence number is in the file.
     pub checkpoint_seq: Option<u64>,
-    pub chunk_deletes: Vec<(u64, i64)>,
+    /// Part files written (id, day) and parts replaced or dropped.
+    pub parts_add: Vec<(u64, i64)>,
+    pub parts_remove: Vec<u64>,
+    /// Series files written (id, bytes) and files replaced.
+    pub series_files_add: Vec<(u64, u64)>,
+    pub series_files_remove: Vec<u64>,
+    /// Series deleted (their head rows go).
     pub series_deletes: Vec<u64>,
+    /// Finishes opening a format version 1 file: its chunk and log tables
+    /// go and the version becomes the current one.
+    pub drop_legacy: bool,
 }
-
-/// A chunk key is a (u64, i64) pair.
-const CHUNK_KEY_BYTES: usize = 16;
 
 pub(super) type Reply = SyncSender<Result<(), StorageError>>;
 
 pub(super) struct Shared {
     pub db: RwLock<Database>,
-    pub chunk_bytes: AtomicU64,
-    pub chunks: AtomicU64,
     /// Bytes of the write-ahead log's segments.
     pub wal_bytes: AtomicU64,
 }
@@ -167,23 +171,16 @@ pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StorageError::new(e.to_string()))?;
-    let (mut added_bytes, mut added_chunks, mut removed_bytes, mut removed_chunks) =
-        (0u64, 0u64, 0u64, 0u64);
     {
-        let mut series = txn.open_table(SERIES)?;
-        let mut chunks = txn.open_table(CHUNKS)?;
+        let mut series_files = txn.open_table(SERIES_FILES)?;
         let mut head = txn.open_table(HEAD)?;
         let mut meta = txn.open_table(META)?;
-        for (id, bytes) in &job.new_series {
-            series.insert(*id, bytes.as_slice())?;
+        let mut parts = txn.open_table(PARTS)?;
+        for (id, bytes) in &job.series_files_add {
+            series_files.insert(*id, *bytes)?;
         }
-        for (id, start, bytes) in &job.chunks {
-            if let Some(old) = chunks.insert((*id, *start), bytes.as_slice())? {
-                removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
-                removed_chunks += 1;
-            }
-            added_bytes += (CHUNK_KEY_BYTES + bytes.len()) as u64;
-            added_chunks += 1;
+        for id in &job.series_files_remove {
+            series_files.remove(*id)?;
         }
         for id in &job.head_deletes {
             head.remove(*id)?;
@@ -194,27 +191,24 @@ pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
         if let Some(seq) = job.checkpoint_seq {
             meta.insert("checkpoint_seq", seq)?;
         }
-        for key in &job.chunk_deletes {
-            if let Some(old) = chunks.remove(*key)? {
-                removed_bytes += (CHUNK_KEY_BYTES + old.value().len()) as u64;
-                removed_chunks += 1;
-            }
+        for (id, day) in &job.parts_add {
+            parts.insert(*id, *day)?;
+        }
+        for id in &job.parts_remove {
+            parts.remove(*id)?;
         }
         for id in &job.series_deletes {
-            series.remove(*id)?;
             head.remove(*id)?;
         }
+        if job.drop_legacy {
+            meta.insert("format_version", FORMAT_VERSION)?;
+        }
+    }
+    if job.drop_legacy {
+        txn.delete_table(LEGACY_CHUNKS)?;
+        txn.delete_table(LEGACY_WAL)?;
+        txn.delete_table(LEGACY_SERIES)?;
     }
     txn.commit()?;
-    shared.chunk_bytes.fetch_add(added_bytes, Ordering::Relaxed);
-    shared.chunk_bytes.fetch_sub(
-        removed_bytes.min(shared.chunk_bytes.load(Ordering::Relaxed)),
-        Ordering::Relaxed,
-    );
-    shared.chunks.fetch_add(added_chunks, Ordering::Relaxed);
-    shared.chunks.fetch_sub(
-        removed_chunks.min(shared.chunks.load(Ordering::Relaxed)),
-        Ordering::Relaxed,
-    );
     Ok(())
 }

@@ -49,10 +49,6 @@ impl Index {
         self.by_id.get(&id)
     }
 
-    pub(super) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.by_id.keys().copied()
-    }
-
     pub(super) fn insert(&mut self, id: u64, labels: Arc<Labels>) {
         for (n, v) in labels.iter() {
             let list = self

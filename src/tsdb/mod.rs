@@ -16,7 +16,9 @@ pub mod chunk;
 mod bits;
 mod committer;
 mod index;
+mod part;
 mod schema;
+mod seriesfile;
 mod store;
 mod wal;
 
@@ -271,8 +273,10 @@ pub struct StorageStats {
     pub series: usize,
     pub head_samples: usize,
     pub wal_bytes: u64,
+    /// Closed chunks in parts, and the parts' bytes on disk.
     pub chunks: u64,
     pub chunk_bytes: u64,
+    pub parts: usize,
     pub file_bytes: u64,
     pub samples_appended_total: u64,
     pub batches_rejected_total: u64,

@@ -9,10 +9,18 @@ pub const FORMAT_VERSION: u64 = 2;
 
 /// Small counters: `format_version`, `checkpoint_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// series id → canonical label bytes (`Labels::encode`).
-pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
-/// (series id, first timestamp) → closed chunk (`chunk::encode`).
-pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("chunks");
+/// series file id → its size: the files (`seriesfile.rs`) that hold the
+/// series' labels, applied in id order.
+pub const SERIES_FILES: TableDefinition<u64, u64> = TableDefinition::new("series_files");
+/// Format version 1 only: series id → canonical label bytes. Opening a
+/// version 1 file moves them into a series file and deletes the table.
+pub const LEGACY_SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
+/// part id → the day (days since the epoch) its chunks start in: the part
+/// files (`part.rs`) that hold the closed chunks.
+pub const PARTS: TableDefinition<u64, i64> = TableDefinition::new("parts");
+/// Format version 1 only: (series id, first timestamp) → closed chunk.
+/// Opening a version 1 file moves them into parts and deletes the table.
+pub const LEGACY_CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("chunks");
 /// series id → the open head chunk as of the last checkpoint.
 pub const HEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("head");
 /// Format version 1 only: sequence number → one acknowledged append batch.

@@ -10,11 +10,15 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::committer::{self, Job, Op, Reply, Shared};
 use super::index::{FastMap, Index};
-use super::schema::{CHUNKS, FORMAT_VERSION, HEAD, KV, LEGACY_WAL, META, SERIES};
+use super::part::{self, Part};
+use super::schema::{
+    FORMAT_VERSION, HEAD, KV, LEGACY_CHUNKS, LEGACY_SERIES, LEGACY_WAL, META, PARTS, SERIES_FILES,
+};
+use super::seriesfile;
 use super::{
     chunk, wal, AppendError, Querier, Series, StorageError, StorageOptions, StorageStats,
     CHUNK_SPAN_MS,
@@ -26,11 +30,11 @@ use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
 const MIN_CHECKPOINT_BYTES: u64 = 64 << 10;
 /// ... or once records waited this long in the log.
 const CHECKPOINT_AGE: std::time::Duration = std::time::Duration::from_secs(1800);
-/// Series whose chunks one maintenance pass merges into blocks, at most.
-const MERGE_SERIES_PER_PASS: usize = 100_000;
 /// Compaction runs when at least this much of the file (and a quarter of
 /// it) is free.
-const COMPACT_MIN_FREE: u64 = 1 << 20;
+const COMPACT_MIN_FREE: u64 = 16 << 10;
+/// Series files are rewritten into one when there are more than this.
+const MAX_SERIES_FILES: usize = 8;
 
 /// What [`Storage::open`] found.
 struct Loaded {
@@ -46,9 +50,8 @@ struct Loaded {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Maintenance {
     pub checkpointed: bool,
-    /// Chunks merged away and blocks written.
-    pub merged_chunks: usize,
-    pub blocks: usize,
+    /// Parts merged into bigger ones.
+    pub merged_parts: usize,
     /// Bytes the data file shrank by (compaction).
     pub reclaimed_bytes: u64,
 }
@@ -59,12 +62,20 @@ pub type KvRows = Vec<(Vec<u8>, Vec<u8>)>;
 /// In-memory samples of one selected series: (id, labels, samples).
 type MemSnapshot = (u64, Arc<Labels>, Vec<Sample>);
 
+/// The parts as of one moment (a reader keeps them open while it reads).
+type Parts = Arc<Vec<Arc<Part>>>;
+
+/// Chunks to write, by day: each series' (ascending ids) oldest first.
+type ChunksByDay = std::collections::BTreeMap<i64, Vec<(u64, Vec<Vec<u8>>)>>;
+
 /// The open store. Share it as `Arc<Storage>`; call [`Storage::close`] to
 /// checkpoint the head and stop the committer.
 pub struct Storage {
     opts: StorageOptions,
     path: PathBuf,
     wal_dir: PathBuf,
+    parts_dir: PathBuf,
+    series_dir: PathBuf,
     shared: Arc<Shared>,
     state: Mutex<State>,
     tx: Mutex<Option<Sender<(Op, Reply)>>>,
@@ -89,6 +100,15 @@ struct Counters {
 struct State {
     index: Index,
     series: FastMap<u64, MemSeries>,
+    /// The parts, by day and then in the order they were written (which is
+    /// time order for every series).
+    parts: Parts,
+    next_part_id: u64,
+    /// The series files that count, in the order they apply.
+    series_files: Vec<u64>,
+    next_series_file: u64,
+    /// The file has format version 1 until the first checkpoint.
+    legacy: bool,
     /// Series that have closed chunks not yet in the data file.
     pending_ids: Vec<u64>,
     /// Series defined in the log but not yet in the series table.
@@ -108,6 +128,11 @@ impl Default for State {
         State {
             index: Index::default(),
             series: FastMap::default(),
+            parts: Arc::new(Vec::new()),
+            next_part_id: 1,
+            series_files: Vec::new(),
+            next_series_file: 1,
+            legacy: false,
             pending_ids: Vec::new(),
             new_series: Vec::new(),
             next_id: 0,
@@ -138,9 +163,6 @@ struct MemSeries {
     dirty: bool,
     /// The head table has a row for this series.
     has_head_row: bool,
-    /// Chunks written since the series' closed data was last merged into
-    /// blocks (see [`Storage::merge_blocks`]).
-    unmerged: u32,
     /// Encoded size of the head row last written.
     head_row_bytes: u32,
 }
@@ -153,7 +175,6 @@ impl MemSeries {
             last: None,
             dirty: false,
             has_head_row: false,
-            unmerged: 0,
             head_row_bytes: 0,
         }
     }
@@ -290,20 +311,27 @@ impl Storage {
         })?;
         let path = opts.dir.join("mlmon.redb");
         let wal_dir = opts.dir.join("wal");
+        let parts_dir = opts.dir.join("parts");
+        let series_dir = opts.dir.join("series");
+        for d in [&parts_dir, &series_dir] {
+            std::fs::create_dir_all(d).map_err(|e| {
+                StorageError::new(format!("cannot create directory {}: {e}", d.display()))
+            })?;
+        }
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(&path)
             .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
         let shared = Arc::new(Shared {
             db: RwLock::new(db),
-            chunk_bytes: AtomicU64::new(0),
-            chunks: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
         });
         let storage = Storage {
             opts,
             path,
             wal_dir,
+            parts_dir,
+            series_dir,
             shared,
             state: Mutex::new(State::default()),
             tx: Mutex::new(None),
@@ -331,9 +359,6 @@ impl Storage {
         } else {
             // Nothing to replay: segments left are already in the file.
             storage.remove_segments_before(loaded.first_seq)?;
-        }
-        if loaded.legacy {
-            storage.finish_migration()?;
         }
         Ok(storage)
     }
@@ -372,33 +397,80 @@ impl Storage {
                     }
                     Some(_) => false,
                 };
-                txn.open_table(SERIES)?;
-                txn.open_table(CHUNKS)?;
+                txn.open_table(SERIES_FILES)?;
                 txn.open_table(HEAD)?;
                 txn.open_table(KV)?;
+                txn.open_table(PARTS)?;
             }
             txn.commit()?;
             legacy
         };
         let txn = db.begin_read()?;
-        let series_t = txn.open_table(SERIES)?;
-        let chunks_t = txn.open_table(CHUNKS)?;
         let head_t = txn.open_table(HEAD)?;
         let mut st = lock(&self.state);
-        for row in series_t.iter()? {
-            let (id, bytes) = row?;
-            let id = id.value();
-            let labels = Labels::decode(bytes.value())
+        st.legacy = legacy;
+        // Series: a version 1 file's table (written to a series file by the
+        // migration's checkpoint), else the series files in order.
+        let mut defined: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut listed_files = std::collections::HashSet::new();
+        if legacy {
+            for row in txn.open_table(LEGACY_SERIES)?.iter()? {
+                let (id, bytes) = row?;
+                defined.push((id.value(), bytes.value().to_vec()));
+            }
+            st.new_series = defined.clone();
+        } else {
+            for row in txn.open_table(SERIES_FILES)?.iter()? {
+                let file = row?.0.value();
+                let contents = seriesfile::read(&self.series_dir, file).map_err(|e| {
+                    StorageError::from_io(
+                        &format!("cannot read series file {file} that the data file lists"),
+                        &e,
+                    )
+                })?;
+                let deleted: std::collections::HashSet<u64> =
+                    contents.deletes.iter().copied().collect();
+                defined.retain(|(id, _)| !deleted.contains(id));
+                defined.extend(contents.adds);
+                listed_files.insert(file);
+                st.series_files.push(file);
+                st.next_series_file = st.next_series_file.max(file + 1);
+            }
+        }
+        for (id, bytes) in defined {
+            let labels = Labels::decode(&bytes)
                 .ok_or_else(|| StorageError::new(format!("series {id}: corrupt label bytes")))?;
             st.index.insert(id, Arc::new(labels));
             st.series.insert(id, MemSeries::new());
             st.next_id = st.next_id.max(id + 1);
         }
-        let stats = chunks_t.stats()?;
-        self.shared
-            .chunk_bytes
-            .store(stats.stored_bytes(), Ordering::Relaxed);
-        self.shared.chunks.store(chunks_t.len()?, Ordering::Relaxed);
+        remove_leftovers(&self.series_dir, |name| {
+            match seriesfile::id_of_file(name) {
+                Some(id) => !listed_files.contains(&id),
+                None => name.ends_with(".series.tmp"),
+            }
+        })?;
+        // The parts the file lists; other part files are left over from a
+        // crash before their checkpoint or merge committed.
+        let mut listed = std::collections::HashSet::new();
+        let mut parts = Vec::new();
+        for row in txn.open_table(PARTS)?.iter()? {
+            let (id, day) = row?;
+            let part = Part::open(&self.parts_dir, id.value(), day.value()).map_err(|e| {
+                StorageError::from_io(
+                    &format!("cannot open part {} that the data file lists", id.value()),
+                    &e,
+                )
+            })?;
+            listed.insert(id.value());
+            st.next_part_id = st.next_part_id.max(id.value() + 1);
+            parts.push(Arc::new(part));
+        }
+        sort_parts(&mut parts);
+        remove_leftovers(&self.parts_dir, |name| match part::id_of_file(name) {
+            Some(id) => !listed.contains(&id),
+            None => name.ends_with(".part.tmp"),
+        })?;
         for row in head_t.iter()? {
             let (id, value) = row?;
             if let Some(s) = st.series.get_mut(&id.value()) {
@@ -408,25 +480,60 @@ impl Storage {
                 s.has_head_row = true;
             }
         }
-        // A series' newest sample ends its head, or else its newest chunk.
-        // A head row older than the newest chunk was closed into it before
-        // a crash left the row behind. Every series gets one merge check
-        // after start-up.
-        for (&id, ms) in st.series.iter_mut() {
-            ms.unmerged = 2;
-            let newest = match chunks_t.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() {
-                Some(row) => {
-                    let samples = chunk::decode(row?.1.value())
-                        .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
-                    samples.last().copied()
+        // A version 1 file's chunks become pending chunks, which the
+        // checkpoint `open` takes writes into parts.
+        if legacy {
+            let chunks_t = txn.open_table(LEGACY_CHUNKS)?;
+            for row in chunks_t.iter()? {
+                let (key, value) = row?;
+                let (id, start) = key.value();
+                if let Some(ms) = st.series.get_mut(&id) {
+                    ms.pending.push(Pending {
+                        seq: 0,
+                        start,
+                        bytes: value.value().to_vec(),
+                    });
+                    st.pending_ids.push(id);
                 }
-                None => None,
-            };
-            if let Some(n) = newest {
+            }
+        }
+        // A series' newest sample ends its head, or else its newest chunk.
+        let st = &mut *st;
+        let mut newest: FastMap<u64, Sample> = FastMap::default();
+        for (&id, ms) in st.series.iter() {
+            if let Some(p) = ms.pending.last() {
+                let samples = chunk::decode(&p.bytes)
+                    .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
+                if let Some(s) = samples.last() {
+                    newest.insert(id, *s);
+                }
+            }
+        }
+        for p in parts.iter().rev() {
+            for id in p.ids() {
+                if newest.contains_key(&id) || !st.series.contains_key(&id) {
+                    continue;
+                }
+                let chunks = p
+                    .chunks(id)
+                    .map_err(|e| StorageError::from_io("cannot read a part", &e))?;
+                if let Some(c) = chunks.last() {
+                    let samples = chunk::decode(c)
+                        .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
+                    if let Some(s) = samples.last() {
+                        newest.insert(id, *s);
+                    }
+                }
+            }
+        }
+        for (id, ms) in st.series.iter_mut() {
+            let n = newest.get(id).copied();
+            if let Some(n) = n {
                 ms.head.retain(|s| s.t > n.t);
             }
-            ms.last = ms.head.last().copied().or(newest);
+            ms.last = ms.head.last().copied().or(n);
         }
+        st.parts = Arc::new(parts);
         let checkpoint_seq = txn
             .open_table(META)?
             .get("checkpoint_seq")?
@@ -481,9 +588,7 @@ impl Storage {
                     StorageError::new(format!("write-ahead log: series {id}: corrupt label bytes"))
                 })?;
                 st.index.insert(id, Arc::new(labels));
-                let mut ms = MemSeries::new();
-                ms.unmerged = 2;
-                st.series.insert(id, ms);
+                st.series.insert(id, MemSeries::new());
                 st.next_id = st.next_id.max(id + 1);
                 st.new_series.push((id, bytes));
             }
@@ -506,23 +611,6 @@ impl Storage {
             },
             wal,
         ))
-    }
-
-    /// The last step of opening a version 1 file: its log table is in the
-    /// file now (the checkpoint `open` took), so it goes.
-    fn finish_migration(&self) -> Result<(), StorageError> {
-        let db = self.db()?;
-        let txn = db.begin_write()?;
-        txn.delete_table(LEGACY_WAL)?;
-        txn.open_table(META)?
-            .insert("format_version", FORMAT_VERSION)?;
-        txn.commit()?;
-        tracing::info!(
-            message = "Storage migrated",
-            from_version = 1,
-            to_version = FORMAT_VERSION
-        );
-        Ok(())
     }
 
     /// Deletes log segments older than the one started at `first_seq`.
@@ -556,16 +644,19 @@ impl Storage {
     }
 
     /// Refuses a write, before it changes anything, when the filesystem
-    /// holding the data file has less than [`DISK_RESERVE`] free: a write
-    /// that ran out of space halfway would leave redb refusing every later
-    /// one until a restart. Reads go on; writes resume once space is freed.
-    fn check_space(&self) -> Result<(), StorageError> {
+    /// holding the data file has less than `reserve` free: a write that ran
+    /// out of space halfway would leave redb refusing every later one until
+    /// a restart. New samples need [`DISK_RESERVE`]; the store's own
+    /// bookkeeping (checkpoints, merges, component state) half of it, so
+    /// what was accepted can always be completed and a checkpoint can
+    /// still free the log. Reads go on; writes resume once space is freed.
+    fn check_space(&self, reserve: u64) -> Result<(), StorageError> {
         let Some(free) = free_bytes(&self.opts.dir) else {
             return Ok(());
         };
-        if free < DISK_RESERVE {
+        if free < reserve {
             return Err(StorageError::disk_full(format!(
-                "the disk holding {} is full: {free} bytes free, below the {DISK_RESERVE} bytes kept in reserve; writes resume once space is freed",
+                "the disk holding {} is full: {free} bytes free, below the {reserve} bytes kept in reserve; writes resume once space is freed",
                 self.opts.dir.display()
             )));
         }
@@ -605,7 +696,7 @@ impl Storage {
         sync: bool,
     ) -> Result<usize, AppendError> {
         self.check_usable()?;
-        self.check_space()?;
+        self.check_space(DISK_RESERVE)?;
         let sender = self.sender()?;
         let limits = &self.opts.limits;
         let (rx, stored) = {
@@ -798,15 +889,16 @@ impl Storage {
 
     fn checkpoint_locked(&self, close_before: Option<Timestamp>) -> Result<(), StorageError> {
         self.check_usable()?;
-        self.check_space()?;
+        self.check_space(DISK_RESERVE / 2)?;
         let sender = self.sender()?;
-        let (seq, job, rx) = {
+        let (seq, mut job, closed, new_series, rx) = {
             let mut st = lock(&self.state);
             let seq = st.next_seq;
             st.next_seq += 1;
+            let new_series = std::mem::take(&mut st.new_series);
             let mut job = Job {
                 checkpoint_seq: Some(seq),
-                new_series: std::mem::take(&mut st.new_series),
+                drop_legacy: st.legacy,
                 ..Job::default()
             };
             let mut head_bytes = 0;
@@ -833,29 +925,71 @@ impl Storage {
             }
             st.pending_ids.sort_unstable();
             st.pending_ids.dedup();
+            // Closed chunks by day, each series' in time order.
+            let mut closed = ChunksByDay::new();
             for &id in &st.pending_ids {
-                if let Some(ms) = st.series.get(&id) {
-                    job.chunks
-                        .extend(ms.pending.iter().map(|p| (id, p.start, p.bytes.clone())));
+                let Some(ms) = st.series.get(&id) else {
+                    continue;
+                };
+                for p in &ms.pending {
+                    let day = closed.entry(part::day_of(p.start)).or_default();
+                    match day.last_mut() {
+                        Some((last, chunks)) if *last == id => chunks.push(p.bytes.clone()),
+                        _ => day.push((id, vec![p.bytes.clone()])),
+                    }
                 }
             }
             st.records_bytes = 0;
             st.head_bytes = head_bytes;
             st.last_checkpoint = std::time::Instant::now();
-            // Records before `seq` stay in the older segments.
+            // Records up to `seq` stay in the older segments.
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((Op::Rotate { first_seq: seq }, reply))
                 .map_err(|_| StorageError::new("storage is closed"))?;
-            (seq, job, rx)
+            (seq, job, closed, new_series, rx)
         };
         self.wait(rx)?;
+        let series_file = if new_series.is_empty() {
+            None
+        } else {
+            match self.write_series_file(&new_series, &[]) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        };
+        job.series_files_add.extend(series_file);
+        let mut written = Vec::new();
+        for (day, series) in closed {
+            let part = self.write_part(day, series.into_iter().map(Ok), i64::MIN);
+            match part {
+                Ok(Some(p)) => written.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    self.discard(&written, &job.series_files_add);
+                    self.failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        job.parts_add = written.iter().map(|p| (p.id, p.day)).collect();
         if let Err(e) = committer::write(&self.shared, &job) {
+            self.discard(&written, &job.series_files_add);
             self.failed.store(true, Ordering::Relaxed);
             return Err(e);
         }
         {
             let mut st = lock(&self.state);
+            st.legacy = false;
+            st.series_files
+                .extend(job.series_files_add.iter().map(|f| f.0));
+            let mut parts: Vec<Arc<Part>> = st.parts.iter().cloned().collect();
+            parts.extend(written.into_iter().map(Arc::new));
+            sort_parts(&mut parts);
+            st.parts = Arc::new(parts);
             let State {
                 series,
                 pending_ids,
@@ -869,18 +1003,133 @@ impl Storage {
                 None => false,
             });
         }
+        if job.drop_legacy {
+            tracing::info!(
+                message = "Storage migrated",
+                from_version = 1,
+                to_version = FORMAT_VERSION
+            );
+        }
         self.remove_segments_before(seq)?;
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
+    /// Writes one part of `day` from series' chunks (ascending ids, each
+    /// series' chunks oldest first), re-encoded into blocks and cut at
+    /// `cutoff`. `None` when nothing is left to write.
+    fn write_part(
+        &self,
+        day: i64,
+        series: impl Iterator<Item = Result<(u64, Vec<Vec<u8>>), StorageError>>,
+        cutoff: Timestamp,
+    ) -> Result<Option<Part>, StorageError> {
+        let id = {
+            let mut st = lock(&self.state);
+            st.next_part_id += 1;
+            st.next_part_id - 1
+        };
+        let io = |e: std::io::Error| StorageError::from_io("cannot write a part", &e);
+        let mut w = part::Writer::create(&self.parts_dir, id).map_err(io)?;
+        let result = (|| {
+            for s in series {
+                let (sid, chunks) = s?;
+                let blocks = part::reblock(chunks, cutoff)
+                    .map_err(|e| StorageError::new(format!("series {sid}: {e}")))?;
+                w.add(sid, &blocks).map_err(io)?;
+            }
+            Ok::<_, StorageError>(())
+        })();
+        if let Err(e) = result {
+            drop(w);
+            let _ =
+                std::fs::remove_file(self.parts_dir.join(format!("{}.tmp", part::file_name(id))));
+            return Err(e);
+        }
+        if w.is_empty() {
+            drop(w);
+            let _ =
+                std::fs::remove_file(self.parts_dir.join(format!("{}.tmp", part::file_name(id))));
+            return Ok(None);
+        }
+        w.finish(day).map(Some).map_err(io)
+    }
+
+    /// Writes a series file; returns (file id, bytes).
+    fn write_series_file(
+        &self,
+        adds: &[(u64, Vec<u8>)],
+        deletes: &[u64],
+    ) -> Result<(u64, u64), StorageError> {
+        let id = {
+            let mut st = lock(&self.state);
+            st.next_series_file += 1;
+            st.next_series_file - 1
+        };
+        let bytes = seriesfile::write(&self.series_dir, id, adds, deletes)
+            .map_err(|e| StorageError::from_io("cannot write a series file", &e))?;
+        Ok((id, bytes))
+    }
+
+    /// Deletes part and series files that no transaction listed.
+    fn discard(&self, parts: &[Part], series_files: &[(u64, u64)]) {
+        for p in parts {
+            let _ = std::fs::remove_file(p.path());
+        }
+        for (id, _) in series_files {
+            let _ = std::fs::remove_file(self.series_dir.join(seriesfile::file_name(*id)));
+        }
+    }
+
+    /// Rewrites the series files into one when there are more than a few:
+    /// every series the files define and that still exists.
+    fn rewrite_series_files(&self) -> Result<bool, StorageError> {
+        let (old, live) = {
+            let st = lock(&self.state);
+            if st.series_files.len() <= MAX_SERIES_FILES {
+                return Ok(false);
+            }
+            let pending: std::collections::HashSet<u64> =
+                st.new_series.iter().map(|(id, _)| *id).collect();
+            let live: Vec<(u64, Vec<u8>)> = st
+                .series
+                .keys()
+                .filter(|id| !pending.contains(id))
+                .filter_map(|id| Some((*id, st.index.labels(*id)?.encode())))
+                .collect();
+            (st.series_files.clone(), live)
+        };
+        self.check_space(DISK_RESERVE / 2)?;
+        let file = self.write_series_file(&live, &[])?;
+        let job = Job {
+            series_files_add: vec![file],
+            series_files_remove: old.clone(),
+            ..Job::default()
+        };
+        if let Err(e) = committer::write(&self.shared, &job) {
+            self.discard(&[], &[file]);
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        {
+            let mut st = lock(&self.state);
+            st.series_files.retain(|f| !old.contains(f));
+            st.series_files.insert(0, file.0);
+        }
+        for f in old {
+            let _ = std::fs::remove_file(self.series_dir.join(seriesfile::file_name(f)));
+        }
+        Ok(true)
+    }
+
     /// One pass of background maintenance at wall-clock time `now`, as the
     /// server runs it every few seconds. A checkpoint is taken when the log
     /// holds at least as many bytes as the heads encode to (and 64 KiB), or
-    /// has held records for 30 minutes, or a head began more than one
-    /// chunk span ago (it is closed); blocks are merged for series that
-    /// gained chunks; the file is compacted only when a quarter of it (and
-    /// 1 MiB) is free space. A store that received nothing writes nothing.
+    /// has held records for 30 minutes, or a head began more than one chunk
+    /// span ago (it is closed); then the parts of a day are merged when the
+    /// newest ones add up to half the size of the one before them; the
+    /// data file is compacted only when a quarter of it (and 16 KiB) is free
+    /// space. A store that received nothing writes nothing.
     pub fn maintain(&self, now: Timestamp) -> Result<Maintenance, StorageError> {
         let _w = lock(&self.writer);
         let mut report = Maintenance::default();
@@ -900,95 +1149,162 @@ impl Storage {
             self.checkpoint_locked(Some(now - CHUNK_SPAN_MS))?;
             report.checkpointed = true;
         }
-        let (merged, blocks) = self.merge_blocks_locked(MERGE_SERIES_PER_PASS)?;
-        report.merged_chunks = merged;
-        report.blocks = blocks;
-        if report.checkpointed || blocks > 0 {
+        let cutoff = now - self.opts.retention_ms;
+        loop {
+            let parts = lock(&self.state).parts.clone();
+            let Some(run) = merge_candidate(&parts) else {
+                break;
+            };
+            report.merged_parts += run.len();
+            self.merge_parts(&run, cutoff)?;
+        }
+        let rewrote = self.rewrite_series_files()?;
+        if report.checkpointed || report.merged_parts > 0 || rewrote {
             report.reclaimed_bytes = self.compact_locked()?;
         }
         Ok(report)
     }
 
-    /// Deletes chunks whose newest sample is older than `now - retention`,
-    /// and series left without samples.
+    /// Replaces `run` (parts of one day, consecutive in write order) by one
+    /// part holding the same chunks re-encoded into blocks, without
+    /// samples older than `cutoff`.
+    /// Returns how many series the run had that the merged part has not.
+    fn merge_parts(&self, run: &[Arc<Part>], cutoff: Timestamp) -> Result<usize, StorageError> {
+        self.check_usable()?;
+        self.check_space(DISK_RESERVE / 2)?;
+        let day = run[0].day;
+        let mut ids: Vec<u64> = run.iter().flat_map(|p| p.ids()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let before = ids.len();
+        let series = ids.into_iter().map(|id| {
+            let mut chunks = Vec::new();
+            for p in run {
+                chunks.extend(
+                    p.chunks(id)
+                        .map_err(|e| StorageError::from_io("cannot read a part", &e))?,
+                );
+            }
+            Ok((id, chunks))
+        });
+        let merged = self.write_part(day, series, cutoff)?;
+        let dropped = before - merged.as_ref().map_or(0, |p| p.ids().count());
+        let job = Job {
+            parts_add: merged.iter().map(|p| (p.id, p.day)).collect(),
+            parts_remove: run.iter().map(|p| p.id).collect(),
+            ..Job::default()
+        };
+        if let Err(e) = committer::write(&self.shared, &job) {
+            self.discard(merged.as_slice(), &[]);
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        {
+            let mut st = lock(&self.state);
+            let mut parts: Vec<Arc<Part>> = st
+                .parts
+                .iter()
+                .filter(|p| !run.iter().any(|r| r.id == p.id))
+                .cloned()
+                .collect();
+            parts.extend(merged.map(Arc::new));
+            sort_parts(&mut parts);
+            st.parts = Arc::new(parts);
+        }
+        // Readers still holding the old parts keep their open files.
+        for p in run {
+            if let Err(e) = std::fs::remove_file(p.path()) {
+                tracing::warn!(message = "Cannot delete a merged part", file = %p.path().display(), error = %e);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Drops the parts whose newest sample is older than `now - retention`,
+    /// rewrites those that begin before it without the older samples, and
+    /// deletes series left without samples. Returns (sections dropped,
+    /// series deleted): a section is one series' chunks in one part.
     pub fn apply_retention(&self, now: Timestamp) -> Result<(usize, usize), StorageError> {
         let _w = lock(&self.writer);
         self.check_usable()?;
         let cutoff = now - self.opts.retention_ms;
-        let ids: Vec<u64> = lock(&self.state).index.ids().collect();
-        let mut chunk_deletes = Vec::new();
-        {
-            let db = self.db()?;
-            let txn = db.begin_read()?;
-            let table = txn.open_table(CHUNKS)?;
-            for id in ids {
-                for row in table.range((id, i64::MIN)..(id, cutoff))? {
-                    let (key, value) = row?;
-                    let m =
-                        chunk::meta(value.value()).map_err(|e| StorageError::new(e.to_string()))?;
-                    if m.max_t < cutoff {
-                        chunk_deletes.push(key.value());
-                    }
-                }
+        let parts = lock(&self.state).parts.clone();
+        let mut dropped_sections = 0;
+        let expired: Vec<Arc<Part>> = parts.iter().filter(|p| p.max_t < cutoff).cloned().collect();
+        if !expired.is_empty() {
+            dropped_sections += expired.iter().map(|p| p.ids().count()).sum::<usize>();
+            let job = Job {
+                parts_remove: expired.iter().map(|p| p.id).collect(),
+                ..Job::default()
+            };
+            if let Err(e) = committer::write(&self.shared, &job) {
+                self.failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            {
+                let mut st = lock(&self.state);
+                let kept: Vec<Arc<Part>> = st
+                    .parts
+                    .iter()
+                    .filter(|p| !expired.iter().any(|e| e.id == p.id))
+                    .cloned()
+                    .collect();
+                st.parts = Arc::new(kept);
+            }
+            for p in &expired {
+                let _ = std::fs::remove_file(p.path());
             }
         }
-        let deleted: std::collections::HashSet<(u64, i64)> =
-            chunk_deletes.iter().copied().collect();
-        let mut series_deletes = Vec::new();
+        for p in parts
+            .iter()
+            .filter(|p| p.min_t < cutoff && p.max_t >= cutoff)
         {
+            dropped_sections += self.merge_parts(std::slice::from_ref(p), cutoff)?;
+        }
+        let series_deletes: Vec<u64> = {
             let mut st = lock(&self.state);
-            let db = self.db()?;
-            let txn = db.begin_read()?;
-            let table = txn.open_table(CHUNKS)?;
-            let ids: Vec<u64> = st.index.ids().collect();
-            for id in ids {
-                let ms = &st.series[&id];
-                if !ms.head.is_empty() || !ms.pending.is_empty() {
-                    continue;
-                }
-                let mut remaining = false;
-                for row in table.range((id, i64::MIN)..=(id, i64::MAX))? {
-                    if !deleted.contains(&row?.0.value()) {
-                        remaining = true;
-                        break;
-                    }
-                }
-                if !remaining {
-                    series_deletes.push(id);
-                }
-            }
-            drop(table);
-            drop(txn);
-            drop(db);
-            for id in &series_deletes {
+            let parts = st.parts.clone();
+            let ids: Vec<u64> = st
+                .series
+                .iter()
+                .filter(|(id, ms)| {
+                    ms.head.is_empty()
+                        && ms.pending.is_empty()
+                        && !parts.iter().any(|p| p.overlaps(**id, i64::MIN, i64::MAX))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
                 st.index.remove(*id);
                 st.series.remove(id);
             }
-            st.new_series.retain(|(id, _)| !series_deletes.contains(id));
-        }
-        if chunk_deletes.is_empty() && series_deletes.is_empty() {
-            return Ok((0, 0));
-        }
-        let (n_chunks, n_series) = (chunk_deletes.len(), series_deletes.len());
-        let job = Job {
-            chunk_deletes,
-            series_deletes,
-            ..Job::default()
+            st.new_series.retain(|(id, _)| !ids.contains(id));
+            ids
         };
-        if let Err(e) = committer::write(&self.shared, &job) {
-            self.failed.store(true, Ordering::Relaxed);
-            return Err(e);
+        if !series_deletes.is_empty() {
+            let file = self.write_series_file(&[], &series_deletes)?;
+            let job = Job {
+                series_deletes: series_deletes.clone(),
+                series_files_add: vec![file],
+                ..Job::default()
+            };
+            if let Err(e) = committer::write(&self.shared, &job) {
+                self.discard(&[], &[file]);
+                self.failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            lock(&self.state).series_files.push(file.0);
         }
         self.counters
             .retention_chunks
-            .fetch_add(n_chunks as u64, Ordering::Relaxed);
+            .fetch_add(dropped_sections as u64, Ordering::Relaxed);
         self.counters
             .retention_series
-            .fetch_add(n_series as u64, Ordering::Relaxed);
-        Ok((n_chunks, n_series))
+            .fetch_add(series_deletes.len() as u64, Ordering::Relaxed);
+        Ok((dropped_sections, series_deletes.len()))
     }
 
-    /// Compacts the file when a quarter of it (and 1 MiB) is free space;
+    /// Compacts the file when a quarter of it (and 16 KiB) is free space;
     /// skipped while reads are in flight. Returns the bytes the file shrank
     /// by.
     pub fn compact_if_fragmented(&self) -> Result<u64, StorageError> {
@@ -997,7 +1313,7 @@ impl Storage {
     }
 
     fn compact_locked(&self) -> Result<u64, StorageError> {
-        self.check_space()?;
+        self.check_space(DISK_RESERVE / 2)?;
         let file = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         let used = {
             let db = self.db()?;
@@ -1032,69 +1348,6 @@ impl Storage {
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         let after = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         Ok(file.saturating_sub(after))
-    }
-
-    /// Re-encodes runs of small closed chunks of a series into blocks of
-    /// about 4 KiB (one redb leaf page each), which costs fewer bytes per
-    /// sample on disk than many 240-sample chunks in half-full pages. Visits
-    /// at most `max_series` series that gained chunks since their last
-    /// merge. Returns (chunks merged away, blocks written).
-    pub fn merge_blocks(&self, max_series: usize) -> Result<(usize, usize), StorageError> {
-        let _w = lock(&self.writer);
-        self.merge_blocks_locked(max_series)
-    }
-
-    fn merge_blocks_locked(&self, max_series: usize) -> Result<(usize, usize), StorageError> {
-        self.check_usable()?;
-        let ids: Vec<u64> = {
-            let mut st = lock(&self.state);
-            let mut ids: Vec<u64> = st
-                .series
-                .iter()
-                .filter(|(_, m)| m.unmerged >= 2)
-                .map(|(id, _)| *id)
-                .collect();
-            if ids.is_empty() {
-                return Ok((0, 0));
-            }
-            ids.sort_unstable();
-            ids.truncate(max_series);
-            for id in &ids {
-                if let Some(ms) = st.series.get_mut(id) {
-                    ms.unmerged = 0;
-                }
-            }
-            ids
-        };
-        self.check_space()?;
-        let mut job = Job::default();
-        {
-            let db = self.db()?;
-            let txn = db.begin_read()?;
-            let table = txn.open_table(CHUNKS)?;
-            for id in ids {
-                // The tail of the series back to its last full block.
-                let mut tail: Vec<(i64, Vec<u8>)> = Vec::new();
-                for row in table.range((id, i64::MIN)..=(id, i64::MAX))?.rev() {
-                    let (key, value) = row?;
-                    if value.value().len() >= BLOCK_FULL_BYTES {
-                        break;
-                    }
-                    tail.push((key.value().1, value.value().to_vec()));
-                }
-                tail.reverse();
-                merge_runs(id, &tail, &mut job);
-            }
-        }
-        if job.chunks.is_empty() {
-            return Ok((0, 0));
-        }
-        let (merged, blocks) = (job.chunk_deletes.len() + job.chunks.len(), job.chunks.len());
-        if let Err(e) = committer::write(&self.shared, &job) {
-            self.failed.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
-        Ok((merged, blocks))
     }
 
     fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Database>, StorageError> {
@@ -1135,8 +1388,9 @@ impl Storage {
             series: st.index.len(),
             head_samples: st.series.values().map(|s| s.head.len()).sum(),
             wal_bytes: self.shared.wal_bytes.load(Ordering::Relaxed),
-            chunks: self.shared.chunks.load(Ordering::Relaxed),
-            chunk_bytes: self.shared.chunk_bytes.load(Ordering::Relaxed),
+            chunks: st.parts.iter().map(|p| p.chunks).sum(),
+            chunk_bytes: st.parts.iter().map(|p| p.bytes).sum(),
+            parts: st.parts.len(),
             file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
             samples_appended_total: self.counters.samples_appended.load(Ordering::Relaxed),
             batches_rejected_total: self.counters.batches_rejected.load(Ordering::Relaxed),
@@ -1147,22 +1401,17 @@ impl Storage {
         }
     }
 
-    /// Samples held: every closed chunk's count (read from its header) plus
-    /// the head's. Reads the whole chunk table, so it is for status pages,
-    /// not hot paths.
+    /// Samples held: the parts' counts (from their indexes), the pending
+    /// chunks' and the heads'.
     pub fn sample_count(&self) -> Result<u64, StorageError> {
-        let head: u64 = {
-            let st = lock(&self.state);
-            st.series.values().map(|s| s.head.len() as u64).sum()
-        };
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let chunks = txn.open_table(CHUNKS)?;
-        let mut total = head;
-        for row in chunks.iter()? {
-            let (_, v) = row?;
-            if let Ok(m) = chunk::meta(v.value()) {
-                total += m.count as u64;
+        let st = lock(&self.state);
+        let mut total: u64 = st.parts.iter().map(|p| p.samples).sum();
+        for ms in st.series.values() {
+            total += ms.head.len() as u64;
+            for p in &ms.pending {
+                if let Ok(m) = chunk::meta(&p.bytes) {
+                    total += m.count as u64;
+                }
             }
         }
         Ok(total)
@@ -1224,7 +1473,7 @@ impl Storage {
         &self,
         f: impl FnOnce(&mut redb::Table<(&str, &[u8]), &[u8]>) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        self.check_space()?;
+        self.check_space(DISK_RESERVE / 2)?;
         let db = self.db()?;
         let txn = db.begin_write()?;
         {
@@ -1243,10 +1492,8 @@ impl Storage {
         ids: impl FnOnce(&Index) -> Vec<u64>,
         mint: Timestamp,
         maxt: Timestamp,
-    ) -> Result<(Vec<MemSnapshot>, redb::ReadTransaction), StorageError> {
-        let db = self.db()?;
+    ) -> Result<(Vec<MemSnapshot>, Parts), StorageError> {
         let st = lock(&self.state);
-        let txn = db.begin_read()?;
         let ids = ids(&st.index);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -1266,14 +1513,14 @@ impl Storage {
             mem.extend(ms.head.iter().filter(|s| s.t >= mint && s.t <= maxt));
             out.push((id, labels.clone(), mem));
         }
-        Ok((out, txn))
+        Ok((out, st.parts.clone()))
     }
 }
 
-/// One series' samples in `[mint, maxt]`: its chunks in the file, then
-/// `mem` (what is not yet in the file); `None` when there are none.
+/// One series' samples in `[mint, maxt]`: its chunks in the parts, then
+/// `mem` (what is not yet in a part); `None` when there are none.
 fn read_series(
-    table: &redb::ReadOnlyTable<(u64, i64), &[u8]>,
+    parts: &[Arc<Part>],
     id: u64,
     labels: &Arc<Labels>,
     mem: &[Sample],
@@ -1281,33 +1528,20 @@ fn read_series(
     maxt: Timestamp,
 ) -> Result<Option<Series>, StorageError> {
     let mut samples = Vec::new();
-    for row in table.range((id, first_chunk_start(table, id, mint)?)..=(id, maxt))? {
-        let (_, value) = row?;
-        let bytes = value.value();
-        let m =
-            chunk::meta(bytes).map_err(|e| StorageError::new(format!("series {labels}: {e}")))?;
-        if m.max_t < mint {
+    for p in parts {
+        if p.max_t < mint || p.min_t > maxt {
             continue;
         }
-        let from = samples.len();
-        samples.reserve(m.count + mem.len());
-        chunk::decode_into(bytes, &mut samples)
-            .map_err(|e| StorageError::new(format!("series {labels}: {e}")))?;
-        if m.min_t < mint || m.max_t > maxt {
-            // Samples are in time order: cut the ends outside the window.
-            let lo = from + samples[from..].partition_point(|s| s.t < mint);
-            let hi = from + samples[from..].partition_point(|s| s.t <= maxt);
-            samples.truncate(hi);
-            samples.drain(from..lo);
-        }
+        p.read(id, mint, maxt, &mut samples)
+            .map_err(|e| StorageError::from_io(&format!("series {labels}"), &e))?;
     }
-    let from_file = !samples.is_empty();
+    let from_parts = !samples.is_empty();
     samples.extend_from_slice(mem);
     if samples.is_empty() {
         return Ok(None);
     }
-    if from_file && !samples.windows(2).all(|w| w[0].t < w[1].t) {
-        // A chunk was both in the file and still pending in memory.
+    if from_parts && !samples.windows(2).all(|w| w[0].t < w[1].t) {
+        // A chunk was both in a part and still pending in memory.
         samples.sort_by_key(|s| s.t);
         samples.dedup_by_key(|s| s.t);
     }
@@ -1337,15 +1571,13 @@ impl Querier for Storage {
         maxt: Timestamp,
         max_samples: usize,
     ) -> Result<Option<Vec<Series>>, StorageError> {
-        let (snap, txn) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
-        // Series decode independently: many are split across the cores,
-        // each part reading through its own table handle.
+        let (snap, parts) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
+        // Series decode independently: many are split across the cores.
         let read = std::sync::atomic::AtomicUsize::new(0);
-        let parts = crate::par::map_parts(&snap, snap.len() >= 64, |part| {
-            let table = txn.open_table(CHUNKS)?;
-            let mut out = Vec::with_capacity(part.len());
-            for (id, labels, mem) in part {
-                if let Some(s) = read_series(&table, *id, labels, mem, mint, maxt)? {
+        let results = crate::par::map_parts(&snap, snap.len() >= 64, |group| {
+            let mut out = Vec::with_capacity(group.len());
+            for (id, labels, mem) in group {
+                if let Some(s) = read_series(&parts, *id, labels, mem, mint, maxt)? {
                     let n = read
                         .fetch_add(s.samples.len(), Ordering::Relaxed)
                         .saturating_add(s.samples.len());
@@ -1358,8 +1590,8 @@ impl Querier for Storage {
             Ok::<_, StorageError>(Some(out))
         });
         let mut out = Vec::with_capacity(snap.len());
-        for part in parts {
-            match part? {
+        for group in results {
+            match group? {
                 Some(p) => out.extend(p),
                 None => return Ok(None),
             }
@@ -1374,21 +1606,10 @@ impl Querier for Storage {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<Arc<Labels>>, StorageError> {
-        let (snap, txn) = self.snapshot(|ix| union(ix, selectors), mint, maxt)?;
-        let table = txn.open_table(CHUNKS)?;
+        let (snap, parts) = self.snapshot(|ix| union(ix, selectors), mint, maxt)?;
         let mut out = Vec::new();
         for (id, labels, mem) in snap {
-            let mut found = !mem.is_empty();
-            if !found {
-                for row in table.range((id, first_chunk_start(&table, id, mint)?)..=(id, maxt))? {
-                    let m = chunk::meta(row?.1.value())
-                        .map_err(|e| StorageError::new(e.to_string()))?;
-                    if m.max_t >= mint {
-                        found = true;
-                        break;
-                    }
-                }
-            }
+            let found = !mem.is_empty() || parts.iter().any(|p| p.overlaps(id, mint, maxt));
             if found {
                 out.push(labels);
             }
@@ -1416,28 +1637,6 @@ impl Querier for Storage {
     }
 }
 
-/// Where a read of `[mint, ..]` starts: the newest chunk that begins at or
-/// before `mint` may still hold samples at `mint` (chunks of a series never
-/// overlap), so the read starts at its key.
-fn first_chunk_start(
-    table: &redb::ReadOnlyTable<(u64, i64), &[u8]>,
-    id: u64,
-    mint: Timestamp,
-) -> Result<i64, StorageError> {
-    Ok(
-        match table.range((id, i64::MIN)..=(id, mint))?.next_back() {
-            Some(row) => row?.0.value().1,
-            None => mint,
-        },
-    )
-}
-
-/// Merged blocks are at most this big, so one fits a 4 KiB redb leaf page
-/// together with its 16-byte key and the page header.
-const BLOCK_TARGET_BYTES: usize = 4064;
-/// A chunk this big counts as a full block.
-const BLOCK_FULL_BYTES: usize = BLOCK_TARGET_BYTES - 512;
-
 fn union(ix: &Index, selectors: &[Vec<Matcher>]) -> Vec<u64> {
     let mut ids: Vec<u64> = selectors.iter().flat_map(|m| ix.select(m)).collect();
     ids.sort_unstable();
@@ -1445,39 +1644,52 @@ fn union(ix: &Index, selectors: &[Vec<Matcher>]) -> Vec<u64> {
     ids
 }
 
-/// Groups consecutive chunks greedily while their total size stays under
-/// the block target, and turns each group of two or more into one block.
-fn merge_runs(id: u64, tail: &[(i64, Vec<u8>)], job: &mut Job) {
-    let mut i = 0;
-    while i < tail.len() {
-        let mut j = i;
-        let mut size = 0;
-        while j < tail.len() && size + tail[j].1.len() <= BLOCK_TARGET_BYTES {
-            size += tail[j].1.len();
-            j += 1;
+/// Deletes the files in `dir` that `leftover` picks: written before a
+/// crash by a checkpoint or rewrite that never committed.
+fn remove_leftovers(
+    dir: &std::path::Path,
+    leftover: impl Fn(&str) -> bool,
+) -> Result<(), StorageError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| StorageError::from_io(&format!("cannot list {}", dir.display()), &e))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if leftover(&name) {
+            tracing::info!(message = "Removing a file left over from a crash", file = %entry.path().display());
+            std::fs::remove_file(entry.path())?;
         }
-        // Merging removes headers, but a wider packing can make the block
-        // bigger than the parts: shrink the group until it fits.
-        while j > i + 1 {
-            let mut samples = Vec::new();
-            let decoded = tail[i..j]
-                .iter()
-                .try_for_each(|(_, b)| chunk::decode_into(b, &mut samples));
-            if let Err(e) = decoded {
-                tracing::warn!(message = "Skipping a corrupt chunk while merging blocks", series = id, error = %e);
-                break;
-            }
-            let block = chunk::encode(&samples);
-            if block.len() <= BLOCK_TARGET_BYTES && samples.len() <= chunk::MAX_SAMPLES {
-                job.chunks.push((id, tail[i].0, block));
-                job.chunk_deletes
-                    .extend(tail[i + 1..j].iter().map(|(start, _)| (id, *start)));
-                break;
-            }
-            j -= 1;
-        }
-        i = j.max(i + 1);
     }
+    Ok(())
+}
+
+/// Orders parts by day, then by when they were written.
+fn sort_parts(parts: &mut [Arc<Part>]) {
+    parts.sort_by_key(|p| (p.day, p.id));
+}
+
+/// The parts of one day to merge next, if any: walking from the newest
+/// part back, an older part joins while it is at most twice the size of
+/// the newer ones together. This keeps a day at O(log n) parts and writes
+/// each byte O(log n) times.
+fn merge_candidate(parts: &[Arc<Part>]) -> Option<Vec<Arc<Part>>> {
+    let mut i = 0;
+    while i < parts.len() {
+        let day = parts[i].day;
+        let end = i + parts[i..].iter().take_while(|p| p.day == day).count();
+        let mut start = end - 1;
+        let mut acc = parts[start].bytes;
+        while start > i && parts[start - 1].bytes <= 2 * acc {
+            start -= 1;
+            acc += parts[start].bytes;
+        }
+        if end - start >= 2 {
+            return Some(parts[start..end].to_vec());
+        }
+        i = end;
+    }
+    None
 }
 
 /// Appends one (already validated) sample, closing the head chunk first
@@ -1507,7 +1719,6 @@ fn close_head(ms: &mut MemSeries, seq: u64) {
         start: samples[0].t,
         bytes: chunk::encode(&samples),
     });
-    ms.unmerged += 1;
     ms.dirty = false;
 }
 
