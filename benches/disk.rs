@@ -212,8 +212,8 @@ fn watch(
     let mut last = 0;
     let mut written_before = written(pid);
     println!(
-        "  {:>5} {:>12} {:>10} {:>12} {:>12} {:>10}",
-        "t_s", "dir_bytes", "B/sample", "chunk_bytes", "wal_bytes", "written/10s"
+        "  {:>5} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "t_s", "dir_bytes", "B/sample", "parts", "heads", "series", "wal", "written/10s"
     );
     while start.elapsed() < Duration::from_secs(seconds) {
         tick();
@@ -223,11 +223,13 @@ fn watch(
         max = max.max(bytes);
         last = bytes;
         println!(
-            "  {:>5} {:>12} {:>10.3} {:>12} {:>12} {:>10}",
+            "  {:>5} {:>10} {:>9.3} {:>10} {:>10} {:>10} {:>10} {:>12}",
             start.elapsed().as_secs(),
             bytes,
             bytes as f64 / samples() as f64,
             server.metric("mlmon_storage_chunk_bytes"),
+            server.metric("mlmon_storage_head_bytes"),
+            server.metric("mlmon_storage_series_bytes"),
             server.metric("mlmon_storage_wal_bytes"),
             w - written_before
         );
@@ -305,11 +307,15 @@ fn main() {
         || sent.load(std::sync::atomic::Ordering::Relaxed).max(1),
         send,
     );
-    let chunk = server.metric("mlmon_storage_chunk_bytes");
+    // The data encoded: parts, heads (as chunks) and series files.
+    let encoded = server.metric("mlmon_storage_chunk_bytes")
+        + server.metric("mlmon_storage_head_bytes")
+        + server.metric("mlmon_storage_series_bytes");
     println!(
-        "  continuous: {} samples sent; max {max} B, final {last} B ({:.2}× the final), chunk bytes {chunk}",
+        "  continuous: {} samples sent; max {max} B = {:.2}× the final {last} B; final = {:.2}× the encoded data ({encoded} B: parts, heads, series)",
         sent.load(std::sync::atomic::Ordering::Relaxed),
-        max as f64 / last.max(1) as f64
+        max as f64 / last.max(1) as f64,
+        last as f64 / encoded
     );
     drop(server);
 

@@ -608,8 +608,11 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
                     tracing::debug!(message = "Merged parts", parts = done.merged_parts);
                 }
                 if done.reclaimed_bytes > 0 {
-                    // INFO only when a meaningful share of the file came back.
-                    if done.reclaimed_bytes.saturating_mul(10) >= file_before {
+                    // INFO only when a meaningful share of the file came back
+                    // (a tenth, and at least 1 MiB).
+                    if done.reclaimed_bytes.saturating_mul(10) >= file_before
+                        && done.reclaimed_bytes >= 1 << 20
+                    {
                         tracing::info!(
                             message = "Database file compacted",
                             reclaimed_bytes = done.reclaimed_bytes,

@@ -272,6 +272,10 @@ pub trait Querier: Send + Sync {
 pub struct StorageStats {
     pub series: usize,
     pub head_samples: usize,
+    /// Encoded size of the heads at the last checkpoint.
+    pub head_bytes: u64,
+    /// Bytes of the series files.
+    pub series_bytes: u64,
     pub wal_bytes: u64,
     /// Closed chunks in parts, and the parts' bytes on disk.
     pub chunks: u64,

@@ -104,8 +104,8 @@ struct State {
     /// time order for every series).
     parts: Parts,
     next_part_id: u64,
-    /// The series files that count, in the order they apply.
-    series_files: Vec<u64>,
+    /// The series files that count, in the order they apply: (id, bytes).
+    series_files: Vec<(u64, u64)>,
     next_series_file: u64,
     /// The file has format version 1 until the first checkpoint.
     legacy: bool,
@@ -421,7 +421,8 @@ impl Storage {
             st.new_series = defined.clone();
         } else {
             for row in txn.open_table(SERIES_FILES)?.iter()? {
-                let file = row?.0.value();
+                let (file, bytes) = row?;
+                let (file, bytes) = (file.value(), bytes.value());
                 let contents = seriesfile::read(&self.series_dir, file).map_err(|e| {
                     StorageError::from_io(
                         &format!("cannot read series file {file} that the data file lists"),
@@ -433,7 +434,7 @@ impl Storage {
                 defined.retain(|(id, _)| !deleted.contains(id));
                 defined.extend(contents.adds);
                 listed_files.insert(file);
-                st.series_files.push(file);
+                st.series_files.push((file, bytes));
                 st.next_series_file = st.next_series_file.max(file + 1);
             }
         }
@@ -984,8 +985,7 @@ impl Storage {
         {
             let mut st = lock(&self.state);
             st.legacy = false;
-            st.series_files
-                .extend(job.series_files_add.iter().map(|f| f.0));
+            st.series_files.extend(job.series_files_add.iter().copied());
             let mut parts: Vec<Arc<Part>> = st.parts.iter().cloned().collect();
             parts.extend(written.into_iter().map(Arc::new));
             sort_parts(&mut parts);
@@ -1097,7 +1097,10 @@ impl Storage {
                 .filter(|id| !pending.contains(id))
                 .filter_map(|id| Some((*id, st.index.labels(*id)?.encode())))
                 .collect();
-            (st.series_files.clone(), live)
+            (
+                st.series_files.iter().map(|f| f.0).collect::<Vec<u64>>(),
+                live,
+            )
         };
         self.check_space(DISK_RESERVE / 2)?;
         let file = self.write_series_file(&live, &[])?;
@@ -1113,8 +1116,8 @@ impl Storage {
         }
         {
             let mut st = lock(&self.state);
-            st.series_files.retain(|f| !old.contains(f));
-            st.series_files.insert(0, file.0);
+            st.series_files.retain(|f| !old.contains(&f.0));
+            st.series_files.insert(0, file);
         }
         for f in old {
             let _ = std::fs::remove_file(self.series_dir.join(seriesfile::file_name(f)));
@@ -1293,7 +1296,7 @@ impl Storage {
                 self.failed.store(true, Ordering::Relaxed);
                 return Err(e);
             }
-            lock(&self.state).series_files.push(file.0);
+            lock(&self.state).series_files.push(file);
         }
         self.counters
             .retention_chunks
@@ -1388,6 +1391,8 @@ impl Storage {
             series: st.index.len(),
             head_samples: st.series.values().map(|s| s.head.len()).sum(),
             wal_bytes: self.shared.wal_bytes.load(Ordering::Relaxed),
+            head_bytes: st.head_bytes,
+            series_bytes: st.series_files.iter().map(|f| f.1).sum(),
             chunks: st.parts.iter().map(|p| p.chunks).sum(),
             chunk_bytes: st.parts.iter().map(|p| p.bytes).sum(),
             parts: st.parts.len(),

@@ -197,19 +197,37 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         )
         .value(s.head_samples as f64),
         Fam::new(
+            "mlmon_storage_head_bytes",
+            Gauge,
+            "Encoded size of the open head chunks at the last checkpoint.",
+        )
+        .value(s.head_bytes as f64),
+        Fam::new(
             "mlmon_storage_wal_bytes",
             Gauge,
-            "Write-ahead log bytes written since the last checkpoint.",
+            "Bytes of the write-ahead log's segment files.",
         )
         .value(s.wal_bytes as f64),
-        Fam::new("mlmon_storage_chunks", Gauge, "Closed chunks in the store.")
-            .value(s.chunks as f64),
+        Fam::new("mlmon_storage_parts", Gauge, "Part files of closed chunks.")
+            .value(s.parts as f64),
+        Fam::new(
+            "mlmon_storage_chunks",
+            Gauge,
+            "Closed chunks in part files.",
+        )
+        .value(s.chunks as f64),
         Fam::new(
             "mlmon_storage_chunk_bytes",
             Gauge,
-            "Bytes of closed chunks in the store, keys and values.",
+            "Bytes of the part files: closed chunks and their index.",
         )
         .value(s.chunk_bytes as f64),
+        Fam::new(
+            "mlmon_storage_series_bytes",
+            Gauge,
+            "Bytes of the series files (label sets).",
+        )
+        .value(s.series_bytes as f64),
         Fam::new(
             "mlmon_storage_file_bytes",
             Gauge,
