@@ -201,29 +201,47 @@ fn encode_decimal(out: &mut Vec<u8>, samples: &[Sample], e: usize) {
         return;
     }
     // Noise around a level packs best as offsets from the smallest value,
-    // counters and trends as first or second differences: take the
-    // smallest (a varint costs up to 64 bits more).
+    // counters and trends as first or second differences (or steps above
+    // the smallest step): take the smallest (a varint costs up to 64 bits
+    // more, so order 1 wins ties).
     let base = ms[1..].iter().copied().min().unwrap_or(0);
     let offsets: Vec<u64> = ms[1..].iter().map(|&m| m.abs_diff(base)).collect();
     let d1: Vec<i64> = ms.windows(2).map(|w| w[1] - w[0]).collect();
     let first_order: Vec<u64> = d1.iter().map(|&d| zigzag(d)).collect();
     let second_order: Vec<u64> = d1.windows(2).map(|w| zigzag(w[1] - w[0])).collect();
+    // Counters grow by a varying amount: their steps packed as offsets
+    // from the smallest step need neither a sign bit nor the range below it.
+    let d_min = d1.iter().copied().min().unwrap_or(0);
+    let step_offsets: Vec<u64> = d1.iter().map(|&d| d.abs_diff(d_min)).collect();
     let bits = [
         packed_bits(&offsets).0 + 64,
         packed_bits(&first_order).0,
         packed_bits(&second_order).0 + 64,
+        packed_bits(&step_offsets).0 + 64,
     ];
-    if bits[0] < bits[1] && bits[0] <= bits[2] {
-        out.push(0);
-        put_varint(out, base);
-        pack_into(out, &offsets);
-    } else if bits[2] < bits[1] {
-        out.push(2);
-        put_varint(out, d1[0]);
-        pack_into(out, &second_order);
-    } else {
-        out.push(1);
-        pack_into(out, &first_order);
+    let best = (0..bits.len())
+        .min_by_key(|&i| (bits[i], i != 1))
+        .unwrap_or(1);
+    match best {
+        0 => {
+            out.push(0);
+            put_varint(out, base);
+            pack_into(out, &offsets);
+        }
+        2 => {
+            out.push(2);
+            put_varint(out, d1[0]);
+            pack_into(out, &second_order);
+        }
+        3 => {
+            out.push(3);
+            put_varint(out, d_min);
+            pack_into(out, &step_offsets);
+        }
+        _ => {
+            out.push(1);
+            pack_into(out, &first_order);
+        }
     }
 }
 
@@ -256,6 +274,14 @@ fn decode_decimal(mut b: &[u8], out: &mut [Sample]) -> Result<(), ChunkError> {
                 s.v = m as f64 / POW10[e];
             }
         }
+        3 => {
+            let d_min = get_varint(&mut b)?;
+            unpack(&mut b, out.len() - 1, &mut deltas)?;
+            for (s, x) in out[1..].iter_mut().zip(deltas) {
+                m = m.wrapping_add(d_min.wrapping_add(x as i64));
+                s.v = m as f64 / POW10[e];
+            }
+        }
         2 => {
             let mut d = get_varint(&mut b)?;
             m = m.wrapping_add(d);
@@ -284,48 +310,157 @@ fn bit_len(v: u64) -> u32 {
 }
 
 /// (total bits, best width, exceptions present)
-fn packed_bits(vals: &[u64]) -> (u64, u32, bool) {
+/// How a run of integers is packed, and what it costs in bits (without
+/// the header).
+#[derive(Debug, Clone, Copy)]
+enum Packing {
+    /// Each value in `w` bits, or with `exceptions` a flag bit and an
+    /// escape for the wider ones.
+    Width { w: u32, exceptions: bool },
+    /// Values below `radix`, `k` at a time as one number in base `radix`:
+    /// log2(radix) bits a value instead of a whole number of bits.
+    Radix { radix: u64 },
+}
+
+/// Header byte of radix packing (no width is 127).
+const RADIX_HEADER: u8 = 0x7f;
+
+fn packed_bits(vals: &[u64]) -> (u64, Packing) {
     let mut hist = [0u64; 65];
     for &v in vals {
         hist[bit_len(v) as usize] += 1;
     }
     let max = (0..=64).rev().find(|&i| hist[i] > 0).unwrap_or(0) as u32;
     let n = vals.len() as u64;
-    let mut best = (n * max as u64, max, false);
+    let mut best = (
+        n * max as u64,
+        Packing::Width {
+            w: max,
+            exceptions: false,
+        },
+    );
     for w in 0..max {
         let mut cost = n * (1 + w as u64);
         for (len, &count) in hist.iter().enumerate().skip(w as usize + 1) {
             cost += count * (6 + len as u64);
         }
         if cost < best.0 {
-            best = (cost, w, true);
+            best = (
+                cost,
+                Packing::Width {
+                    w,
+                    exceptions: true,
+                },
+            );
+        }
+    }
+    // Radix packing pays when the largest value is well below a power of
+    // two (a random walk of ±25 needs 5.67 bits, not 6).
+    if max >= 2 && max <= 32 {
+        let radix = vals.iter().copied().max().unwrap_or(0) + 1;
+        let mut varint = Vec::new();
+        put_uvarint(&mut varint, radix);
+        let cost = radix_bits(radix, vals.len()) + 8 * varint.len() as u64;
+        if cost < best.0 {
+            best = (cost, Packing::Radix { radix });
         }
     }
     best
 }
 
-fn pack_into(out: &mut Vec<u8>, vals: &[u64]) {
-    let (_, w, exceptions) = packed_bits(vals);
-    out.push(w as u8 | if exceptions { 0x80 } else { 0 });
-    let mut bw = BitWriter::new(std::mem::take(out));
-    for &v in vals {
-        if exceptions {
-            let len = bit_len(v);
-            if len > w {
-                bw.bit(true);
-                bw.bits((len - 1) as u64, 6);
-                bw.bits(v, len);
-                continue;
-            }
-            bw.bit(false);
-        }
-        bw.bits(v, w);
+/// How many values below `radix` one group holds: the most whose product
+/// still fits 64 bits.
+fn radix_group(radix: u64) -> usize {
+    let mut k = 0;
+    let mut p: u128 = 1;
+    while p * radix as u128 <= 1u128 << 64 {
+        p *= radix as u128;
+        k += 1;
     }
-    *out = bw.finish();
+    k.max(1)
+}
+
+/// Bits that hold any number below `radix^k`.
+fn radix_group_bits(radix: u64, k: usize) -> u32 {
+    let p = (radix as u128).pow(k as u32);
+    128 - (p - 1).leading_zeros()
+}
+
+fn radix_bits(radix: u64, n: usize) -> u64 {
+    let k = radix_group(radix);
+    let full = (n / k) as u64 * radix_group_bits(radix, k) as u64;
+    let rest = n % k;
+    full + if rest > 0 {
+        radix_group_bits(radix, rest) as u64
+    } else {
+        0
+    }
+}
+
+fn pack_into(out: &mut Vec<u8>, vals: &[u64]) {
+    match packed_bits(vals).1 {
+        Packing::Width { w, exceptions } => {
+            out.push(w as u8 | if exceptions { 0x80 } else { 0 });
+            let mut bw = BitWriter::new(std::mem::take(out));
+            for &v in vals {
+                if exceptions {
+                    let len = bit_len(v);
+                    if len > w {
+                        bw.bit(true);
+                        bw.bits((len - 1) as u64, 6);
+                        bw.bits(v, len);
+                        continue;
+                    }
+                    bw.bit(false);
+                }
+                bw.bits(v, w);
+            }
+            *out = bw.finish();
+        }
+        Packing::Radix { radix } => {
+            out.push(RADIX_HEADER);
+            put_uvarint(out, radix);
+            let k = radix_group(radix);
+            let mut bw = BitWriter::new(std::mem::take(out));
+            for group in vals.chunks(k) {
+                let mut c: u64 = 0;
+                for &v in group.iter().rev() {
+                    c = c * radix + v;
+                }
+                bw.bits(c, radix_group_bits(radix, group.len()));
+            }
+            *out = bw.finish();
+        }
+    }
 }
 
 fn unpack(b: &mut &[u8], n: usize, out: &mut Vec<u64>) -> Result<(), ChunkError> {
+    const SHORT: ChunkError = ChunkError("truncated packed integers");
     let header = *b.first().ok_or(ChunkError("missing packing header"))?;
+    if header == RADIX_HEADER {
+        let mut rest = &b[1..];
+        let radix = get_uvarint(&mut rest).ok_or(SHORT)?;
+        if !(3..=1 << 32).contains(&radix) {
+            return Err(ChunkError("packing radix out of range"));
+        }
+        let k = radix_group(radix);
+        let mut r = BitReader::new(rest);
+        let mut left = n;
+        while left > 0 {
+            let g = left.min(k);
+            let mut c = r.bits(radix_group_bits(radix, g)).ok_or(SHORT)?;
+            for _ in 0..g {
+                out.push(c % radix);
+                c /= radix;
+            }
+            if c != 0 {
+                return Err(ChunkError("radix group out of range"));
+            }
+            left -= g;
+        }
+        *b = &rest[r.bytes_used()..];
+        return Ok(());
+    }
     let w = (header & 0x7f) as u32;
     let exceptions = header & 0x80 != 0;
     if w > 64 {
@@ -333,7 +468,6 @@ fn unpack(b: &mut &[u8], n: usize, out: &mut Vec<u64>) -> Result<(), ChunkError>
     }
     let body = &b[1..];
     let mut r = BitReader::new(body);
-    const SHORT: ChunkError = ChunkError("truncated packed integers");
     for _ in 0..n {
         let v = if exceptions && r.bit().ok_or(SHORT)? {
             let len = r.bits(6).ok_or(SHORT)? as u32 + 1;
@@ -517,6 +651,66 @@ mod tests {
         // 40,000 values need 16 bits; first differences would need 17.
         assert!(bytes.len() < 1200 * 16 / 8 + 64, "{} bytes", bytes.len());
         assert!(same(&decode(&bytes).unwrap(), &s));
+    }
+
+    #[test]
+    fn counter_steps_pack_above_the_smallest_step() {
+        // A counter growing by 1,500..4,500 hundredths per sample: 3,000
+        // step values need 12 bits above the smallest step, 14 as signed
+        // differences.
+        let mut x = 99u64;
+        let mut c = 1_000_000i64;
+        let s: Vec<Sample> = (0..240)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                c += 1_500 + ((x >> 33) % 3_000) as i64;
+                Sample {
+                    t: i * 15_000,
+                    v: c as f64 / 100.0,
+                }
+            })
+            .collect();
+        let bytes = encode(&s);
+        assert!(bytes.len() < 240 * 12 / 8 + 40, "{} bytes", bytes.len());
+        assert!(same(&decode(&bytes).unwrap(), &s));
+    }
+
+    #[test]
+    fn a_random_walk_packs_in_fractional_bits() {
+        // Steps of -25..=25 hundredths: 51 values, 5.67 bits each.
+        let mut x = 7u64;
+        let mut c = 5_000i64;
+        let s: Vec<Sample> = (0..2000)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                c += ((x >> 33) % 51) as i64 - 25;
+                Sample {
+                    t: i * 15_000,
+                    v: c as f64 / 100.0,
+                }
+            })
+            .collect();
+        let bytes = encode(&s);
+        // Under the 6 bits a whole-bit width needs (1,500 bytes).
+        assert!(bytes.len() < 2000 * 6 / 8 - 40, "{} bytes", bytes.len());
+        assert!(same(&decode(&bytes).unwrap(), &s));
+        // Radix groups are checked: a group holding more than its values
+        // can is an error, not garbage.
+        let vals: Vec<u64> = (0..44).map(|i| (i * 37) % 51).collect();
+        let mut packed = Vec::new();
+        pack_into(&mut packed, &vals);
+        assert_eq!(packed[0], RADIX_HEADER);
+        let mut got = Vec::new();
+        unpack(&mut &packed[..], vals.len(), &mut got).unwrap();
+        assert_eq!(got, vals);
+        for byte in &mut packed[2..] {
+            *byte = 0xff;
+        }
+        assert!(unpack(&mut &packed[..], vals.len(), &mut Vec::new()).is_err());
     }
 
     #[test]
