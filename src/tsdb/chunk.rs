@@ -356,7 +356,7 @@ fn packed_bits(vals: &[u64]) -> (u64, Packing) {
     }
     // Radix packing pays when the largest value is well below a power of
     // two (a random walk of ±25 needs 5.67 bits, not 6).
-    if max >= 2 && max <= 32 {
+    if (2..=32).contains(&max) {
         let radix = vals.iter().copied().max().unwrap_or(0) + 1;
         let mut varint = Vec::new();
         put_uvarint(&mut varint, radix);
