@@ -65,8 +65,8 @@ type MemSnapshot = (u64, Arc<Labels>, Vec<Sample>);
 /// The parts as of one moment (a reader keeps them open while it reads).
 type Parts = Arc<Vec<Arc<Part>>>;
 
-/// Chunks to write, by day: each series' (ascending ids) oldest first.
-type ChunksByDay = std::collections::BTreeMap<i64, Vec<(u64, Vec<Vec<u8>>)>>;
+/// Samples to write, by day: each series' (ascending ids) oldest first.
+type SamplesByDay = std::collections::BTreeMap<i64, Vec<(u64, Vec<Sample>)>>;
 
 /// The open store. Share it as `Arc<Storage>`; call [`Storage::close`] to
 /// checkpoint the head and stop the committer.
@@ -144,12 +144,11 @@ impl Default for State {
     }
 }
 
-/// A closed chunk not yet in the data file: the log sequence number that
-/// closed it, its first timestamp and its encoding.
+/// A closed chunk not yet in a part: the log sequence number that closed
+/// it and its samples (encoded once, into blocks, by the checkpoint).
 struct Pending {
     seq: u64,
-    start: Timestamp,
-    bytes: Vec<u8>,
+    samples: Vec<Sample>,
 }
 
 struct MemSeries {
@@ -489,11 +488,10 @@ impl Storage {
                 let (key, value) = row?;
                 let (id, start) = key.value();
                 if let Some(ms) = st.series.get_mut(&id) {
-                    ms.pending.push(Pending {
-                        seq: 0,
-                        start,
-                        bytes: value.value().to_vec(),
-                    });
+                    let samples = chunk::decode(value.value()).map_err(|e| {
+                        StorageError::new(format!("series {id}, chunk at {start}: {e}"))
+                    })?;
+                    ms.pending.push(Pending { seq: 0, samples });
                     st.pending_ids.push(id);
                 }
             }
@@ -502,12 +500,8 @@ impl Storage {
         let st = &mut *st;
         let mut newest: FastMap<u64, Sample> = FastMap::default();
         for (&id, ms) in st.series.iter() {
-            if let Some(p) = ms.pending.last() {
-                let samples = chunk::decode(&p.bytes)
-                    .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
-                if let Some(s) = samples.last() {
-                    newest.insert(id, *s);
-                }
+            if let Some(s) = ms.pending.last().and_then(|p| p.samples.last()) {
+                newest.insert(id, *s);
             }
         }
         for p in parts.iter().rev() {
@@ -926,17 +920,17 @@ impl Storage {
             }
             st.pending_ids.sort_unstable();
             st.pending_ids.dedup();
-            // Closed chunks by day, each series' in time order.
-            let mut closed = ChunksByDay::new();
+            // Closed chunks' samples by day, each series' in time order.
+            let mut closed = SamplesByDay::new();
             for &id in &st.pending_ids {
                 let Some(ms) = st.series.get(&id) else {
                     continue;
                 };
-                for p in &ms.pending {
-                    let day = closed.entry(part::day_of(p.start)).or_default();
+                for s in ms.pending.iter().flat_map(|p| &p.samples) {
+                    let day = closed.entry(part::day_of(s.t)).or_default();
                     match day.last_mut() {
-                        Some((last, chunks)) if *last == id => chunks.push(p.bytes.clone()),
-                        _ => day.push((id, vec![p.bytes.clone()])),
+                        Some((last, samples)) if *last == id => samples.push(*s),
+                        _ => day.push((id, vec![*s])),
                     }
                 }
             }
@@ -965,7 +959,11 @@ impl Storage {
         job.series_files_add.extend(series_file);
         let mut written = Vec::new();
         for (day, series) in closed {
-            let part = self.write_part(day, series.into_iter().map(Ok), i64::MIN);
+            let blocks = series.into_iter().map(|(id, samples)| {
+                let blocks = samples.chunks(part::BLOCK_SAMPLES).map(chunk::encode);
+                Ok((id, blocks.collect()))
+            });
+            let part = self.write_part(day, blocks);
             match part {
                 Ok(Some(p)) => written.push(p),
                 Ok(None) => {}
@@ -1015,14 +1013,12 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes one part of `day` from series' chunks (ascending ids, each
-    /// series' chunks oldest first), re-encoded into blocks and cut at
-    /// `cutoff`. `None` when nothing is left to write.
+    /// Writes one part of `day` from series' blocks (ascending ids, each
+    /// series' blocks oldest first). `None` when there is nothing to write.
     fn write_part(
         &self,
         day: i64,
         series: impl Iterator<Item = Result<(u64, Vec<Vec<u8>>), StorageError>>,
-        cutoff: Timestamp,
     ) -> Result<Option<Part>, StorageError> {
         let id = {
             let mut st = lock(&self.state);
@@ -1033,9 +1029,7 @@ impl Storage {
         let mut w = part::Writer::create(&self.parts_dir, id).map_err(io)?;
         let result = (|| {
             for s in series {
-                let (sid, chunks) = s?;
-                let blocks = part::reblock(chunks, cutoff)
-                    .map_err(|e| StorageError::new(format!("series {sid}: {e}")))?;
+                let (sid, blocks) = s?;
                 w.add(sid, &blocks).map_err(io)?;
             }
             Ok::<_, StorageError>(())
@@ -1188,9 +1182,11 @@ impl Storage {
                         .map_err(|e| StorageError::from_io("cannot read a part", &e))?,
                 );
             }
-            Ok((id, chunks))
+            let blocks = part::reblock(chunks, cutoff)
+                .map_err(|e| StorageError::new(format!("series {id}: {e}")))?;
+            Ok((id, blocks))
         });
-        let merged = self.write_part(day, series, cutoff)?;
+        let merged = self.write_part(day, series)?;
         let dropped = before - merged.as_ref().map_or(0, |p| p.ids().count());
         let job = Job {
             parts_add: merged.iter().map(|p| (p.id, p.day)).collect(),
@@ -1413,11 +1409,11 @@ impl Storage {
         let mut total: u64 = st.parts.iter().map(|p| p.samples).sum();
         for ms in st.series.values() {
             total += ms.head.len() as u64;
-            for p in &ms.pending {
-                if let Ok(m) = chunk::meta(&p.bytes) {
-                    total += m.count as u64;
-                }
-            }
+            total += ms
+                .pending
+                .iter()
+                .map(|p| p.samples.len() as u64)
+                .sum::<u64>();
         }
         Ok(total)
     }
@@ -1507,13 +1503,7 @@ impl Storage {
             };
             let mut mem = Vec::new();
             for p in &ms.pending {
-                let m = chunk::meta(&p.bytes).map_err(|e| StorageError::new(e.to_string()))?;
-                if m.max_t < mint || m.min_t > maxt {
-                    continue;
-                }
-                let samples =
-                    chunk::decode(&p.bytes).map_err(|e| StorageError::new(e.to_string()))?;
-                mem.extend(samples.into_iter().filter(|s| s.t >= mint && s.t <= maxt));
+                mem.extend(p.samples.iter().filter(|s| s.t >= mint && s.t <= maxt));
             }
             mem.extend(ms.head.iter().filter(|s| s.t >= mint && s.t <= maxt));
             out.push((id, labels.clone(), mem));
@@ -1719,11 +1709,7 @@ fn close_head(ms: &mut MemSeries, seq: u64) {
         return;
     }
     let samples = std::mem::take(&mut ms.head);
-    ms.pending.push(Pending {
-        seq,
-        start: samples[0].t,
-        bytes: chunk::encode(&samples),
-    });
+    ms.pending.push(Pending { seq, samples });
     ms.dirty = false;
 }
 
