@@ -31,8 +31,11 @@ const MIN_CHECKPOINT_BYTES: u64 = 64 << 10;
 /// ... or once records waited this long in the log.
 const CHECKPOINT_AGE: std::time::Duration = std::time::Duration::from_secs(1800);
 /// Compaction runs when at least this much of the file (and a quarter of
-/// it) is free.
+/// it) is free; gains below `COMPACT_BIG` at most once per
+/// `COMPACT_SMALL_EVERY`.
 const COMPACT_MIN_FREE: u64 = 16 << 10;
+const COMPACT_BIG: u64 = 1 << 20;
+const COMPACT_SMALL_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Series files are rewritten into one when there are more than this.
 const MAX_SERIES_FILES: usize = 8;
 
@@ -121,6 +124,7 @@ struct State {
     /// rewrites about this much, so the log may grow as much before one.
     head_bytes: u64,
     last_checkpoint: std::time::Instant,
+    last_compaction: Option<std::time::Instant>,
 }
 
 impl Default for State {
@@ -140,6 +144,7 @@ impl Default for State {
             records_bytes: 0,
             head_bytes: 0,
             last_checkpoint: std::time::Instant::now(),
+            last_compaction: None,
         }
     }
 }
@@ -1125,7 +1130,8 @@ impl Storage {
     /// has held records for 30 minutes, or a head began more than one chunk
     /// span ago (it is closed); then the parts of a day are merged when the
     /// newest ones add up to half the size of the one before them; the
-    /// data file is compacted only when a quarter of it (and 16 KiB) is free
+    /// data file is compacted only when a quarter of it (and 16 KiB, or
+    /// 1 MiB within an hour of the last compaction) is free
     /// space. A store that received nothing writes nothing.
     pub fn maintain(&self, now: Timestamp) -> Result<Maintenance, StorageError> {
         let _w = lock(&self.writer);
@@ -1322,7 +1328,12 @@ impl Storage {
             stats.allocated_pages() * stats.page_size() as u64
         };
         let free = file.saturating_sub(used);
-        if free < COMPACT_MIN_FREE || free < file / 4 {
+        // Small gains wait an hour: a small file always has some free pages
+        // after a checkpoint, and compacting it each time rewrites it.
+        let recent = lock(&self.state)
+            .last_compaction
+            .is_some_and(|t| t.elapsed() < COMPACT_SMALL_EVERY);
+        if free < COMPACT_MIN_FREE || free < file / 4 || (recent && free < COMPACT_BIG) {
             return Ok(0);
         }
         let mut db = self
@@ -1341,6 +1352,7 @@ impl Storage {
             }
         }
         drop(db);
+        lock(&self.state).last_compaction = Some(std::time::Instant::now());
         if !compacted {
             return Ok(0);
         }
