@@ -631,22 +631,27 @@ mod tests {
         assert!(same(&decode(&bytes).unwrap(), &s));
     }
 
-    #[test]
-    fn noisy_gauge_packs_as_offsets() {
-        // Collector durations: five significant digits of noise (e = 9).
-        let mut x = 12345u64;
-        let s: Vec<Sample> = (0..1200)
+    /// `n` samples 15 s apart whose values are `value(k)` of the `k`-th
+    /// draw of a seeded generator (the high 31 bits of an LCG).
+    fn drawn(n: i64, seed: u64, mut value: impl FnMut(u64) -> f64) -> Vec<Sample> {
+        let mut x = seed;
+        (0..n)
             .map(|i| {
                 x = x
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let m = 30_000 + (x >> 33) % 40_000;
                 Sample {
                     t: i * 15_000,
-                    v: m as f64 / 1e9,
+                    v: value(x >> 33),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn noisy_gauge_packs_as_offsets() {
+        // Collector durations: five significant digits of noise (e = 9).
+        let s = drawn(1200, 12345, |r| (30_000 + r % 40_000) as f64 / 1e9);
         let bytes = encode(&s);
         // 40,000 values need 16 bits; first differences would need 17.
         assert!(bytes.len() < 1200 * 16 / 8 + 64, "{} bytes", bytes.len());
@@ -658,20 +663,11 @@ mod tests {
         // A counter growing by 1,500..4,500 hundredths per sample: 3,000
         // step values need 12 bits above the smallest step, 14 as signed
         // differences.
-        let mut x = 99u64;
         let mut c = 1_000_000i64;
-        let s: Vec<Sample> = (0..240)
-            .map(|i| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                c += 1_500 + ((x >> 33) % 3_000) as i64;
-                Sample {
-                    t: i * 15_000,
-                    v: c as f64 / 100.0,
-                }
-            })
-            .collect();
+        let s = drawn(240, 99, |r| {
+            c += 1_500 + (r % 3_000) as i64;
+            c as f64 / 100.0
+        });
         let bytes = encode(&s);
         assert!(bytes.len() < 240 * 12 / 8 + 40, "{} bytes", bytes.len());
         assert!(same(&decode(&bytes).unwrap(), &s));
@@ -680,20 +676,11 @@ mod tests {
     #[test]
     fn a_random_walk_packs_in_fractional_bits() {
         // Steps of -25..=25 hundredths: 51 values, 5.67 bits each.
-        let mut x = 7u64;
         let mut c = 5_000i64;
-        let s: Vec<Sample> = (0..2000)
-            .map(|i| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                c += ((x >> 33) % 51) as i64 - 25;
-                Sample {
-                    t: i * 15_000,
-                    v: c as f64 / 100.0,
-                }
-            })
-            .collect();
+        let s = drawn(2000, 7, |r| {
+            c += (r % 51) as i64 - 25;
+            c as f64 / 100.0
+        });
         let bytes = encode(&s);
         // Under the 6 bits a whole-bit width needs (1,500 bytes).
         assert!(bytes.len() < 2000 * 6 / 8 - 40, "{} bytes", bytes.len());
