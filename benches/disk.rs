@@ -198,8 +198,8 @@ fn load(server: &Server, data: &[(Labels, Vec<Sample>)]) -> usize {
     total
 }
 
-/// Samples the directory every 10 s for `seconds`, calling `tick` first
-/// each time; returns (max, final) bytes.
+/// Samples the directory every 10 s for `seconds`, calling `tick` every
+/// second in between; returns (max, final) bytes.
 fn watch(
     server: &Server,
     seconds: u64,
@@ -216,8 +216,12 @@ fn watch(
         "t_s", "dir_bytes", "B/sample", "parts", "heads", "series", "wal", "written/10s"
     );
     while start.elapsed() < Duration::from_secs(seconds) {
-        tick();
-        std::thread::sleep(Duration::from_secs(10));
+        // `tick` every second (it keeps its own schedule), a row every 10 s.
+        let row = Instant::now();
+        while row.elapsed() < Duration::from_secs(10) {
+            tick();
+            std::thread::sleep(Duration::from_secs(1));
+        }
         let bytes = dir_bytes(&server.data);
         let w = written(pid);
         max = max.max(bytes);
