@@ -25,30 +25,10 @@ use std::time::{Duration, Instant};
 
 use mlmon::model::{Labels, Sample};
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// `write_bytes` of `/proc/<pid>/io`: bytes the process caused to be sent
 /// to storage.
 fn written(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("write_bytes: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    common::proc_number(pid, "io", "write_bytes:").unwrap_or(0)
 }
 
 struct Server {
@@ -222,7 +202,7 @@ fn watch(
             tick();
             std::thread::sleep(Duration::from_secs(1));
         }
-        let bytes = dir_bytes(&server.data);
+        let bytes = common::dir_bytes(&server.data);
         let w = written(pid);
         max = max.max(bytes);
         last = bytes;
@@ -330,13 +310,13 @@ fn main() {
     std::thread::sleep(Duration::from_secs(25));
     let pid = server.child.id();
     let before = written(pid);
-    let size_before = dir_bytes(&server.data);
+    let size_before = common::dir_bytes(&server.data);
     std::thread::sleep(Duration::from_secs(120));
     let w = written(pid) - before;
     println!(
         "  quiet: {} bytes written in 120 s ({} per minute); directory {size_before} → {} bytes",
         w,
         w / 2,
-        dir_bytes(&server.data)
+        common::dir_bytes(&server.data)
     );
 }

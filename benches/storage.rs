@@ -224,20 +224,7 @@ fn bench_bytes_per_sample() {
     s.maintain(t0 + per_series as i64 * 15_000).unwrap();
     let st = s.stats();
     let n = (series * per_series) as f64;
-    let dir_bytes: u64 = ["mlmon.redb", "parts", "wal"]
-        .iter()
-        .map(|p| {
-            let p = dir.path().join(p);
-            match std::fs::read_dir(&p) {
-                Ok(rd) => rd
-                    .flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum(),
-                Err(_) => std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0),
-            }
-        })
-        .sum();
+    let dir_bytes = common::dir_bytes(dir.path());
     println!(
         "disk: {} samples in {} series: directory {} bytes = {:.3} bytes/sample (parts {:.3})",
         series * per_series,

@@ -1,6 +1,8 @@
 //! The store through its public API: append, select, restart and replay,
 //! checkpoints, retention and limits, each on a fresh temporary directory.
 
+mod common;
+
 use mlmon::model::{stale_nan, Labels, MatchOp, Matcher, Sample};
 use mlmon::tsdb::{AppendError, Limits, Querier, Storage, StorageOptions};
 
@@ -303,10 +305,6 @@ fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::Syst
     out
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    files(dir).iter().map(|f| f.1).sum()
-}
-
 #[test]
 fn a_format_1_file_is_migrated_with_its_unflushed_log() {
     // Written by the version before the log moved out of the data file:
@@ -373,7 +371,7 @@ fn the_log_is_reclaimed_while_ingest_continues_and_idle_writes_nothing() {
             );
         }
         app.commit().unwrap();
-        peak_log = peak_log.max(dir_bytes(&dir.path().join("wal")));
+        peak_log = peak_log.max(common::dir_bytes(&dir.path().join("wal")));
         if k % 10 == 9 {
             s.maintain(now).unwrap();
         }

@@ -1,15 +1,18 @@
-//! The storage engine: one redb file holding series, compressed chunks, the
-//! write-ahead log and small durable state of other components.
+//! The storage engine: a data directory of immutable part files (closed
+//! chunks), compressed series files (label sets), a write-ahead log of
+//! segment files, and one redb file (heads, the lists of parts and series
+//! files, small durable state of other components).
 //!
 //! Writes go through [`Storage::appender`] ([`Appender`]): a batch is checked
 //! against the limits and per-series order, applied to the in-memory head,
-//! written as one WAL record and acknowledged once a durable redb commit holds
-//! it (the committer thread groups concurrent batches into one commit).
-//! Reads go through the [`Querier`] trait (`select(matchers, mint, maxt)`),
-//! which merges closed chunks from the file with the head. A head chunk is
-//! closed at [`StorageOptions::chunk_max_samples`] samples or two hours and
-//! encoded once by [`chunk`]; checkpoints write the open heads and truncate
-//! the WAL. Layout of every table: `docs/format.md`.
+//! written as one log record and acknowledged once it is synced (the
+//! committer thread groups concurrent batches into one sync). Reads go
+//! through the [`Querier`] trait (`select(matchers, mint, maxt)`), which
+//! merges the parts, the closed chunks not yet in a part and the head. A
+//! head chunk is closed at [`StorageOptions::chunk_max_samples`] samples or
+//! two hours; checkpoints ([`Storage::maintain`]) write closed chunks to
+//! parts and heads to redb, then drop the log segments they cover. Layout:
+//! `docs/format.md`.
 
 pub mod chunk;
 
@@ -36,15 +39,16 @@ pub const CHUNK_SPAN_MS: i64 = 2 * 3_600_000;
 /// Everything the store needs to know, resolved from the config file.
 #[derive(Debug, Clone)]
 pub struct StorageOptions {
-    /// Directory that holds `mlmon.redb`.
+    /// The data directory (`mlmon.redb`, `parts/`, `series/`, `wal/`).
     pub dir: PathBuf,
     /// Chunks whose newest sample is older than this are deleted.
     pub retention_ms: i64,
     pub limits: Limits,
     /// A head chunk is closed when it holds this many samples (default 240).
     pub chunk_max_samples: usize,
-    /// A checkpoint is taken once this many WAL bytes were written since the
-    /// last one (default 32 MiB).
+    /// An append checkpoints at once when this many log bytes were written
+    /// since the last checkpoint (default 32 MiB; maintenance usually
+    /// checkpoints much earlier).
     pub wal_checkpoint_bytes: u64,
     /// redb page cache (default 16 MiB).
     pub cache_bytes: usize,

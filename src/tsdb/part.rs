@@ -316,6 +316,13 @@ impl Writer {
         self.count == 0
     }
 
+    /// Drops the unfinished part and deletes its temporary file.
+    pub fn abandon(self) {
+        let tmp = self.tmp.clone();
+        drop(self);
+        let _ = fs::remove_file(tmp);
+    }
+
     /// Writes the index and footer, syncs, renames the file into place and
     /// syncs the directory; then opens it.
     pub fn finish(mut self, day: i64) -> io::Result<Part> {

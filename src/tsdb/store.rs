@@ -953,13 +953,10 @@ impl Storage {
         let series_file = if new_series.is_empty() {
             None
         } else {
-            match self.write_series_file(&new_series, &[]) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    self.failed.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+            Some(
+                self.write_series_file(&new_series, &[])
+                    .map_err(|e| self.abandon(e, &[], &[]))?,
+            )
         };
         job.series_files_add.extend(series_file);
         let mut written = Vec::new();
@@ -972,27 +969,16 @@ impl Storage {
             match part {
                 Ok(Some(p)) => written.push(p),
                 Ok(None) => {}
-                Err(e) => {
-                    self.discard(&written, &job.series_files_add);
-                    self.failed.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
+                Err(e) => return Err(self.abandon(e, &written, &job.series_files_add)),
             }
         }
         job.parts_add = written.iter().map(|p| (p.id, p.day)).collect();
-        if let Err(e) = committer::write(&self.shared, &job) {
-            self.discard(&written, &job.series_files_add);
-            self.failed.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
+        self.commit(&job, &written)?;
         {
             let mut st = lock(&self.state);
             st.legacy = false;
             st.series_files.extend(job.series_files_add.iter().copied());
-            let mut parts: Vec<Arc<Part>> = st.parts.iter().cloned().collect();
-            parts.extend(written.into_iter().map(Arc::new));
-            sort_parts(&mut parts);
-            st.parts = Arc::new(parts);
+            swap_parts(&mut st, &[], written);
             let State {
                 series,
                 pending_ids,
@@ -1040,15 +1026,11 @@ impl Storage {
             Ok::<_, StorageError>(())
         })();
         if let Err(e) = result {
-            drop(w);
-            let _ =
-                std::fs::remove_file(self.parts_dir.join(format!("{}.tmp", part::file_name(id))));
+            w.abandon();
             return Err(e);
         }
         if w.is_empty() {
-            drop(w);
-            let _ =
-                std::fs::remove_file(self.parts_dir.join(format!("{}.tmp", part::file_name(id))));
+            w.abandon();
             return Ok(None);
         }
         w.finish(day).map(Some).map_err(io)
@@ -1070,14 +1052,31 @@ impl Storage {
         Ok((id, bytes))
     }
 
-    /// Deletes part and series files that no transaction listed.
-    fn discard(&self, parts: &[Part], series_files: &[(u64, u64)]) {
+    /// Commits a data-file transaction; on failure the part and series
+    /// files written for it are deleted (see [`Storage::abandon`]).
+    fn commit(&self, job: &Job, parts: &[Part]) -> Result<(), StorageError> {
+        committer::write(&self.shared, job)
+            .map_err(|e| self.abandon(e, parts, &job.series_files_add))
+    }
+
+    /// Gives up a change that failed halfway: deletes the part and series
+    /// files written for it, which no transaction lists, and refuses writes
+    /// until a restart replays the log (in-memory state such as the heads'
+    /// dirty marks has already moved on). Returns `e`.
+    fn abandon(
+        &self,
+        e: StorageError,
+        parts: &[Part],
+        series_files: &[(u64, u64)],
+    ) -> StorageError {
         for p in parts {
             let _ = std::fs::remove_file(p.path());
         }
         for (id, _) in series_files {
             let _ = std::fs::remove_file(self.series_dir.join(seriesfile::file_name(*id)));
         }
+        self.failed.store(true, Ordering::Relaxed);
+        e
     }
 
     /// Rewrites the series files into one when there are more than a few:
@@ -1108,11 +1107,7 @@ impl Storage {
             series_files_remove: old.clone(),
             ..Job::default()
         };
-        if let Err(e) = committer::write(&self.shared, &job) {
-            self.discard(&[], &[file]);
-            self.failed.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
+        self.commit(&job, &[])?;
         {
             let mut st = lock(&self.state);
             st.series_files.retain(|f| !old.contains(&f.0));
@@ -1199,23 +1194,8 @@ impl Storage {
             parts_remove: run.iter().map(|p| p.id).collect(),
             ..Job::default()
         };
-        if let Err(e) = committer::write(&self.shared, &job) {
-            self.discard(merged.as_slice(), &[]);
-            self.failed.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
-        {
-            let mut st = lock(&self.state);
-            let mut parts: Vec<Arc<Part>> = st
-                .parts
-                .iter()
-                .filter(|p| !run.iter().any(|r| r.id == p.id))
-                .cloned()
-                .collect();
-            parts.extend(merged.map(Arc::new));
-            sort_parts(&mut parts);
-            st.parts = Arc::new(parts);
-        }
+        self.commit(&job, merged.as_slice())?;
+        swap_parts(&mut lock(&self.state), &job.parts_remove, merged);
         // Readers still holding the old parts keep their open files.
         for p in run {
             if let Err(e) = std::fs::remove_file(p.path()) {
@@ -1242,20 +1222,8 @@ impl Storage {
                 parts_remove: expired.iter().map(|p| p.id).collect(),
                 ..Job::default()
             };
-            if let Err(e) = committer::write(&self.shared, &job) {
-                self.failed.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-            {
-                let mut st = lock(&self.state);
-                let kept: Vec<Arc<Part>> = st
-                    .parts
-                    .iter()
-                    .filter(|p| !expired.iter().any(|e| e.id == p.id))
-                    .cloned()
-                    .collect();
-                st.parts = Arc::new(kept);
-            }
+            self.commit(&job, &[])?;
+            swap_parts(&mut lock(&self.state), &job.parts_remove, None);
             for p in &expired {
                 let _ = std::fs::remove_file(p.path());
             }
@@ -1293,11 +1261,7 @@ impl Storage {
                 series_files_add: vec![file],
                 ..Job::default()
             };
-            if let Err(e) = committer::write(&self.shared, &job) {
-                self.discard(&[], &[file]);
-                self.failed.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
+            self.commit(&job, &[])?;
             lock(&self.state).series_files.push(file);
         }
         self.counters
@@ -1309,14 +1273,9 @@ impl Storage {
         Ok((dropped_sections, series_deletes.len()))
     }
 
-    /// Compacts the file when a quarter of it (and 16 KiB) is free space;
-    /// skipped while reads are in flight. Returns the bytes the file shrank
-    /// by.
-    pub fn compact_if_fragmented(&self) -> Result<u64, StorageError> {
-        let _w = lock(&self.writer);
-        self.compact_locked()
-    }
-
+    /// Compacts the file when a quarter of it (and 16 KiB) is free space,
+    /// gains under 1 MiB at most hourly; skipped while reads are in flight.
+    /// Returns the bytes the file shrank by.
     fn compact_locked(&self) -> Result<u64, StorageError> {
         self.check_space(DISK_RESERVE / 2)?;
         let file = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
@@ -1674,6 +1633,20 @@ fn remove_leftovers(
 /// Orders parts by day, then by when they were written.
 fn sort_parts(parts: &mut [Arc<Part>]) {
     parts.sort_by_key(|p| (p.day, p.id));
+}
+
+/// Replaces the parts `remove` names by `add` in what readers see next
+/// (readers holding the old list keep their open files).
+fn swap_parts(st: &mut State, remove: &[u64], add: impl IntoIterator<Item = Part>) {
+    let mut parts: Vec<Arc<Part>> = st
+        .parts
+        .iter()
+        .filter(|p| !remove.contains(&p.id))
+        .cloned()
+        .collect();
+    parts.extend(add.into_iter().map(Arc::new));
+    sort_parts(&mut parts);
+    st.parts = Arc::new(parts);
 }
 
 /// The parts of one day to merge next, if any: walking from the newest

@@ -499,3 +499,27 @@ impl HttpSink {
         }
     }
 }
+
+/// Bytes of every file under `dir`, as a user's `du -sb` sees the data but
+/// without directory entries (the anchor harness counts files the same way).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The first number after `key` in `/proc/<pid>/<file>`: e.g. `status`,
+/// `VmRSS:` (kB) or `io`, `write_bytes:` (bytes).
+pub fn proc_number(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
+    rest.split_whitespace().next()?.parse().ok()
+}

@@ -88,14 +88,7 @@ impl SoakReport {
 }
 
 fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    crate::common::proc_number(pid, "status", "VmRSS:").map_or(0, |kb| kb * 1024)
 }
 
 fn p99(v: &mut [f64]) -> f64 {
