@@ -192,8 +192,8 @@ fn watch(
     let mut last = 0;
     let mut written_before = written(pid);
     println!(
-        "  {:>5} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "t_s", "dir_bytes", "B/sample", "parts", "heads", "series", "wal", "written/10s"
+        "  {:>5} {:>10} {:>9} {:>10} {:>10} {:>10} {:>12}",
+        "t_s", "dir_bytes", "B/sample", "parts", "series", "wal", "written/10s"
     );
     while start.elapsed() < Duration::from_secs(seconds) {
         // `tick` every second (it keeps its own schedule), a row every 10 s.
@@ -207,12 +207,11 @@ fn watch(
         max = max.max(bytes);
         last = bytes;
         println!(
-            "  {:>5} {:>10} {:>9.3} {:>10} {:>10} {:>10} {:>10} {:>12}",
+            "  {:>5} {:>10} {:>9.3} {:>10} {:>10} {:>10} {:>12}",
             start.elapsed().as_secs(),
             bytes,
             bytes as f64 / samples() as f64,
             server.metric("mlmon_storage_chunk_bytes"),
-            server.metric("mlmon_storage_head_bytes"),
             server.metric("mlmon_storage_series_bytes"),
             server.metric("mlmon_storage_wal_bytes"),
             w - written_before
@@ -291,12 +290,12 @@ fn main() {
         || sent.load(std::sync::atomic::Ordering::Relaxed).max(1),
         send,
     );
-    // The data encoded: parts, heads (as chunks) and series files.
-    let encoded = server.metric("mlmon_storage_chunk_bytes")
-        + server.metric("mlmon_storage_head_bytes")
-        + server.metric("mlmon_storage_series_bytes");
+    // The data encoded: parts and series files (what the log holds is
+    // not encoded yet).
+    let encoded =
+        server.metric("mlmon_storage_chunk_bytes") + server.metric("mlmon_storage_series_bytes");
     println!(
-        "  continuous: {} samples sent; max {max} B = {:.2}× the final {last} B; final = {:.2}× the encoded data ({encoded} B: parts, heads, series)",
+        "  continuous: {} samples sent; max {max} B = {:.2}× the final {last} B; final = {:.2}× the encoded data ({encoded} B: parts, series)",
         sent.load(std::sync::atomic::Ordering::Relaxed),
         max as f64 / last.max(1) as f64,
         last as f64 / encoded
@@ -306,7 +305,7 @@ fn main() {
     println!("3. quiet: collectors off, dataset loaded, then 120 s of nothing");
     let server = Server::start("host:\n  interval: 0s\nartifacts:\n  interval: 0s\n");
     load(&server, &data);
-    // The first checkpoint after the load (old heads close at once).
+    // The checkpoint after the load.
     std::thread::sleep(Duration::from_secs(25));
     let pid = server.child.id();
     let before = written(pid);

@@ -220,7 +220,7 @@ fn bench_bytes_per_sample() {
     let per_series = scale(10_000);
     let t0 = 1_700_000_000_000i64;
     load_every_15s(&s, series, per_series, t0);
-    s.checkpoint(Some(i64::MAX)).unwrap();
+    s.checkpoint().unwrap();
     s.maintain(t0 + per_series as i64 * 15_000).unwrap();
     let st = s.stats();
     let n = (series * per_series) as f64;
@@ -243,7 +243,7 @@ fn bench_query() {
     let per_series = if quick() { 576 } else { 5_760 }; // 24 h at 15 s
     let t0 = 1_700_000_000_000i64;
     load_every_15s(&s, series, per_series, t0);
-    s.checkpoint(Some(i64::MAX)).unwrap();
+    s.checkpoint().unwrap();
     s.maintain(t0 + per_series as i64 * 15_000).unwrap();
     let end = t0 + per_series as i64 * 15_000;
     let matchers = [Matcher::new(mlmon::model::MatchOp::Re, "__name__", "bench_.+").unwrap()];

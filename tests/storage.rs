@@ -63,7 +63,7 @@ fn unclean_stop_replays_the_wal() {
     {
         let s = Storage::open(opts(dir.path())).unwrap();
         write(&s, "m", "a", (0..120).map(|i| i * 1000));
-        s.checkpoint(None).unwrap();
+        s.checkpoint().unwrap();
         write(&s, "m", "a", (120..130).map(|i| i * 1000));
         write(&s, "m", "c", [1]);
         // No checkpoint: the head is lost, as in a crash.
@@ -156,7 +156,7 @@ fn retention_drops_old_chunks_and_empty_series() {
     write(&s, "old", "a", (0..60).map(|i| i * 1000));
     write(&s, "new", "a", (0..60).map(|i| 1_000_000 + i * 1000));
     // Close idle heads so everything is in chunks.
-    s.checkpoint(Some(i64::MAX)).unwrap();
+    s.checkpoint().unwrap();
     // One part holds both; it is rewritten without "old".
     let (sections, series) = s.apply_retention(1_100_000).unwrap();
     assert_eq!((sections, series), (1, 1));
@@ -233,7 +233,7 @@ fn merging_parts_keeps_every_sample() {
         for job in ["a", "b"] {
             write(&s, "m", job, (k * 250..(k + 1) * 250).map(|i| i * 1000));
         }
-        s.checkpoint(Some(i64::MAX)).unwrap();
+        s.checkpoint().unwrap();
     }
     assert_eq!(s.stats().parts, 4);
     let before = all(&s, "m");
@@ -250,7 +250,7 @@ fn merging_parts_keeps_every_sample() {
     assert_eq!(part[0].samples.len(), 10);
     // Appends after a merge, another merge, and a restart.
     write(&s, "m", "a", (1000..1100).map(|i| i * 1000));
-    s.checkpoint(Some(i64::MAX)).unwrap();
+    s.checkpoint().unwrap();
     s.maintain(1_100_000).unwrap();
     s.close().unwrap();
     drop(s);
@@ -268,7 +268,7 @@ fn a_part_left_by_a_crash_is_removed_and_a_missing_one_refused() {
     {
         let s = Storage::open(opts(dir.path())).unwrap();
         write(&s, "m", "a", (0..100).map(|i| i * 1000));
-        s.checkpoint(Some(i64::MAX)).unwrap();
+        s.checkpoint().unwrap();
         s.close().unwrap();
     }
     let parts = dir.path().join("parts");
@@ -311,15 +311,29 @@ fn a_format_1_file_is_migrated_with_its_unflushed_log() {
     // fixture_a has 600 checkpointed samples and 10 more only in the log
     // table, fixture_b 5 NaN samples only in the log table, and one push
     // group row (see docs/format.md, "Version changes").
+    migrates("format-v1");
+}
+
+#[test]
+fn a_format_2_directory_is_migrated_with_its_heads_and_log() {
+    // Written by the version that kept open heads in the data file: the
+    // same data as format-v1, fixture_a's 600 checkpointed samples in two
+    // parts and a head row, the rest in a log segment.
+    migrates("format-v2");
+}
+
+/// Copies `tests/fixtures/<name>` into a temporary directory, opens it
+/// twice (appending in between) and checks every sample and the KV row.
+fn migrates(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/format-v1/mlmon.redb"
-        ),
-        dir.path().join("mlmon.redb"),
-    )
-    .unwrap();
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    for (path, _, _) in files(&from) {
+        let to = dir.path().join(path.strip_prefix(&from).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&path, to).unwrap();
+    }
     for round in 0..2 {
         let s = Storage::open(StorageOptions::new(dir.path())).unwrap();
         let a = all(&s, "fixture_a");
@@ -420,14 +434,14 @@ fn series_files_are_rewritten_and_deletions_survive_a_restart() {
         // Each checkpoint that creates series writes a series file.
         for k in 0..12i64 {
             write(&s, &format!("m{k}"), "a", [k * 1000]);
-            s.checkpoint(None).unwrap();
+            s.checkpoint().unwrap();
         }
         assert_eq!(series_files(), 12);
         s.maintain(20_000).unwrap();
         assert_eq!(series_files(), 1, "rewritten into one");
         // Retention deletes m0..m11's old data; "new" stays.
         write(&s, "new", "a", [5_000_000]);
-        s.checkpoint(Some(i64::MAX)).unwrap();
+        s.checkpoint().unwrap();
         let (_, deleted) = s.apply_retention(5_000_000).unwrap();
         assert_eq!(deleted, 12);
         s.close().unwrap();

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 
 use super::schema::{
-    FORMAT_VERSION, HEAD, LEGACY_CHUNKS, LEGACY_SERIES, LEGACY_WAL, META, PARTS, SERIES_FILES,
+    FORMAT_VERSION, LEGACY_CHUNKS, LEGACY_HEAD, LEGACY_SERIES, LEGACY_WAL, META, PARTS,
+    SERIES_FILES,
 };
 use super::wal::Wal;
 use super::StorageError;
@@ -40,8 +41,6 @@ pub(super) enum Op {
 /// Changes to the data file that must become durable together.
 #[derive(Default)]
 pub(super) struct Job {
-    pub head_rows: Vec<(u64, Vec<u8>)>,
-    pub head_deletes: Vec<u64>,
     /// Every log record up to this sequence number is in the file.
     pub checkpoint_seq: Option<u64>,
     /// Part files written (id, day) and parts replaced or dropped.
@@ -50,10 +49,9 @@ pub(super) struct Job {
     /// Series files written (id, bytes) and files replaced.
     pub series_files_add: Vec<(u64, u64)>,
     pub series_files_remove: Vec<u64>,
-    /// Series deleted (their head rows go).
-    pub series_deletes: Vec<u64>,
-    /// Finishes opening a format version 1 file: its chunk and log tables
-    /// go and the version becomes the current one.
+    /// Finishes opening a file of an older format version: its head,
+    /// chunk, series and log tables go and the version becomes the
+    /// current one.
     pub drop_legacy: bool,
 }
 
@@ -173,7 +171,6 @@ pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
         .map_err(|e| StorageError::new(e.to_string()))?;
     {
         let mut series_files = txn.open_table(SERIES_FILES)?;
-        let mut head = txn.open_table(HEAD)?;
         let mut meta = txn.open_table(META)?;
         let mut parts = txn.open_table(PARTS)?;
         for (id, bytes) in &job.series_files_add {
@@ -181,12 +178,6 @@ pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
         }
         for id in &job.series_files_remove {
             series_files.remove(*id)?;
-        }
-        for id in &job.head_deletes {
-            head.remove(*id)?;
-        }
-        for (id, bytes) in &job.head_rows {
-            head.insert(*id, bytes.as_slice())?;
         }
         if let Some(seq) = job.checkpoint_seq {
             meta.insert("checkpoint_seq", seq)?;
@@ -197,9 +188,6 @@ pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
         for id in &job.parts_remove {
             parts.remove(*id)?;
         }
-        for id in &job.series_deletes {
-            head.remove(*id)?;
-        }
         if job.drop_legacy {
             meta.insert("format_version", FORMAT_VERSION)?;
         }
@@ -208,6 +196,7 @@ pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
         txn.delete_table(LEGACY_CHUNKS)?;
         txn.delete_table(LEGACY_WAL)?;
         txn.delete_table(LEGACY_SERIES)?;
+        txn.delete_table(LEGACY_HEAD)?;
     }
     txn.commit()?;
     Ok(())

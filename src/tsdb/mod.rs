@@ -276,8 +276,6 @@ pub trait Querier: Send + Sync {
 pub struct StorageStats {
     pub series: usize,
     pub head_samples: usize,
-    /// Encoded size of the heads at the last checkpoint.
-    pub head_bytes: u64,
     /// Bytes of the series files.
     pub series_bytes: u64,
     pub wal_bytes: u64,

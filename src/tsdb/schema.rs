@@ -5,7 +5,7 @@
 use redb::TableDefinition;
 
 /// Written to `META["format_version"]` when a file is created.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Small counters: `format_version`, `checkpoint_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -21,8 +21,11 @@ pub const PARTS: TableDefinition<u64, i64> = TableDefinition::new("parts");
 /// Format version 1 only: (series id, first timestamp) → closed chunk.
 /// Opening a version 1 file moves them into parts and deletes the table.
 pub const LEGACY_CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("chunks");
-/// series id → the open head chunk as of the last checkpoint.
-pub const HEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("head");
+/// Format versions 1 and 2 only: series id → the open head chunk as of
+/// the last checkpoint. Version 3 writes every head into a part at each
+/// checkpoint; opening an older file takes its heads as the log's samples
+/// and deletes the table.
+pub const LEGACY_HEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("head");
 /// Format version 1 only: sequence number → one acknowledged append batch.
 /// Version 2 keeps the log in segment files (`wal.rs`); opening a version
 /// 1 file replays this table, checkpoints and deletes it.

@@ -16,7 +16,8 @@ use super::committer::{self, Job, Op, Reply, Shared};
 use super::index::{FastMap, Index};
 use super::part::{self, Part};
 use super::schema::{
-    FORMAT_VERSION, HEAD, KV, LEGACY_CHUNKS, LEGACY_SERIES, LEGACY_WAL, META, PARTS, SERIES_FILES,
+    FORMAT_VERSION, KV, LEGACY_CHUNKS, LEGACY_HEAD, LEGACY_SERIES, LEGACY_WAL, META, PARTS,
+    SERIES_FILES,
 };
 use super::seriesfile;
 use super::{
@@ -25,8 +26,7 @@ use super::{
 };
 use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
 
-/// A checkpoint is due once the log holds this much (and as much as the
-/// heads encode to).
+/// A checkpoint is due once the log holds this much.
 const MIN_CHECKPOINT_BYTES: u64 = 64 << 10;
 /// ... or once records waited this long in the log.
 const CHECKPOINT_AGE: std::time::Duration = std::time::Duration::from_secs(1800);
@@ -43,8 +43,8 @@ const MAX_SERIES_FILES: usize = 8;
 struct Loaded {
     /// Log records applied.
     replayed: usize,
-    /// The file has format version 1.
-    legacy: bool,
+    /// The file's format version, when older than the current one.
+    migrate_from: Option<u64>,
     /// The sequence number the log's new segment starts at.
     first_seq: u64,
 }
@@ -110,8 +110,8 @@ struct State {
     /// The series files that count, in the order they apply: (id, bytes).
     series_files: Vec<(u64, u64)>,
     next_series_file: u64,
-    /// The file has format version 1 until the first checkpoint.
-    legacy: bool,
+    /// The file's older format version, until the first checkpoint.
+    migrate_from: Option<u64>,
     /// Series that have closed chunks not yet in the data file.
     pending_ids: Vec<u64>,
     /// Series defined in the log but not yet in the series table.
@@ -120,9 +120,6 @@ struct State {
     next_seq: u64,
     /// Log bytes written since the last checkpoint.
     records_bytes: u64,
-    /// Encoded size of the heads at the last checkpoint: a checkpoint
-    /// rewrites about this much, so the log may grow as much before one.
-    head_bytes: u64,
     last_checkpoint: std::time::Instant,
     last_compaction: Option<std::time::Instant>,
 }
@@ -136,13 +133,12 @@ impl Default for State {
             next_part_id: 1,
             series_files: Vec::new(),
             next_series_file: 1,
-            legacy: false,
+            migrate_from: None,
             pending_ids: Vec::new(),
             new_series: Vec::new(),
             next_id: 0,
             next_seq: 1,
             records_bytes: 0,
-            head_bytes: 0,
             last_checkpoint: std::time::Instant::now(),
             last_compaction: None,
         }
@@ -156,19 +152,14 @@ struct Pending {
     samples: Vec<Sample>,
 }
 
+/// One series' samples not yet in a part (those in the log).
 struct MemSeries {
     /// Samples of the open chunk, ascending.
     head: Vec<Sample>,
-    /// Closed chunks the next checkpoint writes to the data file.
+    /// Closed chunks the next checkpoint writes to a part.
     pending: Vec<Pending>,
     /// The newest sample ever appended (for order and duplicate checks).
     last: Option<Sample>,
-    /// The head changed since the last checkpoint.
-    dirty: bool,
-    /// The head table has a row for this series.
-    has_head_row: bool,
-    /// Encoded size of the head row last written.
-    head_row_bytes: u32,
 }
 
 impl MemSeries {
@@ -177,9 +168,6 @@ impl MemSeries {
             head: Vec::new(),
             pending: Vec::new(),
             last: None,
-            dirty: false,
-            has_head_row: false,
-            head_row_bytes: 0,
         }
     }
 }
@@ -354,12 +342,12 @@ impl Storage {
         *lock(&storage.tx) = Some(tx);
         *lock(&storage.thread) = Some(handle);
         let storage = Arc::new(storage);
-        if loaded.replayed > 0 || loaded.legacy {
+        if loaded.replayed > 0 || loaded.migrate_from.is_some() {
             tracing::info!(
                 message = "Replayed write-ahead log",
                 records = loaded.replayed
             );
-            storage.checkpoint(None)?;
+            storage.checkpoint()?;
         } else {
             // Nothing to replay: segments left are already in the file.
             storage.remove_segments_before(loaded.first_seq)?;
@@ -381,38 +369,37 @@ impl Storage {
             .read()
             .map_err(|_| StorageError::new("lock poisoned"))?;
         // Create every table so readers never meet a missing one.
-        let legacy = {
+        let version = {
             let txn = db.begin_write()?;
-            let legacy;
+            let version;
             {
                 let mut meta = txn.open_table(META)?;
-                let version = meta.get("format_version")?.map(|v| v.value());
-                legacy = match version {
+                let stored = meta.get("format_version")?.map(|v| v.value());
+                version = match stored {
                     None => {
                         meta.insert("format_version", FORMAT_VERSION)?;
-                        false
+                        FORMAT_VERSION
                     }
-                    Some(1) => true,
-                    Some(v) if v != FORMAT_VERSION => {
+                    Some(v) if (1..=FORMAT_VERSION).contains(&v) => v,
+                    Some(v) => {
                         return Err(StorageError::new(format!(
-                            "{} has storage format version {v}, this mlmon reads versions 1 and {FORMAT_VERSION}",
+                            "{} has storage format version {v}, this mlmon reads versions 1 to {FORMAT_VERSION}",
                             self.path.display()
                         )))
                     }
-                    Some(_) => false,
                 };
                 txn.open_table(SERIES_FILES)?;
-                txn.open_table(HEAD)?;
                 txn.open_table(KV)?;
                 txn.open_table(PARTS)?;
             }
             txn.commit()?;
-            legacy
+            version
         };
+        // Version 1 kept series, chunks and the log in tables.
+        let legacy = version == 1;
         let txn = db.begin_read()?;
-        let head_t = txn.open_table(HEAD)?;
         let mut st = lock(&self.state);
-        st.legacy = legacy;
+        st.migrate_from = (version < FORMAT_VERSION).then_some(version);
         // Series: a version 1 file's table (written to a series file by the
         // migration's checkpoint), else the series files in order.
         let mut defined: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -476,13 +463,15 @@ impl Storage {
             Some(id) => !listed.contains(&id),
             None => name.ends_with(".part.tmp"),
         })?;
-        for row in head_t.iter()? {
-            let (id, value) = row?;
-            if let Some(s) = st.series.get_mut(&id.value()) {
-                s.head = chunk::decode(value.value()).map_err(|e| {
-                    StorageError::new(format!("head of series {}: {e}", id.value()))
-                })?;
-                s.has_head_row = true;
+        // Versions 1 and 2 kept the open heads in a table.
+        if version < 3 {
+            for row in txn.open_table(LEGACY_HEAD)?.iter()? {
+                let (id, value) = row?;
+                if let Some(s) = st.series.get_mut(&id.value()) {
+                    s.head = chunk::decode(value.value()).map_err(|e| {
+                        StorageError::new(format!("head of series {}: {e}", id.value()))
+                    })?;
+                }
             }
         }
         // A version 1 file's chunks become pending chunks, which the
@@ -606,7 +595,7 @@ impl Storage {
         Ok((
             Loaded {
                 replayed,
-                legacy,
+                migrate_from: (version < FORMAT_VERSION).then_some(version),
                 first_seq,
             },
             wal,
@@ -862,7 +851,7 @@ impl Storage {
         // A burst larger than the log may hold between maintenance passes.
         if lock(&self.state).records_bytes >= self.opts.wal_checkpoint_bytes {
             if let Ok(_w) = self.writer.try_lock() {
-                self.checkpoint_locked(None)?;
+                self.checkpoint_locked()?;
             }
         }
         Ok(stored)
@@ -878,16 +867,16 @@ impl Storage {
         result
     }
 
-    /// Writes the closed chunks, the changed heads and the new series to
-    /// the data file and deletes the log segments that held them. With
-    /// `close_before = Some(t)`, heads whose first sample is older than `t`
-    /// are closed into chunks first, so idle series do not stay heads.
-    pub fn checkpoint(&self, close_before: Option<Timestamp>) -> Result<(), StorageError> {
+    /// Writes every sample the log holds (heads and closed chunks) and
+    /// the new series to the data directory and deletes the log segments
+    /// that held them. A head cut by a checkpoint goes on as a new chunk;
+    /// merges join the pieces.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
         let _w = lock(&self.writer);
-        self.checkpoint_locked(close_before)
+        self.checkpoint_locked()
     }
 
-    fn checkpoint_locked(&self, close_before: Option<Timestamp>) -> Result<(), StorageError> {
+    fn checkpoint_locked(&self) -> Result<(), StorageError> {
         self.check_usable()?;
         self.check_space(DISK_RESERVE / 2)?;
         let sender = self.sender()?;
@@ -896,32 +885,17 @@ impl Storage {
             let seq = st.next_seq;
             st.next_seq += 1;
             let new_series = std::mem::take(&mut st.new_series);
-            let mut job = Job {
+            let job = Job {
                 checkpoint_seq: Some(seq),
-                drop_legacy: st.legacy,
+                drop_legacy: st.migrate_from.is_some(),
                 ..Job::default()
             };
-            let mut head_bytes = 0;
             let st = &mut *st;
             for (&id, ms) in st.series.iter_mut() {
-                let old = close_before.is_some_and(|t| ms.head.first().is_some_and(|s| s.t < t));
-                if old {
+                if !ms.head.is_empty() {
                     close_head(ms, seq);
                     st.pending_ids.push(id);
                 }
-                if ms.head.is_empty() {
-                    if ms.has_head_row {
-                        job.head_deletes.push(id);
-                        ms.has_head_row = false;
-                    }
-                } else if ms.dirty {
-                    let row = chunk::encode(&ms.head);
-                    ms.head_row_bytes = row.len() as u32;
-                    job.head_rows.push((id, row));
-                    ms.has_head_row = true;
-                }
-                head_bytes += u64::from(ms.head_row_bytes) * u64::from(!ms.head.is_empty());
-                ms.dirty = false;
             }
             st.pending_ids.sort_unstable();
             st.pending_ids.dedup();
@@ -940,7 +914,6 @@ impl Storage {
                 }
             }
             st.records_bytes = 0;
-            st.head_bytes = head_bytes;
             st.last_checkpoint = std::time::Instant::now();
             // Records up to `seq` stay in the older segments.
             let (reply, rx) = mpsc::sync_channel(1);
@@ -974,9 +947,9 @@ impl Storage {
         }
         job.parts_add = written.iter().map(|p| (p.id, p.day)).collect();
         self.commit(&job, &written)?;
-        {
+        let migrated_from = {
             let mut st = lock(&self.state);
-            st.legacy = false;
+            let migrated_from = st.migrate_from.take();
             st.series_files.extend(job.series_files_add.iter().copied());
             swap_parts(&mut st, &[], written);
             let State {
@@ -991,11 +964,12 @@ impl Storage {
                 }
                 None => false,
             });
-        }
-        if job.drop_legacy {
+            migrated_from
+        };
+        if let Some(from) = migrated_from {
             tracing::info!(
                 message = "Storage migrated",
-                from_version = 1,
+                from_version = from,
                 to_version = FORMAT_VERSION
             );
         }
@@ -1121,30 +1095,21 @@ impl Storage {
 
     /// One pass of background maintenance at wall-clock time `now`, as the
     /// server runs it every few seconds. A checkpoint is taken when the log
-    /// holds at least as many bytes as the heads encode to (and 64 KiB), or
-    /// has held records for 30 minutes, or a head began more than one chunk
-    /// span ago (it is closed); then the parts of a day are merged when the
-    /// newest ones add up to half the size of the one before them; the
-    /// data file is compacted only when a quarter of it (and 16 KiB, or
-    /// 1 MiB within an hour of the last compaction) is free
-    /// space. A store that received nothing writes nothing.
+    /// holds 64 KiB, or has held records for 30 minutes; then the parts of
+    /// a day are merged when the newest ones add up to half the size of
+    /// the one before them; the data file is compacted only when a quarter
+    /// of it (and 16 KiB, or 1 MiB within an hour of the last compaction)
+    /// is free space. A store that received nothing writes nothing.
     pub fn maintain(&self, now: Timestamp) -> Result<Maintenance, StorageError> {
         let _w = lock(&self.writer);
         let mut report = Maintenance::default();
         let due = {
             let st = lock(&self.state);
-            let old_head = st
-                .series
-                .values()
-                .any(|ms| ms.head.first().is_some_and(|s| s.t < now - CHUNK_SPAN_MS));
-            let has_records = st.records_bytes > 0;
-            old_head
-                || has_records
-                    && (st.records_bytes >= st.head_bytes.max(MIN_CHECKPOINT_BYTES)
-                        || st.last_checkpoint.elapsed() >= CHECKPOINT_AGE)
+            st.records_bytes >= MIN_CHECKPOINT_BYTES
+                || st.records_bytes > 0 && st.last_checkpoint.elapsed() >= CHECKPOINT_AGE
         };
         if due {
-            self.checkpoint_locked(Some(now - CHUNK_SPAN_MS))?;
+            self.checkpoint_locked()?;
             report.checkpointed = true;
         }
         let cutoff = now - self.opts.retention_ms;
@@ -1257,7 +1222,6 @@ impl Storage {
         if !series_deletes.is_empty() {
             let file = self.write_series_file(&[], &series_deletes)?;
             let job = Job {
-                series_deletes: series_deletes.clone(),
                 series_files_add: vec![file],
                 ..Job::default()
             };
@@ -1333,7 +1297,7 @@ impl Storage {
         let result = if self.failed.load(Ordering::Relaxed) {
             Ok(())
         } else {
-            self.checkpoint(None)
+            self.checkpoint()
         };
         self.stop_committer();
         result
@@ -1358,7 +1322,6 @@ impl Storage {
             series: st.index.len(),
             head_samples: st.series.values().map(|s| s.head.len()).sum(),
             wal_bytes: self.shared.wal_bytes.load(Ordering::Relaxed),
-            head_bytes: st.head_bytes,
             series_bytes: st.series_files.iter().map(|f| f.1).sum(),
             chunks: st.parts.iter().map(|p| p.chunks).sum(),
             chunk_bytes: st.parts.iter().map(|p| p.bytes).sum(),
@@ -1684,7 +1647,6 @@ fn push_sample(ms: &mut MemSeries, s: Sample, max_samples: usize, seq: u64) -> b
     }
     ms.head.push(s);
     ms.last = Some(s);
-    ms.dirty = true;
     closed
 }
 
@@ -1695,7 +1657,6 @@ fn close_head(ms: &mut MemSeries, seq: u64) {
     }
     let samples = std::mem::take(&mut ms.head);
     ms.pending.push(Pending { seq, samples });
-    ms.dirty = false;
 }
 
 fn check_labels(labels: &Labels, limits: &super::Limits) -> Result<(), AppendError> {

@@ -197,12 +197,6 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         )
         .value(s.head_samples as f64),
         Fam::new(
-            "mlmon_storage_head_bytes",
-            Gauge,
-            "Encoded size of the open head chunks at the last checkpoint.",
-        )
-        .value(s.head_bytes as f64),
-        Fam::new(
             "mlmon_storage_wal_bytes",
             Gauge,
             "Bytes of the write-ahead log's segment files.",
