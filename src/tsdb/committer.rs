@@ -69,6 +69,9 @@ pub(super) const SYNC_EVERY: Duration = Duration::from_secs(60);
 pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) {
     // Since when records are written but not synced.
     let mut unsynced: Option<Instant> = None;
+    // A failed append: later records may refer to its values (and the
+    // store refuses writes until a restart), so none is written after it.
+    let mut broken = false;
     loop {
         let first = match unsynced {
             None => match rx.recv() {
@@ -110,7 +113,12 @@ pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) 
                     .iter()
                     .any(|(op, _)| matches!(op, Op::Append { sync: true, .. }))
                     || unsynced.is_some_and(|t| t.elapsed() >= SYNC_EVERY);
-                let result = match wal.append(records, must_sync) {
+                let appended = if broken {
+                    Err(std::io::Error::other("an earlier append failed"))
+                } else {
+                    wal.append(records, must_sync)
+                };
+                let result = match appended {
                     Ok(n) => {
                         shared.wal_bytes.fetch_add(n, Ordering::Relaxed);
                         if must_sync {
@@ -126,6 +134,7 @@ pub(super) fn run(shared: Arc<Shared>, mut wal: Wal, rx: Receiver<(Op, Reply)>) 
                     )),
                 };
                 if let Err(e) = &result {
+                    broken = true;
                     tracing::error!(message = "Write-ahead log append failed", error = %e);
                 }
                 for (_, reply) in &ops[start..end] {

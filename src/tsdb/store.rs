@@ -120,6 +120,9 @@ struct State {
     next_seq: u64,
     /// Log bytes written since the last checkpoint.
     records_bytes: u64,
+    /// Counts log segments: a series whose `logged_in` is this one has
+    /// its `last` value in the current segment (the reference of the next).
+    segment: u32,
     last_checkpoint: std::time::Instant,
     last_compaction: Option<std::time::Instant>,
 }
@@ -139,6 +142,7 @@ impl Default for State {
             next_id: 0,
             next_seq: 1,
             records_bytes: 0,
+            segment: 1,
             last_checkpoint: std::time::Instant::now(),
             last_compaction: None,
         }
@@ -160,6 +164,8 @@ struct MemSeries {
     pending: Vec<Pending>,
     /// The newest sample ever appended (for order and duplicate checks).
     last: Option<Sample>,
+    /// The log segment (`State::segment`) that holds `last`; 0: none.
+    logged_in: u32,
 }
 
 impl MemSeries {
@@ -168,6 +174,7 @@ impl MemSeries {
             head: Vec::new(),
             pending: Vec::new(),
             last: None,
+            logged_in: 0,
         }
     }
 }
@@ -528,12 +535,14 @@ impl Storage {
             .get("checkpoint_seq")?
             .map(|v| v.value())
             .unwrap_or(0);
-        let mut records: Vec<(u64, Vec<u8>, bool)> = Vec::new();
+        // (segment, seq, payload); a version 1 file's log table is
+        // segment `None`.
+        let mut records: Vec<(Option<u64>, u64, Vec<u8>)> = Vec::new();
         if legacy {
             let wal_t = txn.open_table(LEGACY_WAL)?;
             for row in wal_t.iter()? {
                 let (seq, value) = row?;
-                records.push((seq.value(), value.value().to_vec(), true));
+                records.push((None, seq.value(), value.value().to_vec()));
             }
         }
         let (wal, segment_records) =
@@ -543,30 +552,52 @@ impl Storage {
         records.extend(
             segment_records
                 .into_iter()
-                .map(|r| (r.seq, r.payload, false)),
+                .map(|r| (Some(r.segment), r.seq, r.payload)),
         );
-        let max_seq = records.iter().map(|r| r.0).max().unwrap_or(0);
+        let max_seq = records.iter().map(|r| r.1).max().unwrap_or(0);
         st.next_seq = max_seq.max(checkpoint_seq) + 1;
         let first_seq = st.next_seq;
         let mut replayed = 0;
         let max_samples = self.opts.chunk_max_samples;
-        for (seq, payload, old) in records {
-            if seq <= checkpoint_seq {
+        // Version 3 records' values refer to earlier ones in their segment.
+        let mut prev = wal::Prev::default();
+        let mut segment = None;
+        let mut skip_segment = false;
+        for (seg, seq, payload) in records {
+            if seg != segment {
+                segment = seg;
+                prev.clear();
+                skip_segment = false;
+            }
+            if skip_segment {
                 continue;
             }
             let mut defs = Vec::new();
             let mut samples = Vec::new();
-            let ok = if old {
-                super::wal::decode_samples(&payload, |id, s| samples.push((id, s)))
-            } else {
-                super::wal::decode(
+            let ok = match seg {
+                None => wal::decode_samples(&payload, |id, s| samples.push((id, s))),
+                Some(_) if version < 3 => wal::decode_v2(
                     &payload,
                     |id, l| defs.push((id, l.to_vec())),
                     |id, s| samples.push((id, s)),
-                )
+                ),
+                Some(_) => wal::decode(
+                    &payload,
+                    &mut prev,
+                    |id, l| defs.push((id, l.to_vec())),
+                    |id, s| samples.push((id, s)),
+                ),
             };
             if ok.is_none() {
-                tracing::warn!(message = "Skipping a corrupt WAL record", seq);
+                // Later records of the segment may refer to this one.
+                tracing::warn!(
+                    message = "Skipping a malformed WAL record and the rest of its segment",
+                    seq
+                );
+                skip_segment = true;
+                continue;
+            }
+            if seq <= checkpoint_seq {
                 continue;
             }
             for (id, bytes) in defs {
@@ -800,7 +831,7 @@ impl Storage {
             let seq = st.next_seq;
             st.next_seq += 1;
             let mut new_series: Vec<(u64, Vec<u8>)> = Vec::new();
-            let mut rec: Vec<(u64, &[Sample])> = Vec::with_capacity(batch.len());
+            let mut rec: Vec<wal::Entry> = Vec::with_capacity(batch.len());
             let mut stored = 0;
             let st = &mut *st;
             for (i, ((key, samples), id)) in batch.iter().zip(ids).enumerate() {
@@ -822,6 +853,11 @@ impl Storage {
                     continue;
                 }
                 let ms = st.series.get_mut(&id).expect("series was just resolved");
+                let prev = ms
+                    .last
+                    .filter(|_| ms.logged_in == st.segment)
+                    .map(|l| l.v.to_bits());
+                ms.logged_in = st.segment;
                 let mut closed = false;
                 for s in samples {
                     closed |= push_sample(ms, *s, self.opts.chunk_max_samples, seq);
@@ -830,7 +866,7 @@ impl Storage {
                     st.pending_ids.push(id);
                 }
                 stored += samples.len();
-                rec.push((id, samples));
+                rec.push(wal::Entry { id, samples, prev });
             }
             if stored == 0 && new_series.is_empty() {
                 return Ok(0);
@@ -914,6 +950,7 @@ impl Storage {
                 }
             }
             st.records_bytes = 0;
+            st.segment = st.segment.wrapping_add(1).max(1);
             st.last_checkpoint = std::time::Instant::now();
             // Records up to `seq` stay in the older segments.
             let (reply, rx) = mpsc::sync_channel(1);

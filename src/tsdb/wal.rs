@@ -9,12 +9,16 @@
 //! ([`remove_before`]). The log's size therefore follows what arrived since
 //! the last checkpoint, never the history of bursts.
 //!
-//! Payload: `uvarint(new series count)`, per new series `uvarint(id)
-//! uvarint(len) labels` (canonical form), then `uvarint(series count)` and
-//! per series `uvarint(id) uvarint(n)` and `n` samples as `varint(t -
-//! previous t)` (the first against 0) and the value's eight bytes
-//! little-endian. A new series is defined in the record that first uses it;
-//! the series table learns it at the next checkpoint.
+//! Payload (format version 3; `docs/format.md` has the layout): the new
+//! series' definitions, then per series its samples, timestamps as deltas
+//! from the record's first one and values XORed with the series' previous
+//! value in the same segment, so a record of a collection (one timestamp,
+//! values that rarely change) takes a few bytes per sample. A value refers
+//! only to records earlier in its own segment: a corrupt record ends its
+//! segment, so nothing is ever decoded against a lost value. A new series
+//! is defined in the record that first uses it; the series table learns it
+//! at the next checkpoint. Versions 1 and 2 wrote times against 0 and raw
+//! values ([`decode_v2`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -27,44 +31,100 @@ const FRAME_BYTES: usize = 16;
 /// A payload longer than this is taken for corruption on replay.
 const MAX_RECORD_BYTES: usize = 1 << 30;
 
-pub(super) fn encode(new_series: &[(u64, Vec<u8>)], batch: &[(u64, &[Sample])]) -> Vec<u8> {
-    let n: usize = batch.iter().map(|(_, s)| s.len()).sum();
-    let mut out = Vec::with_capacity(8 + batch.len() * 4 + n * 12);
+/// One series' samples in a record, with the value its previous sample
+/// in the current segment had (`None`: not logged in this segment yet).
+pub(super) struct Entry<'a> {
+    pub id: u64,
+    pub samples: &'a [Sample],
+    pub prev: Option<u64>,
+}
+
+/// Per segment, while replaying: each series' last value bits, the
+/// reference of its next value.
+pub(super) type Prev = super::index::FastMap<u64, u64>;
+
+pub(super) fn encode(new_series: &[(u64, Vec<u8>)], batch: &[Entry<'_>]) -> Vec<u8> {
+    let n: usize = batch.iter().map(|e| e.samples.len()).sum();
+    let mut out = Vec::with_capacity(16 + batch.len() * 3 + n * 6);
     put_uvarint(&mut out, new_series.len() as u64);
     for (id, labels) in new_series {
         put_uvarint(&mut out, *id);
         put_uvarint(&mut out, labels.len() as u64);
         out.extend_from_slice(labels);
     }
-    encode_samples(&mut out, batch);
+    put_uvarint(&mut out, batch.len() as u64);
+    let Some(base) = batch.iter().find_map(|e| e.samples.first()).map(|s| s.t) else {
+        return out;
+    };
+    put_varint(&mut out, base);
+    let mut prev_id = 0u64;
+    for e in batch {
+        put_varint(&mut out, e.id.wrapping_sub(prev_id) as i64);
+        prev_id = e.id;
+        put_uvarint(&mut out, e.samples.len() as u64);
+        let mut t = base;
+        let mut v = e.prev.unwrap_or(0);
+        for s in e.samples {
+            put_varint(&mut out, s.t.wrapping_sub(t));
+            t = s.t;
+            put_xor(&mut out, s.v.to_bits() ^ v);
+            v = s.v.to_bits();
+        }
+    }
     out
 }
 
-/// The samples part of a record (format version 1 stored exactly this in
-/// its `wal` table).
-fn encode_samples(out: &mut Vec<u8>, batch: &[(u64, &[Sample])]) {
-    put_uvarint(out, batch.len() as u64);
-    for (id, samples) in batch {
-        put_uvarint(out, *id);
-        put_uvarint(out, samples.len() as u64);
-        let mut prev = 0i64;
-        for s in *samples {
-            let d = s.t.wrapping_sub(prev);
-            put_uvarint(out, ((d << 1) ^ (d >> 63)) as u64);
-            prev = s.t;
-            out.extend_from_slice(&s.v.to_bits().to_le_bytes());
-        }
-    }
-}
-
-/// Calls `series(id, labels)` for every series the record defines, then
-/// `sample(id, sample)` for every sample; `None` if the record is truncated
-/// or malformed.
+/// Calls `series(id, labels)` for every series a version 3 record
+/// defines, then `sample(id, sample)` for every sample, resolving values
+/// against `prev` (the segment's state, updated); `None` if the record is
+/// truncated or malformed.
 pub(super) fn decode(
     mut b: &[u8],
+    prev: &mut Prev,
+    mut series: impl FnMut(u64, &[u8]),
+    mut sample: impl FnMut(u64, Sample),
+) -> Option<()> {
+    b = definitions(b, &mut series)?;
+    let count = get_uvarint(&mut b)?;
+    if count == 0 {
+        return b.is_empty().then_some(());
+    }
+    let base = get_varint(&mut b)?;
+    let mut id = 0u64;
+    for _ in 0..count {
+        id = id.wrapping_add(get_varint(&mut b)? as u64);
+        let n = get_uvarint(&mut b)?;
+        let mut t = base;
+        let mut v = prev.get(&id).copied().unwrap_or(0);
+        for _ in 0..n {
+            t = t.wrapping_add(get_varint(&mut b)?);
+            v ^= get_xor(&mut b)?;
+            sample(
+                id,
+                Sample {
+                    t,
+                    v: f64::from_bits(v),
+                },
+            );
+        }
+        if n > 0 {
+            prev.insert(id, v);
+        }
+    }
+    b.is_empty().then_some(())
+}
+
+/// Version 2's record: definitions, then samples as version 1 wrote them.
+pub(super) fn decode_v2(
+    b: &[u8],
     mut series: impl FnMut(u64, &[u8]),
     sample: impl FnMut(u64, Sample),
 ) -> Option<()> {
+    decode_samples(definitions(b, &mut series)?, sample)
+}
+
+/// Reads the new series' definitions; returns the rest.
+fn definitions<'b>(mut b: &'b [u8], series: &mut impl FnMut(u64, &[u8])) -> Option<&'b [u8]> {
     let count = get_uvarint(&mut b)?;
     for _ in 0..count {
         let id = get_uvarint(&mut b)?;
@@ -73,7 +133,49 @@ pub(super) fn decode(
         b = &b[len..];
         series(id, labels);
     }
-    decode_samples(b, sample)
+    Some(b)
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn get_varint(b: &mut &[u8]) -> Option<i64> {
+    let z = get_uvarint(b)?;
+    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+}
+
+/// A XOR of two values: `0` for none, else `0x80 | leading zero bytes << 3
+/// | trailing zero bytes` and the bytes between, most significant first.
+fn put_xor(out: &mut Vec<u8>, x: u64) {
+    if x == 0 {
+        out.push(0);
+        return;
+    }
+    let lead = (x.leading_zeros() / 8).min(7);
+    let trail = (x.trailing_zeros() / 8).min(7 - lead);
+    out.push(0x80 | (lead as u8) << 3 | trail as u8);
+    let bytes = x.to_be_bytes();
+    out.extend_from_slice(&bytes[lead as usize..8 - trail as usize]);
+}
+
+fn get_xor(b: &mut &[u8]) -> Option<u64> {
+    let (&head, rest) = b.split_first()?;
+    if head == 0 {
+        *b = rest;
+        return Some(0);
+    }
+    if head & 0x80 == 0 {
+        return None;
+    }
+    let lead = usize::from(head >> 3 & 7);
+    let trail = usize::from(head & 7);
+    let len = 8usize.checked_sub(lead + trail).filter(|&l| l > 0)?;
+    let mid = rest.get(..len)?;
+    let mut bytes = [0u8; 8];
+    bytes[lead..lead + len].copy_from_slice(mid);
+    *b = &rest[len..];
+    Some(u64::from_be_bytes(bytes))
 }
 
 /// Decodes the samples part of a record (all of a version 1 record).
@@ -84,8 +186,7 @@ pub(super) fn decode_samples(mut b: &[u8], mut f: impl FnMut(u64, Sample)) -> Op
         let n = get_uvarint(&mut b)?;
         let mut t = 0i64;
         for _ in 0..n {
-            let z = get_uvarint(&mut b)?;
-            t = t.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+            t = t.wrapping_add(get_varint(&mut b)?);
             let bytes: [u8; 8] = b.get(..8)?.try_into().ok()?;
             b = &b[8..];
             f(
@@ -112,6 +213,8 @@ pub(super) struct Wal {
 
 /// One replayed record.
 pub(super) struct Record {
+    /// The segment's first sequence number (its name).
+    pub segment: u64,
     pub seq: u64,
     pub payload: Vec<u8>,
 }
@@ -155,10 +258,10 @@ impl Wal {
         let mut bytes = 0;
         let segs = segments(dir)?;
         let last = segs.len().saturating_sub(1);
-        for (i, (_, path)) in segs.iter().enumerate() {
+        for (i, (segment, path)) in segs.iter().enumerate() {
             let mut data = Vec::new();
             File::open(path)?.read_to_end(&mut data)?;
-            let good = read_records(&data, &mut records);
+            let good = read_records(*segment, &data, &mut records);
             if good < data.len() {
                 if i == last {
                     tracing::info!(
@@ -282,7 +385,7 @@ pub(super) fn remove_before(dir: &Path, first_seq: u64) -> io::Result<u64> {
 
 /// Reads framed records from `data` into `out`; returns how many bytes
 /// were intact.
-fn read_records(data: &[u8], out: &mut Vec<Record>) -> usize {
+fn read_records(segment: u64, data: &[u8], out: &mut Vec<Record>) -> usize {
     let mut pos = 0;
     while let Some(frame) = data.get(pos..pos + FRAME_BYTES) {
         let len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes")) as usize;
@@ -301,6 +404,7 @@ fn read_records(data: &[u8], out: &mut Vec<Record>) -> usize {
             break;
         }
         out.push(Record {
+            segment,
             seq: u64::from_le_bytes(seq_bytes.try_into().expect("8 bytes")),
             payload: payload.to_vec(),
         });
@@ -313,19 +417,45 @@ fn read_records(data: &[u8], out: &mut Vec<Record>) -> usize {
 mod tests {
     use super::*;
 
+    /// (definitions, samples as (id, t, value bits)).
+    type Decoded = (Vec<(u64, Vec<u8>)>, Vec<(u64, i64, u64)>);
+
+    fn decoded(rec: &[u8], prev: &mut Prev) -> Option<Decoded> {
+        let mut defs = Vec::new();
+        let mut got = Vec::new();
+        decode(
+            rec,
+            prev,
+            |id, l| defs.push((id, l.to_vec())),
+            |id, s| got.push((id, s.t, s.v.to_bits())),
+        )?;
+        Some((defs, got))
+    }
+
     #[test]
     fn round_trip() {
         let a = [Sample { t: 5, v: 1.5 }, Sample { t: 9, v: f64::NAN }];
         let b = [Sample { t: -3, v: -0.0 }];
-        let rec = encode(&[(7, b"\x01a\x01b".to_vec())], &[(7, &a), (1 << 40, &b)]);
-        let mut got = Vec::new();
-        let mut defs = Vec::new();
-        decode(
-            &rec,
-            |id, l| defs.push((id, l.to_vec())),
-            |id, s| got.push((id, s.t, s.v.to_bits())),
-        )
-        .unwrap();
+        let batch = [
+            Entry {
+                id: 7,
+                samples: &a,
+                prev: None,
+            },
+            Entry {
+                id: 1 << 40,
+                samples: &b,
+                prev: None,
+            },
+            Entry {
+                id: 3,
+                samples: &[],
+                prev: None,
+            },
+        ];
+        let rec = encode(&[(7, b"\x01a\x01b".to_vec())], &batch);
+        let mut prev = Prev::default();
+        let (defs, got) = decoded(&rec, &mut prev).unwrap();
         assert_eq!(defs, [(7, b"\x01a\x01b".to_vec())]);
         assert_eq!(
             got,
@@ -335,7 +465,87 @@ mod tests {
                 (1 << 40, -3, (-0.0f64).to_bits())
             ]
         );
-        assert!(decode(&rec[..rec.len() - 1], |_, _| {}, |_, _| {}).is_none());
+        for cut in 0..rec.len() {
+            assert!(
+                decoded(&rec[..cut], &mut Prev::default()).is_none(),
+                "{cut}"
+            );
+        }
+        // Definitions alone.
+        let rec = encode(&[(1, b"x".to_vec())], &[]);
+        assert_eq!(decoded(&rec, &mut prev).unwrap().0, [(1, b"x".to_vec())]);
+    }
+
+    #[test]
+    fn values_refer_to_the_series_previous_one_in_the_segment() {
+        let mut prev = Prev::default();
+        let mut state = Prev::default();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut total = 0;
+        for round in 0..200i64 {
+            let samples: Vec<Vec<Sample>> = (0..20u64)
+                .map(|i| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let v = match i % 4 {
+                        0 => 42.0,
+                        1 => (round * 15) as f64,
+                        2 => f64::from_bits(rng),
+                        _ => round as f64 * 0.1,
+                    };
+                    vec![Sample {
+                        t: 1_700_000_000_000 + round * 15_000,
+                        v,
+                    }]
+                })
+                .collect();
+            let batch: Vec<Entry> = samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Entry {
+                    id: i as u64,
+                    samples: s,
+                    prev: state.get(&(i as u64)).copied(),
+                })
+                .collect();
+            let rec = encode(&[], &batch);
+            total += rec.len();
+            let (_, got) = decoded(&rec, &mut prev).unwrap();
+            let want: Vec<(u64, i64, u64)> = samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i as u64, s[0].t, s[0].v.to_bits()))
+                .collect();
+            assert_eq!(got, want, "round {round}");
+            for (i, s) in samples.iter().enumerate() {
+                state.insert(i as u64, s[0].v.to_bits());
+            }
+        }
+        // Per sample: id, count and time a byte each; the value 1 byte for
+        // constants, a few for steady changes, 9 for random bits (version
+        // 2 took 16 or more for each).
+        assert!(total < 200 * 20 * 9, "{total} bytes");
+    }
+
+    #[test]
+    fn xor_forms() {
+        for x in [
+            1u64,
+            1 << 63,
+            u64::MAX,
+            0x00ff_0000_0000_0000,
+            0x0000_0000_0000_ff00,
+        ] {
+            let mut out = Vec::new();
+            put_xor(&mut out, x);
+            let mut b = &out[..];
+            assert_eq!(get_xor(&mut b), Some(x));
+            assert!(b.is_empty());
+        }
+        // A malformed header (no bytes between) is refused.
+        assert_eq!(get_xor(&mut &[0x80 | 4 << 3 | 4][..]), None);
+        assert_eq!(get_xor(&mut &[0x01][..]), None);
     }
 
     #[test]
