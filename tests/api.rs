@@ -394,6 +394,109 @@ async fn out_of_order_samples_are_refused() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(body.contains("out of order"), "{body}");
+    assert!(body.contains("ooo"), "{body}");
+}
+
+/// A raw field of a `TimeSeries`: `Ok` a label (name, value), `Err` a
+/// sample (t, v).
+type Field<'a> = Result<(&'a [u8], &'a [u8]), (i64, f64)>;
+
+/// A `TimeSeries` message from raw fields in the order given.
+fn time_series(fields: &[Field]) -> Vec<u8> {
+    let mut ts = Vec::new();
+    for f in fields {
+        let (key, msg) = match f {
+            Ok((n, v)) => {
+                let mut m = vec![0x0a, n.len() as u8];
+                m.extend_from_slice(n);
+                m.extend([0x12, v.len() as u8]);
+                m.extend_from_slice(v);
+                (0x0a, m)
+            }
+            Err((t, v)) => (
+                0x12,
+                remote_write::ProtoSample {
+                    value: *v,
+                    timestamp: *t,
+                }
+                .encode_to_vec(),
+            ),
+        };
+        ts.extend([key, msg.len() as u8]);
+        ts.extend(msg);
+    }
+    ts
+}
+
+fn write_request(series: &[Vec<u8>]) -> Vec<u8> {
+    let mut req = Vec::new();
+    for ts in series {
+        req.push(0x0a);
+        req.push(ts.len() as u8);
+        req.extend_from_slice(ts);
+    }
+    snap::raw::Encoder::new().compress_vec(&req).unwrap()
+}
+
+#[tokio::test]
+async fn a_series_sent_in_different_encodings_is_one_series() {
+    // Stored series are found by the bytes of their label fields once
+    // seen; labels in another order, interleaved with samples or with an
+    // empty label name the same series.
+    let app = App::new();
+    let (name, job): (&[u8], &[u8]) = (b"__name__", b"job");
+    let bodies = [
+        vec![time_series(&[
+            Ok((name, b"enc")),
+            Ok((job, b"a")),
+            Err((1000, 1.0)),
+        ])],
+        vec![time_series(&[
+            Ok((name, b"enc")),
+            Ok((job, b"a")),
+            Err((2000, 2.0)),
+        ])],
+        vec![time_series(&[
+            Ok((job, b"a")),
+            Ok((name, b"enc")),
+            Err((3000, 3.0)),
+        ])],
+        vec![time_series(&[
+            Ok((name, b"enc")),
+            Err((4000, 4.0)),
+            Ok((job, b"a")),
+        ])],
+        vec![
+            time_series(&[
+                Ok((name, b"enc")),
+                Ok((job, b"a")),
+                Ok((b"e", b"")),
+                Err((5000, 5.0)),
+            ]),
+            time_series(&[Ok((name, b"enc")), Ok((job, b"b")), Err((5000, 50.0))]),
+            time_series(&[Ok((name, b"enc")), Ok((job, b"a")), Err((6000, 6.0))]),
+        ],
+    ];
+    for b in &bodies {
+        let (status, text) = app.write(write_request(b)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    }
+    let got = raw(&app, "enc[1h]", 7000).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let a = got.iter().find(|(m, _)| m["job"] == "a").unwrap();
+    let values: Vec<f64> = a.1.iter().map(|(_, v)| v.parse().unwrap()).collect();
+    assert_eq!(values, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+
+    // An encoding never seen is decoded: invalid UTF-8 refuses the whole
+    // request, also when the series exists under another encoding.
+    let bad = [
+        time_series(&[Ok((name, b"enc")), Ok((job, b"c")), Err((8000, 8.0))]),
+        time_series(&[Ok((name, b"enc")), Ok((job, b"\xff")), Err((8000, 8.0))]),
+    ];
+    let (status, text) = app.write(write_request(&bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("UTF-8"), "{text}");
+    assert_eq!(app.series_count(), 2);
 }
 
 #[tokio::test]

@@ -33,9 +33,17 @@ pub fn text(data: &[u8]) {
 
 /// Remote write: snappy, then the protobuf `WriteRequest`.
 pub fn remote_write(data: &[u8]) {
-    let _ = mlmon::ingest::remote_write::parse(data);
-    if let Ok(raw) = mlmon::ingest::remote_write::decompress(data, 1 << 20) {
-        let _ = mlmon::ingest::remote_write::parse(&raw);
+    use mlmon::ingest::remote_write::{decompress, label_pairs, parse, SeriesLabels};
+    let labels = |buf: &[u8]| {
+        for (l, _) in parse(buf).map(|r| r.series).unwrap_or_default() {
+            if let SeriesLabels::Encoded(b) = l {
+                let _ = label_pairs(b);
+            }
+        }
+    };
+    labels(data);
+    if let Ok(raw) = decompress(data, 1 << 20) {
+        labels(&raw);
     }
 }
 

@@ -67,11 +67,23 @@ pub enum DecodeError {
 /// Label pairs borrowed from a request body, in the order sent.
 pub type Pairs<'a> = Vec<(&'a str, &'a str)>;
 
-/// What one request carried: label pairs borrowed from the decompressed
-/// body and their samples.
+/// How a request names a series.
+#[derive(Debug)]
+pub enum SeriesLabels<'a> {
+    /// The bytes of the series' `Label` fields as sent, one after the
+    /// other: the same label set sent the same way has the same bytes, so
+    /// the store finds a series it has seen without decoding them
+    /// ([`label_pairs`] decodes them when it has not).
+    Encoded(&'a [u8]),
+    /// Pairs decoded at once (the `Label` fields were not contiguous).
+    Pairs(Pairs<'a>),
+}
+
+/// What one request carried: each series' labels, borrowed from the
+/// decompressed body, and samples.
 #[derive(Debug, Default)]
 pub struct Request<'a> {
-    pub series: Vec<(Pairs<'a>, Vec<Sample>)>,
+    pub series: Vec<(SeriesLabels<'a>, Vec<Sample>)>,
     pub samples: usize,
     pub histograms_dropped: usize,
 }
@@ -121,15 +133,32 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, DecodeError> {
     Ok(out)
 }
 
-type SeriesParts<'a> = (Pairs<'a>, Vec<Sample>, usize);
+type SeriesParts<'a> = (SeriesLabels<'a>, Vec<Sample>, usize);
 
 fn time_series(buf: &[u8]) -> Result<SeriesParts<'_>, DecodeError> {
-    let (mut labels, mut samples, mut histograms) =
-        (Vec::with_capacity(8), Vec::with_capacity(1), 0);
+    let (mut samples, mut histograms) = (Vec::with_capacity(1), 0);
+    // The span of the `Label` fields while they are contiguous.
+    let mut span: Option<(usize, usize)> = None;
+    let mut contiguous = true;
     let mut r = Wire(buf);
-    while let Some((field, wire)) = r.key()? {
+    let offset = |r: &Wire| buf.len() - r.0.len();
+    loop {
+        let start = offset(&r);
+        let Some((field, wire)) = r.key()? else {
+            break;
+        };
         match (field, wire) {
-            (1, LEN) => labels.push(label(r.bytes()?)?),
+            (1, LEN) => {
+                r.bytes()?;
+                let end = offset(&r);
+                span = match span {
+                    None => Some((start, end)),
+                    Some((s, e)) => {
+                        contiguous &= e == start;
+                        Some((s, end))
+                    }
+                };
+            }
             (2, LEN) => samples.push(sample(r.bytes()?)?),
             (4, LEN) => {
                 r.bytes()?;
@@ -139,7 +168,35 @@ fn time_series(buf: &[u8]) -> Result<SeriesParts<'_>, DecodeError> {
             _ => r.skip(wire)?,
         }
     }
+    let labels = match span {
+        Some((s, e)) if contiguous => SeriesLabels::Encoded(&buf[s..e]),
+        None => SeriesLabels::Pairs(Vec::new()),
+        Some(_) => {
+            let mut pairs = Vec::with_capacity(8);
+            let mut r = Wire(buf);
+            while let Some((field, wire)) = r.key()? {
+                match (field, wire) {
+                    (1, LEN) => pairs.push(label(r.bytes()?)?),
+                    _ => r.skip(wire)?,
+                }
+            }
+            SeriesLabels::Pairs(pairs)
+        }
+    };
     Ok((labels, samples, histograms))
+}
+
+/// Decodes [`SeriesLabels::Encoded`] bytes into pairs, in the order sent.
+pub fn label_pairs(encoded: &[u8]) -> Result<Pairs<'_>, DecodeError> {
+    let mut pairs = Vec::with_capacity(8);
+    let mut r = Wire(encoded);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => pairs.push(label(r.bytes()?)?),
+            _ => return Err(wrong_type("TimeSeries.labels")),
+        }
+    }
+    Ok(pairs)
 }
 
 fn label(buf: &[u8]) -> Result<(&str, &str), DecodeError> {
@@ -290,18 +347,22 @@ mod tests {
     fn decode(body: &[u8], max: usize) -> Result<Owned, DecodeError> {
         let raw = decompress(body, max)?;
         let req = parse(&raw)?;
-        Ok(req
-            .series
+        req.series
             .into_iter()
             .map(|(l, s)| {
-                (
-                    l.into_iter()
+                let pairs = match l {
+                    SeriesLabels::Encoded(b) => label_pairs(b)?,
+                    SeriesLabels::Pairs(p) => p,
+                };
+                Ok((
+                    pairs
+                        .into_iter()
                         .map(|(n, v)| (n.to_string(), v.to_string()))
                         .collect(),
                     s,
-                )
+                ))
             })
-            .collect())
+            .collect()
     }
 
     #[test]

@@ -23,9 +23,16 @@ impl hashbrown::Equivalent<Arc<Labels>> for PairsRef<'_> {
     }
 }
 
+/// The encoded label sets [`Index::id_of_encoded`] remembers, in bytes.
+const MAX_ENCODED_BYTES: usize = 32 << 20;
+
 #[derive(Default)]
 pub(super) struct Index {
     by_labels: hashbrown::HashMap<Arc<Labels>, u64, foldhash::fast::RandomState>,
+    /// Label sets as a client encoded them (remote write's `Label`
+    /// fields) → id: found by hashing one byte string, without decoding.
+    by_encoded: FastMap<Box<[u8]>, u64>,
+    encoded_bytes: usize,
     by_id: FastMap<u64, Arc<Labels>>,
     /// name → value → ids (ascending)
     postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
@@ -43,6 +50,22 @@ impl Index {
     /// The id of the series with exactly these pairs, in this order.
     pub(super) fn id_of_pairs(&self, pairs: &[(&str, &str)]) -> Option<u64> {
         self.by_labels.get(&PairsRef(pairs)).copied()
+    }
+
+    /// The id a label set encoded this way was last resolved to.
+    pub(super) fn id_of_encoded(&self, encoded: &[u8]) -> Option<u64> {
+        self.by_encoded.get(encoded).copied()
+    }
+
+    /// Remembers that `encoded` names series `id` (until the cache is
+    /// full, or a series is removed).
+    pub(super) fn remember_encoded(&mut self, encoded: &[u8], id: u64) {
+        if self.encoded_bytes + encoded.len() > MAX_ENCODED_BYTES {
+            return;
+        }
+        if self.by_encoded.insert(encoded.into(), id).is_none() {
+            self.encoded_bytes += encoded.len();
+        }
     }
 
     pub(super) fn labels(&self, id: u64) -> Option<&Arc<Labels>> {
@@ -73,6 +96,8 @@ impl Index {
         let Some(labels) = self.by_id.remove(&id) else {
             return;
         };
+        self.by_encoded.clear();
+        self.encoded_bytes = 0;
         self.by_labels.remove(&labels);
         for (n, v) in labels.iter() {
             if let Some(values) = self.postings.get_mut(n) {

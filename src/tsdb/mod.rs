@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use crate::model::{Labels, Matcher, Sample, Timestamp};
 
-pub use store::{Appender, Maintenance, Storage};
+pub use store::{Appender, LabelDecoder, Maintenance, Storage};
 
 /// Longest time span of one chunk; chunks are keyed by their first
 /// timestamp, so a read for `[mint, maxt]` starts at `mint - CHUNK_SPAN`.

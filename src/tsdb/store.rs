@@ -188,11 +188,18 @@ pub struct Appender<'a> {
     sync: bool,
 }
 
+/// Decodes a label set a client encoded into pairs (in the order sent), or
+/// says why it cannot.
+pub type LabelDecoder = for<'b> fn(&'b [u8]) -> Result<Vec<(&'b str, &'b str)>, String>;
+
 /// How a batch names a series: a label set, or label pairs borrowed from a
 /// request (an existing series is then found without building a `Labels`).
 enum SeriesKey<'a> {
     Labels(Labels),
     Pairs(Vec<(&'a str, &'a str)>),
+    /// A label set as a client encoded it: found by its bytes when they
+    /// were seen before, else decoded.
+    Encoded(&'a [u8], LabelDecoder),
     /// A series id from [`Storage::series_ids`].
     Id(u64),
 }
@@ -203,6 +210,10 @@ impl SeriesKey<'_> {
         match self {
             SeriesKey::Labels(l) => l.to_string(),
             SeriesKey::Id(id) => format!("series #{id}"),
+            SeriesKey::Encoded(bytes, decode) => match decode(bytes) {
+                Ok(pairs) => SeriesKey::Pairs(pairs).describe(),
+                Err(_) => "with undecodable labels".into(),
+            },
             SeriesKey::Pairs(p) => {
                 let name = p
                     .iter()
@@ -221,7 +232,7 @@ impl SeriesKey<'_> {
     fn labels(&self) -> Option<&Labels> {
         match self {
             SeriesKey::Labels(l) => Some(l),
-            SeriesKey::Pairs(_) | SeriesKey::Id(_) => None,
+            SeriesKey::Pairs(_) | SeriesKey::Id(_) | SeriesKey::Encoded(..) => None,
         }
     }
 }
@@ -240,6 +251,20 @@ impl<'a> Appender<'a> {
     /// commit with [`AppendError::UnknownSeries`].
     pub fn append_id(&mut self, id: u64, t: Timestamp, v: f64) {
         self.batch.push((SeriesKey::Id(id), vec![Sample { t, v }]));
+    }
+
+    /// Adds samples of a series named by its labels as a client encoded
+    /// them: a series whose encoding the store has seen is found by its
+    /// bytes alone; otherwise `decode` gives the pairs (validated if the
+    /// series is new) or the reason the batch is refused.
+    pub fn append_encoded(
+        &mut self,
+        encoded: &'a [u8],
+        decode: LabelDecoder,
+        samples: Vec<Sample>,
+    ) {
+        self.batch
+            .push((SeriesKey::Encoded(encoded, decode), samples));
     }
 
     /// Adds many samples of one series.
@@ -726,10 +751,23 @@ impl Storage {
             let mut first_of: FastMap<u64, usize> = FastMap::default();
             let mut new_first: HashMap<Labels, usize> = HashMap::new();
             let mut new = 0usize;
+            // Encodings decoded in this batch, remembered once resolved.
+            let mut encodings: Vec<(usize, &[u8])> = Vec::new();
             for i in 0..batch.len() {
+                if let SeriesKey::Encoded(bytes, decode) = batch[i].0 {
+                    if st.index.id_of_encoded(bytes).is_none() {
+                        let pairs = decode(bytes).map_err(|reason| AppendError::InvalidLabels {
+                            labels: format!("number {i} of the batch"),
+                            reason,
+                        })?;
+                        batch[i].0 = SeriesKey::Pairs(pairs);
+                        encodings.push((i, bytes));
+                    }
+                }
                 let mut id = match &batch[i].0 {
                     SeriesKey::Labels(l) => st.index.id_of(l),
                     SeriesKey::Pairs(p) => st.index.id_of_pairs(p),
+                    SeriesKey::Encoded(bytes, _) => st.index.id_of_encoded(bytes),
                     SeriesKey::Id(id) if st.series.contains_key(id) => Some(*id),
                     SeriesKey::Id(id) => return Err(AppendError::UnknownSeries(*id)),
                 };
@@ -867,6 +905,16 @@ impl Storage {
                 }
                 stored += samples.len();
                 rec.push(wal::Entry { id, samples, prev });
+            }
+            for (i, bytes) in encodings {
+                let id = match &batch[i].0 {
+                    SeriesKey::Labels(l) => st.index.id_of(l),
+                    SeriesKey::Pairs(p) => st.index.id_of_pairs(p),
+                    SeriesKey::Encoded(..) | SeriesKey::Id(_) => None,
+                };
+                if let Some(id) = id {
+                    st.index.remember_encoded(bytes, id);
+                }
             }
             if stored == 0 && new_series.is_empty() {
                 return Ok(0);

@@ -15,7 +15,7 @@ use super::exposition::reserved_names;
 use super::telemetry::HttpMetrics;
 use super::{ApiError, AppState};
 use crate::ingest::push::{grouping_key, PushError, PushMethod, PushRequest};
-use crate::ingest::remote_write::{self, DecodeError};
+use crate::ingest::remote_write::{self, DecodeError, SeriesLabels};
 use crate::ingest::text::{self, MetricType};
 use crate::model::{now_ms, parse_duration};
 use crate::tsdb::AppendError;
@@ -80,14 +80,23 @@ async fn write(state: AppState, headers: HeaderMap, body: Bytes) -> Result<(), A
             req.histograms_dropped as u64,
         );
         let mut app = storage.appender();
-        for (pairs, samples) in req.series {
-            app.append_pairs(pairs, samples);
+        for (labels, samples) in req.series {
+            match labels {
+                SeriesLabels::Encoded(bytes) => app.append_encoded(bytes, decode_labels, samples),
+                SeriesLabels::Pairs(pairs) => app.append_pairs(pairs, samples),
+            }
         }
         Ok(app.commit()?)
     })
     .await??;
     HttpMetrics::add(&state.metrics.samples_remote_write, stored as u64);
     Ok(())
+}
+
+/// Decodes a remote-write series' label fields for the store, which asks
+/// only for series it has not seen sent that way.
+fn decode_labels(bytes: &[u8]) -> Result<Vec<(&str, &str)>, String> {
+    remote_write::label_pairs(bytes).map_err(|e| e.to_string())
 }
 
 fn reserved(state: &AppState) -> &'static HashMap<String, MetricType> {
