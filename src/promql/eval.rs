@@ -334,12 +334,13 @@ impl<'a> Evaluator<'a> {
         }
         let range = range.as_millis() as i64;
         let keep_name = c.func.name == "last_over_time";
+        let rising = functions::rising_kernel(c.func.name);
         let fixed = vs.at.as_ref().map(|at| at_ms(at, self.start, self.end));
         let offset = offset_ms(&vs.offset);
         let (start, deadline) = (self.start, self.deadline);
         let one = |(labels, samples): &(Arc<Labels>, Vec<Sample>)| {
             let rt = |k: usize| fixed.unwrap_or(start + k as i64 * step) - offset;
-            let (values, present) = on_grid(samples, steps, rt, range, kernel);
+            let (values, present) = on_grid(samples, steps, rt, range, kernel, rising);
             present.iter().any(|&w| w != 0).then(|| {
                 let labels = if keep_name {
                     labels.clone()
@@ -821,15 +822,33 @@ pub(super) fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
 }
 
 /// A window function of one series at every step: values, and a bit per
-/// step that has one. `rt(k)` is the window end of step `k`.
+/// step that has one. `rt(k)` is the window end of step `k`. `rising` is
+/// the kernel's shortcut for windows where no sample is below the one
+/// before it (no counter reset to look for).
 fn on_grid(
     samples: &[Sample],
     steps: usize,
     rt: impl Fn(usize) -> Timestamp,
     range: i64,
     kernel: functions::Kernel,
+    rising: Option<functions::Kernel>,
 ) -> (Vec<f64>, Vec<u64>) {
-    let has_stale = samples.iter().any(|s| is_stale(s.v));
+    // drops[i]: samples up to i that are below the one before them, when
+    // the kernel has a shortcut (in the same pass as the stale check).
+    let mut drops: Vec<u32> = Vec::with_capacity(if rising.is_some() { samples.len() } else { 0 });
+    let has_stale = if rising.is_some() {
+        let (mut n, mut prev, mut stale) = (0u32, f64::NAN, false);
+        for s in samples {
+            stale |= is_stale(s.v);
+            n += u32::from(s.v < prev);
+            prev = s.v;
+            drops.push(n);
+        }
+        stale
+    } else {
+        samples.iter().any(|s| is_stale(s.v))
+    };
+    let rising = rising.filter(|_| !has_stale);
     let mut clean: Vec<Sample> = Vec::new();
     let mut values = vec![0.0; steps];
     let mut present = vec![0u64; steps.div_ceil(64)];
@@ -847,6 +866,10 @@ fn on_grid(
         if window.is_empty() {
             continue;
         }
+        let kernel = match rising {
+            Some(r) if drops[hi - 1] == drops[lo] => r,
+            _ => kernel,
+        };
         if let Some(v) = kernel(window, (rt - range, rt, range)) {
             *value = v;
             present[k / 64] |= 1 << (k % 64);

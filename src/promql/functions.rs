@@ -341,12 +341,23 @@ fn over_range(
 /// the series out.
 pub(super) type Kernel = fn(&[Sample], (i64, i64, i64)) -> Option<f64>;
 
+/// The same as [`window_kernel`] for a window where no sample is below the
+/// one before it, for the functions that gain from knowing: rate and
+/// increase skip their scan for counter resets (it would find none).
+pub(super) fn rising_kernel(name: &str) -> Option<Kernel> {
+    Some(match name {
+        "rate" => |s, r| extrapolated_rate(s, r, true, true, false),
+        "increase" => |s, r| extrapolated_rate(s, r, true, false, false),
+        _ => return None,
+    })
+}
+
 /// The functions whose only argument is a range vector, by name.
 pub(super) fn window_kernel(name: &str) -> Option<Kernel> {
     Some(match name {
-        "rate" => |s, r| extrapolated_rate(s, r, true, true),
-        "increase" => |s, r| extrapolated_rate(s, r, true, false),
-        "delta" => |s, r| extrapolated_rate(s, r, false, false),
+        "rate" => |s, r| extrapolated_rate(s, r, true, true, true),
+        "increase" => |s, r| extrapolated_rate(s, r, true, false, true),
+        "delta" => |s, r| extrapolated_rate(s, r, false, false, false),
         "irate" => |s, _| instant_delta(s, true),
         "idelta" => |s, _| instant_delta(s, false),
         // === deriv(v range-vector) vector ===
@@ -480,19 +491,22 @@ fn absent_labels(arg: &Expr) -> Labels {
 
 /// rate, increase and delta: the change over the range, corrected for
 /// counter resets and extrapolated to the range boundaries as Prometheus 2.x
-/// does (`extrapolatedRate` in promql/functions.go).
+/// does (`extrapolatedRate` in promql/functions.go). `resets: false` skips
+/// the scan for resets, for windows known to have none (adding nothing
+/// then, it gives the same bits).
 fn extrapolated_rate(
     s: &[Sample],
     (range_start, range_end, range): (i64, i64, i64),
     counter: bool,
     rate: bool,
+    resets: bool,
 ) -> Option<f64> {
     if s.len() < 2 {
         return None;
     }
     let (first, last) = (s[0], s[s.len() - 1]);
     let mut result = last.v - first.v;
-    if counter {
+    if counter && resets {
         let mut prev = 0.0;
         for x in s {
             if x.v < prev {

@@ -69,9 +69,14 @@ impl<'a> BitReader<'a> {
         Some(self.take(n))
     }
 
-    /// The next `n` bits, 1 ≤ n ≤ 56, known to be there.
+    /// True when `n` more bits are there.
+    pub(super) fn has(&self, n: u64) -> bool {
+        (self.pos as u64).saturating_add(n) <= self.bytes.len() as u64 * 8
+    }
+
+    /// The next `n` bits, 1 ≤ n ≤ 56, known to be there ([`Self::has`]).
     #[inline(always)]
-    fn take(&mut self, n: u32) -> u64 {
+    pub(super) fn take(&mut self, n: u32) -> u64 {
         // The 8 bytes from the current one hold the next 57 bits or more.
         let rest = &self.bytes[self.pos / 8..];
         let word = match rest.first_chunk::<8>() {

@@ -434,6 +434,34 @@ fn pack_into(out: &mut Vec<u8>, vals: &[u64]) {
     }
 }
 
+/// Division by a divisor fixed for many dividends, by multiplying with its
+/// reciprocal: a hardware division per packed value was most of a
+/// decode's time.
+struct Divisor {
+    d: u64,
+    /// `floor((2^64 - 1) / d)`: `n * m >> 64` is the quotient or one less.
+    m: u64,
+}
+
+impl Divisor {
+    fn new(d: u64) -> Divisor {
+        debug_assert!(d >= 2);
+        Divisor { d, m: u64::MAX / d }
+    }
+
+    /// `(n / d, n % d)`.
+    #[inline]
+    fn div_rem(&self, n: u64) -> (u64, u64) {
+        let q = ((u128::from(n) * u128::from(self.m)) >> 64) as u64;
+        let r = n - q * self.d;
+        if r >= self.d {
+            (q + 1, r - self.d)
+        } else {
+            (q, r)
+        }
+    }
+}
+
 fn unpack(b: &mut &[u8], n: usize, out: &mut Vec<u64>) -> Result<(), ChunkError> {
     const SHORT: ChunkError = ChunkError("truncated packed integers");
     let header = *b.first().ok_or(ChunkError("missing packing header"))?;
@@ -444,14 +472,16 @@ fn unpack(b: &mut &[u8], n: usize, out: &mut Vec<u64>) -> Result<(), ChunkError>
             return Err(ChunkError("packing radix out of range"));
         }
         let k = radix_group(radix);
+        let div = Divisor::new(radix);
         let mut r = BitReader::new(rest);
         let mut left = n;
         while left > 0 {
             let g = left.min(k);
             let mut c = r.bits(radix_group_bits(radix, g)).ok_or(SHORT)?;
             for _ in 0..g {
-                out.push(c % radix);
-                c /= radix;
+                let (q, rem) = div.div_rem(c);
+                out.push(rem);
+                c = q;
             }
             if c != 0 {
                 return Err(ChunkError("radix group out of range"));
@@ -467,7 +497,22 @@ fn unpack(b: &mut &[u8], n: usize, out: &mut Vec<u64>) -> Result<(), ChunkError>
         return Err(ChunkError("packing width out of range"));
     }
     let body = &b[1..];
+    if w == 0 && !exceptions {
+        // Regular timestamps and constant steps: all zeros, no bits.
+        out.resize(out.len() + n, 0);
+        *b = body;
+        return Ok(());
+    }
     let mut r = BitReader::new(body);
+    if !exceptions && w <= 56 {
+        // Every value the same width: one bounds check for all of them.
+        if !r.has(n as u64 * u64::from(w)) {
+            return Err(SHORT);
+        }
+        out.extend((0..n).map(|_| r.take(w)));
+        *b = &body[r.bytes_used()..];
+        return Ok(());
+    }
     for _ in 0..n {
         let v = if exceptions && r.bit().ok_or(SHORT)? {
             let len = r.bits(6).ok_or(SHORT)? as u32 + 1;
@@ -547,6 +592,32 @@ fn decode_xor(b: &[u8], out: &mut [Sample]) -> Result<(), ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn divisor_matches_hardware_division() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for d in (2..300u64).chain([1 << 31, (1 << 32) - 1, 1 << 32, 1_000_003, u64::MAX / 3]) {
+            let div = Divisor::new(d);
+            for n in [
+                0,
+                1,
+                d - 1,
+                d,
+                d + 1,
+                u64::MAX,
+                u64::MAX - 1,
+                u64::MAX / d * d,
+            ] {
+                assert_eq!(div.div_rem(n), (n / d, n % d), "{n} / {d}");
+            }
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                assert_eq!(div.div_rem(x), (x / d, x % d), "{x} / {d}");
+            }
+        }
+    }
 
     /// Found by fuzzing (fuzz/regressions/chunk): the exponent the second
     /// value needs overflowed the first value's mantissa, which decoded as

@@ -147,6 +147,14 @@ impl Part {
             .is_some_and(|e| e.max_t >= mint && e.min_t <= maxt)
     }
 
+    /// How many samples the part holds for series `id` if its section
+    /// overlaps `[mint, maxt]` (all of them, also those outside), else 0.
+    pub fn samples_of(&self, id: u64, mint: Timestamp, maxt: Timestamp) -> usize {
+        self.entry(id)
+            .filter(|e| e.max_t >= mint && e.min_t <= maxt)
+            .map_or(0, |e| e.samples as usize)
+    }
+
     /// Series ids in the part, ascending.
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.entries.iter().map(|e| e.id)
@@ -157,9 +165,15 @@ impl Part {
         let Some(e) = self.entry(id) else {
             return Ok(Vec::new());
         };
+        let buf = self.section(e)?;
+        let chunks = split_section(&buf).ok_or_else(|| corrupt(&self.path, "bad section"))?;
+        Ok(chunks.into_iter().map(<[u8]>::to_vec).collect())
+    }
+
+    fn section(&self, e: &Entry) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; e.len as usize];
         self.file.read_exact_at(&mut buf, e.offset)?;
-        split_section(&buf).ok_or_else(|| corrupt(&self.path, "bad section"))
+        Ok(buf)
     }
 
     /// Appends the samples of series `id` in `[mint, maxt]` to `out`.
@@ -170,16 +184,22 @@ impl Part {
         maxt: Timestamp,
         out: &mut Vec<Sample>,
     ) -> io::Result<()> {
-        if !self.overlaps(id, mint, maxt) {
+        let Some(e) = self
+            .entry(id)
+            .filter(|e| e.max_t >= mint && e.min_t <= maxt)
+        else {
             return Ok(());
-        }
-        for c in self.chunks(id)? {
-            let m = chunk::meta(&c).map_err(|e| corrupt(&self.path, &e.to_string()))?;
+        };
+        let buf = self.section(e)?;
+        let chunks = split_section(&buf).ok_or_else(|| corrupt(&self.path, "bad section"))?;
+        out.reserve(e.samples as usize);
+        for c in chunks {
+            let m = chunk::meta(c).map_err(|e| corrupt(&self.path, &e.to_string()))?;
             if m.max_t < mint || m.min_t > maxt {
                 continue;
             }
             let from = out.len();
-            chunk::decode_into(&c, out).map_err(|e| corrupt(&self.path, &e.to_string()))?;
+            chunk::decode_into(c, out).map_err(|e| corrupt(&self.path, &e.to_string()))?;
             if m.min_t < mint || m.max_t > maxt {
                 let lo = from + out[from..].partition_point(|s| s.t < mint);
                 let hi = from + out[from..].partition_point(|s| s.t <= maxt);
@@ -221,7 +241,7 @@ fn decode_index(mut b: &[u8], data_end: u64) -> Option<Vec<Entry>> {
     (b.is_empty() && offset <= data_end).then_some(entries)
 }
 
-fn split_section(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
+fn split_section(mut b: &[u8]) -> Option<Vec<&[u8]>> {
     let n = usize::try_from(get_uvarint(&mut b)?).ok()?;
     let mut lens = Vec::with_capacity(n.min(b.len()));
     for _ in 0..n {
@@ -229,7 +249,7 @@ fn split_section(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
     let mut out = Vec::with_capacity(lens.len());
     for len in lens {
-        out.push(b.get(..len)?.to_vec());
+        out.push(b.get(..len)?);
         b = &b[len..];
     }
     b.is_empty().then_some(out)

@@ -1541,11 +1541,18 @@ fn read_series(
     mint: Timestamp,
     maxt: Timestamp,
 ) -> Result<Option<Series>, StorageError> {
-    let mut samples = Vec::new();
+    let parts: Vec<&Arc<Part>> = parts
+        .iter()
+        .filter(|p| p.max_t >= mint && p.min_t <= maxt)
+        .collect();
+    // One allocation: growing it part by part copied every sample again.
+    let capacity = parts
+        .iter()
+        .map(|p| p.samples_of(id, mint, maxt))
+        .sum::<usize>()
+        + mem.len();
+    let mut samples = Vec::with_capacity(capacity);
     for p in parts {
-        if p.max_t < mint || p.min_t > maxt {
-            continue;
-        }
         p.read(id, mint, maxt, &mut samples)
             .map_err(|e| StorageError::from_io(&format!("series {labels}"), &e))?;
     }
