@@ -439,6 +439,45 @@ fn write_request(series: &[Vec<u8>]) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn range_functions_over_or_matchers_count_each_series_once() {
+    // Computed ahead series by series, per matcher set: a series two sets
+    // select is one series, as with the equivalent regex.
+    let app = App::new();
+    let batch: Vec<(Labels, Vec<Sample>)> = ["a", "b", "c"]
+        .iter()
+        .map(|job| {
+            let samples = (0..120)
+                .map(|i| Sample {
+                    t: i * 15_000,
+                    v: (i % 50) as f64,
+                })
+                .collect();
+            (labels(&[("__name__", "orc"), ("job", job)]), samples)
+        })
+        .collect();
+    assert_eq!(
+        app.write(remote_write::encode(&batch)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let range = |q: &str| {
+        format!(
+            "/api/v1/query_range?query={}&start=300&end=1800&step=60",
+            enc(q)
+        )
+    };
+    let or = app
+        .json(&range(
+            r#"sum(rate({__name__="orc", job="a" or __name__="orc", job=~"a|b"}[5m]))"#,
+        ))
+        .await;
+    let regex = app.json(&range(r#"sum(rate(orc{job=~"a|b"}[5m]))"#)).await;
+    assert_eq!(or["status"], "success", "{or}");
+    assert_eq!(or["data"], regex["data"]);
+    let values = or["data"]["result"][0]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 26);
+}
+
+#[tokio::test]
 async fn a_series_sent_in_different_encodings_is_one_series() {
     // Stored series are found by the bytes of their label fields once
     // seen; labels in another order, interleaved with samples or with an

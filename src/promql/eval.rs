@@ -7,6 +7,7 @@
 //! to multiples of their step.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,12 +18,23 @@ use promql_parser::parser::{
 use super::value::{Series, VSample, Value};
 use super::{aggregate, binary, functions, matchers_of, QueryError, QueryOptions};
 use crate::model::{is_stale, Labels, Sample, Timestamp, METRIC_NAME};
-use crate::tsdb::Querier;
+use crate::tsdb::{Grid, Querier};
 
 pub(super) use crate::model::{FastMap, FastSet};
 
 /// Series loaded for one selector node.
 type Loaded = Vec<(Arc<Labels>, Vec<Sample>)>;
+
+/// See [`Evaluator::grid_call`].
+struct GridCall<'e> {
+    vs: &'e VectorSelector,
+    range: i64,
+    step: i64,
+    steps: usize,
+    kernel: functions::Kernel,
+    rising: Option<functions::Kernel>,
+    keep_name: bool,
+}
 
 pub(super) struct Evaluator<'a> {
     q: &'a dyn Querier,
@@ -253,11 +265,11 @@ impl<'a> Evaluator<'a> {
             }
             Expr::Paren(p) => self.prepare_node(&p.expr, a, b, on_grid),
             Expr::Call(c) => {
+                if on_grid && self.compute_call(e, c, a, b)? {
+                    return Ok(());
+                }
                 for arg in &c.args.args {
                     self.prepare_node(arg, a, b, on_grid)?;
-                }
-                if on_grid {
-                    self.compute_call(e, c)?;
                 }
                 Ok(())
             }
@@ -294,14 +306,12 @@ impl<'a> Evaluator<'a> {
             let Some(selected) = self.q.select_within(set, mint, maxt, budget)? else {
                 return Err(QueryError::TooManySamples(self.opts.max_samples));
             };
-            for s in selected {
-                if !out.iter().any(|(l, _)| *l == s.labels) {
-                    out.push((s.labels, s.samples));
-                }
-            }
+            out.extend(selected.into_iter().map(|s| (s.labels, s.samples)));
         }
         if sets.len() > 1 {
+            // A series several sets select counts once.
             out.sort_by(|x, y| x.0.cmp(&y.0));
+            out.dedup_by(|x, y| x.0 == y.0);
         }
         self.loaded_samples += out.iter().map(|(_, s)| s.len()).sum::<usize>();
         if self.loaded_samples > self.opts.max_samples {
@@ -311,61 +321,117 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    /// Evaluates a range-vector function of one selector at every step of
-    /// a range query ahead, series by series: each series' windows are found
-    /// by walking forward once, and no step pays for lookups by label set.
-    fn compute_call(&mut self, e: &Expr, c: &Call) -> Result<(), QueryError> {
-        let (Some(step), Some(kernel)) = (self.grid_step, functions::window_kernel(c.func.name))
-        else {
-            return Ok(());
-        };
+    /// A range-vector function of one selector, in a range query: what
+    /// [`Self::compute_call`] can evaluate at every step ahead.
+    fn grid_call<'e>(&self, c: &'e Call) -> Option<GridCall<'e>> {
+        let step = self.grid_step?;
+        let kernel = functions::window_kernel(c.func.name)?;
         let [arg] = c.args.args.as_slice() else {
-            return Ok(());
+            return None;
         };
         let Expr::MatrixSelector(MatrixSelector { vs, range }) = strip_parens(arg) else {
-            return Ok(());
+            return None;
         };
-        let Some(loaded) = self.data.get(&key_vs(vs)) else {
-            return Ok(());
-        };
-        let steps = ((self.end - self.start) / step + 1) as usize;
-        if !reserve_cells(&mut self.computed_cells, loaded.len().saturating_mul(steps)) {
-            return Ok(());
-        }
-        let range = range.as_millis() as i64;
-        let keep_name = c.func.name == "last_over_time";
-        let rising = functions::rising_kernel(c.func.name);
-        let fixed = vs.at.as_ref().map(|at| at_ms(at, self.start, self.end));
-        let offset = offset_ms(&vs.offset);
+        Some(GridCall {
+            vs,
+            range: range.as_millis() as i64,
+            step,
+            steps: ((self.end - self.start) / step + 1) as usize,
+            kernel,
+            rising: functions::rising_kernel(c.func.name),
+            keep_name: c.func.name == "last_over_time",
+        })
+    }
+
+    /// One series' samples → its values at every step (`None`: at none),
+    /// or `None` once the query's deadline passed (`late` set).
+    fn grid_fn<'s>(
+        &self,
+        g: &GridCall,
+        late: &'s AtomicBool,
+    ) -> impl Fn(&[Sample]) -> Option<Grid> + Sync + 's {
+        let fixed = g.vs.at.as_ref().map(|at| at_ms(at, self.start, self.end));
+        let offset = offset_ms(&g.vs.offset);
         let (start, deadline) = (self.start, self.deadline);
-        let one = |(labels, samples): &(Arc<Labels>, Vec<Sample>)| {
+        let (step, steps, range, kernel, rising) = (g.step, g.steps, g.range, g.kernel, g.rising);
+        move |samples: &[Sample]| {
+            if Instant::now() > deadline {
+                late.store(true, Ordering::Relaxed);
+                return None;
+            }
             let rt = |k: usize| fixed.unwrap_or(start + k as i64 * step) - offset;
             let (values, present) = on_grid(samples, steps, rt, range, kernel, rising);
-            present.iter().any(|&w| w != 0).then(|| {
-                let labels = if keep_name {
-                    labels.clone()
+            present.iter().any(|&w| w != 0).then_some((values, present))
+        }
+    }
+
+    /// Evaluates a range-vector function of one selector at every step of
+    /// a range query ahead, series by series, reading each series and
+    /// reducing it at once (so the selector's samples are never all held):
+    /// each series' windows are found by walking forward once, and no step
+    /// pays for lookups by label set. `false` when the call does not
+    /// qualify or its result would pass the query's cell budget: the
+    /// selector is then loaded and evaluated as usual.
+    fn compute_call(
+        &mut self,
+        e: &Expr,
+        c: &Call,
+        a: Timestamp,
+        b: Timestamp,
+    ) -> Result<bool, QueryError> {
+        let Some(g) = self.grid_call(c) else {
+            return Ok(false);
+        };
+        let sets = matchers_of(g.vs)?;
+        let (ra, rb) = self.window(&g.vs.at, &g.vs.offset, a, b);
+        let late = AtomicBool::new(false);
+        let reduce = self.grid_fn(&g, &late);
+        let mut read = 0usize;
+        let mut all: Vec<(Arc<Labels>, Grid)> = Vec::new();
+        for set in &sets {
+            let budget = self
+                .opts
+                .max_samples
+                .saturating_sub(self.loaded_samples + read);
+            let Some(r) = self
+                .q
+                .select_reduce(set, ra - g.range, rb, budget, &reduce)?
+            else {
+                return Err(QueryError::TooManySamples(self.opts.max_samples));
+            };
+            read += r.samples;
+            all.extend(r.series);
+        }
+        if sets.len() > 1 {
+            // A series several sets select counts once.
+            all.sort_by(|x, y| x.0.cmp(&y.0));
+            all.dedup_by(|x, y| x.0 == y.0);
+        }
+        if late.load(Ordering::Relaxed) {
+            return Err(QueryError::Timeout(self.opts.timeout));
+        }
+        if !reserve_cells(&mut self.computed_cells, all.len().saturating_mul(g.steps)) {
+            return Ok(false);
+        }
+        self.loaded_samples += read;
+        let series = all
+            .into_iter()
+            .map(|(labels, (values, present))| {
+                let labels = if g.keep_name {
+                    labels
                 } else {
-                    drop_name(labels)
+                    drop_name(&labels)
                 };
                 (labels, values, present)
             })
-        };
-        // Series are independent: big inputs are split across the cores.
-        let samples: usize = loaded.iter().map(|(_, s)| s.len()).sum();
-        let parts = crate::par::map_parts(loaded, samples >= 200_000, |part| {
-            let mut out = Vec::new();
-            for s in part {
-                if Instant::now() > deadline {
-                    return None;
-                }
-                out.extend(one(s));
-            }
-            Some(out)
-        });
-        let mut series = Vec::new();
-        for part in parts {
-            series.extend(part.ok_or(QueryError::Timeout(self.opts.timeout))?);
-        }
+            .collect();
+        self.insert_computed(e, series);
+        Ok(true)
+    }
+
+    /// Range-vector results by call node, with whether their label sets
+    /// are unique.
+    fn insert_computed(&mut self, e: &Expr, series: Vec<(Arc<Labels>, Vec<f64>, Vec<u64>)>) {
         let mut seen: FastSet<&Labels> = FastSet::default();
         let unique = series.iter().all(|(l, _, _)| seen.insert(&**l));
         drop(seen);
@@ -375,7 +441,6 @@ impl<'a> Evaluator<'a> {
             members: None,
         };
         self.computed.insert(key_expr(e), computed);
-        Ok(())
     }
 
     /// Folds an aggregation without parameter over a function computed

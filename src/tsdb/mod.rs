@@ -233,6 +233,16 @@ pub struct Series {
     pub samples: Vec<Sample>,
 }
 
+/// A series reduced to a value per step and a bit per step that has one.
+pub type Grid = (Vec<f64>, Vec<u64>);
+
+/// What [`Querier::select_reduce`] gives.
+pub struct Reduced {
+    pub series: Vec<(Arc<Labels>, Grid)>,
+    /// Samples read.
+    pub samples: usize,
+}
+
 /// The read side every consumer uses.
 pub trait Querier: Send + Sync {
     /// Series matching all `matchers` with at least one sample in
@@ -256,6 +266,30 @@ pub trait Querier: Send + Sync {
         let all = self.select(matchers, mint, maxt)?;
         let n: usize = all.iter().map(|s| s.samples.len()).sum();
         Ok((n <= max_samples).then_some(all))
+    }
+    /// Reduces every series [`Querier::select_within`] would return with
+    /// `f` as soon as it is read (from several threads when there are
+    /// many), so their samples are never all held at once. Returns the
+    /// labels and what `f` gave, sorted by labels (series it gave `None`
+    /// for are left out), and how many samples were read; `None` past
+    /// `max_samples`.
+    fn select_reduce(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        max_samples: usize,
+        f: &(dyn Fn(&[Sample]) -> Option<Grid> + Sync),
+    ) -> Result<Option<Reduced>, StorageError> {
+        let Some(all) = self.select_within(matchers, mint, maxt, max_samples)? else {
+            return Ok(None);
+        };
+        let samples = all.iter().map(|s| s.samples.len()).sum();
+        let series = all
+            .into_iter()
+            .filter_map(|s| Some((s.labels, f(&s.samples)?)))
+            .collect();
+        Ok(Some(Reduced { series, samples }))
     }
     /// Label sets of series matching any selector that have data in
     /// `[mint, maxt]`.

@@ -21,8 +21,8 @@ use super::schema::{
 };
 use super::seriesfile;
 use super::{
-    chunk, wal, AppendError, Querier, Series, StorageError, StorageOptions, StorageStats,
-    CHUNK_SPAN_MS,
+    chunk, wal, AppendError, Grid, Querier, Reduced, Series, StorageError, StorageOptions,
+    StorageStats, CHUNK_SPAN_MS,
 };
 use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
 
@@ -1619,6 +1619,45 @@ impl Querier for Storage {
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Some(out))
+    }
+
+    fn select_reduce(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        max_samples: usize,
+        f: &(dyn Fn(&[Sample]) -> Option<Grid> + Sync),
+    ) -> Result<Option<Reduced>, StorageError> {
+        let (snap, parts) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
+        let read = std::sync::atomic::AtomicUsize::new(0);
+        let results = crate::par::map_parts(&snap, snap.len() >= 64, |group| {
+            let mut out = Vec::with_capacity(group.len());
+            for (id, labels, mem) in group {
+                if let Some(s) = read_series(&parts, *id, labels, mem, mint, maxt)? {
+                    let n = read
+                        .fetch_add(s.samples.len(), Ordering::Relaxed)
+                        .saturating_add(s.samples.len());
+                    if n > max_samples {
+                        return Ok(None);
+                    }
+                    out.extend(f(&s.samples).map(|g| (s.labels, g)));
+                }
+            }
+            Ok::<_, StorageError>(Some(out))
+        });
+        let mut series = Vec::with_capacity(snap.len());
+        for group in results {
+            match group? {
+                Some(p) => series.extend(p),
+                None => return Ok(None),
+            }
+        }
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Some(Reduced {
+            series,
+            samples: read.into_inner(),
+        }))
     }
 
     fn series(
