@@ -187,11 +187,22 @@ impl Artifacts {
     /// same execution if the collector already recorded it, and writes its
     /// values at once.
     pub fn command_run(&self, storage: &Storage, mut run: Run) -> Result<Run, StorageError> {
+        let recorded = runs::list(storage)?;
+        // Files older than the pipeline's previous run's end are that run's,
+        // however close the two runs were.
+        let previous_end = recorded
+            .iter()
+            .filter(|r| r.pipeline == run.pipeline && r.finished_ms < run.started_ms)
+            .map(|r| r.finished_ms)
+            .max();
         // The artifact run whose report time falls nearest this command's span.
-        let absorbed = runs::list(storage)?
+        let absorbed = recorded
             .into_iter()
             .filter(|r| {
-                r.pipeline == run.pipeline && r.source == "artifacts" && within(r.finished_ms, &run)
+                r.pipeline == run.pipeline
+                    && r.source == "artifacts"
+                    && within(r.finished_ms, &run)
+                    && previous_end.is_none_or(|p| r.finished_ms > p)
             })
             .min_by_key(|r| distance(r.finished_ms, &run));
         let mut replaces = Vec::new();
@@ -201,7 +212,7 @@ impl Artifacts {
             run.report_ms = a.report_ms;
             replaces.push(a.id.clone());
         } else if run.stages.is_empty() {
-            run.stages = self.stages_written(&run);
+            run.stages = self.stages_written(&run, previous_end);
         }
         let replaces: Vec<&str> = replaces.iter().map(String::as_str).collect();
         runs::record(storage, &run, &replaces)?;
@@ -375,17 +386,22 @@ impl Artifacts {
     }
 
     /// What a command run that left no evaluation report did, judged by
-    /// which stage directories it wrote to: those stages succeeded; if the
-    /// command failed, the first stage after them is where it failed (the
-    /// rest did not run).
-    fn stages_written(&self, run: &Run) -> BTreeMap<String, Stage> {
+    /// which stage directories it wrote to (files modified during the run,
+    /// and after `previous_end`, the end of the pipeline's run before):
+    /// those stages succeeded; if the command failed, the first stage after
+    /// them is where it failed (the rest did not run).
+    fn stages_written(
+        &self,
+        run: &Run,
+        previous_end: Option<Timestamp>,
+    ) -> BTreeMap<String, Stage> {
         let wrote = |stage: &str| {
             std::fs::read_dir(self.config.dir.join(stage))
                 .into_iter()
                 .flatten()
                 .flatten()
                 .filter_map(|e| e.metadata().ok()?.modified().ok())
-                .any(|t| within(ms(t), run))
+                .any(|t| within(ms(t), run) && previous_end.is_none_or(|p| ms(t) > p))
         };
         let mut out = BTreeMap::new();
         let mut failed = false;
@@ -627,6 +643,60 @@ mod tests {
             .unwrap_err()
             .contains("test_rmse"));
         assert!(parse_report(r#"{"test_r2": 0.8"#).is_err());
+    }
+
+    #[test]
+    fn a_command_run_right_after_another_does_not_take_its_stage_files() {
+        // Run 1 writes every stage; run 2 starts 20 ms after its end (well
+        // within the second of slack for coarse file times) and fails
+        // after writing the first stage only.
+        let dir = tempfile::tempdir().unwrap();
+        let storage =
+            Storage::open(crate::tsdb::StorageOptions::new(dir.path().join("data"))).unwrap();
+        let art = dir.path().join("artifacts");
+        let a = Artifacts::load(
+            ArtifactsConfig {
+                dir: art.clone(),
+                pipeline: "p".into(),
+                interval: crate::model::PromDuration(0),
+            },
+            &storage,
+        )
+        .unwrap();
+        let run = |id: &str, started_ms, finished_ms, success| Run {
+            id: id.into(),
+            pipeline: "p".into(),
+            source: "command".into(),
+            started_ms,
+            finished_ms,
+            success,
+            exit_code: Some(i32::from(!success)),
+            command: None,
+            stages: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            report_ms: None,
+        };
+        let now = crate::model::now_ms;
+        let t0 = now();
+        for s in STAGES {
+            std::fs::create_dir_all(art.join(s)).unwrap();
+            std::fs::write(art.join(s).join("out"), "x").unwrap();
+        }
+        let first = a
+            .command_run(&storage, run("r1", t0, now() + 1, true))
+            .unwrap();
+        assert_eq!(first.stages.len(), 5);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t2 = now();
+        std::fs::write(art.join("data_ingestion").join("out"), "y").unwrap();
+        let second = a
+            .command_run(&storage, run("r2", t2, now() + 1, false))
+            .unwrap();
+        let status = |s: &str| second.stages.get(s).map(|x| x.status);
+        assert_eq!(status("data_ingestion"), Some(StageStatus::Succeeded));
+        assert_eq!(status("data_validation"), Some(StageStatus::Failed));
+        assert_eq!(status("model_trainer"), Some(StageStatus::Missing));
+        storage.close().unwrap();
     }
 
     #[test]

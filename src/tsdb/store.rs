@@ -120,6 +120,8 @@ struct State {
     next_seq: u64,
     /// Log bytes written since the last checkpoint.
     records_bytes: u64,
+    /// Samples appended since the last checkpoint: held in memory.
+    records_samples: usize,
     /// Counts log segments: a series whose `logged_in` is this one has
     /// its `last` value in the current segment (the reference of the next).
     segment: u32,
@@ -142,6 +144,7 @@ impl Default for State {
             next_id: 0,
             next_seq: 1,
             records_bytes: 0,
+            records_samples: 0,
             segment: 1,
             last_checkpoint: std::time::Instant::now(),
             last_compaction: None,
@@ -921,6 +924,7 @@ impl Storage {
             }
             let payload = wal::encode(&new_series, &rec);
             st.records_bytes += payload.len() as u64;
+            st.records_samples += stored;
             st.new_series.extend(new_series);
             let (reply, rx) = mpsc::sync_channel(1);
             sender
@@ -933,7 +937,7 @@ impl Storage {
             .samples_appended
             .fetch_add(stored as u64, Ordering::Relaxed);
         // A burst larger than the log may hold between maintenance passes.
-        if lock(&self.state).records_bytes >= self.opts.wal_checkpoint_bytes {
+        if lock(&self.state).records_samples >= self.opts.checkpoint_samples {
             if let Ok(_w) = self.writer.try_lock() {
                 self.checkpoint_locked()?;
             }
@@ -998,6 +1002,7 @@ impl Storage {
                 }
             }
             st.records_bytes = 0;
+            st.records_samples = 0;
             st.segment = st.segment.wrapping_add(1).max(1);
             st.last_checkpoint = std::time::Instant::now();
             // Records up to `seq` stay in the older segments.
