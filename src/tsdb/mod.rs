@@ -47,8 +47,8 @@ pub struct StorageOptions {
     /// A head chunk is closed when it holds this many samples (default 240).
     pub chunk_max_samples: usize,
     /// An append checkpoints at once when this many samples arrived since
-    /// the last checkpoint (they wait in memory; default 2,000,000, about
-    /// 32 MB; maintenance usually checkpoints much earlier).
+    /// the last checkpoint (they wait in memory; default 4,000,000, about
+    /// 64 MB; maintenance usually checkpoints much earlier).
     pub checkpoint_samples: usize,
     /// redb page cache (default 16 MiB).
     pub cache_bytes: usize,
@@ -61,7 +61,7 @@ impl StorageOptions {
             retention_ms: 15 * 86_400_000,
             limits: Limits::default(),
             chunk_max_samples: 240,
-            checkpoint_samples: 2_000_000,
+            checkpoint_samples: 4_000_000,
             cache_bytes: 16 << 20,
         }
     }
