@@ -426,6 +426,15 @@ fn migrates(name: &str) {
             s.close().unwrap();
         }
     }
+    // Only the one table is left.
+    let db = redb::Database::open(dir.path().join("mlmon.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let tables: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    assert_eq!(tables, ["kv"]);
 }
 
 #[test]

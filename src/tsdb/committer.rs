@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 
 use super::schema::{
-    FORMAT_VERSION, LEGACY_CHUNKS, LEGACY_HEAD, LEGACY_SERIES, LEGACY_WAL, META, PARTS,
-    SERIES_FILES,
+    id_key, put_u64, FORMAT_VERSION, KV, LEGACY_CHUNKS, LEGACY_HEAD, LEGACY_SERIES, LEGACY_WAL,
+    NS_META, NS_PARTS, NS_SERIES_FILES,
 };
 use super::wal::Wal;
 use super::StorageError;
@@ -179,26 +179,24 @@ pub(super) fn write(shared: &Shared, job: &Job) -> Result<(), StorageError> {
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StorageError::new(e.to_string()))?;
     {
-        let mut series_files = txn.open_table(SERIES_FILES)?;
-        let mut meta = txn.open_table(META)?;
-        let mut parts = txn.open_table(PARTS)?;
+        let mut kv = txn.open_table(KV)?;
         for (id, bytes) in &job.series_files_add {
-            series_files.insert(*id, *bytes)?;
+            put_u64(&mut kv, NS_SERIES_FILES, &id_key(*id), *bytes)?;
         }
         for id in &job.series_files_remove {
-            series_files.remove(*id)?;
+            kv.remove((NS_SERIES_FILES, &id_key(*id)[..]))?;
         }
         if let Some(seq) = job.checkpoint_seq {
-            meta.insert("checkpoint_seq", seq)?;
+            put_u64(&mut kv, NS_META, b"checkpoint_seq", seq)?;
         }
         for (id, day) in &job.parts_add {
-            parts.insert(*id, *day)?;
+            put_u64(&mut kv, NS_PARTS, &id_key(*id), *day as u64)?;
         }
         for id in &job.parts_remove {
-            parts.remove(*id)?;
+            kv.remove((NS_PARTS, &id_key(*id)[..]))?;
         }
         if job.drop_legacy {
-            meta.insert("format_version", FORMAT_VERSION)?;
+            put_u64(&mut kv, NS_META, b"format_version", FORMAT_VERSION)?;
         }
     }
     if job.drop_legacy {

@@ -10,14 +10,15 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 
 use super::committer::{self, Job, Op, Reply, Shared};
 use super::index::{FastMap, Index};
 use super::part::{self, Part};
 use super::schema::{
-    FORMAT_VERSION, KV, LEGACY_CHUNKS, LEGACY_HEAD, LEGACY_SERIES, LEGACY_WAL, META, PARTS,
-    SERIES_FILES,
+    get_u64, id_key, put_u64, scan_ids, KvTable, FORMAT_VERSION, KV, LEGACY_CHUNKS, LEGACY_HEAD,
+    LEGACY_META, LEGACY_PARTS, LEGACY_SERIES, LEGACY_SERIES_FILES, LEGACY_WAL, NS_META, NS_PARTS,
+    NS_SERIES_FILES,
 };
 use super::seriesfile;
 use super::{
@@ -403,16 +404,20 @@ impl Storage {
             .db
             .read()
             .map_err(|_| StorageError::new("lock poisoned"))?;
-        // Create every table so readers never meet a missing one.
+        // The one table, created so readers never meet it missing; files
+        // of versions 1 to 3 have their lists moved into it first.
         let version = {
             let txn = db.begin_write()?;
             let version;
             {
-                let mut meta = txn.open_table(META)?;
-                let stored = meta.get("format_version")?.map(|v| v.value());
+                let mut kv = txn.open_table(KV)?;
+                if txn.list_tables()?.any(|t| t.name() == LEGACY_META.name()) {
+                    move_lists(&txn, &mut kv)?;
+                }
+                let stored = get_u64(&kv, NS_META, b"format_version")?;
                 version = match stored {
                     None => {
-                        meta.insert("format_version", FORMAT_VERSION)?;
+                        put_u64(&mut kv, NS_META, b"format_version", FORMAT_VERSION)?;
                         FORMAT_VERSION
                     }
                     Some(v) if (1..=FORMAT_VERSION).contains(&v) => v,
@@ -423,9 +428,6 @@ impl Storage {
                         )))
                     }
                 };
-                txn.open_table(SERIES_FILES)?;
-                txn.open_table(KV)?;
-                txn.open_table(PARTS)?;
             }
             txn.commit()?;
             version
@@ -433,6 +435,7 @@ impl Storage {
         // Version 1 kept series, chunks and the log in tables.
         let legacy = version == 1;
         let txn = db.begin_read()?;
+        let kv = txn.open_table(KV)?;
         let mut st = lock(&self.state);
         st.migrate_from = (version < FORMAT_VERSION).then_some(version);
         // Series: a version 1 file's table (written to a series file by the
@@ -446,9 +449,7 @@ impl Storage {
             }
             st.new_series = defined.clone();
         } else {
-            for row in txn.open_table(SERIES_FILES)?.iter()? {
-                let (file, bytes) = row?;
-                let (file, bytes) = (file.value(), bytes.value());
+            for (file, bytes) in scan_ids(&kv, NS_SERIES_FILES)? {
                 let contents = seriesfile::read(&self.series_dir, file).map_err(|e| {
                     StorageError::from_io(
                         &format!("cannot read series file {file} that the data file lists"),
@@ -481,16 +482,15 @@ impl Storage {
         // crash before their checkpoint or merge committed.
         let mut listed = std::collections::HashSet::new();
         let mut parts = Vec::new();
-        for row in txn.open_table(PARTS)?.iter()? {
-            let (id, day) = row?;
-            let part = Part::open(&self.parts_dir, id.value(), day.value()).map_err(|e| {
+        for (id, day) in scan_ids(&kv, NS_PARTS)? {
+            let part = Part::open(&self.parts_dir, id, day as i64).map_err(|e| {
                 StorageError::from_io(
-                    &format!("cannot open part {} that the data file lists", id.value()),
+                    &format!("cannot open part {id} that the data file lists"),
                     &e,
                 )
             })?;
-            listed.insert(id.value());
-            st.next_part_id = st.next_part_id.max(id.value() + 1);
+            listed.insert(id);
+            st.next_part_id = st.next_part_id.max(id + 1);
             parts.push(Arc::new(part));
         }
         sort_parts(&mut parts);
@@ -558,11 +558,7 @@ impl Storage {
             ms.last = ms.head.last().copied().or(n);
         }
         st.parts = Arc::new(parts);
-        let checkpoint_seq = txn
-            .open_table(META)?
-            .get("checkpoint_seq")?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let checkpoint_seq = get_u64(&kv, NS_META, b"checkpoint_seq")?.unwrap_or(0);
         // (segment, seq, payload); a version 1 file's log table is
         // segment `None`.
         let mut records: Vec<(Option<u64>, u64, Vec<u8>)> = Vec::new();
@@ -1534,6 +1530,27 @@ impl Storage {
         }
         Ok((out, st.parts.clone()))
     }
+}
+
+/// Moves the lists of a version 1 to 3 file (its `meta`, `parts` and
+/// `series_files` tables) into `kv` and deletes the tables.
+fn move_lists(txn: &redb::WriteTransaction, kv: &mut KvTable) -> Result<(), StorageError> {
+    for row in txn.open_table(LEGACY_META)?.iter()? {
+        let (name, v) = row?;
+        put_u64(kv, NS_META, name.value().as_bytes(), v.value())?;
+    }
+    for row in txn.open_table(LEGACY_PARTS)?.iter()? {
+        let (id, day) = row?;
+        put_u64(kv, NS_PARTS, &id_key(id.value()), day.value() as u64)?;
+    }
+    for row in txn.open_table(LEGACY_SERIES_FILES)?.iter()? {
+        let (id, bytes) = row?;
+        put_u64(kv, NS_SERIES_FILES, &id_key(id.value()), bytes.value())?;
+    }
+    txn.delete_table(LEGACY_META)?;
+    txn.delete_table(LEGACY_PARTS)?;
+    txn.delete_table(LEGACY_SERIES_FILES)?;
+    Ok(())
 }
 
 /// One series' samples in `[mint, maxt]`: its chunks in the parts, then
