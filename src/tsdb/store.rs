@@ -1505,6 +1505,45 @@ impl Storage {
         Ok(())
     }
 
+    /// Reads every selected series with samples in `[mint, maxt]` and
+    /// passes it to `f` (series decode independently: many are split
+    /// across the cores); returns what `f` kept, unordered, and the samples
+    /// read, or `None` as soon as more than `max_samples` were read.
+    fn read_each<R: Send>(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        max_samples: usize,
+        f: impl Fn(Series) -> Option<R> + Sync,
+    ) -> Result<Option<(Vec<R>, usize)>, StorageError> {
+        let (snap, parts) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
+        let read = std::sync::atomic::AtomicUsize::new(0);
+        let results = crate::par::map_parts(&snap, snap.len() >= 64, |group| {
+            let mut out = Vec::with_capacity(group.len());
+            for (id, labels, mem) in group {
+                if let Some(s) = read_series(&parts, *id, labels, mem, mint, maxt)? {
+                    let n = read
+                        .fetch_add(s.samples.len(), Ordering::Relaxed)
+                        .saturating_add(s.samples.len());
+                    if n > max_samples {
+                        return Ok(None);
+                    }
+                    out.extend(f(s));
+                }
+            }
+            Ok::<_, StorageError>(Some(out))
+        });
+        let mut out = Vec::with_capacity(snap.len());
+        for group in results {
+            match group? {
+                Some(p) => out.extend(p),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some((out, read.into_inner())))
+    }
+
     /// Snapshot of the head (and not yet committed chunks) of the selected
     /// series, together with a read transaction that sees the file as it was
     /// when the snapshot was taken.
@@ -1614,31 +1653,9 @@ impl Querier for Storage {
         maxt: Timestamp,
         max_samples: usize,
     ) -> Result<Option<Vec<Series>>, StorageError> {
-        let (snap, parts) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
-        // Series decode independently: many are split across the cores.
-        let read = std::sync::atomic::AtomicUsize::new(0);
-        let results = crate::par::map_parts(&snap, snap.len() >= 64, |group| {
-            let mut out = Vec::with_capacity(group.len());
-            for (id, labels, mem) in group {
-                if let Some(s) = read_series(&parts, *id, labels, mem, mint, maxt)? {
-                    let n = read
-                        .fetch_add(s.samples.len(), Ordering::Relaxed)
-                        .saturating_add(s.samples.len());
-                    if n > max_samples {
-                        return Ok(None);
-                    }
-                    out.push(s);
-                }
-            }
-            Ok::<_, StorageError>(Some(out))
-        });
-        let mut out = Vec::with_capacity(snap.len());
-        for group in results {
-            match group? {
-                Some(p) => out.extend(p),
-                None => return Ok(None),
-            }
-        }
+        let Some((mut out, _)) = self.read_each(matchers, mint, maxt, max_samples, Some)? else {
+            return Ok(None);
+        };
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Some(out))
     }
@@ -1651,35 +1668,14 @@ impl Querier for Storage {
         max_samples: usize,
         f: &(dyn Fn(&[Sample]) -> Option<Grid> + Sync),
     ) -> Result<Option<Reduced>, StorageError> {
-        let (snap, parts) = self.snapshot(|ix| ix.select(matchers), mint, maxt)?;
-        let read = std::sync::atomic::AtomicUsize::new(0);
-        let results = crate::par::map_parts(&snap, snap.len() >= 64, |group| {
-            let mut out = Vec::with_capacity(group.len());
-            for (id, labels, mem) in group {
-                if let Some(s) = read_series(&parts, *id, labels, mem, mint, maxt)? {
-                    let n = read
-                        .fetch_add(s.samples.len(), Ordering::Relaxed)
-                        .saturating_add(s.samples.len());
-                    if n > max_samples {
-                        return Ok(None);
-                    }
-                    out.extend(f(&s.samples).map(|g| (s.labels, g)));
-                }
-            }
-            Ok::<_, StorageError>(Some(out))
-        });
-        let mut series = Vec::with_capacity(snap.len());
-        for group in results {
-            match group? {
-                Some(p) => series.extend(p),
-                None => return Ok(None),
-            }
-        }
+        let reduce = |s: Series| Some((s.labels, f(&s.samples)?));
+        let Some((mut series, samples)) =
+            self.read_each(matchers, mint, maxt, max_samples, reduce)?
+        else {
+            return Ok(None);
+        };
         series.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Some(Reduced {
-            series,
-            samples: read.into_inner(),
-        }))
+        Ok(Some(Reduced { series, samples }))
     }
 
     fn series(
