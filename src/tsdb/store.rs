@@ -388,6 +388,13 @@ impl Storage {
             // Nothing to replay: segments left are already in the file.
             storage.remove_segments_before(loaded.first_seq)?;
         }
+        // A new file starts with redb's preallocated pages (72 KiB), an
+        // old one may have free pages from before the stop: give them back
+        // before anything runs (cheap while the file is small).
+        {
+            let _w = lock(&storage.writer);
+            storage.compact_locked(true)?;
+        }
         Ok(storage)
     }
 
@@ -1209,7 +1216,7 @@ impl Storage {
         }
         let rewrote = self.rewrite_series_files()?;
         if report.checkpointed || report.merged_parts > 0 || rewrote {
-            report.reclaimed_bytes = self.compact_locked()?;
+            report.reclaimed_bytes = self.compact_locked(false)?;
         }
         Ok(report)
     }
@@ -1324,9 +1331,10 @@ impl Storage {
     }
 
     /// Compacts the file when a quarter of it (and 16 KiB) is free space,
-    /// gains under 1 MiB at most hourly; skipped while reads are in flight.
+    /// gains under 1 MiB at most hourly (`at_open`: any gain, and it does
+    /// not count as the hour's); skipped while reads are in flight.
     /// Returns the bytes the file shrank by.
-    fn compact_locked(&self) -> Result<u64, StorageError> {
+    fn compact_locked(&self, at_open: bool) -> Result<u64, StorageError> {
         self.check_space(DISK_RESERVE / 2)?;
         let file = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         let used = {
@@ -1339,9 +1347,10 @@ impl Storage {
         let free = file.saturating_sub(used);
         // Small gains wait an hour: a small file always has some free pages
         // after a checkpoint, and compacting it each time rewrites it.
-        let recent = lock(&self.state)
-            .last_compaction
-            .is_some_and(|t| t.elapsed() < COMPACT_SMALL_EVERY);
+        let recent = !at_open
+            && lock(&self.state)
+                .last_compaction
+                .is_some_and(|t| t.elapsed() < COMPACT_SMALL_EVERY);
         if free < COMPACT_MIN_FREE || free < file / 4 || (recent && free < COMPACT_BIG) {
             return Ok(0);
         }
@@ -1361,7 +1370,9 @@ impl Storage {
             }
         }
         drop(db);
-        lock(&self.state).last_compaction = Some(std::time::Instant::now());
+        if !at_open {
+            lock(&self.state).last_compaction = Some(std::time::Instant::now());
+        }
         if !compacted {
             return Ok(0);
         }
