@@ -167,6 +167,25 @@ pub fn get_uvarint(b: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// Signed integers mapped to unsigned so small magnitudes stay small
+/// (0, -1, 1, -2 → 0, 1, 2, 3), as protobuf's `sint64`.
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// A zigzag-encoded LEB128 varint.
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, zigzag(v));
+}
+
+pub fn get_varint(b: &mut &[u8]) -> Option<i64> {
+    get_uvarint(b).map(unzigzag)
+}
+
 /// Collects pairs without validation for code that builds label sets from
 /// already-valid parts (e.g. adding a grouping label to valid labels).
 #[derive(Default)]

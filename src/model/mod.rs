@@ -10,8 +10,8 @@ mod yaml_lines;
 
 pub use duration::{format_duration, parse_duration, DurationError, PromDuration};
 pub use labels::{
-    get_uvarint, is_valid_label_name, is_valid_metric_name, put_uvarint, LabelError, Labels,
-    LabelsBuilder, METRIC_NAME,
+    get_uvarint, get_varint, is_valid_label_name, is_valid_metric_name, put_uvarint, put_varint,
+    unzigzag, zigzag, LabelError, Labels, LabelsBuilder, METRIC_NAME,
 };
 pub use matcher::{parse_matchers, MatchOp, Matcher, MatcherError};
 pub use relabel::{relabel, RelabelAction, RelabelRule};

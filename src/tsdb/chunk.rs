@@ -9,7 +9,7 @@
 //! `docs/format.md`; chunks are encoded once, when the head closes them.
 
 use super::bits::{BitReader, BitWriter};
-use crate::model::{get_uvarint, put_uvarint, Sample, Timestamp};
+use crate::model::{get_uvarint, put_uvarint, put_varint, unzigzag, zigzag, Sample, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt chunk: {0}")]
@@ -38,22 +38,8 @@ pub struct ChunkMeta {
     pub max_t: Timestamp,
 }
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, zigzag(v));
-}
-
 fn get_varint(b: &mut &[u8]) -> Result<i64, ChunkError> {
-    get_uvarint(b)
-        .map(unzigzag)
-        .ok_or(ChunkError("truncated varint"))
+    crate::model::get_varint(b).ok_or(ChunkError("truncated varint"))
 }
 
 /// Encodes samples (timestamps strictly increasing, at least one sample).

@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::chunk;
-use crate::model::{get_uvarint, put_uvarint, Sample, Timestamp};
+use crate::model::{get_uvarint, get_varint, put_uvarint, put_varint, Sample, Timestamp};
 
 const MAGIC: &[u8; 4] = b"MLMP";
 const VERSION: u8 = 1;
@@ -222,8 +222,7 @@ fn decode_index(mut b: &[u8], data_end: u64) -> Option<Vec<Entry>> {
         }
         id = id.checked_add(delta)?;
         let len = u32::try_from(get_uvarint(&mut b)?).ok()?;
-        let z = get_uvarint(&mut b)?;
-        let min_t = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let min_t = get_varint(&mut b)?;
         let max_t = min_t.checked_add(i64::try_from(get_uvarint(&mut b)?).ok()?)?;
         let samples = u32::try_from(get_uvarint(&mut b)?).ok()?;
         let chunks = u32::try_from(get_uvarint(&mut b)?).ok()?;
@@ -322,7 +321,7 @@ impl Writer {
         }
         put_uvarint(&mut self.index, id - self.last_id.unwrap_or(0));
         put_uvarint(&mut self.index, u64::from(len32));
-        put_uvarint(&mut self.index, ((min_t << 1) ^ (min_t >> 63)) as u64);
+        put_varint(&mut self.index, min_t);
         put_uvarint(&mut self.index, (max_t - min_t) as u64);
         put_uvarint(&mut self.index, samples.min(u64::from(u32::MAX)));
         put_uvarint(&mut self.index, chunks.len() as u64);

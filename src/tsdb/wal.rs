@@ -24,7 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::model::{get_uvarint, put_uvarint, Sample};
+use crate::model::{get_uvarint, get_varint, put_uvarint, put_varint, Sample};
 
 /// Bytes before a record's payload: length, CRC, sequence number.
 const FRAME_BYTES: usize = 16;
@@ -134,15 +134,6 @@ fn definitions<'b>(mut b: &'b [u8], series: &mut impl FnMut(u64, &[u8])) -> Opti
         series(id, labels);
     }
     Some(b)
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn get_varint(b: &mut &[u8]) -> Option<i64> {
-    let z = get_uvarint(b)?;
-    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
 }
 
 /// A XOR of two values: `0` for none, else `0x80 | leading zero bytes << 3
