@@ -171,28 +171,25 @@ fn time_series(buf: &[u8]) -> Result<SeriesParts<'_>, DecodeError> {
     let labels = match span {
         Some((s, e)) if contiguous => SeriesLabels::Encoded(&buf[s..e]),
         None => SeriesLabels::Pairs(Vec::new()),
-        Some(_) => {
-            let mut pairs = Vec::with_capacity(8);
-            let mut r = Wire(buf);
-            while let Some((field, wire)) = r.key()? {
-                match (field, wire) {
-                    (1, LEN) => pairs.push(label(r.bytes()?)?),
-                    _ => r.skip(wire)?,
-                }
-            }
-            SeriesLabels::Pairs(pairs)
-        }
+        Some(_) => SeriesLabels::Pairs(labels_in(buf, true)?),
     };
     Ok((labels, samples, histograms))
 }
 
 /// Decodes [`SeriesLabels::Encoded`] bytes into pairs, in the order sent.
 pub fn label_pairs(encoded: &[u8]) -> Result<Pairs<'_>, DecodeError> {
+    labels_in(encoded, false)
+}
+
+/// The `Label` fields of a `TimeSeries` message, decoded in order; other
+/// fields are skipped with `others`, else refused.
+fn labels_in(buf: &[u8], others: bool) -> Result<Pairs<'_>, DecodeError> {
     let mut pairs = Vec::with_capacity(8);
-    let mut r = Wire(encoded);
+    let mut r = Wire(buf);
     while let Some((field, wire)) = r.key()? {
         match (field, wire) {
             (1, LEN) => pairs.push(label(r.bytes()?)?),
+            _ if others => r.skip(wire)?,
             _ => return Err(wrong_type("TimeSeries.labels")),
         }
     }

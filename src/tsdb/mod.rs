@@ -1,7 +1,7 @@
-//! The storage engine: a data directory of immutable part files (closed
-//! chunks), compressed series files (label sets), a write-ahead log of
-//! segment files, and one redb file (heads, the lists of parts and series
-//! files, small durable state of other components).
+//! The storage engine: a data directory of immutable part files (the
+//! samples), compressed series files (label sets), a write-ahead log of
+//! segment files, and one redb file with one table (the lists of parts and
+//! series files, small durable state of other components).
 //!
 //! Writes go through [`Storage::appender`] ([`Appender`]): a batch is checked
 //! against the limits and per-series order, applied to the in-memory head,
@@ -10,9 +10,9 @@
 //! through the [`Querier`] trait (`select(matchers, mint, maxt)`), which
 //! merges the parts, the closed chunks not yet in a part and the head. A
 //! head chunk is closed at [`StorageOptions::chunk_max_samples`] samples or
-//! two hours; checkpoints ([`Storage::maintain`]) write closed chunks to
-//! parts and heads to redb, then drop the log segments they cover. Layout:
-//! `docs/format.md`.
+//! two hours; checkpoints ([`Storage::maintain`]) close every head and
+//! write the closed chunks to parts, then drop the log segments they
+//! cover. Layout: `docs/format.md`.
 
 pub mod chunk;
 

@@ -140,18 +140,22 @@ impl Part {
             .map(|i| &self.entries[i])
     }
 
+    /// Series `id`'s section if its time range meets `[mint, maxt]`.
+    fn entry_within(&self, id: u64, mint: Timestamp, maxt: Timestamp) -> Option<&Entry> {
+        self.entry(id)
+            .filter(|e| e.max_t >= mint && e.min_t <= maxt)
+    }
+
     /// True when the part holds samples of series `id` in `[mint, maxt]`
     /// (by the section's time range, without reading it).
     pub fn overlaps(&self, id: u64, mint: Timestamp, maxt: Timestamp) -> bool {
-        self.entry(id)
-            .is_some_and(|e| e.max_t >= mint && e.min_t <= maxt)
+        self.entry_within(id, mint, maxt).is_some()
     }
 
     /// How many samples the part holds for series `id` if its section
     /// overlaps `[mint, maxt]` (all of them, also those outside), else 0.
     pub fn samples_of(&self, id: u64, mint: Timestamp, maxt: Timestamp) -> usize {
-        self.entry(id)
-            .filter(|e| e.max_t >= mint && e.min_t <= maxt)
+        self.entry_within(id, mint, maxt)
             .map_or(0, |e| e.samples as usize)
     }
 
@@ -184,15 +188,11 @@ impl Part {
         maxt: Timestamp,
         out: &mut Vec<Sample>,
     ) -> io::Result<()> {
-        let Some(e) = self
-            .entry(id)
-            .filter(|e| e.max_t >= mint && e.min_t <= maxt)
-        else {
+        let Some(e) = self.entry_within(id, mint, maxt) else {
             return Ok(());
         };
         let buf = self.section(e)?;
         let chunks = split_section(&buf).ok_or_else(|| corrupt(&self.path, "bad section"))?;
-        out.reserve(e.samples as usize);
         for c in chunks {
             let m = chunk::meta(c).map_err(|e| corrupt(&self.path, &e.to_string()))?;
             if m.max_t < mint || m.min_t > maxt {

@@ -71,11 +71,14 @@ pub fn get_u64(
     }
 }
 
-/// Every (id, value) of a namespace keyed by ids, ascending.
-pub fn scan_ids(
+/// `(key, value)` rows of one namespace.
+pub type KvRows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every (key, value) of a namespace, in key order.
+pub fn scan_namespace(
     t: &impl ReadableTable<(&'static str, &'static [u8]), &'static [u8]>,
     ns: &str,
-) -> Result<Vec<(u64, u64)>, StorageError> {
+) -> Result<KvRows, StorageError> {
     let mut out = Vec::new();
     for row in t.range((ns, &[][..])..)? {
         let (k, v) = row?;
@@ -83,12 +86,25 @@ pub fn scan_ids(
         if row_ns != ns {
             break;
         }
-        match (<[u8; 8]>::try_from(key), u64_of(v.value())) {
-            (Ok(id), Some(v)) => out.push((u64::from_be_bytes(id), v)),
-            _ => return Err(StorageError::new(format!("{ns}: a row is not 8 + 8 bytes"))),
-        }
+        out.push((key.to_vec(), v.value().to_vec()));
     }
     Ok(out)
+}
+
+/// Every (id, value) of a namespace keyed by ids, ascending.
+pub fn scan_ids(
+    t: &impl ReadableTable<(&'static str, &'static [u8]), &'static [u8]>,
+    ns: &str,
+) -> Result<Vec<(u64, u64)>, StorageError> {
+    scan_namespace(t, ns)?
+        .into_iter()
+        .map(
+            |(key, v)| match (<[u8; 8]>::try_from(key.as_slice()), u64_of(&v)) {
+                (Ok(id), Some(v)) => Ok((u64::from_be_bytes(id), v)),
+                _ => Err(StorageError::new(format!("{ns}: a row is not 8 + 8 bytes"))),
+            },
+        )
+        .collect()
 }
 
 /// The key of an id row: big-endian, so rows scan in id order.

@@ -16,9 +16,9 @@ use super::committer::{self, Job, Op, Reply, Shared};
 use super::index::{FastMap, Index};
 use super::part::{self, Part};
 use super::schema::{
-    get_u64, id_key, put_u64, scan_ids, KvTable, FORMAT_VERSION, KV, LEGACY_CHUNKS, LEGACY_HEAD,
-    LEGACY_META, LEGACY_PARTS, LEGACY_SERIES, LEGACY_SERIES_FILES, LEGACY_WAL, NS_META, NS_PARTS,
-    NS_SERIES_FILES,
+    get_u64, id_key, put_u64, scan_ids, scan_namespace, KvRows, KvTable, FORMAT_VERSION, KV,
+    LEGACY_CHUNKS, LEGACY_HEAD, LEGACY_META, LEGACY_PARTS, LEGACY_SERIES, LEGACY_SERIES_FILES,
+    LEGACY_WAL, NS_META, NS_PARTS, NS_SERIES_FILES,
 };
 use super::seriesfile;
 use super::{
@@ -59,9 +59,6 @@ pub struct Maintenance {
     /// Bytes the data file shrank by (compaction).
     pub reclaimed_bytes: u64,
 }
-
-/// `(key, value)` rows of one KV namespace.
-pub type KvRows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// In-memory samples of one selected series: (id, labels, samples).
 type MemSnapshot = (u64, Arc<Labels>, Vec<Sample>);
@@ -760,22 +757,26 @@ impl Storage {
             // Encodings decoded in this batch, remembered once resolved.
             let mut encodings: Vec<(usize, &[u8])> = Vec::new();
             for i in 0..batch.len() {
-                if let SeriesKey::Encoded(bytes, decode) = batch[i].0 {
-                    if st.index.id_of_encoded(bytes).is_none() {
-                        let pairs = decode(bytes).map_err(|reason| AppendError::InvalidLabels {
-                            labels: format!("number {i} of the batch"),
-                            reason,
-                        })?;
-                        batch[i].0 = SeriesKey::Pairs(pairs);
-                        encodings.push((i, bytes));
-                    }
-                }
-                let mut id = match &batch[i].0 {
-                    SeriesKey::Labels(l) => st.index.id_of(l),
-                    SeriesKey::Pairs(p) => st.index.id_of_pairs(p),
-                    SeriesKey::Encoded(bytes, _) => st.index.id_of_encoded(bytes),
-                    SeriesKey::Id(id) if st.series.contains_key(id) => Some(*id),
-                    SeriesKey::Id(id) => return Err(AppendError::UnknownSeries(*id)),
+                let mut id = match batch[i].0 {
+                    SeriesKey::Labels(ref l) => st.index.id_of(l),
+                    SeriesKey::Pairs(ref p) => st.index.id_of_pairs(p),
+                    SeriesKey::Encoded(bytes, decode) => match st.index.id_of_encoded(bytes) {
+                        Some(id) => Some(id),
+                        // An encoding not seen yet: named by its pairs from here on.
+                        None => {
+                            let pairs =
+                                decode(bytes).map_err(|reason| AppendError::InvalidLabels {
+                                    labels: format!("number {i} of the batch"),
+                                    reason,
+                                })?;
+                            let id = st.index.id_of_pairs(&pairs);
+                            batch[i].0 = SeriesKey::Pairs(pairs);
+                            encodings.push((i, bytes));
+                            id
+                        }
+                    },
+                    SeriesKey::Id(id) if st.series.contains_key(&id) => Some(id),
+                    SeriesKey::Id(id) => return Err(AppendError::UnknownSeries(id)),
                 };
                 if id.is_none() {
                     // Unknown as sent: validate and normalize, then look again.
@@ -1128,8 +1129,8 @@ impl Storage {
 
     /// Gives up a change that failed halfway: deletes the part and series
     /// files written for it, which no transaction lists, and refuses writes
-    /// until a restart replays the log (in-memory state such as the heads'
-    /// dirty marks has already moved on). Returns `e`.
+    /// until a restart replays the log (in-memory state such as the closed
+    /// chunks and the log segment has already moved on). Returns `e`.
     fn abandon(
         &self,
         e: StorageError,
@@ -1488,17 +1489,7 @@ impl Storage {
     pub fn kv_scan(&self, namespace: &str) -> Result<KvRows, StorageError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
-        let table = txn.open_table(KV)?;
-        let mut out = Vec::new();
-        for row in table.range((namespace, &[][..])..)? {
-            let (k, v) = row?;
-            let (ns, key) = k.value();
-            if ns != namespace {
-                break;
-            }
-            out.push((key.to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        scan_namespace(&txn.open_table(KV)?, namespace)
     }
 
     fn kv_write(
