@@ -134,8 +134,7 @@ struct RawWebConfigFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawPush {
-    /// How often pushed values are written to the store; default
-    /// `global.scrape_interval`.
+    /// How often pushed values are written to the store; default 15 s.
     interval: Option<PromDuration>,
     /// Time-to-live of groups no rule matches; default: forever.
     default_ttl: Option<PromDuration>,
@@ -310,7 +309,7 @@ impl RawConfig {
             .and_then(|a| notifier_source(&a, v));
         let storage = self.resolve_storage(v);
         let web = self.web.resolve(v);
-        let push = self.push.resolve(v, global.scrape_interval);
+        let push = self.push.resolve(v);
         let host = HostConfig {
             interval: dur(self.host.interval, 15),
         };
@@ -381,7 +380,8 @@ impl RawConfig {
 
     fn resolve_global(&self, v: &mut Validator) -> GlobalConfig {
         let g = &self.global;
-        let scrape_interval = dur(g.scrape_interval, 15);
+        // Prometheus' defaults: one minute for both intervals.
+        let scrape_interval = dur(g.scrape_interval, 60);
         let scrape_timeout = dur(g.scrape_timeout, 10).min(scrape_interval);
         if let Some(t) = g.scrape_timeout {
             if t > scrape_interval {
@@ -393,7 +393,7 @@ impl RawConfig {
         }
         for (key, d) in [
             ("scrape_interval", scrape_interval),
-            ("evaluation_interval", dur(g.evaluation_interval, 15)),
+            ("evaluation_interval", dur(g.evaluation_interval, 60)),
         ] {
             if d.millis() <= 0 {
                 v.error(&["global", key], "must be greater than 0");
@@ -413,7 +413,7 @@ impl RawConfig {
         GlobalConfig {
             scrape_interval,
             scrape_timeout,
-            evaluation_interval: dur(g.evaluation_interval, 15),
+            evaluation_interval: dur(g.evaluation_interval, 60),
             external_labels: Labels::new(pairs).unwrap_or_default(),
         }
     }
@@ -570,8 +570,8 @@ impl RawWeb {
 }
 
 impl RawPush {
-    fn resolve(self, v: &mut Validator, scrape_interval: PromDuration) -> PushConfig {
-        let interval = self.interval.unwrap_or(scrape_interval);
+    fn resolve(self, v: &mut Validator) -> PushConfig {
+        let interval = dur(self.interval, 15);
         if interval.millis() <= 0 {
             v.error(&["push", "interval"], "must be greater than 0");
         }

@@ -146,3 +146,12 @@ fn web_config_file_is_read_and_checked() {
     let err = Config::load(&main).unwrap_err().to_string();
     assert!(err.contains("TLS"), "{err}");
 }
+
+#[test]
+fn with_no_configuration_the_intervals_are_prometheus_defaults() {
+    let c = Config::defaults();
+    assert_eq!(c.global.scrape_interval.millis(), 60_000);
+    assert_eq!(c.global.evaluation_interval.millis(), 60_000);
+    assert_eq!(c.global.scrape_timeout.millis(), 10_000);
+    assert_eq!(c.push.interval.millis(), 15_000);
+}

@@ -56,6 +56,17 @@ impl Op {
     fn is_comparison(self) -> bool {
         matches!(self, Op::Eq | Op::Ne | Op::Gt | Op::Lt | Op::Ge | Op::Le)
     }
+
+    /// Whether the result loses the metric name: arithmetic and `bool`
+    /// comparisons do; `atan2` keeps it (Prometheus 2.42; later versions
+    /// drop it too), filters keep it.
+    fn drops_name(self, return_bool: bool) -> bool {
+        match self {
+            Op::Atan2 => false,
+            _ if self.is_comparison() => return_bool,
+            _ => true,
+        }
+    }
 }
 
 /// Applies an arithmetic or comparison operator. For comparisons the
@@ -168,7 +179,7 @@ fn vector_scalar(
         let Some(value) = outcome(op, value, keep, return_bool, e.v) else {
             continue;
         };
-        let labels = if !op.is_comparison() || return_bool {
+        let labels = if op.drops_name(return_bool) {
             ev.drop_name(&e.labels)
         } else {
             e.labels
@@ -324,7 +335,7 @@ fn result_labels(
     matching: Option<&LabelModifier>,
     include: Option<&ModLabels>,
 ) -> Labels {
-    let drop = !op.is_comparison() || return_bool;
+    let drop = op.drops_name(return_bool);
     let mut l: Labels = many.clone();
     if drop {
         l = l.without(METRIC_NAME);

@@ -167,15 +167,15 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
             if hi < lo {
                 return Ok(Value::Vector(Vec::new()));
             }
-            map_values(ev, &args[..1], t, |v| v.max(lo).min(hi))?
+            map_values(ev, &args[..1], t, |v| go_max(lo, go_min(hi, v)))?
         }
         "clamp_min" => {
             let lo = ev.scalar(&args[1], t)?;
-            map_values(ev, &args[..1], t, |v| v.max(lo))?
+            map_values(ev, &args[..1], t, |v| go_max(lo, v))?
         }
         "clamp_max" => {
             let hi = ev.scalar(&args[1], t)?;
-            map_values(ev, &args[..1], t, |v| v.min(hi))?
+            map_values(ev, &args[..1], t, |v| go_min(hi, v))?
         }
         "day_of_month" => date_fn(ev, args, t, |d| d.day() as f64)?,
         "day_of_week" => date_fn(ev, args, t, |d| d.weekday().num_days_from_sunday() as f64)?,
@@ -189,10 +189,11 @@ pub(super) fn eval(ev: &mut Evaluator, c: &Call, t: Timestamp) -> Result<Value, 
         "sort" | "sort_desc" => {
             let mut v = ev.vector(&args[0], t)?;
             let desc = name == "sort_desc";
+            // NaN last in both orders, as Prometheus 2.42 sorts.
             v.sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
                 (true, true) => std::cmp::Ordering::Equal,
-                (true, false) => std::cmp::Ordering::Less,
-                (false, true) => std::cmp::Ordering::Greater,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
                 _ if desc => b.v.partial_cmp(&a.v).unwrap_or(std::cmp::Ordering::Equal),
                 _ => a.v.partial_cmp(&b.v).unwrap_or(std::cmp::Ordering::Equal),
             });
@@ -393,6 +394,41 @@ pub(super) fn window_kernel(name: &str) -> Option<Kernel> {
         "stdvar_over_time" => |s, _| Some(variance(s)),
         _ => return None,
     })
+}
+
+/// Go's `math.Max`: +Inf wins over NaN, NaN over everything else
+/// (`clamp` with a NaN bound is NaN, as in Prometheus).
+fn go_max(a: f64, b: f64) -> f64 {
+    if a == f64::INFINITY || b == f64::INFINITY {
+        f64::INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() {
+            b
+        } else {
+            a
+        }
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's `math.Min`: -Inf wins over NaN, NaN over everything else.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
+    } else {
+        a.min(b)
+    }
 }
 
 fn map_values(
@@ -718,9 +754,12 @@ fn histogram_quantile(q: f64, v: Vec<VSample>, t: Timestamp) -> Vec<VSample> {
         else {
             continue;
         };
-        let key = s.labels.without("le").without(METRIC_NAME);
+        // Grouped with the name (two metrics' buckets stay apart), which
+        // the result drops: two metrics with the same other labels make
+        // the result fail as not unique, as in Prometheus.
+        let key = s.labels.without("le");
         let i = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((Arc::new(key), Vec::new()));
+            groups.push((Arc::new(key.without(METRIC_NAME)), Vec::new()));
             groups.len() - 1
         });
         groups[i].1.push((le, s.v));

@@ -13,6 +13,7 @@ mod binary;
 mod eval;
 mod functions;
 pub mod nesting;
+pub mod script;
 mod value;
 
 use std::sync::Arc;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::engine::{AlertState, Group};
-use crate::model::{stale_nan, Labels, LabelsBuilder, MatchOp, PromDuration};
+use crate::model::{Labels, PromDuration};
+use crate::promql::script::{series_labels, series_samples};
 use crate::promql::{self, QueryOptions, Value};
 use crate::tsdb::{Storage, StorageOptions};
 
@@ -85,76 +86,6 @@ struct ExpSample {
 
 /// A firing alert as the tests compare it: labels and annotations.
 type AlertSeen = (BTreeMap<String, String>, BTreeMap<String, String>);
-
-/// One value of an input series: a number, a stale marker, or nothing.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Point {
-    Value(f64),
-    Stale,
-    Missing,
-}
-
-/// Expands promtool's series notation.
-pub fn expand_values(text: &str) -> Result<Vec<Point>, String> {
-    let mut out = Vec::new();
-    for item in text.split_whitespace() {
-        if item == "stale" {
-            out.push(Point::Stale);
-            continue;
-        }
-        if item == "_" {
-            out.push(Point::Missing);
-            continue;
-        }
-        if let Some(n) = item.strip_prefix("_x") {
-            let n: usize = n.parse().map_err(|_| format!("invalid value {item:?}"))?;
-            out.extend(std::iter::repeat_n(Point::Missing, n));
-            continue;
-        }
-        let Some((head, n)) = item.rsplit_once('x') else {
-            out.push(Point::Value(parse_num(item)?));
-            continue;
-        };
-        let n: usize = n.parse().map_err(|_| format!("invalid value {item:?}"))?;
-        // `a+b`, `a-b` or `a`; the operator is not a leading sign or part
-        // of an exponent.
-        let b = head.as_bytes();
-        let op = (1..b.len())
-            .rev()
-            .find(|&i| (b[i] == b'+' || b[i] == b'-') && !matches!(b[i - 1], b'e' | b'E'));
-        let (start, step) = match op {
-            Some(i) => {
-                let step = parse_num(&head[i + 1..])?;
-                (
-                    parse_num(&head[..i])?,
-                    if b[i] == b'-' { -step } else { step },
-                )
-            }
-            None => (parse_num(head)?, 0.0),
-        };
-        for k in 0..=n {
-            out.push(Point::Value(start + step * k as f64));
-        }
-    }
-    Ok(out)
-}
-
-fn parse_num(s: &str) -> Result<f64, String> {
-    crate::model::parse_float(s).map_err(|_| format!("invalid value {s:?}"))
-}
-
-/// `name{a="b"}` as a label set.
-fn series_labels(text: &str) -> Result<Labels, String> {
-    let sets = promql::parse_selector(text).map_err(|e| format!("{text:?}: {e}"))?;
-    let mut b = LabelsBuilder::new();
-    for m in sets.first().into_iter().flatten() {
-        if m.op != MatchOp::Equal {
-            return Err(format!("{text:?}: only = matchers describe a series"));
-        }
-        b.push(m.name.as_str(), m.value.as_str());
-    }
-    b.build().map_err(|e| format!("{text:?}: {e}"))
-}
 
 /// Go's `strconv.FormatFloat(v, 'E', -1, 64)`: `6.5E-01`.
 fn go_exp_upper(v: f64) -> String {
@@ -233,17 +164,7 @@ fn run_group_in(
     let interval = tg.interval.map_or(eval_ms, |d| d.millis()).max(1);
     let mut app = storage.appender();
     for s in &tg.input_series {
-        let labels = series_labels(&s.series).map_err(fail)?;
-        let points = expand_values(&s.values).map_err(|e| fail(format!("{}: {e}", s.series)))?;
-        let mut samples = Vec::new();
-        for (k, p) in points.iter().enumerate() {
-            let t = k as i64 * interval;
-            match p {
-                Point::Value(v) => samples.push(crate::model::Sample { t, v: *v }),
-                Point::Stale => samples.push(crate::model::Sample { t, v: stale_nan() }),
-                Point::Missing => {}
-            }
-        }
+        let (labels, samples) = series_samples(&s.series, &s.values, interval).map_err(fail)?;
         app.append_series(labels, samples);
     }
     app.commit().map_err(|e| fail(e.to_string()))?;
@@ -408,28 +329,5 @@ fn run_group_in(
         Ok(())
     } else {
         Err(failures)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_expanding_notation() {
-        let v = |s: &str| expand_values(s).unwrap();
-        use Point::*;
-        assert_eq!(
-            v("-2+4x3"),
-            vec![Value(-2.0), Value(2.0), Value(6.0), Value(10.0)]
-        );
-        assert_eq!(v("1-2x2"), vec![Value(1.0), Value(-1.0), Value(-3.0)]);
-        assert_eq!(v("1x2"), vec![Value(1.0), Value(1.0), Value(1.0)]);
-        assert_eq!(
-            v("1 _x3 stale"),
-            vec![Value(1.0), Missing, Missing, Missing, Stale]
-        );
-        assert_eq!(v("1e3+1e2x1"), vec![Value(1000.0), Value(1100.0)]);
-        assert!(expand_values("1+x").is_err());
     }
 }
