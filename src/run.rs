@@ -1,7 +1,9 @@
 //! `mlmon run -- CMD ARGS…`: runs the user's pipeline command with its
-//! output streamed as is, then reports the run (start, end, exit code) to a
-//! running mlmon, which records it and writes `ml_pipeline_success`,
-//! `ml_pipeline_duration_seconds` and `ml_pipeline_last_run_timestamp`.
+//! output streamed as is, tells a running mlmon when it starts (so the
+//! artifacts it writes are the named pipeline's), then reports the run
+//! (start, end, exit code), which mlmon records, writing
+//! `ml_pipeline_success`, `ml_pipeline_duration_seconds` and
+//! `ml_pipeline_last_run_timestamp` with the pipeline's name.
 //! The exit code is the command's own; an unreachable mlmon only costs a
 //! warning on stderr.
 
@@ -26,6 +28,20 @@ pub fn run(argv: &[String], target: &Target) -> i32 {
         return 2;
     };
     let started = SystemTime::now();
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let mut body = serde_json::json!({
+        "started": secs(started),
+        "command": argv.join(" "),
+    });
+    if let Some(p) = &target.pipeline {
+        body["pipeline"] = serde_json::json!(p);
+    }
+    // So that artifacts the command writes are this pipeline's from the
+    // start; the report at the end says what went wrong, if anything.
+    let _ = post(target, &body.to_string(), Duration::from_secs(2));
     let code = match Command::new(program).args(args).spawn() {
         Ok(mut child) => {
             // The command gets Ctrl-C; this process stays to report the run.
@@ -47,21 +63,9 @@ pub fn run(argv: &[String], target: &Target) -> i32 {
             127
         }
     };
-    let finished = SystemTime::now();
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
-    };
-    let mut body = serde_json::json!({
-        "started": secs(started),
-        "finished": secs(finished),
-        "exit_code": code,
-        "command": argv.join(" "),
-    });
-    if let Some(p) = &target.pipeline {
-        body["pipeline"] = serde_json::json!(p);
-    }
-    if let Err(e) = post(target, "/api/v1/runs", &body.to_string()) {
+    body["finished"] = serde_json::json!(secs(SystemTime::now()));
+    body["exit_code"] = serde_json::json!(code);
+    if let Err(e) = post(target, &body.to_string(), Duration::from_secs(10)) {
         eprintln!(
             "mlmon run: warning: the run was not recorded at {}: {e}",
             target.url
@@ -78,16 +82,16 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(1)
 }
 
-/// POSTs the run with the client scrapes use (http or https).
-fn post(target: &Target, path: &str, json: &str) -> Result<(), String> {
-    let url = format!("{}{path}", target.url.trim_end_matches('/'));
+/// POSTs the run to `/api/v1/runs` with the client scrapes use (http or
+/// https).
+fn post(target: &Target, json: &str, timeout: Duration) -> Result<(), String> {
+    let url = format!("{}/api/v1/runs", target.url.trim_end_matches('/'));
     let client = crate::http::client(&Default::default())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let timeout = Duration::from_secs(10);
         let mut req = client
             .post(&url)
             .timeout(timeout)

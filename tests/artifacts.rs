@@ -285,3 +285,53 @@ fn mlmon_run_records_the_command_and_keeps_its_exit_code() {
     assert_eq!(code, 127);
     assert!(stderr.contains("cannot start"), "{stderr}");
 }
+
+/// `mlmon run --pipeline NAME` where the collector's pipeline is another
+/// (here the default): one execution is one run, under the name given,
+/// with the artifacts' figures merged in and its series labelled with it.
+#[test]
+fn a_named_command_run_is_one_run_under_its_name() {
+    let m = Mlmon::start(Some("artifacts:\n  dir: arts\n  interval: 1s\n"));
+    let root = m.dir.path().join("arts");
+    let run_named = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mlmon"))
+            .args(["run", "--url", &m.url(""), "--pipeline", "math", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .unwrap()
+    };
+    assert_eq!(run_named(&["sh", "-c", "exit 2"]), 2);
+    assert_eq!(m.value("ml_pipeline_success{pipeline=\"math\"}"), Some(0.0));
+
+    let dir = root.display().to_string();
+    let script = format!(
+        "mkdir -p {dir}/data_ingestion {dir}/data_validation {dir}/model_evaluation && \
+         echo a > {dir}/data_ingestion/train.csv && \
+         printf 'Validation status: True' > {dir}/data_validation/status.txt && \
+         sleep 1.5 && printf '{}' > {dir}/model_evaluation/evaluation_report.json && sleep 1.5",
+        report(0.91)
+    );
+    assert_eq!(run_named(&["sh", "-c", &script]), 0);
+    let r = wait_for("the named run with the report's figures", &m, || {
+        let r = runs(&m);
+        (r[0]["metrics"]["test_r2"] == 0.91).then_some(r)
+    });
+    // Give the collector a few more scans: it must not add a run of its own.
+    std::thread::sleep(Duration::from_secs(3));
+    let r2 = runs(&m);
+    assert_eq!(r2.len(), 2, "{r2:#?}");
+    assert_eq!(r.len(), 2, "{r:#?}");
+    for run in &r2 {
+        assert_eq!(run["pipeline"], "math", "{run}");
+        assert_eq!(run["source"], "command", "{run}");
+    }
+    assert_eq!(m.value("ml_pipeline_success{pipeline=\"math\"}"), Some(1.0));
+    assert_eq!(m.value("ml_model_r2_score{pipeline=\"math\"}"), Some(0.91));
+    assert_eq!(
+        m.query("ml_pipeline_success{pipeline=\"default\"}").len(),
+        0
+    );
+}

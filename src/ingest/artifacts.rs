@@ -70,8 +70,16 @@ struct State {
     /// was already logged.
     failed: BTreeMap<PathBuf, (Seen, bool)>,
     status: Status,
-    /// The newest run of the pipeline, from either source.
-    latest: Option<Run>,
+    /// The newest run of each pipeline, from either source (their
+    /// `ml_pipeline_*` values are written at every scan).
+    latest: BTreeMap<String, Run>,
+    /// The pipeline the artifacts' current values are labelled with: the
+    /// one whose run last wrote them (`mlmon run --pipeline NAME` names
+    /// it), else the configured one.
+    pipeline: String,
+    /// Commands `mlmon run` said it started and has not reported yet:
+    /// start time → pipeline (in memory only).
+    running: BTreeMap<Timestamp, String>,
     /// The newest artifact time already turned into a run (a report's or a
     /// failed validation's).
     seen_ms: Timestamp,
@@ -93,22 +101,28 @@ impl Artifacts {
     pub fn load(mut config: ArtifactsConfig, storage: &Storage) -> Result<Artifacts, StorageError> {
         // Paths in reports and logs are absolute, whatever the working dir.
         config.dir = std::path::absolute(&config.dir).unwrap_or(config.dir);
-        let runs: Vec<Run> = runs::list(storage)?
-            .into_iter()
-            .filter(|r| r.pipeline == config.pipeline)
-            .collect();
+        // Newest first.
+        let runs: Vec<Run> = runs::list(storage)?;
+        let from_artifacts = |r: &&Run| r.report_ms.is_some() || r.source == "artifacts";
         let seen_ms = runs
             .iter()
-            .filter_map(|r| {
-                r.report_ms
-                    .or((r.source == "artifacts").then_some(r.finished_ms))
-            })
+            .filter(from_artifacts)
+            .map(|r| r.report_ms.unwrap_or(r.finished_ms))
             .max()
             .unwrap_or(0);
+        let pipeline = runs
+            .iter()
+            .find(from_artifacts)
+            .map_or_else(|| config.pipeline.clone(), |r| r.pipeline.clone());
+        let mut latest = BTreeMap::new();
+        for r in runs {
+            latest.entry(r.pipeline.clone()).or_insert(r);
+        }
         Ok(Artifacts {
             state: Mutex::new(State {
-                latest: runs.into_iter().next(),
+                latest,
                 seen_ms,
+                pipeline,
                 ..State::default()
             }),
             config,
@@ -140,14 +154,16 @@ impl Artifacts {
         };
         let mut out: Vec<(Labels, f64)> = Vec::new();
         if st.status.present {
+            let pipeline = st.pipeline.clone();
+            let labels = |name: &str| series(name, &pipeline);
             let validation = self.read(&mut st, &dir.join(STATUS_FILE), parse_status);
             let report = self.read(&mut st, &dir.join(REPORT_FILE), parse_report);
             let ingestion = stage_dir(&dir.join("data_ingestion"));
             if let Some(ok) = ingestion {
-                out.push((self.labels("ml_data_ingestion_success"), flag(ok)));
+                out.push((labels("ml_data_ingestion_success"), flag(ok)));
             }
             if let Read::Ok((ok, _)) = &validation {
-                out.push((self.labels("ml_data_validation_success"), flag(*ok)));
+                out.push((labels("ml_data_validation_success"), flag(*ok)));
             }
             if let Read::Ok((r, _)) = &report {
                 for (metric, field) in [
@@ -155,24 +171,31 @@ impl Artifacts {
                     ("ml_model_rmse", "test_rmse"),
                     ("ml_model_mae", "test_mae"),
                 ] {
-                    out.push((self.labels(metric), r.metrics[field]));
+                    out.push((labels(metric), r.metrics[field]));
                 }
             }
-            if let Some(run) = self.new_run(&st, &validation, &report, ingestion) {
+            if let Some(mut run) = self.new_run(&st, &validation, &report, ingestion) {
+                // Written by a command still running: its pipeline's run
+                // (the command's report absorbs it when it ends).
+                if let Some((_, name)) = st.running.range(..=run.finished_ms).next_back() {
+                    run.id = format!("{name}-{}", run.finished_ms);
+                    run.pipeline = name.clone();
+                }
                 st.seen_ms = run.finished_ms;
                 let merged = self.merge_into_command_run(storage, run)?;
-                if st
-                    .latest
-                    .as_ref()
-                    .is_none_or(|l| l.finished_ms <= merged.finished_ms || l.id == merged.id)
-                {
-                    st.latest = Some(merged);
+                if merged.pipeline != st.pipeline {
+                    // The values just read belong to the run's pipeline.
+                    for (l, _) in &mut out {
+                        *l = l.with("pipeline", &merged.pipeline);
+                    }
+                    st.pipeline = merged.pipeline.clone();
                 }
+                st.remember(merged);
             }
             self.textfiles(&mut st, &mut out);
         }
-        if let Some(run) = &st.latest {
-            out.extend(self.run_values(run));
+        for run in st.latest.values() {
+            out.extend(run_values(run));
         }
         drop(st);
         let mut app = storage.appender().lazy_sync();
@@ -183,24 +206,41 @@ impl Artifacts {
         Ok(())
     }
 
+    /// Notes that `mlmon run` started a command of `pipeline` at
+    /// `started_ms`, so that artifacts it writes meanwhile are that
+    /// pipeline's.
+    pub fn command_started(&self, pipeline: String, started_ms: Timestamp) {
+        let mut st = self.lock();
+        // Commands whose end was never reported do not pile up.
+        while st.running.len() >= 64 {
+            st.running.pop_first();
+        }
+        st.running.insert(started_ms, pipeline);
+    }
+
     /// Records a run `mlmon run` reports, absorbing the artifact run of the
     /// same execution if the collector already recorded it, and writes its
     /// values at once.
     pub fn command_run(&self, storage: &Storage, mut run: Run) -> Result<Run, StorageError> {
         let recorded = runs::list(storage)?;
-        // Files older than the pipeline's previous run's end are that run's,
-        // however close the two runs were.
+        // Files older than the end of the previous run that could have
+        // written them (this pipeline's, or one made from the artifacts)
+        // are that run's, however close the two runs were.
         let previous_end = recorded
             .iter()
-            .filter(|r| r.pipeline == run.pipeline && r.finished_ms < run.started_ms)
+            .filter(|r| {
+                (r.pipeline == run.pipeline || r.report_ms.is_some() || r.source == "artifacts")
+                    && r.finished_ms < run.started_ms
+            })
             .map(|r| r.finished_ms)
             .max();
-        // The artifact run whose report time falls nearest this command's span.
+        // The artifact run whose report time falls nearest this command's
+        // span, whatever pipeline name the collector gave it: one
+        // execution is one run, under the name the command gave.
         let absorbed = recorded
             .into_iter()
             .filter(|r| {
-                r.pipeline == run.pipeline
-                    && r.source == "artifacts"
+                r.source == "artifacts"
                     && within(r.finished_ms, &run)
                     && previous_end.is_none_or(|p| r.finished_ms > p)
             })
@@ -217,43 +257,24 @@ impl Artifacts {
         let replaces: Vec<&str> = replaces.iter().map(String::as_str).collect();
         runs::record(storage, &run, &replaces)?;
         let mut st = self.lock();
-        if st
-            .latest
-            .as_ref()
-            .is_none_or(|l| l.finished_ms <= run.finished_ms)
-        {
-            st.latest = Some(run.clone());
+        if st.running.get(&run.started_ms) == Some(&run.pipeline) {
+            st.running.remove(&run.started_ms);
         }
+        if !replaces.is_empty() && st.pipeline != run.pipeline {
+            st.pipeline = run.pipeline.clone();
+        }
+        for id in &replaces {
+            st.latest.retain(|_, l| l.id != *id);
+        }
+        st.remember(run.clone());
         drop(st);
         let now = crate::model::now_ms();
         let mut app = storage.appender();
-        for (labels, v) in self.run_values(&run) {
+        for (labels, v) in run_values(&run) {
             app.append(labels, now, v);
         }
         app.commit().map_err(|e| StorageError::new(e.to_string()))?;
         Ok(run)
-    }
-
-    fn labels(&self, name: &str) -> Labels {
-        Labels::new([
-            ("__name__", name),
-            ("pipeline", self.config.pipeline.as_str()),
-        ])
-        .unwrap_or_default()
-    }
-
-    fn run_values(&self, run: &Run) -> Vec<(Labels, f64)> {
-        vec![
-            (self.labels("ml_pipeline_success"), flag(run.success)),
-            (
-                self.labels("ml_pipeline_duration_seconds"),
-                run.duration_seconds(),
-            ),
-            (
-                self.labels("ml_pipeline_last_run_timestamp"),
-                run.finished_ms as f64 / 1000.0,
-            ),
-        ]
     }
 
     /// Reads and parses `path`, telling a file still being written (retried)
@@ -448,9 +469,7 @@ impl Artifacts {
     fn merge_into_command_run(&self, storage: &Storage, run: Run) -> Result<Run, StorageError> {
         let command = runs::list(storage)?
             .into_iter()
-            .filter(|r| {
-                r.pipeline == run.pipeline && r.source == "command" && within(run.finished_ms, r)
-            })
+            .filter(|r| r.source == "command" && within(run.finished_ms, r))
             .min_by_key(|r| distance(run.finished_ms, r));
         let merged = match command {
             Some(mut c) => {
@@ -501,6 +520,41 @@ impl Artifacts {
         let l = Labels::new([("__name__", "node_textfile_scrape_error")]).unwrap_or_default();
         out.push((l, flag(any_error)));
     }
+}
+
+impl State {
+    /// Keeps `run` as its pipeline's newest if it is.
+    fn remember(&mut self, run: Run) {
+        match self.latest.get(&run.pipeline) {
+            Some(l) if l.finished_ms > run.finished_ms && l.id != run.id => {}
+            _ => {
+                self.latest.insert(run.pipeline.clone(), run);
+            }
+        }
+    }
+}
+
+/// A pipeline series: `name{pipeline="…"}`.
+fn series(name: &str, pipeline: &str) -> Labels {
+    Labels::new([("__name__", name), ("pipeline", pipeline)]).unwrap_or_default()
+}
+
+/// A run's `ml_pipeline_*` values, labelled with its pipeline.
+fn run_values(run: &Run) -> Vec<(Labels, f64)> {
+    vec![
+        (
+            series("ml_pipeline_success", &run.pipeline),
+            flag(run.success),
+        ),
+        (
+            series("ml_pipeline_duration_seconds", &run.pipeline),
+            run.duration_seconds(),
+        ),
+        (
+            series("ml_pipeline_last_run_timestamp", &run.pipeline),
+            run.finished_ms as f64 / 1000.0,
+        ),
+    ]
 }
 
 fn within(t: Timestamp, run: &Run) -> bool {

@@ -356,45 +356,62 @@ pub async fn runs(
     Ok(success(json!({"runs": page, "total": all.len()})))
 }
 
-/// What `mlmon run` reports about a command it ran.
+/// What `mlmon run` reports about a command it runs: at its start
+/// (`finished` and `exit_code` left out) and at its end.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommandRun {
     pipeline: Option<String>,
     /// Unix seconds.
     started: f64,
-    finished: f64,
-    exit_code: i32,
+    finished: Option<f64>,
+    exit_code: Option<i32>,
     command: Option<String>,
 }
 
-/// `POST /api/v1/runs` (JSON, from `mlmon run`): records a command's run.
+/// `POST /api/v1/runs` (JSON, from `mlmon run`): a command started (202),
+/// or records a command's run.
 pub async fn record_run(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Json_>, ApiError> {
     let c: CommandRun = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadData(format!("invalid run: {e}")))?;
-    if !(c.started.is_finite() && c.finished.is_finite() && c.started <= c.finished) {
-        return Err(ApiError::BadData(
-            "invalid run: started and finished must be Unix seconds, started first".into(),
-        ));
-    }
     let pipeline = c
         .pipeline
         .unwrap_or_else(|| state.artifacts.pipeline().to_string());
     if pipeline.is_empty() {
         return Err(ApiError::BadData("invalid run: empty pipeline name".into()));
     }
+    let seconds = |t: f64| (0.0..1e11).contains(&t);
+    let (finished, exit_code) = match (c.finished, c.exit_code) {
+        (None, None) if seconds(c.started) => {
+            let started_ms = (c.started * 1000.0).round() as Timestamp;
+            state.artifacts.command_started(pipeline, started_ms);
+            return Ok(success(json!({"started": c.started})));
+        }
+        (Some(f), Some(code)) if seconds(c.started) && seconds(f) && c.started <= f => (f, code),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ApiError::BadData(
+                "invalid run: finished and exit_code come together (neither: the command started)"
+                    .into(),
+            ))
+        }
+        _ => {
+            return Err(ApiError::BadData(
+                "invalid run: started and finished must be Unix seconds, started first".into(),
+            ))
+        }
+    };
     let started_ms = (c.started * 1000.0).round() as Timestamp;
     let run = Run {
         id: format!("{pipeline}-{started_ms}"),
         pipeline,
         source: "command".into(),
         started_ms,
-        finished_ms: (c.finished * 1000.0).round() as Timestamp,
-        success: c.exit_code == 0,
-        exit_code: Some(c.exit_code),
+        finished_ms: (finished * 1000.0).round() as Timestamp,
+        success: exit_code == 0,
+        exit_code: Some(exit_code),
         command: c.command,
         stages: Default::default(),
         metrics: Default::default(),
