@@ -31,6 +31,9 @@ fn push_r2(m: &Mlmon, v: f64) {
 
 #[test]
 fn a_real_alertmanager_gets_firing_and_resolved_alerts() {
+    if !common::have(&["prometheus-alertmanager"]) {
+        return;
+    }
     let bin = require("prometheus-alertmanager");
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_file(

@@ -31,6 +31,9 @@ fn start(dir: &std::path::Path, am: &str, extra: &str) -> Mlmon {
 
 #[test]
 fn amtool_queries_alerts_and_manages_silences() {
+    if !common::have(&["amtool"]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let m = start(
         dir.path(),
@@ -158,6 +161,9 @@ fn amtool_queries_alerts_and_manages_silences() {
 
 #[test]
 fn a_real_prometheus_delivers_its_alerts_through_mlmon() {
+    if !common::have(&["prometheus"]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start(&[], false);
     let m = start(

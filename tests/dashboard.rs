@@ -221,6 +221,9 @@ fn text(dom: &str) -> String {
 
 #[test]
 fn every_page_loads_cleanly_and_shows_what_matters() {
+    if !common::have(&["chromium"]) {
+        return;
+    }
     let (m, _dir) = scenario();
     let out = artifacts_dir();
     let pages: [(&str, &str, &[&str]); 8] = [
@@ -348,6 +351,9 @@ fn form_fields(html: &str, action_prefix: &str) -> (String, Vec<(String, String)
 
 #[test]
 fn silences_are_created_and_expired_through_the_page() {
+    if !common::have(&["chromium"]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let m = Mlmon::start(None);
     let _ = dir;

@@ -92,6 +92,9 @@ fn close(name: &str, theirs: f64, ours: f64) -> bool {
 
 #[test]
 fn host_metrics_match_node_exporter() {
+    if !common::have(&["prometheus-node-exporter"]) {
+        return;
+    }
     let theirs = node_exporter_families();
     let ours = ours();
     assert!(theirs.contains_key("node_cpu_seconds_total"), "{theirs:?}");

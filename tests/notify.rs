@@ -158,6 +158,9 @@ fn header<'a>(data: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn the_original_stack_notifies_by_email_slack_and_webhook_with_inhibition() {
+    if !common::have(&["openssl", "python3:aiosmtpd"]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = common::certificates(dir.path(), "DNS:localhost");
     let smtp_port = free_port();
@@ -297,6 +300,9 @@ fn the_original_stack_notifies_by_email_slack_and_webhook_with_inhibition() {
 
 #[test]
 fn smtp_down_then_back_delivers_once() {
+    if !common::have(&["openssl", "python3:aiosmtpd"]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = common::certificates(dir.path(), "DNS:localhost");
     let smtp_port = free_port();
@@ -613,6 +619,9 @@ fn receivers_can_be_tested_and_their_templates_previewed() {
 
 #[test]
 fn default_email_has_alertmanagers_subject_an_html_body_and_every_recipient() {
+    if !common::have(&["openssl", "python3:aiosmtpd"]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = common::certificates(dir.path(), "DNS:localhost");
     let smtp_port = free_port();

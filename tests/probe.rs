@@ -35,6 +35,9 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 
 #[test]
 fn probes_judge_status_json_and_timeouts() {
+    if !common::have(&["python3"]) {
+        return;
+    }
     let port = free_port();
     let server = Command::new("python3")
         .args(["-c", SERVER, &port.to_string()])

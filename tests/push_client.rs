@@ -51,7 +51,9 @@ fn pushed_lines(c: &reqwest::blocking::Client, m: &Mlmon) -> Vec<String> {
 
 #[test]
 fn prometheus_client_push_pushadd_delete() {
-    require("python3");
+    if !common::have(&["python3:prometheus_client"]) {
+        return;
+    }
     let m = Mlmon::start(None);
     let c = client();
     let gw = format!("127.0.0.1:{}", m.port);

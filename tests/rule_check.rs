@@ -172,6 +172,9 @@ fn mlmon_accepts(dir: &Path, file: &Path) -> (bool, String) {
 
 #[test]
 fn mlmon_check_decides_as_promtool_does() {
+    if !common::have(&["promtool"]) {
+        return;
+    }
     assert!(REJECTED.len() >= 20);
     let dir = tempfile::tempdir().unwrap();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/ml_pipeline.yml");

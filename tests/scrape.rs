@@ -40,6 +40,9 @@ fn wait_for(what: &str, m: &Mlmon, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn scrapes_a_prometheus_client_target_and_marks_a_dead_one() {
+    if !common::have(&["python3:prometheus_client"]) {
+        return;
+    }
     let port = free_port();
     let mut exporter = start_exporter(port);
     let nobody = free_port();

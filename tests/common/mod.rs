@@ -17,18 +17,62 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Fails with a pointer to the README's test command when a tool is missing.
+/// The path of `tool`; panics with a pointer to the README's test command
+/// when it is missing (tests check `have` first).
 pub fn require(tool: &str) -> PathBuf {
+    which(tool).unwrap_or_else(|| {
+        panic!(
+            "{tool} is not installed; run the test suite with scripts/test.sh, which installs it"
+        )
+    })
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
-        .unwrap();
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Whether every peer a test needs is installed: a program on `PATH`
+/// (`promtool`, `chromium`, ...) or a Python module (`python3:aiosmtpd`).
+/// When one is missing the test says on the terminal that it was skipped
+/// and should return; with `MLMON_REQUIRE_PEERS` set (scripts/test.sh and
+/// so CI set it, after installing them) a missing peer fails the test.
+pub fn have(peers: &[&str]) -> bool {
+    let missing: Vec<&str> = peers
+        .iter()
+        .copied()
+        .filter(|p| match p.split_once(':') {
+            Some((python, module)) => !Command::new(python)
+                .args(["-c", &format!("import {module}")])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            None => which(p).is_none(),
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_string();
     assert!(
-        out.status.success(),
-        "{tool} is not installed; run the test suite with scripts/test.sh, which installs it"
+        std::env::var_os("MLMON_REQUIRE_PEERS").is_none(),
+        "{test}: {} not installed (MLMON_REQUIRE_PEERS is set)",
+        missing.join(", ")
     );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    // Past the test harness' capture, so it shows in `cargo test`'s output.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {} not installed (scripts/test.sh installs it)",
+        missing.join(", ")
+    );
+    false
 }
 
 pub fn client() -> reqwest::blocking::Client {
