@@ -81,8 +81,7 @@ fn main() {
         honor_labels: false,
         honor_timestamps: true,
         sample_limit: 0,
-        auth: None,
-        tls: Default::default(),
+        http: Default::default(),
         targets: vec![StaticTarget {
             address: "127.0.0.1:19200".into(),
             labels: Default::default(),

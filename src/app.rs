@@ -115,23 +115,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     state.notify = notify.clone();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     state.reload = Some(reload_tx);
-    let mut alertmanagers = Vec::new();
-    for am in &config.alertmanagers {
-        let c = crate::http::client(&am.tls).map_err(anyhow::Error::msg)?;
-        alertmanagers.push((am.clone(), c));
-    }
-    let alertmanagers = Arc::new(alertmanagers);
+    let alertmanagers = Arc::new(config.alertmanagers.clone());
     let metrics = state.metrics.clone();
-    let client = crate::http::client(&Default::default()).map_err(anyhow::Error::msg)?;
-    // Jobs with a tls_config get a client of their own.
-    let mut job_clients = std::collections::HashMap::new();
-    for job in &config.scrape {
-        if job.tls.ca_pem.is_some() || job.tls.insecure_skip_verify {
-            let c = crate::http::client(&job.tls)
-                .map_err(|e| anyhow::anyhow!("scrape job {:?}: {e}", job.job_name))?;
-            job_clients.insert(job.job_name.clone(), c);
-        }
-    }
     if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
         tracing::warn!(
             message = "Listening on a non-loopback address without authentication: push and remote write are refused",
@@ -192,7 +177,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(probe_loop(
             storage.clone(),
             p.clone(),
-            client.clone(),
             metrics.clone(),
             stop_rx.clone(),
         )));
@@ -201,7 +185,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(scrape_loop(
             storage.clone(),
             t.clone(),
-            job_clients.get(&t.job).unwrap_or(&client).clone(),
             metrics.clone(),
             stop_rx.clone(),
         )));
@@ -395,18 +378,17 @@ async fn collector_loop<F>(
 async fn scrape_loop(
     storage: Arc<Storage>,
     target: Arc<scrape::Target>,
-    client: reqwest::Client,
     metrics: Arc<HttpMetrics>,
     stop: watch::Receiver<bool>,
 ) {
     let name = format!("scrape/{}", target.job);
     let (every, offset) = (target.config.interval.std(), target.offset());
     periodic(name, every, offset, metrics, stop, || {
-        let (storage, target, client) = (storage.clone(), target.clone(), client.clone());
+        let (storage, target) = (storage.clone(), target.clone());
         async move {
             let started = std::time::Instant::now();
             let now = now_ms();
-            let fetched = target.fetch(&client).await;
+            let fetched = target.fetch().await;
             blocking("scrape", move || {
                 target.ingest(&storage, fetched, started, now)
             })
@@ -425,7 +407,7 @@ const RESEND_DELAY_MS: i64 = 60_000;
 async fn rule_loop(
     state: AppState,
     i: usize,
-    alertmanagers: Arc<Vec<(crate::config::AlertmanagerTarget, reqwest::Client)>>,
+    alertmanagers: Arc<Vec<crate::config::AlertmanagerTarget>>,
     stop: watch::Receiver<bool>,
 ) {
     let AppState {
@@ -494,8 +476,8 @@ async fn rule_loop(
                 return error;
             }
             let body = crate::rules::alertmanager::payload(&outgoing, &ext, &external_url);
-            for (am, client) in alertmanagers.iter() {
-                if let Err(e) = crate::rules::alertmanager::send(client, am, &body).await {
+            for am in alertmanagers.iter() {
+                if let Err(e) = crate::rules::alertmanager::send(am, &body).await {
                     let e = format!("cannot send alerts: {e}");
                     error = Some(error.map_or(e.clone(), |x| format!("{x}; {e}")));
                 }
@@ -510,17 +492,16 @@ async fn rule_loop(
 async fn probe_loop(
     storage: Arc<Storage>,
     probe: Arc<probe::Probe>,
-    client: reqwest::Client,
     metrics: Arc<HttpMetrics>,
     stop: watch::Receiver<bool>,
 ) {
     let name = format!("probe/{}", probe.config.name);
     let every = probe.config.interval.std();
     periodic(name, every, Duration::ZERO, metrics, stop, || {
-        let (storage, probe, client) = (storage.clone(), probe.clone(), client.clone());
+        let (storage, probe) = (storage.clone(), probe.clone());
         async move {
             let now = now_ms();
-            let outcome = probe.run(&client).await;
+            let outcome = probe.run().await;
             blocking("probe", move || probe.record(&storage, &outcome, now)).await
         }
     })

@@ -21,7 +21,7 @@ use crate::model::{Labels, PromDuration};
 
 pub use locate::line_of;
 pub use probe::{JsonRule, ProbeConfig};
-pub use scrape::{AlertmanagerTarget, ScrapeAuth, ScrapeConfig, StaticTarget, TlsConfig};
+pub use scrape::{AlertmanagerTarget, ScrapeConfig, StaticTarget};
 
 /// Listen address and data locations used when neither the file nor the
 /// command line names them.

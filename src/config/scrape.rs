@@ -3,7 +3,6 @@
 //! when loading; service discovery other than `static_configs` is refused
 //! by name (serde's unknown-field error) rather than silently ignored.
 
-pub use crate::http::{ScrapeAuth, TlsConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -11,6 +10,9 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::raw::Validator;
+use crate::http::config::{
+    ClientConfig, Problem, RawAuthorization, RawBasicAuth, RawHttpConfig, RawTls,
+};
 use crate::model::{is_valid_label_name, PromDuration, RelabelAction, RelabelRule};
 
 /// One scrape job.
@@ -27,8 +29,8 @@ pub struct ScrapeConfig {
     pub honor_timestamps: bool,
     /// 0: no limit.
     pub sample_limit: usize,
-    pub auth: Option<ScrapeAuth>,
-    pub tls: TlsConfig,
+    /// Credentials, `tls_config`, proxy and redirects.
+    pub http: ClientConfig,
     pub targets: Vec<StaticTarget>,
     pub relabel: Vec<RelabelRule>,
     pub metric_relabel: Vec<RelabelRule>,
@@ -53,56 +55,30 @@ pub(super) struct RawScrapeConfig {
     honor_labels: Option<bool>,
     honor_timestamps: Option<bool>,
     sample_limit: Option<usize>,
-    basic_auth: Option<RawBasicAuth>,
-    authorization: Option<RawAuthorization>,
-    bearer_token: Option<String>,
-    bearer_token_file: Option<String>,
     #[serde(default)]
     static_configs: Vec<RawStaticConfig>,
     #[serde(default)]
     relabel_configs: Vec<RawRelabel>,
     #[serde(default)]
     metric_relabel_configs: Vec<RawRelabel>,
-    // Accepted as Prometheus accepts them; plain-HTTP scraping has no use
-    // for them.
+    // Prometheus' HTTP client settings, inline (`http::config`).
+    basic_auth: Option<RawBasicAuth>,
+    authorization: Option<RawAuthorization>,
+    oauth2: Option<Value>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<String>,
+    tls_config: Option<RawTls>,
+    proxy_url: Option<String>,
+    no_proxy: Option<String>,
+    proxy_from_environment: Option<bool>,
+    proxy_connect_header: Option<Value>,
     follow_redirects: Option<bool>,
     enable_http2: Option<bool>,
-    tls_config: Option<RawTls>,
     body_size_limit: Option<Value>,
     label_limit: Option<usize>,
     label_name_length_limit: Option<usize>,
     label_value_length_limit: Option<usize>,
     target_limit: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    ca_file: Option<String>,
-    ca: Option<String>,
-    #[serde(default)]
-    insecure_skip_verify: bool,
-    server_name: Option<String>,
-    cert_file: Option<String>,
-    key_file: Option<String>,
-    min_version: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBasicAuth {
-    username: String,
-    password: Option<String>,
-    password_file: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAuthorization {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    credentials: Option<String>,
-    credentials_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,73 +103,19 @@ pub(super) struct RawRelabel {
     action: Option<String>,
 }
 
-/// `tls_config`, and what is wrong with it.
-fn resolve_tls(raw: Option<RawTls>, base: &Path) -> (TlsConfig, Vec<String>) {
-    let mut tls = TlsConfig::default();
-    let mut problems = Vec::new();
-    let Some(t) = raw else {
-        return (tls, problems);
+/// The HTTP client settings, checked, with every file they name read once
+/// (a scrape job or an Alertmanager whose files cannot be read is refused
+/// at load, not at its first request): the problems as `key: why`.
+fn resolve_http(raw: RawHttpConfig, base: &Path) -> (ClientConfig, Vec<String>) {
+    let (http, mut problems) = raw.resolve(base);
+    if problems.is_empty() {
+        problems = http.check_files();
+    }
+    let text = |p: Problem| match p.key.as_str() {
+        "" => p.message,
+        key => format!("{key}: {}", p.message),
     };
-    tls.insecure_skip_verify = t.insecure_skip_verify;
-    match (t.ca, t.ca_file) {
-        (Some(pem), None) => tls.ca_pem = Some(pem.into_bytes()),
-        (None, Some(f)) => match std::fs::read(base.join(&f)) {
-            Ok(pem) => tls.ca_pem = Some(pem),
-            Err(e) => problems.push(format!("tls_config: cannot read ca_file {f:?}: {e}")),
-        },
-        (Some(_), Some(_)) => problems.push("tls_config: at most one of ca and ca_file".into()),
-        (None, None) => {}
-    }
-    if t.cert_file.is_some() || t.key_file.is_some() || t.server_name.is_some() {
-        problems.push(
-            "tls_config: client certificates and server_name are not supported by mlmon".into(),
-        );
-    }
-    let _ = t.min_version;
-    (tls, problems)
-}
-
-/// `basic_auth`, `authorization` or the older `bearer_token(_file)`: at
-/// most one, secrets possibly from files; and what is wrong with them.
-fn resolve_auth(
-    basic: Option<RawBasicAuth>,
-    authorization: Option<RawAuthorization>,
-    bearer_token: (Option<String>, Option<String>),
-    base: &Path,
-) -> (Option<ScrapeAuth>, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut auth = None;
-    if let Some(b) = basic {
-        match secret(b.password, b.password_file, base) {
-            Ok(p) => {
-                auth = Some(ScrapeAuth::Basic {
-                    username: b.username,
-                    password: p.unwrap_or_default(),
-                })
-            }
-            Err(e) => problems.push(format!("basic_auth: {e}")),
-        }
-    }
-    let bearer = match authorization {
-        Some(a) => {
-            if a.kind
-                .as_deref()
-                .is_some_and(|k| !k.eq_ignore_ascii_case("bearer"))
-            {
-                problems.push("authorization: only type Bearer is supported".into());
-            }
-            secret(a.credentials, a.credentials_file, base)
-        }
-        None => secret(bearer_token.0, bearer_token.1, base),
-    };
-    match bearer {
-        Ok(Some(_)) if auth.is_some() => problems
-            .push("at most one of basic_auth, authorization and bearer_token may be set".into()),
-        Ok(Some(token)) => auth = Some(ScrapeAuth::Bearer(token)),
-        Ok(None) => {}
-        Err(e) => problems.push(format!("authorization: {e}")),
-    }
-    (auth, problems)
+    (http, problems.into_iter().map(text).collect())
 }
 
 /// Builds relabel rules; errors name the list and the rule's position.
@@ -216,24 +138,6 @@ pub(super) fn relabel_rules(raw: Vec<RawRelabel>, what: &str) -> Result<Vec<Rela
             action.map_err(|e| format!("{what} rule {}: {e}", i + 1))
         })
         .collect()
-}
-
-fn secret(
-    inline: Option<String>,
-    file: Option<String>,
-    base: &Path,
-) -> Result<Option<String>, String> {
-    match (inline, file) {
-        (Some(_), Some(_)) => Err("at most one of the value and its _file may be set".into()),
-        (Some(s), None) => Ok(Some(s)),
-        (None, Some(f)) => {
-            let p = base.join(&f);
-            std::fs::read_to_string(&p)
-                .map(|s| Some(s.trim().to_string()))
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))
-        }
-        (None, None) => Ok(None),
-    }
 }
 
 /// Checks every job; errors go to `v` with the job's line.
@@ -288,7 +192,19 @@ pub(super) fn resolve(
             "http" | "https" => {}
             other => err(v, format!("unknown scheme {other:?} (http or https)")),
         }
-        let (tls, problems) = resolve_tls(r.tls_config, base);
+        let (http, problems) = resolve_http(
+            RawHttpConfig::inline(
+                r.basic_auth,
+                r.authorization,
+                r.oauth2,
+                (r.bearer_token, r.bearer_token_file),
+                r.tls_config,
+                (r.proxy_url, r.no_proxy, r.proxy_from_environment),
+                r.proxy_connect_header,
+                (r.follow_redirects, r.enable_http2),
+            ),
+            base,
+        );
         for p in problems {
             err(v, p);
         }
@@ -298,15 +214,6 @@ pub(super) fn resolve(
                 v,
                 format!("metrics_path {metrics_path:?} must start with /"),
             );
-        }
-        let (auth, problems) = resolve_auth(
-            r.basic_auth,
-            r.authorization,
-            (r.bearer_token, r.bearer_token_file),
-            base,
-        );
-        for p in problems {
-            err(v, p);
         }
         let mut targets = Vec::new();
         for sc in r.static_configs {
@@ -347,8 +254,6 @@ pub(super) fn resolve(
             .flat_map(|(k, vs)| vs.into_iter().map(move |x| (k.clone(), x)))
             .collect();
         let _ = (
-            r.follow_redirects,
-            r.enable_http2,
             r.body_size_limit,
             r.label_limit,
             r.label_name_length_limit,
@@ -365,8 +270,7 @@ pub(super) fn resolve(
             honor_labels: r.honor_labels.unwrap_or(false),
             honor_timestamps: r.honor_timestamps.unwrap_or(true),
             sample_limit: r.sample_limit.unwrap_or(0),
-            auth,
-            tls,
+            http,
             targets,
             relabel,
             metric_relabel,
@@ -382,8 +286,8 @@ pub struct AlertmanagerTarget {
     /// `http://host:port/prefix/api/v2/alerts`.
     pub url: String,
     pub timeout: PromDuration,
-    pub auth: Option<ScrapeAuth>,
-    pub tls: TlsConfig,
+    /// Credentials, `tls_config`, proxy and redirects.
+    pub http: ClientConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -404,9 +308,17 @@ struct RawAlertmanager {
     path_prefix: Option<String>,
     timeout: Option<PromDuration>,
     api_version: Option<String>,
+    // Prometheus' HTTP client settings, inline (`http::config`).
     basic_auth: Option<RawBasicAuth>,
     authorization: Option<RawAuthorization>,
+    oauth2: Option<Value>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<String>,
     tls_config: Option<RawTls>,
+    proxy_url: Option<String>,
+    no_proxy: Option<String>,
+    proxy_from_environment: Option<bool>,
+    proxy_connect_header: Option<Value>,
     follow_redirects: Option<bool>,
     enable_http2: Option<bool>,
 }
@@ -438,21 +350,28 @@ pub(super) fn resolve_alerting(raw: RawAlerting, v: &mut Validator) -> Vec<Alert
         }
         let prefix = am.path_prefix.unwrap_or_default();
         let prefix = prefix.trim_end_matches('/');
-        let (auth, mut problems) =
-            resolve_auth(am.basic_auth, am.authorization, (None, None), &base);
-        let (tls, tls_problems) = resolve_tls(am.tls_config, &base);
-        problems.extend(tls_problems);
+        let (http, problems) = resolve_http(
+            RawHttpConfig::inline(
+                am.basic_auth,
+                am.authorization,
+                am.oauth2,
+                (am.bearer_token, am.bearer_token_file),
+                am.tls_config,
+                (am.proxy_url, am.no_proxy, am.proxy_from_environment),
+                am.proxy_connect_header,
+                (am.follow_redirects, am.enable_http2),
+            ),
+            &base,
+        );
         for p in problems {
             v.error(&["alerting", "alertmanagers"], format!("{what}: {p}"));
         }
-        let _ = (am.follow_redirects, am.enable_http2);
         for sc in am.static_configs {
             for t in sc.targets {
                 out.push(AlertmanagerTarget {
                     url: format!("{scheme}://{t}{prefix}/api/v2/alerts"),
                     timeout: am.timeout.unwrap_or(PromDuration::from_secs(10)),
-                    auth: auth.clone(),
-                    tls: tls.clone(),
+                    http: http.clone(),
                 });
             }
         }

@@ -73,22 +73,26 @@ impl Probe {
     }
 
     /// Sends the request and judges the answer.
-    pub async fn run(&self, client: &reqwest::Client) -> Outcome {
+    pub async fn run(&self) -> Outcome {
         let c = &self.config;
         let started = Instant::now();
         let timeout = c.timeout.std();
         let method =
             reqwest::Method::from_bytes(c.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut req = client.request(method, &c.url).timeout(timeout);
-        if let Some(body) = &c.body {
-            req = req.body(body.clone());
-        }
         let fail = |code: u16, why: String| Outcome {
             status_code: code,
             duration: started.elapsed().as_secs_f64(),
             error: Some(why),
             gauges: Vec::new(),
         };
+        let client = match crate::http::client(&Default::default()) {
+            Ok(c) => c,
+            Err(e) => return fail(0, e),
+        };
+        let mut req = client.request(method, &c.url).timeout(timeout);
+        if let Some(body) = &c.body {
+            req = req.body(body.clone());
+        }
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return fail(0, crate::http::describe(&e, timeout)),

@@ -224,9 +224,10 @@ impl Target {
     }
 
     /// Fetches the target's page (within the job's timeout).
-    pub async fn fetch(&self, client: &reqwest::Client) -> Result<(String, Format), String> {
+    pub async fn fetch(&self) -> Result<(String, Format), String> {
         let timeout = self.config.timeout.std();
-        let mut req = client
+        let client = crate::http::client(&self.config.http)?;
+        let req = client
             .get(&self.url)
             .timeout(timeout)
             .header("Accept", ACCEPT)
@@ -234,10 +235,10 @@ impl Target {
                 "X-Prometheus-Scrape-Timeout-Seconds",
                 format!("{}", timeout.as_secs_f64()),
             );
-        if let Some(auth) = &self.config.auth {
-            req = auth.apply(req);
-        }
-        let resp = req
+        let resp = self
+            .config
+            .http
+            .authorize(req)?
             .send()
             .await
             .map_err(|e| crate::http::describe(&e, timeout))?;
@@ -551,8 +552,7 @@ mod tests {
             honor_labels,
             honor_timestamps: true,
             sample_limit,
-            auth: None,
-            tls: Default::default(),
+            http: Default::default(),
             targets: vec![StaticTarget {
                 address: "localhost:8000".into(),
                 labels: [("env".to_string(), "prod".to_string())].into(),

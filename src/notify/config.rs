@@ -98,50 +98,8 @@ impl Receiver {
     }
 }
 
-/// A secret written inline or read from a file when it is used.
-#[derive(Clone, PartialEq)]
-pub enum Secret {
-    Inline(String),
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Inline(_) => f.write_str("<secret>"),
-            Secret::File(p) => write!(f, "<secret in {}>", p.display()),
-        }
-    }
-}
-
-impl Secret {
-    pub fn read(&self) -> Result<String, String> {
-        match self {
-            Secret::Inline(s) => Ok(s.clone()),
-            Secret::File(p) => std::fs::read_to_string(p)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", p.display())),
-        }
-    }
-}
-
-/// TLS settings of an SMTP or HTTP connection.
-#[derive(Debug, Clone, Default)]
-pub struct Tls {
-    pub ca_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
-    pub server_name: Option<String>,
-}
-
-/// `http_config`: what mlmon applies of Prometheus' HTTP client settings.
-#[derive(Debug, Clone, Default)]
-pub struct HttpConfig {
-    pub basic_auth: Option<(String, Secret)>,
-    /// `Authorization: <type> <credentials>`.
-    pub authorization: Option<(String, Secret)>,
-    pub tls: Tls,
-    pub follow_redirects: bool,
-}
+use crate::http::config::{RawHttpConfig as RawHttp, RawTls};
+pub use crate::http::{ClientConfig as HttpConfig, Secret, TlsConfig as Tls};
 
 #[derive(Debug, Clone)]
 pub struct EmailConfig {
@@ -332,52 +290,6 @@ struct RawEmail {
     subject: Option<String>,
     /// Extension: the text body.
     body: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawTls {
-    ca_file: Option<PathBuf>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    server_name: Option<String>,
-    insecure_skip_verify: bool,
-    min_version: Option<String>,
-    max_version: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawHttp {
-    basic_auth: Option<RawBasicAuth>,
-    authorization: Option<RawAuthorization>,
-    bearer_token: Option<String>,
-    bearer_token_file: Option<PathBuf>,
-    tls_config: RawTls,
-    follow_redirects: Option<bool>,
-    enable_http2: Option<bool>,
-    oauth2: Option<Value>,
-    proxy_url: Option<String>,
-    no_proxy: Option<String>,
-    proxy_from_environment: Option<bool>,
-    proxy_connect_header: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawBasicAuth {
-    username: String,
-    password: Option<String>,
-    password_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAuthorization {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    credentials: Option<String>,
-    credentials_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -644,9 +556,9 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
     }
     let global_http = g
         .http_config
-        .as_ref()
+        .clone()
         .map(|h| http_config(h, "global.http_config", c))
-        .unwrap_or_else(default_http);
+        .unwrap_or_default();
 
     let mut receivers = Vec::new();
     let mut names = BTreeSet::new();
@@ -1065,96 +977,26 @@ fn route(
     ok.then_some(node)
 }
 
-fn tls(t: &RawTls, path: &str, c: &mut Check) -> Tls {
-    if t.cert_file.is_some() || t.key_file.is_some() {
-        c.note(
-            &format!("{path}.tls_config"),
-            "client certificates are not supported yet; cert_file and key_file are ignored",
-        );
-    }
-    Tls {
-        ca_file: t.ca_file.as_ref().map(|p| c.path(&p.display().to_string())),
-        insecure_skip_verify: t.insecure_skip_verify,
-        server_name: t.server_name.clone(),
+/// Reports `problems` of the HTTP settings or `tls_config` at `path`.
+fn report(path: &str, problems: Vec<crate::http::config::Problem>, c: &mut Check) {
+    for p in problems {
+        match p.key.as_str() {
+            "" => c.error(path, p.message),
+            key => c.error(&format!("{path}.{key}"), p.message),
+        }
     }
 }
 
-fn default_http() -> HttpConfig {
-    HttpConfig {
-        follow_redirects: true,
-        ..HttpConfig::default()
-    }
+fn tls(t: RawTls, path: &str, c: &mut Check) -> Tls {
+    let (tls, problems) = t.resolve(c.base);
+    report(&format!("{path}.tls_config"), problems, c);
+    tls
 }
 
-fn http_config(h: &RawHttp, path: &str, c: &mut Check) -> HttpConfig {
-    let mut out = default_http();
-    let set = [
-        h.basic_auth.is_some(),
-        h.authorization.is_some(),
-        h.bearer_token.is_some() || h.bearer_token_file.is_some(),
-        h.oauth2.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    if set > 1 {
-        c.error(
-            path,
-            "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured",
-        );
-    }
-    if let Some(b) = &h.basic_auth {
-        if b.password.is_some() && b.password_file.is_some() {
-            c.error(
-                &format!("{path}.basic_auth"),
-                "at most one of basic_auth password & password_file must be configured",
-            );
-        }
-        let secret = match (&b.password, &b.password_file) {
-            (_, Some(f)) => Secret::File(c.path(&f.display().to_string())),
-            (Some(p), None) => Secret::Inline(p.clone()),
-            (None, None) => Secret::Inline(String::new()),
-        };
-        out.basic_auth = Some((b.username.clone(), secret));
-    }
-    if let Some(a) = &h.authorization {
-        let kind = a.kind.clone().unwrap_or_else(|| "Bearer".into());
-        if kind.eq_ignore_ascii_case("basic") {
-            c.error(
-                &format!("{path}.authorization.type"),
-                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
-            );
-        }
-        if a.credentials.is_some() && a.credentials_file.is_some() {
-            c.error(
-                &format!("{path}.authorization"),
-                "at most one of authorization credentials & credentials_file must be configured",
-            );
-        }
-        let secret = match (&a.credentials, &a.credentials_file) {
-            (_, Some(f)) => Secret::File(c.path(&f.display().to_string())),
-            (Some(p), None) => Secret::Inline(p.clone()),
-            (None, None) => Secret::Inline(String::new()),
-        };
-        out.authorization = Some((kind, secret));
-    }
-    if let Some(f) = &h.bearer_token_file {
-        out.authorization = Some((
-            "Bearer".into(),
-            Secret::File(c.path(&f.display().to_string())),
-        ));
-    } else if let Some(t) = &h.bearer_token {
-        out.authorization = Some(("Bearer".into(), Secret::Inline(t.clone())));
-    }
-    out.tls = tls(&h.tls_config, path, c);
-    out.follow_redirects = h.follow_redirects.unwrap_or(true);
-    if h.oauth2.is_some() || h.proxy_url.is_some() || h.proxy_connect_header.is_some() {
-        c.note(
-            path,
-            "oauth2 and proxy settings are not supported yet and are ignored",
-        );
-    }
-    out
+fn http_config(h: RawHttp, path: &str, c: &mut Check) -> HttpConfig {
+    let (http, problems) = h.resolve(c.base);
+    report(path, problems, c);
+    http
 }
 
 fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option<EmailConfig> {
@@ -1250,7 +1092,7 @@ fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option
         None if text.is_some() => None,
         None => Some(r#"{{ template "email.default.html" . }}"#.into()),
     };
-    let tls = tls(&e.tls_config, path, c);
+    let tls = tls(e.tls_config, path, c);
     if missing_to {
         return None;
     }
@@ -1349,7 +1191,6 @@ fn slack_config(
     };
     let http = s
         .http_config
-        .as_ref()
         .map(|h| http_config(h, &format!("{path}.http_config"), c))
         .unwrap_or_else(|| global_http.clone());
     let t = |v: Option<String>, name: &str| {
@@ -1409,7 +1250,6 @@ fn webhook_config(
     };
     let http = w
         .http_config
-        .as_ref()
         .map(|h| http_config(h, &format!("{path}.http_config"), c))
         .unwrap_or_else(|| global_http.clone());
     Some(WebhookConfig {

@@ -345,16 +345,28 @@ async fn send_email(c: &EmailConfig, rendered: &Rendered, timeout: Duration) -> 
         Ok(p) => p,
         Err(e) => return Attempt::Fail(format!("smarthost {host}:{}: {e}", c.smarthost.1)),
     };
+    // The same `tls_config` as HTTP clients, through lettre's builder
+    // (which takes no ready rustls setup).
     let tls_params = || -> Result<TlsParameters, String> {
+        use lettre::transport::smtp::client::{Certificate, Identity, TlsVersion};
         let name = c.tls.server_name.clone().unwrap_or_else(|| host.clone());
         let mut p =
             TlsParameters::builder(name).dangerous_accept_invalid_certs(c.tls.insecure_skip_verify);
-        if let Some(ca) = &c.tls.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
-            let cert = lettre::transport::smtp::client::Certificate::from_pem(&pem)
-                .map_err(|e| format!("ca_file {} is not PEM: {e}", ca.display()))?;
+        if let Some(ca) = &c.tls.ca {
+            let pem = ca.bytes().map_err(|e| format!("tls_config: ca: {e}"))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| format!("tls_config: the CA is not PEM: {e}"))?;
             p = p.add_root_certificate(cert);
+        }
+        if let (Some(cert), Some(key)) = (&c.tls.cert, &c.tls.key) {
+            let cert = cert.bytes().map_err(|e| format!("tls_config: cert: {e}"))?;
+            let key = key.bytes().map_err(|e| format!("tls_config: key: {e}"))?;
+            let id = Identity::from_pem(&cert, &key)
+                .map_err(|e| format!("tls_config: the client certificate and key: {e}"))?;
+            p = p.identify_with(id);
+        }
+        if c.tls.min_version == Some(crate::http::TlsVersion::Tls13) {
+            p = p.set_min_tls_version(TlsVersion::Tlsv13);
         }
         p.build_rustls().map_err(|e| format!("TLS setup: {e}"))
     };
@@ -403,33 +415,6 @@ async fn send_email(c: &EmailConfig, rendered: &Rendered, timeout: Duration) -> 
     }
 }
 
-/// Clients by their TLS settings, built once.
-fn client(http: &HttpConfig) -> Result<reqwest::Client, String> {
-    type Key = (bool, Option<std::path::PathBuf>, bool);
-    static CLIENTS: Mutex<Vec<(Key, reqwest::Client)>> = Mutex::new(Vec::new());
-    let key = (
-        http.tls.insecure_skip_verify,
-        http.tls.ca_file.clone(),
-        http.follow_redirects,
-    );
-    let mut cache = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
-        return Ok(c.clone());
-    }
-    let ca_pem = match &http.tls.ca_file {
-        Some(p) => Some(
-            std::fs::read(p).map_err(|e| format!("cannot read ca_file {}: {e}", p.display()))?,
-        ),
-        None => None,
-    };
-    let c = crate::http::client(&crate::http::TlsConfig {
-        ca_pem,
-        insecure_skip_verify: http.tls.insecure_skip_verify,
-    })?;
-    cache.push((key, c.clone()));
-    Ok(c)
-}
-
 async fn post(
     url: &Result<String, String>,
     http: &HttpConfig,
@@ -440,27 +425,19 @@ async fn post(
         Ok(u) => u.trim().to_string(),
         Err(e) => return Attempt::Fail(e.clone()),
     };
-    let client = match client(http) {
+    let client = match crate::http::client(http) {
         Ok(c) => c,
         Err(e) => return Attempt::Fail(e),
     };
-    let mut req = client
+    let req = client
         .post(&url)
         .timeout(timeout)
         .header("Content-Type", "application/json")
         .body(body.map(Value::to_string).unwrap_or_default());
-    if let Some((user, pass)) = &http.basic_auth {
-        match pass.read() {
-            Ok(p) => req = req.basic_auth(user, Some(p)),
-            Err(e) => return Attempt::Fail(e),
-        }
-    }
-    if let Some((kind, cred)) = &http.authorization {
-        match cred.read() {
-            Ok(c) => req = req.header("Authorization", format!("{kind} {c}")),
-            Err(e) => return Attempt::Fail(e),
-        }
-    }
+    let req = match http.authorize(req) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Fail(e),
+    };
     // Where it went, without the secret path of a Slack webhook URL.
     let host = url.split('/').take(3).collect::<Vec<_>>().join("/");
     let resp = match req.send().await {

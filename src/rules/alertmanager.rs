@@ -66,20 +66,15 @@ fn generator_url(external_url: &str, expr: &str) -> String {
 }
 
 /// Posts `body` to one Alertmanager; the error says why it was refused.
-pub async fn send(
-    client: &reqwest::Client,
-    am: &AlertmanagerTarget,
-    body: &serde_json::Value,
-) -> Result<(), String> {
-    let mut req = client
+pub async fn send(am: &AlertmanagerTarget, body: &serde_json::Value) -> Result<(), String> {
+    let req = crate::http::client(&am.http)?
         .post(&am.url)
         .timeout(am.timeout.std())
         .header("Content-Type", "application/json")
         .body(body.to_string());
-    if let Some(auth) = &am.auth {
-        req = auth.apply(req);
-    }
-    let resp = req
+    let resp = am
+        .http
+        .authorize(req)?
         .send()
         .await
         .map_err(|e| crate::http::describe(&e, am.timeout.std()))?;
