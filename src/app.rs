@@ -710,18 +710,10 @@ async fn notify_loop(notify: Arc<crate::notify::Shared>, mut stop: watch::Receiv
 }
 
 async fn deliver(notify: Arc<crate::notify::Shared>, job: crate::notify::Job) {
-    let (receiver, library) = {
-        let n = notify.lock();
-        (
-            n.config().receiver(&job.receiver).cloned(),
-            n.library().clone(),
-        )
-    };
+    let library = notify.lock().library().clone();
     let left = (job.deadline_ms - now_ms()).max(1000) as u64;
     let deadline = std::time::Instant::now() + Duration::from_millis(left);
-    let d =
-        crate::notify::send::deliver(&job, receiver.as_ref(), &library, deadline, &notify.metrics)
-            .await;
+    let d = crate::notify::send::deliver(&job, &library, deadline, &notify.metrics).await;
     match &d.outcome {
         Ok(()) => tracing::info!(
             message = "Notification sent",

@@ -320,14 +320,27 @@ fn check_config(config: Config) -> bool {
 }
 
 fn describe_notifier(am: &mlmon::notify::AmConfig) -> String {
-    let count =
-        |f: fn(&mlmon::notify::Receiver) -> usize| am.receivers.iter().map(f).sum::<usize>();
+    let count = |kind: &str| {
+        am.receivers
+            .iter()
+            .flat_map(|r| &r.integrations)
+            .filter(|i| i.kind() == kind)
+            .count()
+    };
+    // Email, Slack and webhook always (what the original stack uses), the
+    // other kinds when present.
+    let mut kinds = vec![
+        format!("{} email", count("email")),
+        format!("{} slack", count("slack")),
+        format!("{} webhook", count("webhook")),
+    ];
+    if count("telegram") > 0 {
+        kinds.push(format!("{} telegram", count("telegram")));
+    }
     format!(
-        "notifier: {} receivers ({} email, {} slack, {} webhook), {} inhibit rules",
+        "notifier: {} receivers ({}), {} inhibit rules",
         am.receivers.len(),
-        count(|r| r.email.len()),
-        count(|r| r.slack.len()),
-        count(|r| r.webhook.len()),
+        kinds.join(", "),
         am.inhibit_rules.len()
     )
 }

@@ -743,3 +743,64 @@ fn the_notifier_configuration_reloads_on_request_and_on_sighup() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Telegram in Alertmanager 0.25's format (`telegram_configs`), against a
+/// local sink standing for the Bot API: `sendMessage` under the bot's
+/// token, the chat, HTML mode with the alert's data escaped, the default
+/// message; resolved alerts too (its default `send_resolved: true`).
+#[test]
+fn telegram_gets_the_default_message_in_html_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let telegram = HttpSink::start(&[], false);
+    let token_file = write_file(dir.path(), "token", "123:secret-token\n");
+    let am = format!(
+        "route:\n  receiver: tg\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 2s\nreceivers:\n  - name: tg\n    telegram_configs:\n      - api_url: '{}'\n        bot_token_file: {}\n        chat_id: -1001234\n",
+        telegram.url(""),
+        token_file.display()
+    );
+    let m = start_mlmon(dir.path(), &am, "");
+    let mut a = alert("ModelR2Low", "critical", "model");
+    a["annotations"]["summary"] = json!("R² < 0.7 & falling <fast>");
+    post_alerts(&m, json!([a.clone()]));
+    let got = telegram.wait_accepted(1, Duration::from_secs(15));
+    let req = &telegram.requests()[0];
+    assert_eq!(req.path, "/bot123:secret-token/sendMessage");
+    let msg = &got[0];
+    assert_eq!(msg["chat_id"], -1001234);
+    assert_eq!(msg["parse_mode"], "HTML");
+    assert_eq!(msg["disable_notification"], false);
+    let text = msg["text"].as_str().unwrap();
+    assert!(text.contains("Alerts Firing:"), "{text}");
+    assert!(text.contains("alertname = ModelR2Low"), "{text}");
+    assert!(
+        text.contains("R² &lt; 0.7 &amp; falling &lt;fast&gt;"),
+        "{text}"
+    );
+    // Resolved: a second message.
+    a["endsAt"] = json!(mlmon::model::rfc3339(mlmon::model::now_ms() - 1000));
+    post_alerts(&m, json!([a]));
+    let got = telegram.wait_accepted(2, Duration::from_secs(15));
+    assert!(
+        got[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Alerts Resolved:"),
+        "{:?}",
+        got[1]
+    );
+    // `mlmon check` counts it and refuses what Alertmanager refuses.
+    let bad = write_file(
+        dir.path(),
+        "bad.yml",
+        "route:\n  receiver: tg\nreceivers:\n  - name: tg\n    telegram_configs:\n      - bot_token: x\n        parse_mode: Bold\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlmon"))
+        .arg("check")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.yml:6"), "{stderr}");
+    assert!(stderr.contains("missing chat_id"), "{stderr}");
+}

@@ -7,10 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use super::integrations::{email, slack, telegram, webhook, Integration};
 use crate::model::{
     is_valid_label_name, parse_matchers, MatchOp, Matcher, PromDuration, YamlLines,
 };
@@ -73,98 +75,32 @@ pub struct InhibitRule {
 #[derive(Debug, Clone)]
 pub struct Receiver {
     pub name: String,
-    pub email: Vec<EmailConfig>,
-    pub slack: Vec<SlackConfig>,
-    pub webhook: Vec<WebhookConfig>,
+    /// In the order of the receiver's keys (email, Slack, webhook,
+    /// Telegram), each kind in the order written.
+    pub integrations: Vec<Arc<dyn Integration>>,
 }
 
 impl Receiver {
-    /// Integrations as `(name, index)`, e.g. `("email", 0)`, in the order
-    /// Alertmanager lists them.
-    pub fn integrations(&self) -> Vec<(&'static str, usize)> {
-        let mut v = Vec::new();
-        v.extend((0..self.email.len()).map(|i| ("email", i)));
-        v.extend((0..self.slack.len()).map(|i| ("slack", i)));
-        v.extend((0..self.webhook.len()).map(|i| ("webhook", i)));
-        v
-    }
-
-    pub fn send_resolved(&self, integration: &str, i: usize) -> bool {
-        match integration {
-            "email" => self.email[i].send_resolved,
-            "slack" => self.slack[i].send_resolved,
-            _ => self.webhook[i].send_resolved,
-        }
+    /// Each integration with its index among those of its kind: `email[0]`.
+    pub fn indexed(&self) -> Vec<(Arc<dyn Integration>, usize)> {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        self.integrations
+            .iter()
+            .map(|i| {
+                let n = seen.entry(i.kind()).or_default();
+                *n += 1;
+                (i.clone(), *n - 1)
+            })
+            .collect()
     }
 }
 
+pub use super::integrations::email::EmailConfig;
+pub use super::integrations::slack::{SlackConfig, SlackField};
+pub use super::integrations::telegram::TelegramConfig;
+pub use super::integrations::webhook::WebhookConfig;
 use crate::http::config::{RawHttpConfig as RawHttp, RawTls};
 pub use crate::http::{ClientConfig as HttpConfig, Secret, TlsConfig as Tls};
-
-#[derive(Debug, Clone)]
-pub struct EmailConfig {
-    pub send_resolved: bool,
-    pub to: String,
-    pub from: String,
-    pub hello: String,
-    /// Host and port (a number or a service name such as `submission`).
-    pub smarthost: (String, String),
-    pub auth_username: String,
-    pub auth_password: Option<Secret>,
-    pub auth_identity: String,
-    /// Header name (canonical case) → template; `Subject`, `To` and
-    /// `From` always present.
-    pub headers: BTreeMap<String, String>,
-    pub html: Option<String>,
-    pub text: Option<String>,
-    pub require_tls: bool,
-    pub tls: Tls,
-}
-
-#[derive(Debug, Clone)]
-pub struct SlackConfig {
-    pub send_resolved: bool,
-    pub api_url: Secret,
-    pub http: HttpConfig,
-    pub channel: String,
-    pub username: String,
-    pub color: String,
-    pub title: String,
-    pub title_link: String,
-    pub pretext: String,
-    pub text: String,
-    pub fields: Vec<SlackField>,
-    pub short_fields: bool,
-    pub footer: String,
-    pub fallback: String,
-    pub callback_id: String,
-    pub icon_emoji: String,
-    pub icon_url: String,
-    pub image_url: String,
-    pub thumb_url: String,
-    pub link_names: bool,
-    pub mrkdwn_in: Vec<String>,
-    pub actions: Vec<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackField {
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub value: String,
-    #[serde(default)]
-    pub short: Option<bool>,
-}
-
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    pub send_resolved: bool,
-    pub url: Secret,
-    pub http: HttpConfig,
-    pub max_alerts: usize,
-}
 
 // ---- the file, key for key ----
 
@@ -182,33 +118,33 @@ struct RawConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct RawGlobal {
-    resolve_timeout: Option<PromDuration>,
-    http_config: Option<RawHttp>,
-    smtp_from: String,
-    smtp_hello: Option<String>,
-    smtp_smarthost: String,
-    smtp_auth_username: String,
-    smtp_auth_password: String,
-    smtp_auth_password_file: String,
-    smtp_auth_secret: String,
-    smtp_auth_identity: String,
-    smtp_require_tls: Option<bool>,
-    slack_api_url: Option<String>,
-    slack_api_url_file: Option<String>,
+pub(super) struct RawGlobal {
+    pub(super) resolve_timeout: Option<PromDuration>,
+    pub(super) http_config: Option<RawHttp>,
+    pub(super) smtp_from: String,
+    pub(super) smtp_hello: Option<String>,
+    pub(super) smtp_smarthost: String,
+    pub(super) smtp_auth_username: String,
+    pub(super) smtp_auth_password: String,
+    pub(super) smtp_auth_password_file: String,
+    pub(super) smtp_auth_secret: String,
+    pub(super) smtp_auth_identity: String,
+    pub(super) smtp_require_tls: Option<bool>,
+    pub(super) slack_api_url: Option<String>,
+    pub(super) slack_api_url_file: Option<String>,
     // Integrations mlmon does not deliver to; accepted so files load.
-    pagerduty_url: Option<String>,
-    opsgenie_api_url: Option<String>,
-    opsgenie_api_key: Option<String>,
-    opsgenie_api_key_file: Option<String>,
-    wechat_api_url: Option<String>,
-    wechat_api_secret: Option<String>,
-    wechat_api_corp_id: Option<String>,
-    victorops_api_url: Option<String>,
-    victorops_api_key: Option<String>,
-    victorops_api_key_file: Option<String>,
-    telegram_api_url: Option<String>,
-    webex_api_url: Option<String>,
+    pub(super) pagerduty_url: Option<String>,
+    pub(super) opsgenie_api_url: Option<String>,
+    pub(super) opsgenie_api_key: Option<String>,
+    pub(super) opsgenie_api_key_file: Option<String>,
+    pub(super) wechat_api_url: Option<String>,
+    pub(super) wechat_api_secret: Option<String>,
+    pub(super) wechat_api_corp_id: Option<String>,
+    pub(super) victorops_api_url: Option<String>,
+    pub(super) victorops_api_key: Option<String>,
+    pub(super) victorops_api_key_file: Option<String>,
+    pub(super) telegram_api_url: Option<String>,
+    pub(super) webex_api_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,89 +189,29 @@ struct RawTimeInterval {
 #[serde(deny_unknown_fields, default)]
 struct RawReceiver {
     name: String,
-    email_configs: Vec<RawEmail>,
-    slack_configs: Vec<RawSlack>,
-    webhook_configs: Vec<RawWebhook>,
+    // The integrations mlmon delivers to (see `integrations`).
+    email_configs: Vec<email::RawEmail>,
+    slack_configs: Vec<slack::RawSlack>,
+    webhook_configs: Vec<webhook::RawWebhook>,
+    telegram_configs: Vec<telegram::RawTelegram>,
     // Accepted so files load; mlmon does not deliver to these.
     discord_configs: Vec<Value>,
     opsgenie_configs: Vec<Value>,
     pagerduty_configs: Vec<Value>,
     pushover_configs: Vec<Value>,
     sns_configs: Vec<Value>,
-    telegram_configs: Vec<Value>,
     victorops_configs: Vec<Value>,
     webex_configs: Vec<Value>,
     wechat_configs: Vec<Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawEmail {
-    send_resolved: Option<bool>,
-    to: String,
-    from: String,
-    hello: String,
-    smarthost: String,
-    auth_username: String,
-    auth_password: String,
-    auth_password_file: String,
-    auth_secret: String,
-    auth_identity: String,
-    headers: BTreeMap<String, String>,
-    html: Option<String>,
-    text: Option<String>,
-    require_tls: Option<bool>,
-    tls_config: RawTls,
-    /// Extension: the Subject header.
-    subject: Option<String>,
-    /// Extension: the text body.
-    body: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSlack {
-    send_resolved: Option<bool>,
-    http_config: Option<RawHttp>,
-    api_url: Option<String>,
-    api_url_file: Option<String>,
-    channel: String,
-    username: Option<String>,
-    color: Option<String>,
-    title: Option<String>,
-    title_link: Option<String>,
-    pretext: Option<String>,
-    text: Option<String>,
-    fields: Vec<SlackField>,
-    short_fields: bool,
-    footer: Option<String>,
-    fallback: Option<String>,
-    callback_id: Option<String>,
-    icon_emoji: Option<String>,
-    icon_url: Option<String>,
-    image_url: String,
-    thumb_url: String,
-    link_names: bool,
-    mrkdwn_in: Vec<String>,
-    actions: Vec<BTreeMap<String, Value>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawWebhook {
-    send_resolved: Option<bool>,
-    http_config: Option<RawHttp>,
-    url: Option<String>,
-    url_file: Option<String>,
-    max_alerts: u64,
-}
-
 // ---- validation ----
 
-struct Check<'a> {
+/// Where problems go while a file is checked, each with its line.
+pub(super) struct Check<'a> {
     file: &'a str,
     lines: YamlLines,
-    base: &'a Path,
+    pub(super) base: &'a Path,
     errors: Vec<String>,
     notes: Vec<String>,
 }
@@ -348,7 +224,7 @@ impl Check<'_> {
         }
     }
 
-    fn error(&mut self, path: &str, message: impl std::fmt::Display) {
+    pub(super) fn error(&mut self, path: &str, message: impl std::fmt::Display) {
         let at = self.at(path);
         let field = if path.is_empty() {
             String::new()
@@ -358,12 +234,12 @@ impl Check<'_> {
         self.errors.push(format!("{at}: {field}{message}"));
     }
 
-    fn note(&mut self, path: &str, message: impl std::fmt::Display) {
+    pub(super) fn note(&mut self, path: &str, message: impl std::fmt::Display) {
         let at = self.at(path);
         self.notes.push(format!("{at}: note: {path}: {message}"));
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    pub(super) fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
             p.to_path_buf()
@@ -372,7 +248,7 @@ impl Check<'_> {
         }
     }
 
-    fn secret(&self, inline: &str, file: &str) -> Option<Secret> {
+    pub(super) fn secret(&self, inline: &str, file: &str) -> Option<Secret> {
         if !file.is_empty() {
             Some(Secret::File(self.path(file)))
         } else if !inline.is_empty() {
@@ -385,7 +261,7 @@ impl Check<'_> {
 
 /// Why `s` is not an http(s) URL, in Alertmanager's words, plus a hint
 /// when it is a placeholder someone forgot to fill in.
-fn url_problem(s: &str) -> Option<String> {
+pub(super) fn url_problem(s: &str) -> Option<String> {
     let scheme = s.split_once("://").map_or_else(
         || {
             // Go's url.Parse: a scheme is letters before a ':'.
@@ -437,7 +313,7 @@ pub fn looks_like_placeholder(s: &str) -> bool {
             && t.contains('_'))
 }
 
-fn canonical_header(h: &str) -> String {
+pub(super) fn canonical_header(h: &str) -> String {
     h.split('-')
         .map(|w| {
             let mut c = w.chars();
@@ -578,7 +454,6 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
             ("pagerduty_configs", r.pagerduty_configs.len()),
             ("pushover_configs", r.pushover_configs.len()),
             ("sns_configs", r.sns_configs.len()),
-            ("telegram_configs", r.telegram_configs.len()),
             ("victorops_configs", r.victorops_configs.len()),
             ("webex_configs", r.webex_configs.len()),
             ("wechat_configs", r.wechat_configs.len()),
@@ -586,30 +461,49 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
             if n > 0 {
                 c.note(
                     &format!("{rp}.{kind}"),
-                    "accepted, but mlmon delivers only email, Slack and webhook notifications; \
-                     these are not sent",
+                    "accepted, but mlmon delivers only email, Slack, webhook and Telegram \
+                     notifications; these are not sent",
                 );
             }
         }
-        let mut email = Vec::new();
-        for (i, e) in r.email_configs.into_iter().enumerate() {
-            email.push(email_config(e, &g, &format!("{rp}.email_configs[{i}]"), c));
-        }
-        let mut slack = Vec::new();
-        for (i, s) in r.slack_configs.into_iter().enumerate() {
-            let p = format!("{rp}.slack_configs[{i}]");
-            slack.push(slack_config(s, &g, &global_http, &p, c));
-        }
-        let mut webhook = Vec::new();
-        for (i, w) in r.webhook_configs.into_iter().enumerate() {
-            let p = format!("{rp}.webhook_configs[{i}]");
-            webhook.push(webhook_config(w, &global_http, &p, c));
-        }
+        // The registration of each integration: its key and its parser.
+        let mut list: Vec<Arc<dyn Integration>> = Vec::new();
+        let h = &global_http;
+        add(
+            &mut list,
+            r.email_configs,
+            "email_configs",
+            &rp,
+            c,
+            |e, p, c| email::parse(e, &g, p, c),
+        );
+        add(
+            &mut list,
+            r.slack_configs,
+            "slack_configs",
+            &rp,
+            c,
+            |s, p, c| slack::parse(s, &g, h, p, c),
+        );
+        add(
+            &mut list,
+            r.webhook_configs,
+            "webhook_configs",
+            &rp,
+            c,
+            |w, p, c| webhook::parse(w, h, p, c),
+        );
+        add(
+            &mut list,
+            r.telegram_configs,
+            "telegram_configs",
+            &rp,
+            c,
+            |t, p, c| telegram::parse(t, &g, h, p, c),
+        );
         receivers.push(Receiver {
             name: r.name,
-            email: email.into_iter().flatten().collect(),
-            slack: slack.into_iter().flatten().collect(),
-            webhook: webhook.into_iter().flatten().collect(),
+            integrations: list,
         });
     }
 
@@ -780,7 +674,24 @@ fn resolve(raw: RawConfig, c: &mut Check) -> Option<AmConfig> {
 
 /// Go's `net.SplitHostPort` as Alertmanager checks `smarthost`: the port
 /// must be present, and may be a service name.
-fn host_port(s: &str) -> Result<(String, String), String> {
+/// Parses each entry of a receiver's `key` list with `parse`, keeping the
+/// valid ones.
+fn add<R, I: Integration + 'static>(
+    list: &mut Vec<Arc<dyn Integration>>,
+    raw: Vec<R>,
+    key: &str,
+    receiver_path: &str,
+    c: &mut Check,
+    mut parse: impl FnMut(R, &str, &mut Check) -> Option<I>,
+) {
+    for (i, r) in raw.into_iter().enumerate() {
+        if let Some(x) = parse(r, &format!("{receiver_path}.{key}[{i}]"), c) {
+            list.push(Arc::new(x));
+        }
+    }
+}
+
+pub(super) fn host_port(s: &str) -> Result<(String, String), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest
             .split_once(']')
@@ -987,275 +898,14 @@ fn report(path: &str, problems: Vec<crate::http::config::Problem>, c: &mut Check
     }
 }
 
-fn tls(t: RawTls, path: &str, c: &mut Check) -> Tls {
+pub(super) fn tls(t: RawTls, path: &str, c: &mut Check) -> Tls {
     let (tls, problems) = t.resolve(c.base);
     report(&format!("{path}.tls_config"), problems, c);
     tls
 }
 
-fn http_config(h: RawHttp, path: &str, c: &mut Check) -> HttpConfig {
+pub(super) fn http_config(h: RawHttp, path: &str, c: &mut Check) -> HttpConfig {
     let (http, problems) = h.resolve(c.base);
     report(path, problems, c);
     http
-}
-
-fn email_config(e: RawEmail, g: &RawGlobal, path: &str, c: &mut Check) -> Option<EmailConfig> {
-    let missing_to = e.to.is_empty();
-    if missing_to {
-        c.error(
-            path,
-            "missing to address in email config (set to: the address notifications go to)",
-        );
-    }
-    let mut headers = BTreeMap::new();
-    for (h, v) in &e.headers {
-        let canon = canonical_header(h);
-        if headers.insert(canon.clone(), v.clone()).is_some() {
-            c.error(
-                &format!("{path}.headers"),
-                format!("duplicate header {canon:?} in email config"),
-            );
-        }
-    }
-    if let Some(subject) = &e.subject {
-        if headers.contains_key("Subject") {
-            c.error(
-                &format!("{path}.subject"),
-                "both subject and headers.Subject are set; keep one",
-            );
-        }
-        headers.insert("Subject".into(), subject.clone());
-        c.note(
-            &format!("{path}.subject"),
-            "not an Alertmanager field (amtool refuses it); mlmon accepts it as the Subject header \
-             (Alertmanager's spelling: headers: { Subject: ... })",
-        );
-    }
-    if e.body.is_some() {
-        if e.text.is_some() {
-            c.error(
-                &format!("{path}.body"),
-                "both body and text are set; keep one",
-            );
-        }
-        c.note(
-            &format!("{path}.body"),
-            "not an Alertmanager field (amtool refuses it); mlmon accepts it as the text body \
-             (Alertmanager's spelling: text: ...)",
-        );
-    }
-    let smarthost_text = if e.smarthost.is_empty() {
-        if g.smtp_smarthost.is_empty() {
-            c.error(
-                path,
-                "no global SMTP smarthost set (set global.smtp_smarthost, or smarthost here, to your mail server's host:port)",
-            );
-            return None;
-        }
-        g.smtp_smarthost.clone()
-    } else {
-        e.smarthost.clone()
-    };
-    let smarthost = match host_port(&smarthost_text) {
-        Ok(hp) => hp,
-        Err(m) => {
-            c.error(&format!("{path}.smarthost"), m);
-            return None;
-        }
-    };
-    let from = if e.from.is_empty() {
-        if g.smtp_from.is_empty() {
-            c.error(
-                path,
-                "no global SMTP from set (set global.smtp_from, or from here, to the sender address)",
-            );
-            return None;
-        }
-        g.smtp_from.clone()
-    } else {
-        e.from.clone()
-    };
-    headers
-        .entry("Subject".into())
-        .or_insert_with(|| r#"{{ template "email.default.subject" . }}"#.into());
-    headers.entry("To".into()).or_insert_with(|| e.to.clone());
-    headers.entry("From".into()).or_insert_with(|| from.clone());
-    let auth_password = if e.auth_password.is_empty() && e.auth_password_file.is_empty() {
-        c.secret(&g.smtp_auth_password, &g.smtp_auth_password_file)
-    } else {
-        c.secret(&e.auth_password, &e.auth_password_file)
-    };
-    let text = e.body.or(e.text);
-    let html = match e.html {
-        Some(h) => Some(h).filter(|h| !h.is_empty()),
-        // A text body written by the user replaces the default HTML one.
-        None if text.is_some() => None,
-        None => Some(r#"{{ template "email.default.html" . }}"#.into()),
-    };
-    let tls = tls(e.tls_config, path, c);
-    if missing_to {
-        return None;
-    }
-    Some(EmailConfig {
-        send_resolved: e.send_resolved.unwrap_or(false),
-        to: e.to,
-        from,
-        hello: if e.hello.is_empty() {
-            g.smtp_hello.clone().unwrap_or_else(|| "localhost".into())
-        } else {
-            e.hello
-        },
-        smarthost,
-        auth_username: if e.auth_username.is_empty() {
-            g.smtp_auth_username.clone()
-        } else {
-            e.auth_username
-        },
-        auth_password,
-        auth_identity: if e.auth_identity.is_empty() {
-            g.smtp_auth_identity.clone()
-        } else {
-            e.auth_identity
-        },
-        headers,
-        html,
-        text,
-        require_tls: e.require_tls.or(g.smtp_require_tls).unwrap_or(true),
-        tls,
-    })
-}
-
-fn slack_config(
-    s: RawSlack,
-    g: &RawGlobal,
-    global_http: &HttpConfig,
-    path: &str,
-    c: &mut Check,
-) -> Option<SlackConfig> {
-    if s.api_url.is_some() && s.api_url_file.is_some() {
-        c.error(
-            path,
-            "at most one of api_url & api_url_file must be configured",
-        );
-    }
-    for (i, f) in s.fields.iter().enumerate() {
-        if f.title.is_empty() {
-            c.error(
-                &format!("{path}.fields[{i}]"),
-                "missing title in Slack field configuration",
-            );
-        } else if f.value.is_empty() {
-            c.error(
-                &format!("{path}.fields[{i}]"),
-                "missing value in Slack field configuration",
-            );
-        }
-    }
-    let mut actions = Vec::new();
-    for (i, a) in s.actions.iter().enumerate() {
-        let ap = format!("{path}.actions[{i}]");
-        let text = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        if text("type").is_empty() {
-            c.error(&ap, "missing type in Slack action configuration");
-        } else if text("text").is_empty() {
-            c.error(&ap, "missing text in Slack action configuration");
-        } else if text("url").is_empty() && text("name").is_empty() {
-            c.error(&ap, "missing name or url in Slack action configuration");
-        }
-        actions.push(
-            a.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect(),
-        );
-    }
-    let api_url = match (&s.api_url, &s.api_url_file) {
-        (Some(u), _) => {
-            if let Some(p) = url_problem(u) {
-                c.error(&format!("{path}.api_url"), p);
-                return None;
-            }
-            Secret::Inline(u.clone())
-        }
-        (None, Some(f)) => Secret::File(c.path(f)),
-        (None, None) => match (&g.slack_api_url, &g.slack_api_url_file) {
-            (Some(u), _) => Secret::Inline(u.clone()),
-            (None, Some(f)) => Secret::File(c.path(f)),
-            (None, None) => {
-                c.error(
-                    path,
-                    "no global Slack API URL set either inline or in a file",
-                );
-                return None;
-            }
-        },
-    };
-    let http = s
-        .http_config
-        .map(|h| http_config(h, &format!("{path}.http_config"), c))
-        .unwrap_or_else(|| global_http.clone());
-    let t = |v: Option<String>, name: &str| {
-        v.unwrap_or_else(|| format!(r#"{{{{ template "slack.default.{name}" . }}}}"#))
-    };
-    Some(SlackConfig {
-        send_resolved: s.send_resolved.unwrap_or(false),
-        api_url,
-        http,
-        channel: s.channel,
-        username: t(s.username, "username"),
-        color: s.color.unwrap_or_else(|| {
-            r#"{{ if eq .Status "firing" }}danger{{ else }}good{{ end }}"#.into()
-        }),
-        title: t(s.title, "title"),
-        title_link: t(s.title_link, "titlelink"),
-        pretext: t(s.pretext, "pretext"),
-        text: t(s.text, "text"),
-        fields: s.fields,
-        short_fields: s.short_fields,
-        footer: t(s.footer, "footer"),
-        fallback: t(s.fallback, "fallback"),
-        callback_id: t(s.callback_id, "callbackid"),
-        icon_emoji: t(s.icon_emoji, "iconemoji"),
-        icon_url: t(s.icon_url, "iconurl"),
-        image_url: s.image_url,
-        thumb_url: s.thumb_url,
-        link_names: s.link_names,
-        mrkdwn_in: s.mrkdwn_in,
-        actions,
-    })
-}
-
-fn webhook_config(
-    w: RawWebhook,
-    global_http: &HttpConfig,
-    path: &str,
-    c: &mut Check,
-) -> Option<WebhookConfig> {
-    let url = match (&w.url, &w.url_file) {
-        (Some(_), Some(_)) => {
-            c.error(path, "at most one of url & url_file must be configured");
-            return None;
-        }
-        (Some(u), None) => {
-            if let Some(p) = url_problem(u) {
-                c.error(&format!("{path}.url"), p);
-                return None;
-            }
-            Secret::Inline(u.clone())
-        }
-        (None, Some(f)) => Secret::File(c.path(f)),
-        (None, None) => {
-            c.error(path, "missing URL in webhook config");
-            return None;
-        }
-    };
-    let http = w
-        .http_config
-        .map(|h| http_config(h, &format!("{path}.http_config"), c))
-        .unwrap_or_else(|| global_http.clone());
-    Some(WebhookConfig {
-        send_resolved: w.send_resolved.unwrap_or(true),
-        url,
-        http,
-        max_alerts: w.max_alerts as usize,
-    })
 }

@@ -13,6 +13,7 @@
 //! trait, which `app` implements on the TSDB's key-value table.
 
 pub mod config;
+pub mod integrations;
 pub mod send;
 pub mod silence;
 pub mod template;
@@ -20,6 +21,8 @@ pub mod timeinterval;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+
+use integrations::Integration;
 
 use serde::{Deserialize, Serialize};
 
@@ -169,9 +172,11 @@ pub struct Job {
     pub group_key: String,
     group_id: String,
     pub receiver: String,
-    /// "email", "slack", "webhook", or "log" for a receiver without
-    /// integrations.
-    pub integration: &'static str,
+    /// What delivers it (`None`: a receiver without integrations, whose
+    /// notifications go to the log); kept with the job so a reload before
+    /// delivery changes nothing for it.
+    pub integration: Option<Arc<dyn Integration>>,
+    /// Its index among the receiver's integrations of its kind.
     pub index: usize,
     pub data: Data,
     /// Give up retrying at this time (the group's next flush).
@@ -181,8 +186,13 @@ pub struct Job {
 }
 
 impl Job {
+    /// `email`, `slack`, ..., or `log`.
+    pub fn kind(&self) -> &'static str {
+        self.integration.as_ref().map_or("log", |i| i.kind())
+    }
+
     pub fn integration_name(&self) -> String {
-        format!("{}[{}]", self.integration, self.index)
+        format!("{}[{}]", self.kind(), self.index)
     }
 
     fn log_key(&self) -> String {
@@ -700,19 +710,18 @@ impl Notifier {
             }
             let receiver = self.config.receiver(&route.receiver).cloned();
             let muted_now = self.muted_by_time(&route, now);
-            let integrations: Vec<(&'static str, usize)> = match &receiver {
+            let integrations: Vec<(Option<Arc<dyn Integration>>, usize)> = match &receiver {
                 _ if muted_now => Vec::new(),
-                Some(r) if !r.integrations().is_empty() => r.integrations(),
-                _ => vec![("log", 0)],
+                Some(r) if !r.integrations.is_empty() => {
+                    r.indexed().into_iter().map(|(i, n)| (Some(i), n)).collect()
+                }
+                _ => vec![(None, 0)],
             };
             let mut group_jobs = 0;
             for (integration, index) in integrations {
-                let send_resolved = match (&receiver, integration) {
-                    (_, "log") => true,
-                    (Some(r), i) => r.send_resolved(i, index),
-                    (None, _) => true,
-                };
-                let log_key = format!("{key}|{}|{integration}[{index}]", route.receiver);
+                let send_resolved = integration.as_ref().is_none_or(|i| i.send_resolved());
+                let kind = integration.as_ref().map_or("log", |i| i.kind());
+                let log_key = format!("{key}|{}|{kind}[{index}]", route.receiver);
                 let entry = self.nflog.get(&log_key);
                 if !needs_update(
                     entry,
@@ -839,7 +848,7 @@ impl Notifier {
     pub fn complete(&mut self, job: &Job, delivery: &send::Delivery, now: Timestamp) {
         let outcome = &delivery.outcome;
         let (status, error) = match outcome {
-            Ok(()) if job.integration == "log" => ("logged", String::new()),
+            Ok(()) if job.integration.is_none() => ("logged", String::new()),
             Ok(()) => ("sent", String::new()),
             Err(e) => ("failed", e.clone()),
         };
@@ -1050,9 +1059,10 @@ impl Notifier {
             .ok_or_else(|| format!("no receiver named {receiver:?}"))?
             .clone();
         let data = self.sample_data(receiver, alerts, now);
-        let mut integrations = r.integrations();
+        let mut integrations: Vec<(Option<Arc<dyn Integration>>, usize)> =
+            r.indexed().into_iter().map(|(i, n)| (Some(i), n)).collect();
         if integrations.is_empty() {
-            integrations.push(("log", 0));
+            integrations.push((None, 0));
         }
         Ok(integrations
             .into_iter()
@@ -1180,19 +1190,15 @@ impl Shared {
         alerts: Vec<Alert>,
         now: Timestamp,
     ) -> Option<Vec<(String, send::Delivery)>> {
-        let (jobs, config, library) = {
+        let (jobs, library) = {
             let mut n = self.lock();
             let jobs = n.test_job(receiver, alerts, now).ok()?;
-            (
-                jobs,
-                n.config().receiver(receiver).cloned(),
-                n.library().clone(),
-            )
+            (jobs, n.library().clone())
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut out = Vec::new();
         for job in &jobs {
-            let d = send::deliver(job, config.as_ref(), &library, deadline, &self.metrics).await;
+            let d = send::deliver(job, &library, deadline, &self.metrics).await;
             out.push((job.integration_name(), d));
         }
         Some(out)
@@ -1207,19 +1213,12 @@ impl Shared {
         alerts: Vec<Alert>,
         now: Timestamp,
     ) -> Result<Vec<serde_json::Value>, String> {
-        let (jobs, config, library) = {
+        let (jobs, library) = {
             let mut n = self.lock();
             let jobs = n.test_job(receiver, alerts, now)?;
-            (
-                jobs,
-                n.config().receiver(receiver).cloned(),
-                n.library().clone(),
-            )
+            (jobs, n.library().clone())
         };
-        Ok(jobs
-            .iter()
-            .map(|j| send::preview(j, config.as_ref(), &library))
-            .collect())
+        Ok(jobs.iter().map(|j| send::preview(j, &library)).collect())
     }
 
     /// Takes alerts in and wakes the dispatcher.

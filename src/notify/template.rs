@@ -72,6 +72,38 @@ impl Data {
         }
     }
 
+    /// The same data with `&`, `<` and `>` escaped in every label,
+    /// annotation and URL, for templates whose output is HTML (Telegram's
+    /// HTML mode, as Alertmanager's `html/template` escapes them).
+    pub fn html_escaped(&self) -> Data {
+        fn esc(s: &str) -> String {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        }
+        let map = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter().map(|(k, v)| (esc(k), esc(v))).collect()
+        };
+        Data {
+            receiver: esc(&self.receiver),
+            status: self.status,
+            alerts: self
+                .alerts
+                .iter()
+                .map(|a| AlertData {
+                    labels: map(&a.labels),
+                    annotations: map(&a.annotations),
+                    generator_url: esc(&a.generator_url),
+                    ..a.clone()
+                })
+                .collect(),
+            group_labels: map(&self.group_labels),
+            common_labels: map(&self.common_labels),
+            common_annotations: map(&self.common_annotations),
+            external_url: esc(&self.external_url),
+        }
+    }
+
     fn to_value(&self) -> Value {
         let mut o = HashMap::new();
         o.insert("Receiver".into(), Value::from(self.receiver.clone()));
@@ -155,6 +187,16 @@ pub const DEFAULT_TEMPLATES: &str = r#"
 {{ define "slack.default.text" }}{{ if gt (len .Alerts.Firing) 0 }}*Firing*
 {{ template "__text_summary_list" .Alerts.Firing }}{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}*Resolved*
 {{ template "__text_summary_list" .Alerts.Resolved }}{{ end }}{{ end }}
+{{ define "telegram.default.message" }}
+{{ if gt (len .Alerts.Firing) 0 }}
+Alerts Firing:
+{{ template "__text_alert_list" .Alerts.Firing }}
+{{ end }}
+{{ if gt (len .Alerts.Resolved) 0 }}
+Alerts Resolved:
+{{ template "__text_alert_list" .Alerts.Resolved }}
+{{ end }}
+{{ end }}
 {{ define "email.default.subject" }}{{ template "__subject" . }}{{ end }}
 {{ define "email.default.text" }}{{ if gt (len .Alerts.Firing) 0 }}Firing:
 {{ template "__text_alert_list" .Alerts.Firing }}{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}Resolved:

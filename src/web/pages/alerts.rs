@@ -138,9 +138,9 @@ fn render(state: &AppState, csrf: &Csrf, f: &Filters, notice: Option<&str>) -> M
         .iter()
         .map(|r| {
             let mut list: Vec<String> = r
-                .integrations()
+                .indexed()
                 .iter()
-                .map(|(i, k)| format!("{i}[{k}]"))
+                .map(|(i, k)| format!("{}[{k}]", i.kind()))
                 .collect();
             if list.is_empty() {
                 list.push("log".into());
