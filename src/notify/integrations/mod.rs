@@ -73,16 +73,19 @@ impl Rendered {
     }
 }
 
-/// POSTs `body` as JSON with Alertmanager's retry rules: network errors,
+/// POSTs the rendered JSON body with Alertmanager's retry rules: network errors,
 /// 5xx and 429 (after its `Retry-After`) are worth retrying, other answers
 /// fail. Error messages name the host only (Slack and Telegram URLs hold
 /// secrets in their paths).
 pub(super) async fn post_json(
     url: &Result<String, String>,
     http: &ClientConfig,
-    body: &Value,
+    rendered: &Rendered,
     timeout: Duration,
 ) -> Attempt {
+    let Body::Json(body) = &rendered.body else {
+        return Attempt::Fail("nothing rendered".into());
+    };
     let url = match url {
         Ok(u) => u.trim().to_string(),
         Err(e) => return Attempt::Fail(e.clone()),

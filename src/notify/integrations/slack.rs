@@ -100,14 +100,9 @@ impl Integration for SlackConfig {
     }
 
     fn send<'a>(&'a self, rendered: &'a Rendered, timeout: Duration) -> Sending<'a> {
-        Box::pin(async move {
-            match &rendered.body {
-                super::Body::Json(body) => {
-                    post_json(&self.api_url.read(), &self.http, body, timeout).await
-                }
-                _ => super::Attempt::Fail("nothing rendered".into()),
-            }
-        })
+        Box::pin(
+            async move { post_json(&self.api_url.read(), &self.http, rendered, timeout).await },
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{post_json, Attempt, Body, Integration, Rendered, Sending};
+use super::{post_json, Integration, Rendered, Sending};
 use crate::http::config::RawHttpConfig as RawHttp;
 use crate::http::{ClientConfig as HttpConfig, Secret};
 use crate::notify::config::{http_config, url_problem, Check, RawGlobal};
@@ -150,14 +150,11 @@ impl Integration for TelegramConfig {
 
     fn send<'a>(&'a self, rendered: &'a Rendered, timeout: Duration) -> Sending<'a> {
         Box::pin(async move {
-            let Body::Json(body) = &rendered.body else {
-                return Attempt::Fail("nothing rendered".into());
-            };
             let url = self
                 .bot_token
                 .read()
                 .map(|token| format!("{}/bot{token}/sendMessage", self.api_url));
-            post_json(&url, &self.http, body, timeout).await
+            post_json(&url, &self.http, rendered, timeout).await
         })
     }
 }

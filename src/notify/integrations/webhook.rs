@@ -47,14 +47,7 @@ impl Integration for WebhookConfig {
     }
 
     fn send<'a>(&'a self, rendered: &'a Rendered, timeout: Duration) -> Sending<'a> {
-        Box::pin(async move {
-            match &rendered.body {
-                super::Body::Json(body) => {
-                    post_json(&self.url.read(), &self.http, body, timeout).await
-                }
-                _ => super::Attempt::Fail("nothing rendered".into()),
-            }
-        })
+        Box::pin(async move { post_json(&self.url.read(), &self.http, rendered, timeout).await })
     }
 }
 
