@@ -17,7 +17,7 @@ use mlmon::ingest::runs::{self, Run, Stage, StageStatus};
 use mlmon::model::{Labels, Sample};
 use mlmon::tsdb::{Storage, StorageOptions};
 use mlmon::web::chart::{self, Chart, Unit};
-use mlmon::web::{render_overview, AppState, WebSettings};
+use mlmon::web::{render_overview, AppState, Components, WebSettings};
 
 fn p50(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -244,13 +244,14 @@ fn overview_bench() {
     let storage = Storage::open(StorageOptions::new(dir.path())).unwrap();
     let n = fill(&storage);
     let config = Config::defaults();
-    let state = AppState::new(
+    let settings = WebSettings::new(&config);
+    let c = Components::store_only(
         storage.clone(),
         Arc::new(PushGroups::load(config.push.clone(), &storage).unwrap()),
         Arc::new(Artifacts::load(config.artifacts.clone(), &storage).unwrap()),
-        WebSettings::new(&config),
-        &config.web.auth,
+        &settings,
     );
+    let state = AppState::new(c, settings, &config.web.auth);
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..11 {

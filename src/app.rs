@@ -14,7 +14,7 @@ use crate::ingest::push::PushGroups;
 use crate::ingest::{host, probe, scrape};
 use crate::model::now_ms;
 use crate::tsdb::{Limits, Storage, StorageOptions};
-use crate::web::{router, AppState, HttpMetrics, WebSettings};
+use crate::web::{router, AppState, Components, HttpMetrics, WebSettings};
 
 /// How often background maintenance looks at the store.
 const MAINTENANCE_TICK: Duration = Duration::from_secs(10);
@@ -38,8 +38,51 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for note in &config.ignored {
         tracing::warn!(message = "Config section ignored", section = %note);
     }
+    let settings = WebSettings::new(&config);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let components = build(&config, &settings, reload_tx).await?;
+    let state = AppState::new(components, settings, &config.web.auth);
+    if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
+        tracing::warn!(
+            message = "Listening on a non-loopback address without authentication: push and remote write are refused",
+            hint = "configure web.basic_auth_users or web.bearer_tokens in mlmon.yml"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.web.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.web.listen))?;
+    tracing::info!(message = "Listening", address = %config.web.listen);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks = spawn_tasks(&config, &state, reload_rx, stop_rx);
+    let limits = crate::web::server::ServerLimits {
+        max_connections: config.web.max_connections,
+        read_timeout: config.web.read_timeout.std(),
+    };
+    let storage = state.storage.clone();
+    crate::web::server::serve(listener, router(state), limits, shutdown_signal()).await;
+    tracing::info!(message = "Shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    tokio::task::spawn_blocking(move || storage.close())
+        .await?
+        .context("final checkpoint failed")?;
+    tracing::info!(message = "Stopped cleanly");
+    Ok(())
+}
+
+/// Opens the store and loads everything the server runs: push groups,
+/// runs, scrape targets, probes, rule groups and the notifier with its
+/// durable state.
+async fn build(
+    config: &Config,
+    settings: &WebSettings,
+    reload: tokio::sync::mpsc::Sender<crate::web::ReloadRequest>,
+) -> anyhow::Result<Components> {
     let storage = tokio::task::spawn_blocking({
-        let opts = storage_options(&config);
+        let opts = storage_options(config);
         move || Storage::open(opts)
     })
     .await?
@@ -51,24 +94,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let artifacts = Arc::new(
         Artifacts::load(config.artifacts.clone(), &storage).context("cannot load pipeline runs")?,
     );
-    let settings = WebSettings::new(&config);
-    let mut state = AppState::new(
-        storage.clone(),
-        push.clone(),
-        artifacts.clone(),
-        settings,
-        &config.web.auth,
-    );
-    let targets = Arc::new(scrape::targets(&config.scrape));
-    state.targets = targets.clone();
-    let probes: Arc<Vec<Arc<probe::Probe>>> = Arc::new(
-        config
-            .probes
-            .iter()
-            .map(|c| Arc::new(probe::Probe::new(c.clone())))
-            .collect(),
-    );
-    state.probes = probes.clone();
+    let probes = config
+        .probes
+        .iter()
+        .map(|c| Arc::new(probe::Probe::new(c.clone())))
+        .collect();
+    let notify = load_notifier(config, settings, &storage).await?;
+    Ok(Components {
+        targets: Arc::new(scrape::targets(&config.scrape)),
+        probes: Arc::new(probes),
+        rules: Arc::new(load_rules(config)?),
+        notify,
+        reload: Some(reload),
+        storage,
+        push,
+        artifacts,
+    })
+}
+
+/// Every group of every rule file the configuration names.
+fn load_rules(
+    config: &Config,
+) -> anyhow::Result<Vec<std::sync::Mutex<crate::rules::engine::Group>>> {
     let mut groups = Vec::new();
     for pattern in config.rule_file_patterns() {
         for path in glob::glob(&pattern).into_iter().flatten().flatten() {
@@ -83,67 +130,66 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let rules = Arc::new(groups);
-    state.rules = rules.clone();
-    let notify = {
-        let am = notifier_config(&config).map_err(|e| {
-            anyhow::anyhow!("cannot load the notifier configuration:\n{}", e.join("\n"))
-        })?;
-        for note in &am.notes {
-            tracing::warn!(message = "Notifier configuration", note = %note);
-        }
-        let library = crate::notify::Library::load(&am.templates).map_err(anyhow::Error::msg)?;
-        let store = Arc::new(KvStore(storage.clone()));
-        let (external_url, retention) = (
-            state.settings.external_url(),
-            config.storage.retention.millis(),
-        );
-        let notifier = tokio::task::spawn_blocking(move || {
-            crate::notify::Notifier::new(
-                Arc::new(am),
-                library,
-                &external_url,
-                store,
-                retention,
-                now_ms(),
-            )
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("cannot load the notifier's state: {e}"))?;
-        Arc::new(crate::notify::Shared::new(notifier))
-    };
-    state.notify = notify.clone();
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    state.reload = Some(reload_tx);
-    let alertmanagers = Arc::new(config.alertmanagers.clone());
-    let metrics = state.metrics.clone();
-    if !config.web.listen.ip().is_loopback() && !config.web.auth.is_enabled() {
-        tracing::warn!(
-            message = "Listening on a non-loopback address without authentication: push and remote write are refused",
-            hint = "configure web.basic_auth_users or web.bearer_tokens in mlmon.yml"
-        );
-    }
-    let listener = tokio::net::TcpListener::bind(config.web.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.web.listen))?;
-    tracing::info!(message = "Listening", address = %config.web.listen);
+    Ok(groups)
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// The notifier on its configuration, with the alerts, silences,
+/// notification log and history kept in the store.
+async fn load_notifier(
+    config: &Config,
+    settings: &WebSettings,
+    storage: &Arc<Storage>,
+) -> anyhow::Result<Arc<crate::notify::Shared>> {
+    let am = notifier_config(config).map_err(|e| {
+        anyhow::anyhow!("cannot load the notifier configuration:\n{}", e.join("\n"))
+    })?;
+    for note in &am.notes {
+        tracing::warn!(message = "Notifier configuration", note = %note);
+    }
+    let library = crate::notify::Library::load(&am.templates).map_err(anyhow::Error::msg)?;
+    let store = Arc::new(KvStore(storage.clone()));
+    let (external_url, retention) = (settings.external_url(), config.storage.retention.millis());
+    let notifier = tokio::task::spawn_blocking(move || {
+        crate::notify::Notifier::new(
+            Arc::new(am),
+            library,
+            &external_url,
+            store,
+            retention,
+            now_ms(),
+        )
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot load the notifier's state: {e}"))?;
+    Ok(Arc::new(crate::notify::Shared::new(notifier)))
+}
+
+/// Starts every long-lived task: the push emitter, store maintenance, the
+/// collectors, the reload task, the notifier's dispatch, one task per rule
+/// group, probe and scrape target.
+fn spawn_tasks(
+    config: &Config,
+    state: &AppState,
+    reload: tokio::sync::mpsc::Receiver<crate::web::ReloadRequest>,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (storage, metrics, notify) = (&state.storage, &state.metrics, &state.notify);
+    let alertmanagers = Arc::new(config.alertmanagers.clone());
     let mut tasks = vec![
         tokio::spawn(push_task(
             storage.clone(),
-            push.clone(),
+            state.push.clone(),
             config.push.interval.std(),
-            stop_rx.clone(),
+            stop.clone(),
         )),
-        tokio::spawn(maintenance_task(storage.clone(), stop_rx.clone())),
+        tokio::spawn(maintenance_task(storage.clone(), stop.clone())),
         tokio::spawn(collector_loop(
             "artifacts",
             config.artifacts.interval.std(),
             metrics.clone(),
-            stop_rx.clone(),
+            stop.clone(),
             {
-                let (s, a) = (storage.clone(), artifacts.clone());
+                let (s, a) = (storage.clone(), state.artifacts.clone());
                 move || collect_artifacts(&s, &a)
             },
         )),
@@ -151,7 +197,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "host",
             config.host.interval.std(),
             metrics.clone(),
-            stop_rx.clone(),
+            stop.clone(),
             {
                 let (s, instance) = (storage.clone(), host::hostname());
                 move || collect_host(&s, &instance)
@@ -160,50 +206,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(reload_task(
             config.source.clone(),
             notify.clone(),
-            reload_rx,
-            stop_rx.clone(),
+            reload,
+            stop.clone(),
         )),
-        tokio::spawn(notify_loop(notify.clone(), stop_rx.clone())),
+        tokio::spawn(notify_loop(notify.clone(), stop.clone())),
     ];
-    for i in 0..rules.len() {
+    for i in 0..state.rules.len() {
         tasks.push(tokio::spawn(rule_loop(
             state.clone(),
             i,
             alertmanagers.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )));
     }
-    for p in probes.iter() {
+    for p in state.probes.iter() {
         tasks.push(tokio::spawn(probe_loop(
             storage.clone(),
             p.clone(),
             metrics.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )));
     }
-    for t in &targets.active {
+    for t in &state.targets.active {
         tasks.push(tokio::spawn(scrape_loop(
             storage.clone(),
             t.clone(),
             metrics.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )));
     }
-    let limits = crate::web::server::ServerLimits {
-        max_connections: config.web.max_connections,
-        read_timeout: config.web.read_timeout.std(),
-    };
-    crate::web::server::serve(listener, router(state), limits, shutdown_signal()).await;
-    tracing::info!(message = "Shutting down");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    tokio::task::spawn_blocking(move || storage.close())
-        .await?
-        .context("final checkpoint failed")?;
-    tracing::info!(message = "Stopped cleanly");
-    Ok(())
+    tasks
 }
 
 async fn shutdown_signal() {

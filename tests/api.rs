@@ -13,7 +13,7 @@ use mlmon::ingest::push::PushGroups;
 use mlmon::ingest::remote_write;
 use mlmon::model::{Labels, PromDuration, Sample};
 use mlmon::tsdb::{Limits, Storage, StorageOptions};
-use mlmon::web::{router, AppState, WebSettings};
+use mlmon::web::{router, AppState, Components, WebSettings};
 use prost::Message;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -72,13 +72,12 @@ impl App {
             settings.query = q;
         }
         App {
-            state: AppState::new(
-                storage.clone(),
-                push,
-                Arc::new(Artifacts::load(config.artifacts.clone(), &storage).unwrap()),
-                settings,
-                &s.auth,
-            ),
+            state: {
+                let artifacts =
+                    Arc::new(Artifacts::load(config.artifacts.clone(), &storage).unwrap());
+                let c = Components::store_only(storage.clone(), push, artifacts, &settings);
+                AppState::new(c, settings, &s.auth)
+            },
             _dir: dir,
         }
     }

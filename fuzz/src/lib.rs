@@ -284,13 +284,9 @@ pub fn api(data: &[u8]) {
             mlmon::ingest::artifacts::Artifacts::load(config.artifacts.clone(), &storage)
                 .expect("runs load"),
         );
-        let state = mlmon::web::AppState::new(
-            storage,
-            push,
-            artifacts,
-            mlmon::web::WebSettings::new(&config),
-            &config.web.auth,
-        );
+        let settings = mlmon::web::WebSettings::new(&config);
+        let c = mlmon::web::Components::store_only(storage, push, artifacts, &settings);
+        let state = mlmon::web::AppState::new(c, settings, &config.web.auth);
         (rt, mlmon::web::router(state))
     });
     let Some((&pick, rest)) = data.split_first() else {

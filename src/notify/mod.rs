@@ -271,17 +271,14 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// A notifier over `config`, with the alerts, silences, notification
-    /// log and history `store` kept from earlier runs.
-    pub fn new(
+    fn empty(
         config: Arc<AmConfig>,
         library: Library,
         external_url: &str,
         store: Arc<dyn Store>,
         history_retention_ms: i64,
-        now: Timestamp,
-    ) -> Result<Notifier, String> {
-        let mut n = Notifier {
+    ) -> Notifier {
+        Notifier {
             config,
             library,
             external_url: external_url.trim_end_matches('/').to_string(),
@@ -296,7 +293,33 @@ impl Notifier {
             recent: VecDeque::new(),
             next_job: 1,
             store_errors: Vec::new(),
-        };
+        }
+    }
+
+    /// A notifier on Alertmanager's default configuration (one receiver
+    /// without integrations) with nothing durable: what a router built
+    /// outside `app` (tests, benchmarks, fuzzing) serves.
+    pub fn standalone(external_url: &str) -> Notifier {
+        Notifier::empty(
+            Arc::new(AmConfig::default_config()),
+            Library::default(),
+            external_url,
+            Arc::new(MemoryStore::default()),
+            0,
+        )
+    }
+
+    /// A notifier over `config`, with the alerts, silences, notification
+    /// log and history `store` kept from earlier runs.
+    pub fn new(
+        config: Arc<AmConfig>,
+        library: Library,
+        external_url: &str,
+        store: Arc<dyn Store>,
+        history_retention_ms: i64,
+        now: Timestamp,
+    ) -> Result<Notifier, String> {
+        let mut n = Notifier::empty(config, library, external_url, store, history_retention_ms);
         for (_, v) in n.store.load(NS_SILENCES)? {
             if let Ok(s) = serde_json::from_slice::<Silence>(&v) {
                 if let Ok(matchers) = s.validate() {

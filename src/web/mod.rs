@@ -117,29 +117,30 @@ impl WebSettings {
     }
 }
 
-impl AppState {
-    pub fn new(
+/// What the handlers serve, built by `app` (or, for tests and benchmarks,
+/// [`Components::store_only`]).
+pub struct Components {
+    pub storage: Arc<Storage>,
+    pub push: Arc<PushGroups>,
+    pub artifacts: Arc<Artifacts>,
+    pub targets: Arc<Targets>,
+    pub probes: Arc<Vec<Arc<Probe>>>,
+    pub rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
+    pub notify: Arc<crate::notify::Shared>,
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+}
+
+impl Components {
+    /// The store and what lives in it, with no targets, probes or rules, a
+    /// notifier without receivers or durable state, and no reload.
+    pub fn store_only(
         storage: Arc<Storage>,
         push: Arc<PushGroups>,
         artifacts: Arc<Artifacts>,
-        settings: WebSettings,
-        auth: &AuthConfig,
-    ) -> Self {
-        let loopback = settings.listen.ip().is_loopback();
-        let queries = Arc::new(queries::Queries::new(
-            settings.max_concurrent_queries,
-            settings.query.timeout,
-        ));
-        let notifier = crate::notify::Notifier::new(
-            Arc::new(crate::notify::AmConfig::default_config()),
-            crate::notify::Library::default(),
-            &settings.external_url(),
-            Arc::new(crate::notify::MemoryStore::default()),
-            0,
-            crate::model::now_ms(),
-        )
-        .expect("an empty memory store loads");
-        AppState {
+        settings: &WebSettings,
+    ) -> Components {
+        let notifier = crate::notify::Notifier::standalone(&settings.external_url());
+        Components {
             storage,
             push,
             artifacts,
@@ -148,6 +149,26 @@ impl AppState {
             rules: Arc::default(),
             notify: Arc::new(crate::notify::Shared::new(notifier)),
             reload: None,
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(c: Components, settings: WebSettings, auth: &AuthConfig) -> Self {
+        let loopback = settings.listen.ip().is_loopback();
+        let queries = Arc::new(queries::Queries::new(
+            settings.max_concurrent_queries,
+            settings.query.timeout,
+        ));
+        AppState {
+            storage: c.storage,
+            push: c.push,
+            artifacts: c.artifacts,
+            targets: c.targets,
+            probes: c.probes,
+            rules: c.rules,
+            notify: c.notify,
+            reload: c.reload,
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
