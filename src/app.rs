@@ -174,7 +174,10 @@ fn spawn_tasks(
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let (storage, metrics, notify) = (&state.storage, &state.metrics, &state.notify);
-    let alertmanagers = Arc::new(config.alertmanagers.clone());
+    let alerting: Arc<dyn crate::rules::AlertSink> = Arc::new(Alerting {
+        notify: notify.clone(),
+        alertmanagers: config.alertmanagers.clone(),
+    });
     let mut tasks = vec![
         tokio::spawn(push_task(
             storage.clone(),
@@ -215,7 +218,7 @@ fn spawn_tasks(
         tasks.push(tokio::spawn(rule_loop(
             state.clone(),
             i,
-            alertmanagers.clone(),
+            alerting.clone(),
             stop.clone(),
         )));
     }
@@ -434,18 +437,57 @@ async fn scrape_loop(
 /// `--rules.alert.resend-delay`).
 const RESEND_DELAY_MS: i64 = 60_000;
 
-/// Evaluates rule group `i` every interval of its own, then hands the
-/// alerts that are due to the notifier and the external Alertmanagers.
+/// Where rule alerts go: mlmon's notifier, then every Alertmanager of
+/// `alerting.alertmanagers`.
+struct Alerting {
+    notify: Arc<crate::notify::Shared>,
+    alertmanagers: Vec<crate::config::AlertmanagerTarget>,
+}
+
+impl crate::rules::AlertSink for Alerting {
+    fn send<'a>(
+        &'a self,
+        alerts: Vec<crate::model::PostableAlert>,
+        now: crate::model::Timestamp,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let body =
+                (!self.alertmanagers.is_empty()).then(|| crate::notify::forward::payload(&alerts));
+            let notify = self.notify.clone();
+            let mut errors: Vec<String> = blocking("notifier", move || {
+                notify.put(alerts, now);
+                None
+            })
+            .await
+            .into_iter()
+            .collect();
+            for am in &self.alertmanagers {
+                let body = body.as_ref().unwrap_or(&serde_json::Value::Null);
+                let sent = crate::notify::forward::send(&am.url, am.timeout.std(), &am.http, body);
+                if let Err(e) = sent.await {
+                    errors.push(format!("cannot send alerts: {e}"));
+                }
+            }
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
+            }
+        })
+    }
+}
+
+/// Evaluates rule group `i` every interval of its own and hands the alerts
+/// due to `sink`.
 async fn rule_loop(
     state: AppState,
     i: usize,
-    alertmanagers: Arc<Vec<crate::config::AlertmanagerTarget>>,
+    sink: Arc<dyn crate::rules::AlertSink>,
     stop: watch::Receiver<bool>,
 ) {
     let AppState {
         storage,
         rules,
-        notify,
         settings,
         metrics,
         ..
@@ -471,12 +513,11 @@ async fn rule_loop(
             settings.clone(),
             ext.clone(),
         );
-        let (alertmanagers, external_url) = (alertmanagers.clone(), external_url.clone());
-        let notify = notify.clone();
+        let (sink, external_url) = (sink.clone(), external_url.clone());
         async move {
             let now = now_ms();
             let (r, e) = (rules.clone(), ext.clone());
-            let mut error = blocking("rule evaluation", move || {
+            let error = blocking("rule evaluation", move || {
                 let mut g = r[i].lock().unwrap_or_else(|p| p.into_inner());
                 g.eval(&storage, now, &settings.query, &e);
                 let failed: Vec<String> = g
@@ -488,33 +529,17 @@ async fn rule_loop(
                 (!failed.is_empty()).then(|| failed.join("; "))
             })
             .await;
-            let outgoing = rules[i]
+            let alerts = rules[i]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .alerts_to_send(now, RESEND_DELAY_MS);
-            if outgoing.is_empty() {
+                .alerts_to_send(now, RESEND_DELAY_MS, &ext, &external_url);
+            if alerts.is_empty() {
                 return error;
             }
-            let incoming = crate::rules::alertmanager::incoming(&outgoing, &ext, &external_url);
-            if let Some(e) = blocking("notifier", move || {
-                notify.put(incoming, now);
-                None
-            })
-            .await
-            {
-                error = Some(error.map_or(e.clone(), |x| format!("{x}; {e}")));
+            match sink.send(alerts, now).await {
+                Ok(()) => error,
+                Err(e) => Some(error.map_or(e.clone(), |x| format!("{x}; {e}"))),
             }
-            if alertmanagers.is_empty() {
-                return error;
-            }
-            let body = crate::rules::alertmanager::payload(&outgoing, &ext, &external_url);
-            for am in alertmanagers.iter() {
-                if let Err(e) = crate::rules::alertmanager::send(am, &body).await {
-                    let e = format!("cannot send alerts: {e}");
-                    error = Some(error.map_or(e.clone(), |x| format!("{x}; {e}")));
-                }
-            }
-            error
         }
     })
     .await

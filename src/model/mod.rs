@@ -226,3 +226,15 @@ mod tests {
         }
     }
 }
+
+/// An alert as Prometheus posts it to Alertmanager (`POST /api/v2/alerts`):
+/// the rule engine's output, the notifier's input, and what mlmon
+/// forwards to `alerting.alertmanagers`. Times are optional, as in the API.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostableAlert {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub starts_at_ms: Option<Timestamp>,
+    pub ends_at_ms: Option<Timestamp>,
+    pub generator_url: String,
+}

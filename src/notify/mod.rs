@@ -13,6 +13,7 @@
 //! trait, which `app` implements on the TSDB's key-value table.
 
 pub mod config;
+pub mod forward;
 pub mod integrations;
 pub mod send;
 pub mod silence;
@@ -107,14 +108,7 @@ impl Alert {
 }
 
 /// An alert as a client posts it (times optional).
-#[derive(Debug, Clone, Default)]
-pub struct Incoming {
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub starts_at_ms: Option<Timestamp>,
-    pub ends_at_ms: Option<Timestamp>,
-    pub generator_url: String,
-}
+pub use crate::model::PostableAlert as Incoming;
 
 /// Prometheus' label-set fingerprint (FNV-1a over sorted names and values),
 /// so fingerprints match Alertmanager's.

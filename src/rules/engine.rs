@@ -13,7 +13,8 @@ use std::time::Instant;
 use super::template::{expand, TemplateData};
 use super::{Rule, RuleGroup};
 use crate::model::{
-    stale_nan, FastSet, Labels, LabelsBuilder, MatchOp, Matcher, Timestamp, METRIC_NAME,
+    percent_encode, stale_nan, FastSet, Labels, LabelsBuilder, MatchOp, Matcher, PostableAlert,
+    Timestamp, METRIC_NAME,
 };
 use crate::promql::{self, QueryOptions};
 use crate::tsdb::{Querier, Storage};
@@ -51,16 +52,6 @@ pub struct Alert {
     pub resolved_at_ms: Option<Timestamp>,
     keep_firing_since_ms: Option<Timestamp>,
     last_sent_ms: Option<Timestamp>,
-}
-
-/// An alert as Alertmanager receives it.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub labels: Labels,
-    pub annotations: BTreeMap<String, String>,
-    pub starts_at_ms: Timestamp,
-    pub ends_at_ms: Timestamp,
-    pub expr: String,
 }
 
 /// One rule and what its evaluations left.
@@ -184,8 +175,16 @@ impl Group {
     }
 
     /// The alerts due to go to Alertmanagers at `t`, marked as sent: firing
-    /// ones every `resend_ms`, resolved ones once (as Prometheus sends).
-    pub fn alerts_to_send(&mut self, t: Timestamp, resend_ms: i64) -> Vec<Outgoing> {
+    /// ones every `resend_ms`, resolved ones once (as Prometheus sends),
+    /// with `external_labels` added and a generator URL under
+    /// `external_url`.
+    pub fn alerts_to_send(
+        &mut self,
+        t: Timestamp,
+        resend_ms: i64,
+        external_labels: &BTreeMap<String, String>,
+        external_url: &str,
+    ) -> Vec<PostableAlert> {
         let valid_for = 4 * resend_ms.max(self.interval_ms);
         let mut out = Vec::new();
         for r in &mut self.rules {
@@ -199,12 +198,19 @@ impl Group {
                     continue;
                 }
                 a.last_sent_ms = Some(t);
-                out.push(Outgoing {
-                    labels: a.labels.clone(),
+                let mut labels = external_labels.clone();
+                for (n, v) in a.labels.iter() {
+                    labels.insert(n.to_string(), v.to_string());
+                }
+                out.push(PostableAlert {
+                    labels,
                     annotations: a.annotations.clone(),
-                    starts_at_ms: a.active_at_ms,
-                    ends_at_ms: a.resolved_at_ms.unwrap_or(t + valid_for),
-                    expr: r.rule.expr.clone(),
+                    starts_at_ms: Some(a.active_at_ms),
+                    ends_at_ms: Some(a.resolved_at_ms.unwrap_or(t + valid_for)),
+                    generator_url: format!(
+                        "{external_url}/graph?g0.expr={}&g0.tab=1",
+                        percent_encode(&r.rule.expr)
+                    ),
                 });
             }
         }
