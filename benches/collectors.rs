@@ -11,9 +11,9 @@
 use std::time::Instant;
 
 use mlmon::config::{ScrapeConfig, StaticTarget};
+use mlmon::expfmt::Format;
 use mlmon::ingest::host;
 use mlmon::ingest::scrape;
-use mlmon::ingest::text::Format;
 use mlmon::model::PromDuration;
 use mlmon::tsdb::{Storage, StorageOptions};
 

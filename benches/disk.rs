@@ -130,8 +130,8 @@ fn dataset() -> Vec<(Labels, Vec<Sample>)> {
     let text = std::fs::read_to_string(&path).unwrap();
     let mut out: Vec<(Labels, Vec<Sample>)> = Vec::new();
     let mut last_key = String::new();
-    for family in mlmon::ingest::text::parse(&text, mlmon::ingest::text::Format::Text)
-        .expect("the dataset parses")
+    for family in
+        mlmon::expfmt::parse(&text, mlmon::expfmt::Format::Text).expect("the dataset parses")
     {
         for s in family.samples {
             let mut pairs = vec![("__name__".to_string(), s.name.clone())];

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod expfmt;
 pub mod gotmpl;
 pub mod http;
 pub mod ingest;

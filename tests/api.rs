@@ -801,9 +801,9 @@ async fn metrics_negotiates_openmetrics() {
         body.contains("# TYPE mlmon_storage_samples_appended counter\n"),
         "{body}"
     );
-    mlmon::ingest::text::parse(&body, mlmon::ingest::text::Format::OpenMetrics).unwrap();
+    mlmon::expfmt::parse(&body, mlmon::expfmt::Format::OpenMetrics).unwrap();
     let (_, text) = app.get("/metrics").await;
-    mlmon::ingest::text::parse(&text, mlmon::ingest::text::Format::Text).unwrap();
+    mlmon::expfmt::parse(&text, mlmon::expfmt::Format::Text).unwrap();
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{client, free_port, require, wait_ready, Mlmon, Proc};
+use mlmon::expfmt::{self, Format};
 use mlmon::ingest::host;
-use mlmon::ingest::text::{self, Format};
 
 type Family = BTreeMap<Vec<(String, String)>, f64>;
 
@@ -39,7 +39,7 @@ fn node_exporter_families() -> BTreeMap<String, Family> {
     let _proc = Proc(child);
     let body = client().get(&url).send().unwrap().text().unwrap();
     let mut out: BTreeMap<String, Family> = BTreeMap::new();
-    for fam in text::parse(&body, Format::Text).unwrap() {
+    for fam in expfmt::parse(&body, Format::Text).unwrap() {
         for s in fam.samples {
             if !s.name.starts_with("node_")
                 || s.name.starts_with("node_scrape_")

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use mlmon::ingest::text::{self, Format};
+use mlmon::expfmt::{self, Format};
 use mlmon::model::{Labels, Sample};
 use mlmon::tsdb::{chunk, Storage, StorageOptions};
 
@@ -18,13 +18,13 @@ pub fn text(data: &[u8]) {
         return;
     };
     for format in [Format::Text, Format::OpenMetrics] {
-        if let Ok(families) = text::parse(s, format) {
+        if let Ok(families) = expfmt::parse(s, format) {
             let mut out = String::new();
-            text::write_families(&mut out, &families, format);
+            expfmt::write_families(&mut out, &families, format);
             if format == Format::OpenMetrics {
                 out.push_str("# EOF\n"); // the exposition endpoint's ending
             }
-            if let Err(e) = text::parse(&out, format) {
+            if let Err(e) = expfmt::parse(&out, format) {
                 panic!("{format:?}: written text does not parse again: {e:?}\n{out}");
             }
         }

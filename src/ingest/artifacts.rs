@@ -28,8 +28,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::runs::{self, Run, Stage, StageStatus};
-use super::text::{self, Format};
 use crate::config::ArtifactsConfig;
+use crate::expfmt::{self, Format};
 use crate::model::{Labels, LabelsBuilder, Timestamp};
 use crate::tsdb::{Storage, StorageError};
 
@@ -651,7 +651,7 @@ pub fn parse_report(text: &str) -> Result<Report, String> {
 
 /// A textfile: Prometheus text format without timestamps.
 fn parse_textfile(text: &str) -> Result<Vec<(Labels, f64)>, String> {
-    let families = text::parse(text, Format::Text).map_err(|e| e.to_string())?;
+    let families = expfmt::parse(text, Format::Text).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for fam in families {
         for s in fam.samples {

@@ -12,4 +12,3 @@ pub mod push;
 pub mod remote_write;
 pub mod runs;
 pub mod scrape;
-pub mod text;

@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
-use super::text::{self, Format, MetricFamily, MetricType, ParsedSample};
 use crate::config::PushConfig;
+use crate::expfmt::{self, Format, MetricFamily, MetricType, ParsedSample};
 use crate::model::{stale_nan, Labels, Timestamp, METRIC_NAME};
 use crate::tsdb::{AppendError, Storage, StorageError};
 
@@ -223,7 +223,7 @@ impl PushGroups {
             format,
             ttl_ms,
         } = req;
-        let families = text::parse(&body, format).map_err(|e| PushError::Parse {
+        let families = expfmt::parse(&body, format).map_err(|e| PushError::Parse {
             line: e.line,
             reason: e.reason,
         })?;
@@ -517,12 +517,12 @@ fn encode_group(g: &Group) -> Vec<u8> {
     let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
     let mut out = format!(
         "mlmon-push v1 {} {} {} {}\n",
-        text::format_value(g.push_time),
-        text::format_value(g.failure_time),
+        expfmt::format_value(g.push_time),
+        expfmt::format_value(g.failure_time),
         opt(g.ttl_ms),
         opt(g.expires_ms)
     );
-    text::write_families(&mut out, &g.families, Format::Text);
+    expfmt::write_families(&mut out, &g.families, Format::Text);
     out.into_bytes()
 }
 
@@ -545,7 +545,7 @@ fn decode_group(b: &[u8]) -> Option<Group> {
         failure_time: crate::model::parse_float(f[3]).ok()?,
         ttl_ms: opt(f[4])?,
         expires_ms: opt(f[5])?,
-        families: text::parse(body, Format::Text).ok()?,
+        families: expfmt::parse(body, Format::Text).ok()?,
     })
 }
 
@@ -586,7 +586,7 @@ mod tests {
     #[test]
     fn group_encoding_round_trips() {
         let g = Group {
-            families: text::parse("# TYPE a gauge\na{x=\"1\"} 2.5\n", Format::Text).unwrap(),
+            families: expfmt::parse("# TYPE a gauge\na{x=\"1\"} 2.5\n", Format::Text).unwrap(),
             push_time: 1.7e9,
             failure_time: 0.0,
             ttl_ms: Some(60_000),

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::text::{self, Format};
 use crate::config::ScrapeConfig;
+use crate::expfmt::{self, Format};
 use crate::model::{
     percent_encode, relabel, stale_nan, FastMap, FastSet, Labels, LabelsBuilder, Timestamp,
     METRIC_NAME,
@@ -246,7 +246,7 @@ impl Target {
         if !status.is_success() {
             return Err(format!("server returned HTTP status {status}"));
         }
-        let format = text::format_of(
+        let format = expfmt::format_of(
             resp.headers()
                 .get("content-type")
                 .and_then(|v| v.to_str().ok()),
@@ -418,7 +418,7 @@ impl Target {
             let Some(Ok((series, ..))) = line
                 .checked_sub(1)
                 .and_then(|i| lines.get(i))
-                .and_then(|l| text::split_sample(l, format))
+                .and_then(|l| expfmt::split_sample(l, format))
             else {
                 continue;
             };
@@ -452,7 +452,7 @@ impl Target {
     /// The page's samples with their final labels, in order. Fails as
     /// Prometheus fails a whole scrape, on a parse error.
     fn samples(&self, body: &str, format: Format, now: Timestamp) -> Result<Parsed, String> {
-        let families = text::parse(body, format).map_err(|e| format!("parse error: {e}"))?;
+        let families = expfmt::parse(body, format).map_err(|e| format!("parse error: {e}"))?;
         let c = &self.config;
         let mut out = Vec::new();
         let mut seen: FastSet<Labels> = Default::default();
@@ -514,7 +514,7 @@ fn fast_path(
     let mut keep = Vec::new();
     let mut scraped = 0;
     for line in body.lines() {
-        let Some(split) = text::split_sample(line, format) else {
+        let Some(split) = expfmt::split_sample(line, format) else {
             continue;
         };
         let (series, v, ts) = split.ok()?;

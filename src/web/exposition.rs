@@ -9,8 +9,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, Params};
+use crate::expfmt::{self, Format, MetricFamily, MetricType, ParsedSample};
 use crate::ingest::host::process_stats;
-use crate::ingest::text::{self, Format, MetricFamily, MetricType, ParsedSample};
 use crate::model::{is_stale, now_ms, METRIC_NAME};
 use crate::promql::{parse_selector, LOOKBACK_MS};
 use crate::tsdb::Querier;
@@ -373,7 +373,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         }
     }
     let mut out = String::with_capacity(8192);
-    text::write_families(&mut out, &families, format);
+    expfmt::write_families(&mut out, &families, format);
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
     }
@@ -419,7 +419,7 @@ pub async fn federate(
         for (labels, s) in latest {
             let name = labels.metric_name().unwrap_or("").to_string();
             if current.as_deref() != Some(name.as_str()) {
-                text::write_header(&mut out, &name, None, MetricType::Untyped, Format::Text);
+                expfmt::write_header(&mut out, &name, None, MetricType::Untyped, Format::Text);
                 current = Some(name.clone());
             }
             let mut l = (*labels).clone();
@@ -429,7 +429,7 @@ pub async fn federate(
                 }
             }
             let pairs = l.iter().filter(|(n, _)| *n != METRIC_NAME);
-            text::write_sample(&mut out, &name, pairs, s.v, Some(s.t), Format::Text);
+            expfmt::write_sample(&mut out, &name, pairs, s.v, Some(s.t), Format::Text);
         }
         Ok(out)
     })

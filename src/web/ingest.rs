@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use super::exposition::reserved_names;
 use super::telemetry::HttpMetrics;
 use super::{ApiError, AppState};
+use crate::expfmt::{self, MetricType};
 use crate::ingest::push::{grouping_key, PushError, PushMethod, PushRequest};
 use crate::ingest::remote_write::{self, DecodeError, SeriesLabels};
-use crate::ingest::text::{self, MetricType};
 use crate::model::{now_ms, parse_duration};
 use crate::tsdb::AppendError;
 
@@ -169,7 +169,7 @@ async fn push_inner(
             )));
         }
     }
-    let format = text::format_of(content_type);
+    let format = expfmt::format_of(content_type);
     let body = String::from_utf8(body.to_vec())
         .map_err(|e| ApiError::BadData(format!("body is not valid UTF-8: {e}")))?;
     let ttl_text = query

@@ -1,7 +1,9 @@
-//! The Prometheus text exposition format (0.0.4) and OpenMetrics 1.0 text,
-//! parsed into [`MetricFamily`]s with every sample's line number. Shared by
-//! the push API and (later) scraping. Errors name the line and the reason;
-//! the input is either accepted whole or refused.
+//! The Prometheus text exposition format (0.0.4) and OpenMetrics 1.0 text
+//! (the name of Prometheus' Go package for it): parsed into
+//! [`MetricFamily`]s with every sample's line number, and written. Used by
+//! the push API, scraping and the artifacts' textfiles (`ingest`) and by
+//! `/metrics` and `/federate` (`web`). Errors name the line and the
+//! reason; the input is either accepted whole or refused.
 
 use std::collections::HashMap;
 
