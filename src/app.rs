@@ -120,7 +120,7 @@ fn load_rules(
     for pattern in config.rule_file_patterns() {
         for path in glob::glob(&pattern).into_iter().flatten().flatten() {
             let file = crate::rules::load_file(&path)
-                .map_err(|errors| anyhow::anyhow!("cannot load rules:\n{}", errors.join("\n")))?;
+                .map_err(|errors| anyhow::anyhow!("cannot load rules:\n{errors}"))?;
             for g in &file.groups {
                 groups.push(std::sync::Mutex::new(crate::rules::engine::Group::new(
                     &path.display().to_string(),
@@ -140,9 +140,8 @@ async fn load_notifier(
     settings: &WebSettings,
     storage: &Arc<Storage>,
 ) -> anyhow::Result<Arc<crate::notify::Shared>> {
-    let am = notifier_config(config).map_err(|e| {
-        anyhow::anyhow!("cannot load the notifier configuration:\n{}", e.join("\n"))
-    })?;
+    let am = notifier_config(config)
+        .map_err(|e| anyhow::anyhow!("cannot load the notifier configuration:\n{e}"))?;
     for note in &am.notes {
         tracing::warn!(message = "Notifier configuration", note = %note);
     }
@@ -321,7 +320,7 @@ fn reload_notifier(
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::defaults(),
     };
-    let am = notifier_config(&config).map_err(|e| e.join("\n"))?;
+    let am = notifier_config(&config).map_err(|e| e.to_string())?;
     let library = crate::notify::Library::load(&am.templates)?;
     notify.lock().reload(Arc::new(am), library, now_ms());
     notify.wake.notify_one();
@@ -698,7 +697,9 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
 
 /// The notifier's Alertmanager configuration: the file or inline section
 /// mlmon.yml names, else the default that logs notifications.
-pub fn notifier_config(config: &Config) -> Result<crate::notify::AmConfig, Vec<String>> {
+pub fn notifier_config(
+    config: &Config,
+) -> Result<crate::notify::AmConfig, crate::model::ConfigErrors> {
     use crate::config::NotifierSource;
     use crate::notify::AmConfig;
     match &config.notifier {

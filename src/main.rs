@@ -297,7 +297,7 @@ fn check_config(config: Config) -> bool {
             describe_notifier(&am)
         }
         Err(e) => {
-            errors.extend(e);
+            errors.extend(e.0.iter().map(ToString::to_string));
             String::new()
         }
     };
@@ -396,10 +396,10 @@ fn check_files(files: &[PathBuf], kind: Option<&str>) -> ExitCode {
                     );
                 }
                 Err(errors) => {
-                    for e in &errors {
+                    for e in &errors.0 {
                         eprintln!("{e}");
                     }
-                    eprintln!("FAILED: {name}: {} problems", errors.len());
+                    eprintln!("FAILED: {name}: {} problems", errors.0.len());
                     ok = false;
                 }
             }

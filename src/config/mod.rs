@@ -7,7 +7,6 @@
 //! log, never dropped silently. Validation does no I/O except reading the
 //! web-config and token files a config names.
 
-mod locate;
 mod probe;
 mod raw;
 mod scrape;
@@ -19,7 +18,7 @@ use regex::Regex;
 
 use crate::model::{Labels, PromDuration};
 
-pub use locate::line_of;
+pub use crate::model::{ConfigError, ConfigErrors};
 pub use probe::{JsonRule, ProbeConfig};
 pub use scrape::{AlertmanagerTarget, ScrapeConfig, StaticTarget};
 
@@ -153,51 +152,6 @@ pub enum NotifierSource {
         line_offset: usize,
         base: PathBuf,
     },
-}
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-/// Every problem found in a config file.
-#[derive(Debug, Clone)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// `file:line: message` (or `file: message` without a line).
-pub fn at_line(file: &str, line: Option<usize>, message: &str) -> String {
-    ConfigError {
-        file: file.to_string(),
-        line,
-        message: message.to_string(),
-    }
-    .to_string()
 }
 
 impl Config {

@@ -74,10 +74,10 @@ pub(super) fn resolve(
 ) -> Vec<ProbeConfig> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for r in raw {
+    for (index, r) in raw.into_iter().enumerate() {
         let name = r.name.clone();
         let err = |v: &mut Validator, msg: String| {
-            v.error_at_item("probes", "name", &name, &format!("probe {name:?}: {msg}"))
+            v.error_at_item("probes", index, &format!("probe {name:?}: {msg}"))
         };
         if name.is_empty() || !seen.insert(name.clone()) {
             err(v, "names must be present and distinct".into());

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::*;
-use crate::model::{is_valid_label_name, Labels, PromDuration};
+use crate::model::{is_valid_label_name, ConfigError, Labels, PromDuration, YamlLines};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,10 +168,12 @@ struct RawArtifacts {
     interval: Option<PromDuration>,
 }
 
-/// Collects errors with file and line.
+/// Collects errors with file and line (the one YAML locator,
+/// `YamlLines`, as for rule files and alertmanager.yml).
 pub(super) struct Validator<'a> {
     text: &'a str,
     file: &'a str,
+    lines: YamlLines,
     pub base: &'a Path,
     pub errors: Vec<ConfigError>,
 }
@@ -181,40 +183,25 @@ impl<'a> Validator<'a> {
         Validator {
             text,
             file,
+            lines: YamlLines::new(text, 0),
             base,
             errors: Vec::new(),
         }
     }
 
     pub fn error(&mut self, path: &[&str], message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.to_string(),
-            line: line_of(self.text, path),
-            message: format!("{}: {}", path.join("."), message.into()),
-        });
+        let path = path.join(".");
+        let line = self.lines.line(&path);
+        let message = format!("{path}: {}", message.into());
+        self.errors.push(ConfigError::new(self.file, line, message));
     }
 
-    /// An error about the item of list `list` whose `key` is `value`
-    /// (e.g. the scrape config with `job_name: node`), at that item's line.
-    pub fn error_at_item(&mut self, list: &str, key: &str, value: &str, message: &str) {
-        let line = line_of(self.text, &[list]).and_then(|start| {
-            self.text
-                .lines()
-                .enumerate()
-                .skip(start)
-                .find(|(_, l)| {
-                    let l = l.trim_start().trim_start_matches("- ");
-                    l.strip_prefix(key)
-                        .and_then(|r| r.trim_start().strip_prefix(':'))
-                        .is_some_and(|r| r.trim().trim_matches(['"', '\'']) == value)
-                })
-                .map(|(i, _)| i + 1)
-        });
-        self.errors.push(ConfigError {
-            file: self.file.to_string(),
-            line,
-            message: format!("{list}: {message}"),
-        });
+    /// An error about item `index` of list `list` (e.g. the third scrape
+    /// config), at that item's line.
+    pub fn error_at_item(&mut self, list: &str, index: usize, message: &str) {
+        let line = self.lines.line(&format!("{list}[{index}]"));
+        let message = format!("{list}: {message}");
+        self.errors.push(ConfigError::new(self.file, line, message));
     }
 
     fn relative(&self, p: &Path) -> PathBuf {
@@ -479,10 +466,8 @@ impl RawWeb {
                 ),
                 Ok(text) => match crate::model::parse_yaml::<RawWebConfigFile>(&text) {
                     Err(e) => {
-                        v.error(
-                            &["web", "config_file"],
-                            at_line(&path.display().to_string(), e.line, &e.message),
-                        );
+                        let e = ConfigError::new(&path.display().to_string(), e.line, e.message);
+                        v.error(&["web", "config_file"], e.to_string());
                     }
                     Ok(wc) => {
                         tls |= wc.tls_server_config.is_some();
@@ -646,7 +631,7 @@ fn notifier_source(value: &Value, v: &mut Validator) -> Option<NotifierSource> {
         };
         return Some(NotifierSource::File(v.relative(Path::new(f))));
     }
-    let start = line_of(v.text, &["alertmanager"])?;
+    let start = v.lines.line("alertmanager")?;
     let lines: Vec<&str> = v
         .text
         .lines()

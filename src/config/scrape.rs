@@ -151,15 +151,10 @@ pub(super) fn resolve(
     let base = base.as_path();
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for r in raw {
+    for (index, r) in raw.into_iter().enumerate() {
         let job = r.job_name.clone();
         let err = |v: &mut Validator, msg: String| {
-            v.error_at_item(
-                "scrape_configs",
-                "job_name",
-                &job,
-                &format!("job {job:?}: {msg}"),
-            )
+            v.error_at_item("scrape_configs", index, &format!("job {job:?}: {msg}"))
         };
         if job.is_empty() {
             err(v, "job_name is empty".into());

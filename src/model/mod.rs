@@ -15,7 +15,9 @@ pub use labels::{
 };
 pub use matcher::{parse_matchers, MatchOp, Matcher, MatcherError};
 pub use relabel::{relabel, RelabelAction, RelabelRule};
-pub use yaml_lines::{parse_yaml, redact_secrets, YamlError, YamlLines, MAX_YAML_DEPTH};
+pub use yaml_lines::{
+    parse_yaml, redact_secrets, ConfigError, ConfigErrors, YamlError, YamlLines, MAX_YAML_DEPTH,
+};
 
 /// Hash maps and sets with a fast (not DoS-resistant) hasher, for lookups
 /// on data mlmon already holds.

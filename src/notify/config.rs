@@ -14,7 +14,8 @@ use serde_yaml::Value;
 
 use super::integrations::{email, slack, telegram, webhook, Integration};
 use crate::model::{
-    is_valid_label_name, parse_matchers, MatchOp, Matcher, PromDuration, YamlLines,
+    is_valid_label_name, parse_matchers, ConfigError, ConfigErrors, MatchOp, Matcher, PromDuration,
+    YamlLines,
 };
 
 /// A validated Alertmanager configuration.
@@ -212,31 +213,25 @@ pub(super) struct Check<'a> {
     file: &'a str,
     lines: YamlLines,
     pub(super) base: &'a Path,
-    errors: Vec<String>,
+    errors: Vec<ConfigError>,
     notes: Vec<String>,
 }
 
 impl Check<'_> {
-    fn at(&self, path: &str) -> String {
-        match self.lines.line(path) {
-            Some(l) => format!("{}:{l}", self.file),
-            None => self.file.to_string(),
-        }
-    }
-
     pub(super) fn error(&mut self, path: &str, message: impl std::fmt::Display) {
-        let at = self.at(path);
-        let field = if path.is_empty() {
-            String::new()
+        let message = if path.is_empty() {
+            message.to_string()
         } else {
-            format!("{path}: ")
+            format!("{path}: {message}")
         };
-        self.errors.push(format!("{at}: {field}{message}"));
+        let e = ConfigError::new(self.file, self.lines.line(path), message);
+        self.errors.push(e);
     }
 
     pub(super) fn note(&mut self, path: &str, message: impl std::fmt::Display) {
-        let at = self.at(path);
-        self.notes.push(format!("{at}: note: {path}: {message}"));
+        let note = format!("note: {path}: {message}");
+        let n = ConfigError::new(self.file, self.lines.line(path), note);
+        self.notes.push(n.to_string());
     }
 
     pub(super) fn path(&self, p: &str) -> PathBuf {
@@ -351,10 +346,15 @@ impl AmConfig {
     }
 
     /// Reads and validates an Alertmanager config file.
-    pub fn load(path: &Path) -> Result<AmConfig, Vec<String>> {
+    pub fn load(path: &Path) -> Result<AmConfig, ConfigErrors> {
         let name = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                &name,
+                None,
+                format!("cannot read: {e}"),
+            )])
+        })?;
         let base = path.parent().unwrap_or(Path::new(""));
         AmConfig::parse(&text, &name, 0, base)
     }
@@ -367,15 +367,13 @@ impl AmConfig {
         file: &str,
         line_offset: usize,
         base: &Path,
-    ) -> Result<AmConfig, Vec<String>> {
+    ) -> Result<AmConfig, ConfigErrors> {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
             crate::model::parse_yaml(text).map_err(|e| {
-                vec![match e.line {
-                    Some(l) => format!("{file}:{}: {}", l + line_offset, e.message),
-                    None => format!("{file}: {}", e.message),
-                }]
+                let line = e.line.map(|l| l + line_offset);
+                ConfigErrors(vec![ConfigError::new(file, line, e.message)])
             })?
         };
         let mut c = Check {
@@ -392,7 +390,7 @@ impl AmConfig {
                 cfg.original = text.to_string();
                 Ok(cfg)
             }
-            _ => Err(c.errors),
+            _ => Err(ConfigErrors(c.errors)),
         }
     }
 

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::at_line;
-use crate::model::{is_valid_label_name, is_valid_metric_name, PromDuration};
+use crate::model::{
+    is_valid_label_name, is_valid_metric_name, ConfigError, ConfigErrors, PromDuration, YamlLines,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,54 +56,51 @@ pub struct CheckReport {
 }
 
 /// Reads and validates one file; errors are `file:line: message`.
-pub fn load_file(path: &Path) -> Result<RuleFile, Vec<String>> {
+pub fn load_file(path: &Path) -> Result<RuleFile, ConfigErrors> {
     let name = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            &name,
+            None,
+            format!("cannot read: {e}"),
+        )])
+    })?;
     parse_file(&text, &name)
 }
 
 /// Parses and validates the text of a rule file called `name`.
-pub fn parse_file(text: &str, name: &str) -> Result<RuleFile, Vec<String>> {
-    let file: RuleFile =
-        crate::model::parse_yaml(text).map_err(|e| vec![at_line(name, e.line, &e.message)])?;
+pub fn parse_file(text: &str, name: &str) -> Result<RuleFile, ConfigErrors> {
+    let file: RuleFile = crate::model::parse_yaml(text)
+        .map_err(|e| ConfigErrors(vec![ConfigError::new(name, e.line, e.message)]))?;
     let errors = validate(&file, text, name);
     if errors.is_empty() {
         Ok(file)
     } else {
-        Err(errors)
+        Err(ConfigErrors(errors))
     }
 }
 
-/// The line where `key: value` is written, for errors about one rule.
-fn line_of_value(text: &str, key: &str, value: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.strip_prefix(key)
-                .and_then(|r| r.strip_prefix(':'))
-                .is_some_and(|r| r.trim().trim_matches(['"', '\'']) == value)
-        })
-        .map(|i| i + 1)
-}
-
-fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
+fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<ConfigError> {
+    let lines = YamlLines::new(text, 0);
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
-    for g in &file.groups {
-        let gline = line_of_value(text, "name", &g.name)
-            .map(|l| format!(":{l}"))
-            .unwrap_or_default();
-        let mut err =
-            |line: String, m: String| errors.push(format!("{name}{line}: group {:?}: {m}", g.name));
+    for (gi, g) in file.groups.iter().enumerate() {
+        let gline = lines.line(&format!("groups[{gi}].name"));
+        let mut err = |line: Option<usize>, m: String| {
+            errors.push(ConfigError::new(
+                name,
+                line,
+                format!("group {:?}: {m}", g.name),
+            ))
+        };
         if g.name.is_empty() {
-            err(gline.clone(), "group name must not be empty".into());
+            err(gline, "group name must not be empty".into());
         }
         if !seen.insert(g.name.clone()) {
-            err(gline.clone(), "repeated group name".into());
+            err(gline, "repeated group name".into());
         }
         if g.interval.is_some_and(|d| d.millis() < 0) {
-            err(gline.clone(), "interval must not be negative".into());
+            err(gline, "interval must not be negative".into());
         }
         for (i, r) in g.rules.iter().enumerate() {
             let (kind, rname) = match (&r.alert, &r.record) {
@@ -110,7 +108,7 @@ fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
                 (None, Some(rec)) => ("record", rec.as_str()),
                 (Some(_), Some(_)) => {
                     err(
-                        gline.clone(),
+                        gline,
                         format!(
                             "rule {}: only one of 'record' and 'alert' may be set",
                             i + 1
@@ -120,55 +118,47 @@ fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
                 }
                 (None, None) => {
                     err(
-                        gline.clone(),
+                        gline,
                         format!("rule {}: one of 'record' or 'alert' must be set", i + 1),
                     );
                     continue;
                 }
             };
-            let line = line_of_value(text, kind, rname)
-                .map(|l| format!(":{l}"))
-                .unwrap_or(gline.clone());
+            let line = lines.line(&format!("groups[{gi}].rules[{i}].{kind}"));
             let what = format!("rule {} ({kind} {rname:?})", i + 1);
             if r.expr.trim().is_empty() {
-                err(line.clone(), format!("{what}: field 'expr' must be set"));
+                err(line, format!("{what}: field 'expr' must be set"));
             } else if let Err(e) = crate::promql::parse(&r.expr) {
-                err(
-                    line.clone(),
-                    format!("{what}: could not parse expression: {e}"),
-                );
+                err(line, format!("{what}: could not parse expression: {e}"));
             }
             if kind == "record" {
                 if !is_valid_metric_name(rname) {
-                    err(line.clone(), format!("{what}: invalid recording rule name"));
+                    err(line, format!("{what}: invalid recording rule name"));
                 }
                 if !r.annotations.is_empty() {
                     err(
-                        line.clone(),
+                        line,
                         format!("{what}: invalid field 'annotations' in recording rule"),
                     );
                 }
                 if r.for_.is_some() {
                     err(
-                        line.clone(),
+                        line,
                         format!("{what}: invalid field 'for' in recording rule"),
                     );
                 }
                 if r.keep_firing_for.is_some() {
                     err(
-                        line.clone(),
+                        line,
                         format!("{what}: invalid field 'keep_firing_for' in recording rule"),
                     );
                 }
             } else if rname.is_empty() {
-                err(
-                    line.clone(),
-                    format!("{what}: alert name must not be empty"),
-                );
+                err(line, format!("{what}: alert name must not be empty"));
             }
             for l in r.labels.keys().chain(r.annotations.keys()) {
                 if !is_valid_label_name(l) || l == "__name__" {
-                    err(line.clone(), format!("{what}: invalid label name {l:?}"));
+                    err(line, format!("{what}: invalid label name {l:?}"));
                 }
             }
             if kind == "alert" {
@@ -176,7 +166,7 @@ fn validate(file: &RuleFile, text: &str, name: &str) -> Vec<String> {
                 for (kind, map) in [("label", &r.labels), ("annotation", &r.annotations)] {
                     for (k, text) in map {
                         if let Err(e) = super::template::check(&tname, text) {
-                            err(line.clone(), format!("{what}: {kind} {k:?}: {e}"));
+                            err(line, format!("{what}: {kind} {k:?}: {e}"));
                         }
                     }
                 }
@@ -205,7 +195,7 @@ pub fn check_files(patterns: &[String]) -> CheckReport {
             report.files += 1;
             match load_file(&path) {
                 Ok(f) => report.rules += f.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
-                Err(errs) => report.errors.extend(errs),
+                Err(errs) => report.errors.extend(errs.0.iter().map(ToString::to_string)),
             }
         }
         if matched == 0 {
@@ -226,8 +216,8 @@ mod tests {
         let p = dir.path().join("r.yml");
         std::fs::write(&p, text).unwrap();
         load_file(&p).map_err(|e| {
-            e.into_iter()
-                .map(|s| s.replace(&p.display().to_string(), "r.yml"))
+            e.0.iter()
+                .map(|s| s.to_string().replace(&p.display().to_string(), "r.yml"))
                 .collect()
         })
     }
@@ -261,5 +251,14 @@ mod tests {
             e[0].starts_with("r.yml:6:") && e[0].contains("unknown field `fo`"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn an_error_names_the_line_of_its_own_rule_not_a_namesake() {
+        let e = check(
+            "groups:\n- name: a\n  rules:\n  - alert: A\n    expr: up\n- name: b\n  rules:\n  - alert: A\n    expr: up ==\n",
+        )
+        .unwrap_err();
+        assert!(e[0].starts_with("r.yml:8: group \"b\": rule 1"), "{e:?}");
     }
 }

@@ -119,7 +119,8 @@ pub fn run_file(path: &Path) -> Result<(), Vec<String>> {
             .flatten()
             .collect();
         for p in paths {
-            let f = super::load_file(&p)?;
+            let f = super::load_file(&p)
+                .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
             rule_groups.push((p.display().to_string(), f));
         }
     }
