@@ -425,5 +425,8 @@ time_intervals:
     // A bad interval is refused as Alertmanager refuses it.
     let bad = config.replace("['saturday', 'sunday']", "['funday']");
     let e = AmConfig::parse(&bad, "am.yml", 0, Path::new("")).unwrap_err();
-    assert!(e.0[0].message.contains("funday is not a valid weekday"), "{e:?}");
+    assert!(
+        e.0[0].message.contains("funday is not a valid weekday"),
+        "{e:?}"
+    );
 }
