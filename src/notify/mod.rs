@@ -28,7 +28,7 @@ use integrations::Integration;
 use serde::{Deserialize, Serialize};
 
 pub use config::{AmConfig, GroupBy, Receiver, Route};
-pub use silence::{Silence, SilenceMatcher};
+pub use silence::{Silence, SilenceError, SilenceMatcher};
 pub use template::{AlertData, Data, Library};
 
 use crate::model::Timestamp;
@@ -982,14 +982,16 @@ impl Notifier {
     /// Creates a silence (empty `id`) or updates one, as Alertmanager does:
     /// a change to an active silence's matchers or start expires it and
     /// creates a new one. Returns the id.
-    pub fn set_silence(&mut self, mut s: Silence, now: Timestamp) -> Result<String, String> {
-        let matchers = s.validate()?;
+    pub fn set_silence(&mut self, mut s: Silence, now: Timestamp) -> Result<String, SilenceError> {
+        let matchers = s.validate().map_err(SilenceError::Invalid)?;
         if s.ends_at_ms <= now {
-            return Err("end time can't be in the past".into());
+            return Err(SilenceError::Invalid(
+                "end time can't be in the past".into(),
+            ));
         }
         if !s.id.is_empty() {
             let Some(old) = self.silences.get(&s.id).map(|c| c.silence.clone()) else {
-                return Err(format!("silence {} not found", s.id));
+                return Err(SilenceError::NotFound(s.id));
             };
             let same_scope = old.matchers == s.matchers && old.starts_at_ms == s.starts_at_ms;
             match old.state(now) {
@@ -1028,12 +1030,12 @@ impl Notifier {
 
     /// Expires a silence now; an error if it does not exist or has
     /// expired already.
-    pub fn expire_silence(&mut self, id: &str, now: Timestamp) -> Result<(), String> {
+    pub fn expire_silence(&mut self, id: &str, now: Timestamp) -> Result<(), SilenceError> {
         let Some(c) = self.silences.get_mut(id) else {
-            return Err(format!("silence {id} not found"));
+            return Err(SilenceError::NotFound(id.to_string()));
         };
         match c.silence.state(now) {
-            "expired" => return Err(format!("silence {id} already expired")),
+            "expired" => return Err(SilenceError::Expired(id.to_string())),
             "pending" => {
                 c.silence.starts_at_ms = now;
                 c.silence.ends_at_ms = now;

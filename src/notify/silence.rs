@@ -37,6 +37,18 @@ impl SilenceMatcher {
     }
 }
 
+/// Why a silence was not created, updated or expired.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SilenceError {
+    /// It breaks one of Alertmanager's rules (the reason).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("silence {0} not found")]
+    NotFound(String),
+    #[error("silence {0} already expired")]
+    Expired(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Silence {
     pub id: String,

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::api::{count_param, param, parse_time, success};
 use super::{ApiError, AppState, Params};
 use crate::model::{is_valid_label_name, now_ms, parse_matchers, rfc3339, Matcher, Timestamp};
-use crate::notify::{fingerprint_hex, Alert, Incoming, Silence, SilenceMatcher};
+use crate::notify::{fingerprint_hex, Alert, Incoming, Silence, SilenceError, SilenceMatcher};
 
 /// An Alertmanager API v2 error: status and a JSON string.
 pub struct V2Error(StatusCode, String);
@@ -291,8 +291,8 @@ pub async fn post_silence(
     .await?;
     match r {
         Ok(id) => Ok(Json(json!({"silenceID": id}))),
-        Err(e) if e.ends_with("not found") => Err(V2Error(StatusCode::NOT_FOUND, e)),
-        Err(e) => Err(bad(e)),
+        Err(e @ SilenceError::NotFound(_)) => Err(V2Error(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => Err(bad(e.to_string())),
     }
 }
 
@@ -321,8 +321,8 @@ pub async fn delete_silence(
         tokio::task::spawn_blocking(move || notify.lock().expire_silence(&id, now_ms())).await?;
     match r {
         Ok(()) => Ok(StatusCode::OK.into_response()),
-        Err(e) if e.ends_with("not found") => Err(V2Error(StatusCode::NOT_FOUND, e)),
-        Err(e) => Err(bad(e)),
+        Err(e @ SilenceError::NotFound(_)) => Err(V2Error(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => Err(bad(e.to_string())),
     }
 }
 

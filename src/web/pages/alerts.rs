@@ -324,13 +324,20 @@ pub async fn create_silence(
     let r = tokio::task::spawn_blocking(move || notify.lock().set_silence(silence, now)).await;
     match r {
         Ok(Ok(_)) => see_other("/alerts?done=created#silences"),
-        Ok(Err(e)) => problem(&state, StatusCode::BAD_REQUEST, "Silence not created", &e),
+        Ok(Err(e)) => problem(&state, status_of(&e), "Silence not created", &e.to_string()),
         Err(_) => problem(
             &state,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Silence not created",
             "internal error",
         ),
+    }
+}
+
+fn status_of(e: &crate::notify::SilenceError) -> StatusCode {
+    match e {
+        crate::notify::SilenceError::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -348,7 +355,7 @@ pub async fn expire_silence(
     let r = tokio::task::spawn_blocking(move || notify.lock().expire_silence(&id, now_ms())).await;
     match r {
         Ok(Ok(())) => see_other("/alerts?done=expired#silences"),
-        Ok(Err(e)) => problem(&state, StatusCode::BAD_REQUEST, "Silence not expired", &e),
+        Ok(Err(e)) => problem(&state, status_of(&e), "Silence not expired", &e.to_string()),
         Err(_) => problem(
             &state,
             StatusCode::INTERNAL_SERVER_ERROR,
