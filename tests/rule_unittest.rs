@@ -1,231 +1,35 @@
-//! `mlmon test rules` against the real `promtool test rules`: every test
-//! file of the corpus passes under both, and each deliberately wrong
-//! expectation fails under both, with the same report.
+//! Rule unit tests as data, in `promtool test rules` format:
+//! `tests/rules/pass/*.yml` must pass and `tests/rules/fail/*.yml`
+//! (deliberately wrong expectations) must fail with the report in the
+//! `.out` file beside each, recorded from `promtool test rules`. They run
+//! through `mlmon test rules` on every `cargo test`; where promtool is
+//! installed it must decide the same and print the same reports
+//! (`MLMON_RULES_REFRESH=1` re-records them from it).
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require, write_file};
-
-/// A test file for the shipped rules: `{cases}` is replaced by one test
-/// group's alert and expression tests.
-const GOOD: &[&str] = &[
-    // Model quality: pending at 2m, firing after `for: 2m`, annotations.
-    r#"
-    input_series:
-      - series: 'ml_model_r2_score{pipeline="mathscore"}'
-        values: '0.9 0.9 0.65x10'
-    alert_rule_test:
-      - eval_time: 3m
-        alertname: ModelAccuracyCritical
-      - eval_time: 4m
-        alertname: ModelAccuracyCritical
-        exp_alerts:
-          - exp_labels: {severity: critical, component: model, pipeline: mathscore}
-            exp_annotations:
-              summary: "Model R² below 0.7 for pipeline mathscore"
-              description: "The latest evaluation gives R² = 0.65; below 0.7 the model should not serve."
-      - eval_time: 6m
-        alertname: ModelAccuracyDrop
-      - eval_time: 7m
-        alertname: ModelAccuracyDrop
-        exp_alerts:
-          - exp_labels: {severity: warning, component: model, pipeline: mathscore}
-            exp_annotations:
-              summary: "Model R² below 0.8 for pipeline mathscore"
-              description: "The latest evaluation gives R² = 0.65; the warning threshold is 0.8."
-    promql_expr_test:
-      - expr: ml_model_r2_score < 0.7
-        eval_time: 5m
-        exp_samples:
-          - labels: 'ml_model_r2_score{pipeline="mathscore"}'
-            value: 0.65
-"#,
-    // Pipeline stages, a stale marker ending the failure.
-    r#"
-    input_series:
-      - series: 'ml_pipeline_success{pipeline="p"}'
-        values: '1 1 0 0 0 stale'
-      - series: 'ml_data_validation_success{pipeline="p"}'
-        values: '0x5'
-      - series: 'ml_pipeline_duration_seconds{pipeline="p"}'
-        values: '100+100x10'
-    alert_rule_test:
-      - eval_time: 3m
-        alertname: PipelineFailure
-        exp_alerts:
-          - exp_labels: {severity: critical, component: pipeline, pipeline: p}
-            exp_annotations:
-              summary: "Pipeline p failed"
-              description: "The last run did not complete every stage; see /api/v1/runs."
-      - eval_time: 6m
-        alertname: PipelineFailure
-      - eval_time: 1m
-        alertname: DataValidationFailure
-        exp_alerts:
-          - exp_labels: {severity: warning, component: data_validation, pipeline: p}
-            exp_annotations:
-              summary: "Data validation failed for pipeline p"
-              description: "data_validation/status.txt says False; see its reasons before retraining."
-      - eval_time: 7m
-        alertname: PipelineExecutionTime
-      - eval_time: 8m
-        alertname: PipelineExecutionTime
-        exp_alerts:
-          - exp_labels: {severity: warning, component: pipeline, pipeline: p}
-            exp_annotations:
-              summary: "Pipeline p ran long"
-              description: "The last run took 15m 0s, more than 5 minutes."
-"#,
-    // The host: memory over 90 % for 5 minutes.
-    r#"
-    input_series:
-      - series: 'node_memory_MemTotal_bytes{instance="vm:9100",job="node"}'
-        values: '1000x10'
-      - series: 'node_memory_MemAvailable_bytes{instance="vm:9100",job="node"}'
-        values: '50x10'
-    alert_rule_test:
-      - eval_time: 4m
-        alertname: HighMemoryUsage
-      - eval_time: 5m
-        alertname: HighMemoryUsage
-        exp_alerts:
-          - exp_labels: {severity: warning, component: system, instance: "vm:9100", job: node}
-            exp_annotations:
-              summary: "Memory almost full on vm:9100"
-              description: "95% of memory is in use (threshold 90%)."
-"#,
-    // Ingestion fails; the CPU is busy (a rate over 5 minutes).
-    r#"
-    input_series:
-      - series: 'ml_data_ingestion_success{pipeline="p"}'
-        values: '1 0x5'
-      - series: 'node_cpu_seconds_total{cpu="0",mode="idle",instance="vm:9100",job="node"}'
-        values: '0+6x30'
-    alert_rule_test:
-      - eval_time: 2m
-        alertname: DataIngestionFailure
-        exp_alerts:
-          - exp_labels: {severity: critical, component: data_ingestion, pipeline: p}
-            exp_annotations:
-              summary: "Data ingestion failed for pipeline p"
-              description: "The last run's ingestion stage produced no data."
-      - eval_time: 15m
-        alertname: HighCPUUsage
-        exp_alerts:
-          - exp_labels: {severity: warning, component: system, instance: "vm:9100"}
-            exp_annotations:
-              summary: "CPU busy on vm:9100"
-              description: "CPU is 90.0% busy (threshold 80%)."
-"#,
-    // A recording rule and keep_firing_for (extra.yml).
-    r#"
-    input_series:
-      - series: 'errors_total{job="api"}'
-        values: '0 10 20 30 30 30 30 30 30 30'
-    alert_rule_test:
-      - eval_time: 3m
-        alertname: ErrorsRising
-        exp_alerts:
-          - exp_labels: {job: api}
-            exp_annotations: {summary: "api: 166.7m errors/s"}
-      - eval_time: 6m
-        alertname: ErrorsRising
-        exp_alerts:
-          - exp_labels: {job: api}
-            exp_annotations: {summary: "api: 83.33m errors/s"}
-      - eval_time: 8m
-        alertname: ErrorsRising
-    promql_expr_test:
-      - expr: job:errors:rate2m
-        eval_time: 3m
-        exp_samples:
-          - labels: 'job:errors:rate2m{job="api"}'
-            value: 0.16666666666666666
-"#,
-];
-
-/// Rules the shipped file has no example of.
-const EXTRA_RULES: &str = r#"
-groups:
-  - name: extra
-    rules:
-      - record: job:errors:rate2m
-        expr: sum by (job) (rate(errors_total[2m]))
-      - alert: ErrorsRising
-        expr: job:errors:rate2m > 0
-        keep_firing_for: 3m
-        annotations:
-          summary: "{{ $labels.job }}: {{ $value | humanize }} errors/s"
-"#;
-
-/// Wrong expectations, each of which must fail.
-const BAD: &[&str] = &[
-    // Firing one minute too early.
-    r#"
-    input_series:
-      - series: 'ml_model_r2_score{pipeline="m"}'
-        values: '0.65x10'
-    alert_rule_test:
-      - eval_time: 1m
-        alertname: ModelAccuracyCritical
-        exp_alerts:
-          - exp_labels: {severity: critical, component: model, pipeline: m}
-"#,
-    // A wrong value in the description.
-    r#"
-    input_series:
-      - series: 'ml_model_r2_score{pipeline="m"}'
-        values: '0.65x10'
-    alert_rule_test:
-      - eval_time: 3m
-        alertname: ModelAccuracyCritical
-        exp_alerts:
-          - exp_labels: {severity: critical, component: model, pipeline: m}
-            exp_annotations:
-              summary: "Model R² below 0.7 for pipeline m"
-              description: "The latest evaluation gives R² = 0.66; below 0.7 the model should not serve."
-"#,
-    // A wrong label.
-    r#"
-    input_series:
-      - series: 'ml_pipeline_success{pipeline="p"}'
-        values: '0x5'
-    alert_rule_test:
-      - eval_time: 2m
-        alertname: PipelineFailure
-        exp_alerts:
-          - exp_labels: {severity: warning, component: pipeline, pipeline: p}
-            exp_annotations:
-              summary: "Pipeline p failed"
-              description: "The last run did not complete every stage; see /api/v1/runs."
-"#,
-    // A wrong query result.
-    r#"
-    input_series:
-      - series: 'ml_model_r2_score{pipeline="m"}'
-        values: '0.65x10'
-    promql_expr_test:
-      - expr: ml_model_r2_score
-        eval_time: 2m
-        exp_samples:
-          - labels: 'ml_model_r2_score{pipeline="m"}'
-            value: 0.7
-"#,
-];
-
-fn file(group: &str) -> String {
-    format!(
-        "rule_files: [ml_pipeline.yml, extra.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m{group}"
-    )
+fn cases(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/rules")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    files
 }
 
-fn run(tool: &Path, args: &[&str], file: &Path) -> (bool, String) {
+/// Runs `tool test rules NAME` in the file's directory (so reports name
+/// the file as the recorded ones do): whether it passed, and its output.
+fn run(tool: &Path, file: &Path) -> (bool, String) {
     let out = Command::new(tool)
-        .args(args)
-        .arg(file)
+        .args(["test", "rules"])
+        .arg(file.file_name().unwrap())
         .current_dir(file.parent().unwrap())
         .output()
         .unwrap();
@@ -234,42 +38,63 @@ fn run(tool: &Path, args: &[&str], file: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
+fn recorded(file: &Path) -> PathBuf {
+    file.with_extension("out")
+}
+
 #[test]
-fn mlmon_test_rules_agrees_with_promtool() {
+fn mlmon_test_rules_passes_and_fails_as_recorded() {
+    let mlmon = Path::new(env!("CARGO_BIN_EXE_mlmon"));
+    let (pass, fail) = (cases("pass"), cases("fail"));
+    assert!(!pass.is_empty() && !fail.is_empty());
+    let mut problems = Vec::new();
+    for f in &pass {
+        let (ok, out) = run(mlmon, f);
+        if !ok {
+            problems.push(format!("{}: should pass:\n{out}", f.display()));
+        }
+    }
+    for f in &fail {
+        let (ok, out) = run(mlmon, f);
+        let want = std::fs::read_to_string(recorded(f)).unwrap_or_default();
+        if ok {
+            problems.push(format!("{}: should fail", f.display()));
+        } else if out.trim() != want.trim() {
+            problems.push(format!(
+                "{}: report differs from promtool's:\n{out}\n--- promtool:\n{want}",
+                f.display()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n======\n"));
+}
+
+#[test]
+fn promtool_decides_the_same() {
     if !common::have(&["promtool"]) {
         return;
     }
-    let promtool = require("promtool");
-    let mlmon = Path::new(env!("CARGO_BIN_EXE_mlmon"));
-    let dir = tempfile::tempdir().unwrap();
-    let rules = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/ml_pipeline.yml"),
-    )
-    .unwrap();
-    write_file(dir.path(), "ml_pipeline.yml", &rules);
-    write_file(dir.path(), "extra.yml", EXTRA_RULES);
+    let promtool = common::require("promtool");
+    let refresh = std::env::var_os("MLMON_RULES_REFRESH").is_some();
     let mut problems = Vec::new();
-    for (i, (group, want)) in GOOD
-        .iter()
-        .map(|g| (g, true))
-        .chain(BAD.iter().map(|g| (g, false)))
-        .enumerate()
+    for (f, want) in cases("pass")
+        .into_iter()
+        .map(|f| (f, true))
+        .chain(cases("fail").into_iter().map(|f| (f, false)))
     {
-        let f = write_file(dir.path(), &format!("t{i}.yml"), &file(group));
-        let (p_ok, p_out) = run(&promtool, &["test", "rules"], &f);
-        let (m_ok, m_out) = run(mlmon, &["test", "rules"], &f);
-        if p_ok != want {
-            problems.push(format!(
-                "case {i}: promtool passed={p_ok}, expected {want}:\n{p_out}"
-            ));
+        let (ok, out) = run(&promtool, &f);
+        if ok != want {
+            problems.push(format!("{}: promtool passed={ok}:\n{out}", f.display()));
         }
-        if m_ok != p_ok {
-            problems.push(format!("case {i}: mlmon passed={m_ok}, promtool passed={p_ok}:\n{m_out}\n--- promtool:\n{p_out}"));
-        }
-        if !want && m_out.trim() != p_out.trim() {
-            problems.push(format!(
-                "case {i}: reports differ:\n{m_out}\n--- promtool:\n{p_out}"
-            ));
+        if !want {
+            if refresh {
+                std::fs::write(recorded(&f), &out).unwrap();
+            } else if std::fs::read_to_string(recorded(&f)).unwrap_or_default() != out {
+                problems.push(format!(
+                    "{}: promtool's report is not the recorded one (MLMON_RULES_REFRESH=1 records it):\n{out}",
+                    f.display()
+                ));
+            }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n======\n"));
