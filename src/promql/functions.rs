@@ -827,3 +827,130 @@ fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
     }
     start + (end - start) * (rank / count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn series(points: &[(i64, f64)]) -> Vec<Sample> {
+        points.iter().map(|&(t, v)| Sample { t, v }).collect()
+    }
+
+    fn k(name: &str) -> Kernel {
+        window_kernel(name).unwrap()
+    }
+
+    /// A 60 s window ending at 60 s.
+    const W: (i64, i64, i64) = (0, 60_000, 60_000);
+
+    #[test]
+    fn rate_and_increase_extrapolate_to_the_window_as_prometheus() {
+        // Samples 15 s apart from 15 s: 45 s covered, extended to the
+        // window's start (one step away) and end: 3 × 60 / 45.
+        let s = series(&[(15_000, 1.0), (30_000, 2.0), (45_000, 3.0), (60_000, 4.0)]);
+        assert_eq!(k("increase")(&s, W), Some(4.0));
+        assert_eq!(k("rate")(&s, W), Some(4.0 / 60.0));
+        // A counter reset adds the value before it: (4 - 5) + 10 = 9,
+        // then extrapolated: 9 × 60 / 45.
+        let s = series(&[(15_000, 5.0), (30_000, 10.0), (45_000, 2.0), (60_000, 4.0)]);
+        assert_eq!(k("increase")(&s, W), Some(12.0));
+        assert_eq!(k("resets")(&s, W), Some(1.0));
+        // A counter is not extrapolated below zero: from 1 at a slope of 3
+        // per 15 s it reaches 0 5 s before its first sample.
+        let s = series(&[(30_000, 1.0), (45_000, 4.0), (60_000, 7.0)]);
+        let want = 6.0 * (30.0 + 5.0) / 30.0;
+        assert!((k("increase")(&s, W).unwrap() - want).abs() < 1e-12);
+        // One sample: no rate.
+        assert_eq!(k("rate")(&s[..1], W), None);
+    }
+
+    #[test]
+    fn delta_is_not_a_counter() {
+        let s = series(&[(15_000, 5.0), (30_000, 10.0), (45_000, 2.0), (60_000, 4.0)]);
+        assert_eq!(k("delta")(&s, W), Some((4.0 - 5.0) * 60.0 / 45.0));
+        assert_eq!(k("idelta")(&s, W), Some(2.0));
+        // irate over the last two samples of a counter that reset: the
+        // last value itself, per second.
+        assert_eq!(k("irate")(&s, W), Some(2.0 / 15.0));
+    }
+
+    #[test]
+    fn over_time_functions() {
+        let s = series(&[
+            (0, 2.0),
+            (15_000, 4.0),
+            (30_000, 4.0),
+            (45_000, 5.0),
+            (60_000, 7.0),
+        ]);
+        assert_eq!(k("avg_over_time")(&s, W), Some(4.4));
+        assert_eq!(k("sum_over_time")(&s, W), Some(22.0));
+        assert_eq!(k("count_over_time")(&s, W), Some(5.0));
+        assert_eq!(k("min_over_time")(&s, W), Some(2.0));
+        assert_eq!(k("max_over_time")(&s, W), Some(7.0));
+        assert_eq!(k("last_over_time")(&s, W), Some(7.0));
+        assert_eq!(k("present_over_time")(&s, W), Some(1.0));
+        assert_eq!(k("changes")(&s, W), Some(3.0));
+        // Population variance: mean 4.4, squares' mean 22 → 22 - 19.36.
+        let var = k("stdvar_over_time")(&s, W).unwrap();
+        assert!((var - 2.64).abs() < 1e-12, "{var}");
+        let sd = k("stddev_over_time")(&s, W).unwrap();
+        assert!((sd - 2.64f64.sqrt()).abs() < 1e-12, "{sd}");
+        // NaN is the largest for max, skipped unless alone.
+        let n = series(&[(0, f64::NAN), (15_000, 1.0)]);
+        assert_eq!(k("max_over_time")(&n, W), Some(1.0));
+        assert_eq!(k("min_over_time")(&n, W), Some(1.0));
+    }
+
+    #[test]
+    fn deriv_is_the_least_squares_slope() {
+        // y = 3 + 0.5 per second, exactly.
+        let s: Vec<Sample> = (0..5)
+            .map(|i| Sample {
+                t: i * 10_000,
+                v: 3.0 + 0.5 * (i * 10) as f64,
+            })
+            .collect();
+        let d = k("deriv")(&s, W).unwrap();
+        assert!((d - 0.5).abs() < 1e-12, "{d}");
+    }
+
+    #[test]
+    fn go_min_and_max_follow_go() {
+        assert_eq!(go_max(f64::INFINITY, f64::NAN), f64::INFINITY);
+        assert!(go_max(1.0, f64::NAN).is_nan());
+        assert_eq!(go_min(f64::NEG_INFINITY, f64::NAN), f64::NEG_INFINITY);
+        assert!(go_min(1.0, f64::NAN).is_nan());
+        assert!(go_max(0.0, -0.0).is_sign_positive());
+        assert!(go_min(0.0, -0.0).is_sign_negative());
+    }
+
+    proptest! {
+        /// The shortcut for windows without a drop gives what the full
+        /// kernel gives.
+        #[test]
+        fn rising_kernels_agree_with_the_full_ones(
+            steps in proptest::collection::vec((1i64..30_000, 0.0f64..100.0), 2..40),
+            start in -60_000i64..0,
+        ) {
+            let mut t = 0;
+            let mut v = 0.0;
+            let s: Vec<Sample> = steps
+                .iter()
+                .map(|&(dt, dv)| {
+                    t += dt;
+                    v += dv;
+                    Sample { t, v }
+                })
+                .collect();
+            let end = t + 1;
+            let window = (start, end, end - start);
+            for name in ["rate", "increase"] {
+                let full = window_kernel(name).unwrap()(&s, window);
+                let fast = rising_kernel(name).unwrap()(&s, window);
+                prop_assert_eq!(full, fast, "{}", name);
+            }
+        }
+    }
+}
