@@ -1,9 +1,12 @@
 //! Silences: matchers over alert labels, active between `starts_at` and
-//! `ends_at`, with who made them and why. Expired silences are kept for
-//! five days (Alertmanager's default retention), then dropped.
+//! `ends_at`, with who made them and why, kept by the notifier and changed
+//! as Alertmanager changes them. Expired silences are kept for five days
+//! (Alertmanager's default retention), then dropped.
 
 use serde::{Deserialize, Serialize};
 
+use super::store::NS_SILENCES;
+use super::Notifier;
 use crate::model::{MatchOp, Matcher, Timestamp};
 
 pub const RETENTION_MS: i64 = 5 * 86_400_000;
@@ -118,5 +121,86 @@ impl Compiled {
                 .matchers
                 .iter()
                 .all(|m| m.matches(labels.get(&m.name).map(String::as_str).unwrap_or("")))
+    }
+}
+
+/// Silences as the notifier keeps them: created, updated and expired as
+/// Alertmanager does.
+impl Notifier {
+    pub fn silences(&self) -> impl Iterator<Item = &Silence> {
+        self.silences.values().map(|c| &c.silence)
+    }
+
+    pub fn silence(&self, id: &str) -> Option<&Silence> {
+        self.silences.get(id).map(|c| &c.silence)
+    }
+
+    /// Creates a silence (empty `id`) or updates one, as Alertmanager does:
+    /// a change to an active silence's matchers or start expires it and
+    /// creates a new one. Returns the id.
+    pub fn set_silence(&mut self, mut s: Silence, now: Timestamp) -> Result<String, SilenceError> {
+        let matchers = s.validate().map_err(SilenceError::Invalid)?;
+        if s.ends_at_ms <= now {
+            return Err(SilenceError::Invalid(
+                "end time can't be in the past".into(),
+            ));
+        }
+        if !s.id.is_empty() {
+            let Some(old) = self.silences.get(&s.id).map(|c| c.silence.clone()) else {
+                return Err(SilenceError::NotFound(s.id));
+            };
+            let same_scope = old.matchers == s.matchers && old.starts_at_ms == s.starts_at_ms;
+            match old.state(now) {
+                "expired" => s.id = String::new(),
+                "active" if !same_scope => {
+                    self.expire_silence(&old.id, now)?;
+                    s.id = String::new();
+                }
+                _ => {}
+            }
+        }
+        if s.id.is_empty() {
+            s.id = crate::token::uuid_v4();
+            if s.starts_at_ms < now {
+                s.starts_at_ms = now;
+            }
+        }
+        s.updated_at_ms = now;
+        let id = s.id.clone();
+        self.write(
+            NS_SILENCES,
+            vec![(
+                id.clone().into_bytes(),
+                Some(serde_json::to_vec(&s).unwrap_or_default()),
+            )],
+        );
+        self.silences.insert(
+            id.clone(),
+            Compiled {
+                silence: s,
+                matchers,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Expires a silence now; an error if it does not exist or has
+    /// expired already.
+    pub fn expire_silence(&mut self, id: &str, now: Timestamp) -> Result<(), SilenceError> {
+        let Some(c) = self.silences.get_mut(id) else {
+            return Err(SilenceError::NotFound(id.to_string()));
+        };
+        match c.silence.state(now) {
+            "expired" => return Err(SilenceError::Expired(id.to_string())),
+            "pending" => {
+                c.silence.starts_at_ms = now;
+                c.silence.ends_at_ms = now;
+            }
+            _ => c.silence.ends_at_ms = now,
+        }
+        c.silence.updated_at_ms = now;
+        let v = serde_json::to_vec(&c.silence).unwrap_or_default();
+        self.write(NS_SILENCES, vec![(id.as_bytes().to_vec(), Some(v))]);
+        Ok(())
     }
 }
