@@ -518,7 +518,7 @@ async fn rule_loop(
             let (r, e) = (rules.clone(), ext.clone());
             let error = blocking("rule evaluation", move || {
                 let mut g = r[i].lock().unwrap_or_else(|p| p.into_inner());
-                g.eval(&storage, now, &settings.query, &e);
+                g.eval(&*storage, now, &settings.query, &e);
                 let failed: Vec<String> = g
                     .rules
                     .iter()

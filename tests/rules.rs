@@ -72,7 +72,7 @@ fn alerts_go_pending_fire_and_resolve_on_time() {
     let mut g = group();
     let t0: Timestamp = 1_800_000_000_000;
     write(&s, t0, 0.65);
-    g.eval(&s, t0, &opts, &ext);
+    g.eval(&*s, t0, &opts, &ext);
     assert_eq!(
         state(&g, "ModelAccuracyCritical"),
         Some(AlertState::Pending)
@@ -92,12 +92,12 @@ fn alerts_go_pending_fire_and_resolve_on_time() {
     assert_eq!(g.rules[2].health, "ok");
     // Still pending just before 2m, firing at 2m.
     write(&s, t0 + 2 * MIN - 1000, 0.65);
-    g.eval(&s, t0 + 2 * MIN - 1000, &opts, &ext);
+    g.eval(&*s, t0 + 2 * MIN - 1000, &opts, &ext);
     assert_eq!(
         state(&g, "ModelAccuracyCritical"),
         Some(AlertState::Pending)
     );
-    g.eval(&s, t0 + 2 * MIN, &opts, &ext);
+    g.eval(&*s, t0 + 2 * MIN, &opts, &ext);
     assert_eq!(state(&g, "ModelAccuracyCritical"), Some(AlertState::Firing));
     assert_eq!(state(&g, "ModelAccuracyDrop"), Some(AlertState::Pending));
     // ALERTS as Prometheus writes them.
@@ -114,7 +114,7 @@ fn alerts_go_pending_fire_and_resolve_on_time() {
     );
     // The model recovers: resolved, kept as inactive.
     write(&s, t0 + 3 * MIN, 0.9);
-    g.eval(&s, t0 + 3 * MIN, &opts, &ext);
+    g.eval(&*s, t0 + 3 * MIN, &opts, &ext);
     assert_eq!(
         state(&g, "ModelAccuracyCritical"),
         Some(AlertState::Inactive)
@@ -137,7 +137,7 @@ fn a_restart_keeps_the_time_already_spent_pending() {
         let mut g = group();
         for k in 0..=4 {
             write(&s, t0 + k * MIN, 0.75);
-            g.eval(&s, t0 + k * MIN, &opts, &ext);
+            g.eval(&*s, t0 + k * MIN, &opts, &ext);
         }
         assert_eq!(state(&g, "ModelAccuracyDrop"), Some(AlertState::Pending));
         s.close().unwrap();
@@ -147,11 +147,11 @@ fn a_restart_keeps_the_time_already_spent_pending() {
     let mut g = group();
     let back = t0 + 4 * MIN + 30_000;
     write(&s, back, 0.75);
-    g.eval(&s, back, &opts, &ext);
+    g.eval(&*s, back, &opts, &ext);
     assert_eq!(state(&g, "ModelAccuracyDrop"), Some(AlertState::Pending));
     // 4 of its 5 minutes were spent before: it fires a minute later, not 5.
     write(&s, back + MIN, 0.75);
-    g.eval(&s, back + MIN, &opts, &ext);
+    g.eval(&*s, back + MIN, &opts, &ext);
     assert_eq!(state(&g, "ModelAccuracyDrop"), Some(AlertState::Firing));
     s.close().unwrap();
 }
@@ -339,7 +339,7 @@ fn each_original_alert_pends_fires_and_resolves_on_time() {
         // (A rate over 5 minutes turns bad up to 5 minutes after its input.)
         while t <= fire_at + 10 * MIN {
             (c.write)(&s, t, true);
-            g.eval(&s, t, &opts, &ext);
+            g.eval(&*s, t, &opts, &ext);
             match alert(&g) {
                 Some((AlertState::Pending, _)) if seen_pending.is_none() => seen_pending = Some(t),
                 Some((AlertState::Firing, d)) => {
@@ -377,7 +377,7 @@ fn each_original_alert_pends_fires_and_resolves_on_time() {
         for _ in 0..40 {
             t += step;
             (c.write)(&s, t, false);
-            g.eval(&s, t, &opts, &ext);
+            g.eval(&*s, t, &opts, &ext);
             if alert(&g).map(|a| a.0) == Some(AlertState::Inactive) {
                 resolved = Some(t);
                 break;
@@ -463,7 +463,7 @@ fn a_template_error_shows_in_health_and_annotation_and_evaluation_goes_on() {
     .unwrap();
     let mut g = Group::new("r.yml", &file.groups[0], 15_000);
     let t: Timestamp = 1_800_000_000_000;
-    g.eval(&s, t, &QueryOptions::default(), &BTreeMap::new());
+    g.eval(&*s, t, &QueryOptions::default(), &BTreeMap::new());
     let r = &g.rules[0];
     assert_eq!(r.health, "err");
     assert!(r.last_error.contains("not a number"), "{}", r.last_error);

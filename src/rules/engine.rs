@@ -17,7 +17,7 @@ use crate::model::{
     Timestamp, METRIC_NAME,
 };
 use crate::promql::{self, QueryOptions};
-use crate::tsdb::{Querier, Storage};
+use crate::tsdb::RuleStore;
 
 /// Resolved alerts are kept (and sent as resolved) this long.
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -116,7 +116,7 @@ impl Group {
     /// Evaluates every rule at `t` and writes what they produce.
     pub fn eval(
         &mut self,
-        storage: &Storage,
+        storage: &dyn RuleStore,
         t: Timestamp,
         opts: &QueryOptions,
         external_labels: &BTreeMap<String, String>,
@@ -142,15 +142,15 @@ impl Group {
                 let e = value_at_resolution(r, storage, t, opts, external_labels);
                 (out, template_error.or(e))
             });
-            let mut app = storage.appender().lazy_sync();
+            let mut app = Vec::new();
             match produced {
                 Ok((out, template_error)) => {
                     let now: FastSet<Labels> = out.iter().map(|(l, _)| l.clone()).collect();
                     for gone in r.previous.iter().filter(|l| !now.contains(*l)) {
-                        app.append(gone.clone(), t, stale_nan());
+                        app.push((gone.clone(), t, stale_nan()));
                     }
                     for (labels, v) in out {
-                        app.append(labels, t, v);
+                        app.push((labels, t, v));
                     }
                     r.previous = now;
                     (r.health, r.last_error) = match template_error {
@@ -163,7 +163,7 @@ impl Group {
                     r.last_error = e;
                 }
             }
-            if let Err(e) = app.commit_lenient() {
+            if let Err(e) = storage.write_samples(app) {
                 r.health = "err";
                 r.last_error = format!("cannot store the rule's results: {e}");
             }
@@ -235,7 +235,7 @@ impl Group {
 /// Rules that are not a filter against a number keep their last values.
 fn value_at_resolution(
     r: &mut RuleState,
-    storage: &Storage,
+    storage: &dyn RuleStore,
     t: Timestamp,
     opts: &QueryOptions,
     external_labels: &BTreeMap<String, String>,
@@ -495,7 +495,7 @@ fn alert(
 /// The `ALERTS_FOR_STATE` series of an alerting rule from the last hour:
 /// alert labels → (active since, time of the series' last sample).
 fn restore_points(
-    storage: &Storage,
+    storage: &dyn RuleStore,
     rule: &Rule,
     t: Timestamp,
 ) -> BTreeMap<Labels, (Timestamp, Timestamp)> {

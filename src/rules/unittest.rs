@@ -188,7 +188,7 @@ fn run_group_in(
     let mut t = 0;
     while t <= max_t {
         for g in &mut groups {
-            g.eval(&storage, t, &opts, &tg.external_labels);
+            g.eval(&*storage, t, &opts, &tg.external_labels);
         }
         for (i, at) in tg.alert_rule_test.iter().enumerate() {
             let et = at.eval_time.millis();

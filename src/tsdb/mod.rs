@@ -243,6 +243,35 @@ pub struct Reduced {
     pub samples: usize,
 }
 
+/// The write side of mlmon's own producers that need no more than a batch
+/// (the rule engine): samples out of order are dropped one by one, the
+/// rest kept (`Appender::commit_lenient`); the record is synced lazily.
+pub trait SampleWriter: Send + Sync {
+    /// Appends `samples`; how many were kept and how many dropped.
+    fn write_samples(
+        &self,
+        samples: Vec<(Labels, Timestamp, f64)>,
+    ) -> Result<(usize, usize), AppendError>;
+}
+
+impl SampleWriter for Storage {
+    fn write_samples(
+        &self,
+        samples: Vec<(Labels, Timestamp, f64)>,
+    ) -> Result<(usize, usize), AppendError> {
+        let mut app = self.appender().lazy_sync();
+        for (labels, t, v) in samples {
+            app.append(labels, t, v);
+        }
+        app.commit_lenient()
+    }
+}
+
+/// What the rule engine needs of the store: reads and a batch write.
+pub trait RuleStore: Querier + SampleWriter {}
+
+impl<T: Querier + SampleWriter> RuleStore for T {}
+
 /// The read side every consumer uses.
 pub trait Querier: Send + Sync {
     /// Series matching all `matchers` with at least one sample in
