@@ -163,13 +163,8 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: name.clone(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigErrors::unreadable(&name, &e))?;
         Config::from_yaml(&text, &name, Some(path))
     }
 

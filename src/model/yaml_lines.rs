@@ -309,6 +309,17 @@ impl std::fmt::Display for ConfigError {
 #[derive(Debug, Clone)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
+impl ConfigErrors {
+    /// The file `name` could not be read.
+    pub fn unreadable(name: &str, e: &std::io::Error) -> ConfigErrors {
+        ConfigErrors(vec![ConfigError::new(
+            name,
+            None,
+            format!("cannot read: {e}"),
+        )])
+    }
+}
+
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, e) in self.0.iter().enumerate() {

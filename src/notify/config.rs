@@ -348,13 +348,8 @@ impl AmConfig {
     /// Reads and validates an Alertmanager config file.
     pub fn load(path: &Path) -> Result<AmConfig, ConfigErrors> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                &name,
-                None,
-                format!("cannot read: {e}"),
-            )])
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigErrors::unreadable(&name, &e))?;
         let base = path.parent().unwrap_or(Path::new(""));
         AmConfig::parse(&text, &name, 0, base)
     }

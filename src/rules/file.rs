@@ -58,13 +58,7 @@ pub struct CheckReport {
 /// Reads and validates one file; errors are `file:line: message`.
 pub fn load_file(path: &Path) -> Result<RuleFile, ConfigErrors> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError::new(
-            &name,
-            None,
-            format!("cannot read: {e}"),
-        )])
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::unreadable(&name, &e))?;
     parse_file(&text, &name)
 }
 
