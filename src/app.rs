@@ -100,7 +100,22 @@ async fn build(
         .map(|c| Arc::new(probe::Probe::new(c.clone())))
         .collect();
     let notify = load_notifier(config, settings, &storage).await?;
+    // Endpoints no longer configured keep no backlog.
+    let names: Vec<String> = config.remote_write.iter().map(|r| r.name.clone()).collect();
+    let s = storage.clone();
+    tokio::task::spawn_blocking(move || {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        s.release_log_holds_except(&names)
+    })
+    .await?
+    .context("cannot update the remote write positions")?;
+    let remote = config
+        .remote_write
+        .iter()
+        .map(|c| Arc::new(crate::remote::Endpoint::new(c.clone())))
+        .collect();
     Ok(Components {
+        remote: Arc::new(remote),
         targets: Arc::new(scrape::targets(&config.scrape)),
         probes: Arc::new(probes),
         rules: Arc::new(load_rules(config)?),
@@ -226,6 +241,14 @@ fn spawn_tasks(
             storage.clone(),
             p.clone(),
             metrics.clone(),
+            stop.clone(),
+        )));
+    }
+    for ep in state.remote.iter() {
+        tasks.push(tokio::spawn(crate::remote::run(
+            storage.clone(),
+            ep.clone(),
+            config.global.external_labels.clone(),
             stop.clone(),
         )));
     }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod notify;
 pub mod par;
 pub mod promql;
+pub mod remote;
 pub mod rules;
 pub mod run;
 pub mod token;

@@ -9,6 +9,7 @@
 
 mod probe;
 mod raw;
+mod remote_write;
 mod scrape;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::model::{Labels, PromDuration};
 
 pub use crate::model::{ConfigError, ConfigErrors};
 pub use probe::{JsonRule, ProbeConfig};
+pub use remote_write::{QueueConfig, RemoteWriteConfig};
 pub use scrape::{AlertmanagerTarget, ScrapeConfig, StaticTarget};
 
 /// Listen address and data locations used when neither the file nor the
@@ -47,6 +49,8 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     /// External Alertmanagers (`alerting.alertmanagers`).
     pub alertmanagers: Vec<AlertmanagerTarget>,
+    /// Where everything stored is forwarded (`remote_write`).
+    pub remote_write: Vec<RemoteWriteConfig>,
     /// The built-in notifier's Alertmanager configuration (`alertmanager:`);
     /// `None`: notifications go to the log.
     pub notifier: Option<NotifierSource>,

@@ -22,7 +22,7 @@ pub(super) struct RawConfig {
     scrape_configs: Option<Vec<super::scrape::RawScrapeConfig>>,
     // Accepted as in prometheus.yml; acted on by later versions.
     scrape_config_files: Option<Value>,
-    remote_write: Option<Value>,
+    remote_write: Option<Vec<super::remote_write::RawRemoteWrite>>,
     remote_read: Option<Value>,
     alerting: Option<super::scrape::RawAlerting>,
     tracing: Option<Value>,
@@ -232,11 +232,6 @@ impl RawConfig {
             later,
         );
         ignore(
-            "remote_write",
-            self.remote_write.as_ref().is_some_and(|s| !is_empty(s)),
-            later,
-        );
-        ignore(
             "remote_read",
             self.remote_read.as_ref().is_some_and(|s| !is_empty(s)),
             "mlmon does not read from remote storage",
@@ -306,6 +301,8 @@ impl RawConfig {
                 "must not be negative (0 turns the host collector off)",
             );
         }
+        let remote_write =
+            super::remote_write::resolve(self.remote_write.take().unwrap_or_default(), v);
         let artifacts = ArtifactsConfig {
             dir: self
                 .artifacts
@@ -360,6 +357,7 @@ impl RawConfig {
             scrape,
             probes,
             alertmanagers,
+            remote_write,
             notifier,
             ignored,
         })

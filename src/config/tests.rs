@@ -155,3 +155,32 @@ fn with_no_configuration_the_intervals_are_prometheus_defaults() {
     assert_eq!(c.global.scrape_timeout.millis(), 10_000);
     assert_eq!(c.push.interval.millis(), 15_000);
 }
+
+#[test]
+fn remote_write_loads_prometheus_keys_and_refuses_what_it_cannot_do() {
+    let yaml = "remote_write:\n  - url: https://mimir.example/api/v1/push\n    name: mimir\n    remote_timeout: 10s\n    headers: {X-Scope-OrgID: ml}\n    write_relabel_configs:\n      - source_labels: [__name__]\n        regex: 'go_.*'\n        action: drop\n    basic_auth: {username: u, password: p}\n    queue_config: {capacity: 10000, max_shards: 10, max_samples_per_send: 2000, retry_on_http_429: true, max_disk_bytes: 1048576}\n    metadata_config: {send: false}\n  - url: http://vm:8428/api/v1/write\n";
+    let c = Config::from_yaml(yaml, "m.yml", None).unwrap();
+    assert_eq!(c.remote_write.len(), 2);
+    let r = &c.remote_write[0];
+    assert_eq!(r.name, "mimir");
+    assert_eq!(r.timeout.millis(), 10_000);
+    assert_eq!(r.headers, [("X-Scope-OrgID".to_string(), "ml".to_string())]);
+    assert_eq!(r.relabel.len(), 1);
+    assert_eq!(r.queue.max_samples_per_send, 2000);
+    assert!(r.queue.retry_on_http_429);
+    assert_eq!(r.queue.max_disk_bytes, 1 << 20);
+    assert_eq!(c.remote_write[1].queue.max_samples_per_send, 500);
+    assert_eq!(c.remote_write[1].name.len(), 6);
+    assert!(c.ignored.iter().all(|i| !i.contains("remote_write")));
+
+    for (yaml, words) in [
+        ("remote_write:\n  - url: ftp://x\n", "not an http(s) URL"),
+        ("remote_write:\n  - url: http://x/w\n    metadata_config: {send: true}\n", "metadata"),
+        ("remote_write:\n  - url: http://x/w\n    headers: {Authorization: x}\n", "reserved header"),
+        ("remote_write:\n  - url: http://x/w\n    name: a\n  - url: http://y/w\n    name: a\n", "multiple remote write configs"),
+        ("remote_write:\n  - url: http://x/w\n    sigv4: {region: x}\n", "sigv4"),
+    ] {
+        let e = Config::from_yaml(yaml, "m.yml", None).unwrap_err().to_string();
+        assert!(e.contains(words) && e.starts_with("m.yml:"), "{yaml}: {e}");
+    }
+}

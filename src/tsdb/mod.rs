@@ -23,6 +23,7 @@ mod part;
 mod schema;
 mod seriesfile;
 mod store;
+mod tail;
 mod wal;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use crate::model::{Labels, Matcher, Sample, Timestamp};
 
 pub use store::{Appender, LabelDecoder, Maintenance, Storage};
+pub use tail::{Cursor, LogBatch};
 
 /// Longest time span of one chunk; chunks are keyed by their first
 /// timestamp, so a read for `[mint, maxt]` starts at `mint - CHUNK_SPAN`.

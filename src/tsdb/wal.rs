@@ -216,7 +216,7 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 
 /// Segments in `dir`, oldest first, as (first seq, path). Other files are
 /// left alone.
-fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+pub(super) fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -374,32 +374,38 @@ pub(super) fn remove_before(dir: &Path, first_seq: u64) -> io::Result<u64> {
     Ok(freed)
 }
 
+/// The record framed at the start of `data`, if it is whole and checks:
+/// its sequence number, payload and size with the frame.
+pub(super) fn frame(data: &[u8]) -> Option<(u64, &[u8], usize)> {
+    let frame = data.get(..FRAME_BYTES)?;
+    let len = u32::from_le_bytes(frame[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(frame[4..8].try_into().ok()?);
+    let seq_bytes = &frame[8..16];
+    if len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let payload = data.get(FRAME_BYTES..FRAME_BYTES + len)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(seq_bytes);
+    h.update(payload);
+    if h.finalize() != crc {
+        return None;
+    }
+    let seq = u64::from_le_bytes(seq_bytes.try_into().ok()?);
+    Some((seq, payload, FRAME_BYTES + len))
+}
+
 /// Reads framed records from `data` into `out`; returns how many bytes
 /// were intact.
 fn read_records(segment: u64, data: &[u8], out: &mut Vec<Record>) -> usize {
     let mut pos = 0;
-    while let Some(frame) = data.get(pos..pos + FRAME_BYTES) {
-        let len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
-        let seq_bytes = &frame[8..16];
-        if len > MAX_RECORD_BYTES {
-            break;
-        }
-        let Some(payload) = data.get(pos + FRAME_BYTES..pos + FRAME_BYTES + len) else {
-            break;
-        };
-        let mut h = crc32fast::Hasher::new();
-        h.update(seq_bytes);
-        h.update(payload);
-        if h.finalize() != crc {
-            break;
-        }
+    while let Some((seq, payload, size)) = frame(&data[pos..]) {
         out.push(Record {
             segment,
-            seq: u64::from_le_bytes(seq_bytes.try_into().expect("8 bytes")),
+            seq,
             payload: payload.to_vec(),
         });
-        pos += FRAME_BYTES + len;
+        pos += size;
     }
     pos
 }

@@ -148,7 +148,18 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
             );
         latency_sum = latency_sum.sample(&labels, v[4]);
     }
-    vec![
+    let mut remote = Vec::new();
+    for (name, help, counter, samples) in crate::remote::metrics(&state.remote, &state.storage) {
+        let mut f = Fam::new(name, if counter { Counter } else { Gauge }, help);
+        for (remote_name, url, v) in samples {
+            f = f.sample(
+                &[("remote_name", remote_name.as_str()), ("url", url.as_str())],
+                v,
+            );
+        }
+        remote.push(f);
+    }
+    let mut families = vec![
         runs,
         errors,
         took,
@@ -302,10 +313,9 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
             "Maximum number of open file descriptors.",
         )
         .value(p.max_fds),
-    ]
-    .into_iter()
-    .map(|f| f.0)
-    .collect()
+    ];
+    families.extend(remote);
+    families.into_iter().map(|f| f.0).collect()
 }
 
 /// Names and types of mlmon's own families; pushes may not redefine them.

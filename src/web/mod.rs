@@ -52,6 +52,8 @@ pub struct AppState {
     pub notify: Arc<crate::notify::Shared>,
     /// Where `POST /-/reload` asks for a reload (`None`: not served).
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    /// `remote_write` endpoints.
+    pub remote: Arc<Vec<Arc<crate::remote::Endpoint>>>,
     pub settings: Arc<WebSettings>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
@@ -128,6 +130,7 @@ pub struct Components {
     pub rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
     pub notify: Arc<crate::notify::Shared>,
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    pub remote: Arc<Vec<Arc<crate::remote::Endpoint>>>,
 }
 
 impl Components {
@@ -149,6 +152,7 @@ impl Components {
             rules: Arc::default(),
             notify: Arc::new(crate::notify::Shared::new(notifier)),
             reload: None,
+            remote: Arc::default(),
         }
     }
 }
@@ -169,6 +173,7 @@ impl AppState {
             rules: c.rules,
             notify: c.notify,
             reload: c.reload,
+            remote: c.remote,
             settings: Arc::new(settings),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),

@@ -245,9 +245,13 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(config: &str, extra_args: &[&str]) -> Prometheus {
+        Prometheus::start_on(free_port(), config, extra_args)
+    }
+
+    /// [`Prometheus::start`] listening on `port`.
+    pub fn start_on(port: u16, config: &str, extra_args: &[&str]) -> Prometheus {
         let prometheus = require("prometheus");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let cfg = write_file(dir.path(), "prometheus.yml", config);
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let mut child = Command::new(prometheus)

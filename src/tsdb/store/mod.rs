@@ -30,6 +30,7 @@ use super::{
 use crate::model::{Labels, Matcher, Sample, Timestamp, METRIC_NAME};
 
 mod append;
+mod holds;
 mod kv;
 mod maintain;
 mod open;
@@ -66,6 +67,8 @@ pub struct Storage {
     writer: Mutex<()>,
     failed: AtomicBool,
     counters: Counters,
+    /// Log readers' positions and budgets (`holds`).
+    holds: Mutex<std::collections::BTreeMap<String, holds::Hold>>,
 }
 
 #[derive(Default)]

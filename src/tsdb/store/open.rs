@@ -100,8 +100,11 @@ impl Storage {
             writer: Mutex::new(()),
             failed: AtomicBool::new(false),
             counters: Counters::default(),
+            holds: Mutex::default(),
         };
         let (loaded, wal) = storage.load()?;
+        // Readers' positions hold their segments from the first deletion on.
+        storage.load_holds()?;
         let (tx, rx) = mpsc::channel();
         let shared = storage.shared.clone();
         let handle = std::thread::Builder::new()
@@ -395,6 +398,7 @@ impl Storage {
 
     /// Deletes log segments older than the one started at `first_seq`.
     pub(super) fn remove_segments_before(&self, first_seq: u64) -> Result<(), StorageError> {
+        let first_seq = self.keep_segments_from(first_seq);
         let freed = super::wal::remove_before(&self.wal_dir, first_seq)
             .map_err(|e| StorageError::from_io("cannot delete write-ahead log segments", &e))?;
         let w = &self.shared.wal_bytes;

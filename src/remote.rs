@@ -1,0 +1,406 @@
+//! Remote write out: everything the store takes (remote write in, pushes,
+//! scrapes, collectors, recording rules, `ALERTS`) is forwarded to each
+//! `remote_write` endpoint with Prometheus remote write 1.0.
+//!
+//! Each endpoint reads the store's write-ahead log behind the committer
+//! (`Storage::read_log`) from its own position, which the store keeps in
+//! the data file and moves only once the receiver acknowledged what came
+//! before it; the log's segments stay until every endpoint is past them,
+//! up to the endpoint's disk budget (`queue_config.max_disk_bytes`), past
+//! which the oldest unsent data is dropped and counted. So a restart, a
+//! kill -9 or an outage shorter than the budget loses nothing: the
+//! endpoint goes on from its position (a batch sent but not yet recorded
+//! as sent is sent again; receivers take a repeated sample).
+//!
+//! One sender per endpoint keeps every series' samples in order (receivers
+//! refuse out-of-order samples). Network errors and 5xx are retried with
+//! backoff (`min_backoff` doubling to `max_backoff`), 429 too when
+//! `retry_on_http_429` is set (honouring `Retry-After`); other answers
+//! drop the batch and count it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::RemoteWriteConfig;
+use crate::model::{relabel, Labels, Sample, Timestamp};
+use crate::tsdb::{Cursor, Storage};
+
+/// How often an endpoint's position is written when it moves.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// How long an endpoint waits for new records when it has read them all.
+const POLL: Duration = Duration::from_millis(250);
+
+/// One endpoint and its counters.
+pub struct Endpoint {
+    pub config: RemoteWriteConfig,
+    pub sent: AtomicU64,
+    /// Dropped by the receiver's refusal (4xx, or 429 without retries).
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    /// Dropped for `sample_age_limit`, or because their series was gone.
+    pub dropped: AtomicU64,
+    /// The newest sample timestamp acknowledged (ms).
+    pub highest_sent_ms: AtomicU64,
+    pub last_error: Mutex<String>,
+}
+
+impl Endpoint {
+    pub fn new(config: RemoteWriteConfig) -> Endpoint {
+        Endpoint {
+            config,
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            highest_sent_ms: AtomicU64::new(0),
+            last_error: Mutex::new(String::new()),
+        }
+    }
+
+    fn error(&self, e: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+    }
+}
+
+/// How one send ended.
+enum Sent {
+    Ok,
+    /// Worth trying again (after this long, if the receiver said).
+    Retry(String, Option<Duration>),
+    /// Refused: the batch is dropped.
+    Refused(String),
+}
+
+/// Forwards the log to `ep` until `stop`.
+pub async fn run(
+    storage: Arc<Storage>,
+    ep: Arc<Endpoint>,
+    external_labels: Labels,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = ep.config.name.clone();
+    let budget = ep.config.queue.max_disk_bytes;
+    let registered = {
+        let (s, n) = (storage.clone(), name.clone());
+        tokio::task::spawn_blocking(move || s.hold_log(&n, budget)).await
+    };
+    let mut acked = match registered {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::error!(message = "Remote write cannot start", remote_name = %name, error = %e);
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut cursor = Cursor::default();
+    let mut written = acked;
+    let mut last_write = Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let read = {
+            let s = storage.clone();
+            let max = ep
+                .config
+                .queue
+                .capacity
+                .max(ep.config.queue.max_samples_per_send);
+            let mut c = std::mem::take(&mut cursor);
+            tokio::task::spawn_blocking(move || {
+                let r = s.read_log(&mut c, acked, max);
+                (c, r)
+            })
+            .await
+        };
+        let batch = match read {
+            Ok((c, Ok(b))) => {
+                cursor = c;
+                b
+            }
+            Ok((c, Err(e))) => {
+                cursor = c;
+                ep.error(&e.to_string());
+                tracing::warn!(message = "Remote write cannot read the log", remote_name = %name, error = %e);
+                if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+            Err(_) => break,
+        };
+        if batch.last_seq == 0 {
+            if written != acked && last_write.elapsed() >= PERSIST_EVERY {
+                written = persist(&storage, &name, acked).await.unwrap_or(written);
+                last_write = Instant::now();
+            }
+            if sleep_or_stop(POLL, &mut stop).await {
+                break;
+            }
+            continue;
+        }
+        ep.dropped
+            .fetch_add(batch.unknown as u64, Ordering::Relaxed);
+        let series = prepare(&ep, batch.samples, &external_labels);
+        if !send_all(&ep, series, &mut stop).await {
+            break;
+        }
+        acked = batch.last_seq;
+        if last_write.elapsed() >= PERSIST_EVERY {
+            written = persist(&storage, &name, acked).await.unwrap_or(written);
+            last_write = Instant::now();
+        }
+    }
+    if written != acked {
+        let _ = persist(&storage, &name, acked).await;
+    }
+}
+
+/// Writes the endpoint's position; the position written, if it was.
+async fn persist(storage: &Arc<Storage>, name: &str, acked: u64) -> Option<u64> {
+    let (s, n) = (storage.clone(), name.to_string());
+    match tokio::task::spawn_blocking(move || s.log_acked(&n, acked)).await {
+        Ok(Ok(())) => Some(acked),
+        Ok(Err(e)) => {
+            tracing::warn!(message = "Remote write position not stored", remote_name = %name, error = %e);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// `true` if `stop` came first.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// The samples as the receiver gets them: relabelled by
+/// `write_relabel_configs`, external labels added where a series has no
+/// label of that name, samples older than `sample_age_limit` dropped;
+/// grouped by series in log order.
+fn prepare(
+    ep: &Endpoint,
+    samples: Vec<(Labels, Sample)>,
+    external: &Labels,
+) -> Vec<(Labels, Vec<Sample>)> {
+    let limit = ep.config.queue.sample_age_limit.millis();
+    let oldest = (limit > 0).then(|| crate::model::now_ms() - limit);
+    let mut out: Vec<(Labels, Vec<Sample>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut relabelled: HashMap<Labels, Option<Labels>> = HashMap::new();
+    for (labels, s) in samples {
+        if oldest.is_some_and(|o| s.t < o) {
+            ep.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let target = relabelled
+            .entry(labels.clone())
+            .or_insert_with(|| {
+                let mut l = labels;
+                for (n, v) in external.iter() {
+                    if l.get(n).is_none() {
+                        l = l.with(n, v);
+                    }
+                }
+                if ep.config.relabel.is_empty() {
+                    Some(l)
+                } else {
+                    relabel(&l, &ep.config.relabel)
+                }
+            })
+            .clone();
+        let Some(target) = target else {
+            continue;
+        };
+        match index.get(&target) {
+            Some(&i) => out[i].1.push(s),
+            None => {
+                index.insert(target.clone(), out.len());
+                out.push((target, vec![s]));
+            }
+        }
+    }
+    out
+}
+
+/// Sends `series` in requests of at most `max_samples_per_send` samples,
+/// each retried until it is acknowledged or refused; `false` if `stop`
+/// came first.
+async fn send_all(
+    ep: &Endpoint,
+    series: Vec<(Labels, Vec<Sample>)>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let q = &ep.config.queue;
+    let max = q.max_samples_per_send;
+    let mut request: Vec<(Labels, Vec<Sample>)> = Vec::new();
+    let mut n = 0;
+    let mut chunks = Vec::new();
+    for (labels, samples) in series {
+        for part in samples.chunks(max) {
+            if n + part.len() > max && n > 0 {
+                chunks.push(std::mem::take(&mut request));
+                n = 0;
+            }
+            n += part.len();
+            request.push((labels.clone(), part.to_vec()));
+        }
+    }
+    if n > 0 {
+        chunks.push(request);
+    }
+    for chunk in chunks {
+        let count = chunk.iter().map(|(_, s)| s.len()).sum::<usize>() as u64;
+        let newest = chunk
+            .iter()
+            .filter_map(|(_, s)| s.last())
+            .map(|s| s.t)
+            .max()
+            .unwrap_or(0);
+        let body = crate::ingest::remote_write::encode(&chunk);
+        let mut backoff = q.min_backoff.std();
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            match post(ep, &body).await {
+                Sent::Ok => {
+                    ep.sent.fetch_add(count, Ordering::Relaxed);
+                    ep.highest_sent_ms
+                        .fetch_max(newest.max(0) as u64, Ordering::Relaxed);
+                    break;
+                }
+                Sent::Refused(e) => {
+                    ep.failed.fetch_add(count, Ordering::Relaxed);
+                    ep.error(&e);
+                    tracing::warn!(message = "Remote write batch refused, dropped", remote_name = %ep.config.name, samples = count, error = %e);
+                    break;
+                }
+                Sent::Retry(e, after) => {
+                    ep.retried.fetch_add(count, Ordering::Relaxed);
+                    ep.error(&e);
+                    tracing::debug!(message = "Remote write failed, retrying", remote_name = %ep.config.name, error = %e);
+                    let wait = after.unwrap_or(backoff);
+                    if sleep_or_stop(wait, stop).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(q.max_backoff.std());
+                }
+            }
+        }
+    }
+    true
+}
+
+async fn post(ep: &Endpoint, body: &[u8]) -> Sent {
+    let c = &ep.config;
+    let timeout = c.timeout.std();
+    let client = match crate::http::client(&c.http) {
+        Ok(cl) => cl,
+        Err(e) => return Sent::Retry(e, None),
+    };
+    let mut req = client
+        .post(&c.url)
+        .timeout(timeout)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    for (k, v) in &c.headers {
+        req = req.header(k, v);
+    }
+    let req = match c.http.authorize(req.body(body.to_vec())) {
+        Ok(r) => r,
+        Err(e) => return Sent::Retry(e, None),
+    };
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Sent::Retry(crate::http::describe(&e, timeout), None),
+    };
+    let status = resp.status();
+    if status.is_success() {
+        return Sent::Ok;
+    }
+    let after = resp
+        .headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = resp.text().await.unwrap_or_default();
+    let e = format!(
+        "{} answered HTTP {}: {}",
+        c.url,
+        status.as_u16(),
+        text.trim().chars().take(200).collect::<String>()
+    );
+    if status.is_server_error() || (status.as_u16() == 429 && c.queue.retry_on_http_429) {
+        Sent::Retry(e, after)
+    } else {
+        Sent::Refused(e)
+    }
+}
+
+/// One metric family of the endpoints: name, help, whether a counter, and
+/// per endpoint `(remote_name, url, value)`.
+pub type Family = (&'static str, &'static str, bool, Vec<(String, String, f64)>);
+
+/// The endpoints' metrics for `/metrics`, labelled `remote_name` and `url`.
+pub fn metrics(endpoints: &[Arc<Endpoint>], storage: &Storage) -> Vec<Family> {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let per = |f: &dyn Fn(&Endpoint) -> f64| -> Vec<(String, String, f64)> {
+        endpoints
+            .iter()
+            .map(|e| (e.config.name.clone(), e.config.url.clone(), f(e)))
+            .collect()
+    };
+    vec![
+        (
+            "mlmon_remote_write_samples_sent_total",
+            "Samples the receiver acknowledged.",
+            true,
+            per(&|e| load(&e.sent)),
+        ),
+        (
+            "mlmon_remote_write_samples_failed_total",
+            "Samples in batches the receiver refused (4xx), dropped.",
+            true,
+            per(&|e| load(&e.failed)),
+        ),
+        (
+            "mlmon_remote_write_samples_retried_total",
+            "Samples in sends that failed and were tried again.",
+            true,
+            per(&|e| load(&e.retried)),
+        ),
+        (
+            "mlmon_remote_write_samples_dropped_total",
+            "Samples not sent: older than sample_age_limit, series gone, or past the disk budget.",
+            true,
+            per(&|e| load(&e.dropped) + storage.log_dropped(&e.config.name) as f64),
+        ),
+        (
+            "mlmon_remote_write_backlog_bytes",
+            "Log bytes kept for the endpoint (its backlog).",
+            false,
+            per(&|e| storage.log_backlog_bytes(&e.config.name) as f64),
+        ),
+        (
+            "mlmon_remote_write_highest_sent_timestamp_seconds",
+            "The newest sample timestamp the receiver acknowledged.",
+            false,
+            per(&|e| load(&e.highest_sent_ms) / 1000.0),
+        ),
+    ]
+}
+
+/// The newest timestamp acknowledged, for tests and the status page.
+pub fn highest_sent(ep: &Endpoint) -> Timestamp {
+    ep.highest_sent_ms.load(Ordering::Relaxed) as Timestamp
+}
