@@ -175,12 +175,26 @@ fn remote_write_loads_prometheus_keys_and_refuses_what_it_cannot_do() {
 
     for (yaml, words) in [
         ("remote_write:\n  - url: ftp://x\n", "not an http(s) URL"),
-        ("remote_write:\n  - url: http://x/w\n    metadata_config: {send: true}\n", "metadata"),
-        ("remote_write:\n  - url: http://x/w\n    headers: {Authorization: x}\n", "reserved header"),
-        ("remote_write:\n  - url: http://x/w\n    name: a\n  - url: http://y/w\n    name: a\n", "multiple remote write configs"),
-        ("remote_write:\n  - url: http://x/w\n    sigv4: {region: x}\n", "sigv4"),
+        (
+            "remote_write:\n  - url: http://x/w\n    metadata_config: {send: true}\n",
+            "metadata",
+        ),
+        (
+            "remote_write:\n  - url: http://x/w\n    headers: {Authorization: x}\n",
+            "reserved header",
+        ),
+        (
+            "remote_write:\n  - url: http://x/w\n    name: a\n  - url: http://y/w\n    name: a\n",
+            "multiple remote write configs",
+        ),
+        (
+            "remote_write:\n  - url: http://x/w\n    sigv4: {region: x}\n",
+            "sigv4",
+        ),
     ] {
-        let e = Config::from_yaml(yaml, "m.yml", None).unwrap_err().to_string();
+        let e = Config::from_yaml(yaml, "m.yml", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(words) && e.starts_with("m.yml:"), "{yaml}: {e}");
     }
 }
