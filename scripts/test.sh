@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs mlmon's whole test suite. Installs what the tests drive for real when
 # it is missing (Debian: prometheus with promtool, prometheus-node-exporter,
-# prometheus-alertmanager, chromium, openssl; PyPI: prometheus_client, aiosmtpd for the email tests),
+# prometheus-alertmanager, victoria-metrics, chromium, openssl; PyPI: prometheus_client, aiosmtpd for the email tests),
 # then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,9 @@ if ! command -v prometheus-alertmanager >/dev/null; then
 fi
 if ! command -v chromium >/dev/null; then
   debs="$debs chromium fonts-dejavu-core"  # the dashboard's browser tests
+fi
+if ! command -v victoria-metrics >/dev/null; then
+  debs="$debs victoria-metrics"           # a remote write receiver (and vmagent)
 fi
 if ! command -v openssl >/dev/null; then
   debs="$debs openssl"                    # certificates for the https tests

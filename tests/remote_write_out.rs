@@ -166,3 +166,131 @@ fn a_refused_batch_is_dropped_and_counted() {
     assert_eq!(statuses.first(), Some(&400), "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 1);
 }
+
+/// A receiver in front of `target` that answers `script`'s statuses to the
+/// first requests (429 with `Retry-After: 1`) and forwards the others.
+fn faulty_proxy(target: String, script: Vec<u16>) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = std::sync::Arc::new(std::sync::Mutex::new(script));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let (script, target) = (script.clone(), target.clone());
+            std::thread::spawn(move || loop {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let scripted = {
+                    let mut s = script.lock().unwrap();
+                    (!s.is_empty()).then(|| s.remove(0))
+                };
+                let status = match scripted {
+                    Some(s) => s,
+                    None => client()
+                        .post(&target)
+                        .header("Content-Encoding", "snappy")
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .body(body)
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(502),
+                };
+                let extra = if status == 429 {
+                    "Retry-After: 1\r\n"
+                } else {
+                    ""
+                };
+                let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{extra}\r\n");
+                if conn.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn answers_500_and_429_are_retried_until_everything_arrives() {
+    if !common::have(&["prometheus"]) {
+        return;
+    }
+    let prom = Prometheus::start(PROM, &["--web.enable-remote-write-receiver"]);
+    let proxy = faulty_proxy(
+        format!("{}/api/v1/write", prom.base),
+        vec![500, 503, 500, 429, 429],
+    );
+    let m = Mlmon::start(Some(&format!(
+        "host: {{interval: 0s}}\nartifacts: {{interval: 0s}}\nremote_write:\n  - url: http://127.0.0.1:{proxy}/api/v1/write\n    name: flaky\n    queue_config: {{min_backoff: 50ms, max_backoff: 400ms, retry_on_http_429: true}}\n"
+    )));
+    let c = client();
+    remote_write(&c, &m.url("/api/v1/write"), &data("flaky", 20, 60));
+    wait_same(&m, &prom.base, "flaky", Duration::from_secs(40));
+    let text = c.get(m.url("/metrics")).send().unwrap().text().unwrap();
+    let retried = text
+        .lines()
+        .find(|l| l.starts_with("mlmon_remote_write_samples_retried_total{remote_name=\"flaky\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(retried > 0.0, "{text}");
+}
+
+#[test]
+fn victoria_metrics_receives_the_same_samples() {
+    if !common::have(&["victoria-metrics"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("vm.log")).unwrap();
+    let child = std::process::Command::new(require("victoria-metrics"))
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.path().join("vm").display()
+        ))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let mut vm = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(
+        &format!("{base}/health"),
+        Duration::from_secs(30),
+        &mut vm.0,
+    );
+    let m = Mlmon::start(Some(&format!(
+        "host: {{interval: 0s}}\nartifacts: {{interval: 0s}}\nremote_write:\n  - url: {base}/api/v1/write\n    name: vm\n"
+    )));
+    let c = client();
+    remote_write(&c, &m.url("/api/v1/write"), &data("vm", 30, 60));
+    wait_same(&m, &base, "vm", Duration::from_secs(60));
+}

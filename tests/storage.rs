@@ -522,3 +522,76 @@ fn series_files_are_rewritten_and_deletions_survive_a_restart() {
     assert_eq!(all(&s, "new")[0].1.len(), 1);
     s.close().unwrap();
 }
+
+/// Everything in a log read by a reader, as (name, t, v).
+fn read_all_log(s: &Storage, after: u64) -> (Vec<(String, i64, f64)>, u64) {
+    let mut cursor = mlmon::tsdb::Cursor::default();
+    let (mut out, mut last) = (Vec::new(), after);
+    loop {
+        let b = s.read_log(&mut cursor, last, 1000).unwrap();
+        if b.last_seq == 0 {
+            return (out, last);
+        }
+        for (l, x) in b.samples {
+            out.push((l.metric_name().unwrap_or("").to_string(), x.t, x.v));
+        }
+        last = b.last_seq;
+    }
+}
+
+#[test]
+fn a_log_reader_keeps_its_segments_through_checkpoints_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).unwrap();
+    let start = s.hold_log("r", u64::MAX).unwrap();
+    write(&s, "a", "j", 0..10);
+    s.checkpoint().unwrap();
+    write(&s, "b", "j", 0..10);
+    s.checkpoint().unwrap();
+    // Nothing acknowledged: both records are still there to read.
+    let (got, last) = read_all_log(&s, start);
+    assert_eq!(got.len(), 20, "{got:?}");
+    assert_eq!(got[0], ("a".to_string(), 0, 0.0));
+    // A restart keeps the position and the segments.
+    s.close().unwrap();
+    drop(s);
+    let s = Storage::open(opts(dir.path())).unwrap();
+    assert_eq!(s.hold_log("r", u64::MAX).unwrap(), start);
+    assert_eq!(read_all_log(&s, start).0.len(), 20);
+    // Acknowledged: the next checkpoint lets the old segments go, and the
+    // reader goes on with what comes next.
+    s.log_acked("r", last).unwrap();
+    write(&s, "c", "j", 0..5);
+    s.checkpoint().unwrap();
+    let (got, _) = read_all_log(&s, last);
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["c"; 5]
+    );
+    // A reader no longer configured holds nothing.
+    s.release_log_holds_except(&[]).unwrap();
+    s.checkpoint().unwrap();
+    assert_eq!(s.log_backlog_bytes("r"), 0);
+}
+
+#[test]
+fn a_backlog_past_its_budget_drops_the_oldest_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).unwrap();
+    let start = s.hold_log("r", 2_000).unwrap();
+    for i in 0..20 {
+        write(&s, &format!("m{i}"), "j", 0..50);
+        s.checkpoint().unwrap();
+    }
+    assert!(
+        s.log_backlog_bytes("r") <= 2_000 + 4_096,
+        "{}",
+        s.log_backlog_bytes("r")
+    );
+    let dropped = s.log_dropped("r");
+    assert!(dropped > 0);
+    let (got, _) = read_all_log(&s, start);
+    // What was dropped plus what is left is everything, the newest kept.
+    assert_eq!(got.len() as u64 + dropped, 20 * 50);
+    assert_eq!(got.last().unwrap().0, "m19");
+}
