@@ -124,15 +124,19 @@ pub(super) fn read(
         if out.samples.len() >= max_samples {
             break;
         }
-        // At the end of this segment: go on with the next one if there is
-        // one (this one is complete then), else wait for more.
+        // At the end of what this segment holds: go on with the next one if
+        // there is one (the committer writes only to the newest, so this
+        // one is complete, and a record that does not check ends it, as
+        // replay decides), else wait for more.
         match segments.iter().find(|(s, _)| *s > current) {
-            Some((next, _)) if cursor.offset >= len => {
+            Some((next, _)) => {
                 cursor.segment = Some(*next);
                 cursor.offset = 0;
                 cursor.prev = Prev::default();
+                // Series defined before are in the index by now.
+                cursor.defined = FastMap::default();
             }
-            _ => break,
+            None => break,
         }
     }
     Ok(out)
