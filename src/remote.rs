@@ -18,7 +18,6 @@
 //! `retry_on_http_429` is set (honouring `Retry-After`); other answers
 //! drop the batch and count it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,7 +144,7 @@ pub async fn run(
         }
         ep.dropped
             .fetch_add(batch.unknown as u64, Ordering::Relaxed);
-        let series = prepare(&ep, batch.samples, &external_labels);
+        let series = prepare(&ep, batch.series, &external_labels);
         if !send_all(&ep, series, &mut stop).await {
             break;
         }
@@ -181,50 +180,36 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// The samples as the receiver gets them: relabelled by
-/// `write_relabel_configs`, external labels added where a series has no
-/// label of that name, samples older than `sample_age_limit` dropped;
-/// grouped by series in log order.
+/// The series as the receiver gets them: relabelled by
+/// `write_relabel_configs` (once per series), external labels added where
+/// a series has no label of that name, samples older than
+/// `sample_age_limit` dropped.
 fn prepare(
     ep: &Endpoint,
-    samples: Vec<(Labels, Sample)>,
+    series: Vec<(Arc<Labels>, Vec<Sample>)>,
     external: &Labels,
 ) -> Vec<(Labels, Vec<Sample>)> {
     let limit = ep.config.queue.sample_age_limit.millis();
     let oldest = (limit > 0).then(|| crate::model::now_ms() - limit);
-    let mut out: Vec<(Labels, Vec<Sample>)> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut relabelled: HashMap<Labels, Option<Labels>> = HashMap::new();
-    for (labels, s) in samples {
-        if oldest.is_some_and(|o| s.t < o) {
-            ep.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let target = relabelled
-            .entry(labels.clone())
-            .or_insert_with(|| {
-                let mut l = labels;
-                for (n, v) in external.iter() {
-                    if l.get(n).is_none() {
-                        l = l.with(n, v);
-                    }
-                }
-                if ep.config.relabel.is_empty() {
-                    Some(l)
-                } else {
-                    relabel(&l, &ep.config.relabel)
-                }
-            })
-            .clone();
-        let Some(target) = target else {
-            continue;
-        };
-        match index.get(&target) {
-            Some(&i) => out[i].1.push(s),
-            None => {
-                index.insert(target.clone(), out.len());
-                out.push((target, vec![s]));
+    let mut out = Vec::with_capacity(series.len());
+    for (labels, mut samples) in series {
+        if let Some(o) = oldest {
+            let before = samples.len();
+            samples.retain(|s| s.t >= o);
+            ep.dropped
+                .fetch_add((before - samples.len()) as u64, Ordering::Relaxed);
+            if samples.is_empty() {
+                continue;
             }
+        }
+        let mut l = (*labels).clone();
+        for (n, v) in external.iter() {
+            if l.get(n).is_none() {
+                l = l.with(n, v);
+            }
+        }
+        if let Some(l) = relabel(&l, &ep.config.relabel) {
+            out.push((l, samples));
         }
     }
     out

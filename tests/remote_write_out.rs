@@ -294,3 +294,39 @@ fn victoria_metrics_receives_the_same_samples() {
     remote_write(&c, &m.url("/api/v1/write"), &data("vm", 30, 60));
     wait_same(&m, &base, "vm", Duration::from_secs(60));
 }
+
+/// A restart that changes an endpoint's `write_relabel_configs` keeps its
+/// position: what was stored during the outage goes out relabelled the new
+/// way, nothing missing.
+#[test]
+fn a_restart_with_new_relabelling_keeps_the_position() {
+    if !common::have(&["prometheus"]) {
+        return;
+    }
+    let port = free_port();
+    let m = Mlmon::start(Some(&config(port)));
+    let c = client();
+    remote_write(&c, &m.url("/api/v1/write"), &data("relabel", 10, 30));
+    std::thread::sleep(Duration::from_secs(1));
+    let dir = m.terminate_keeping_dir();
+    let relabelled = format!(
+        "{}    write_relabel_configs:\n      - target_label: via\n        replacement: new\n",
+        config(port)
+    );
+    let m = Mlmon::start_in(dir, Some(relabelled));
+    let prom = Prometheus::start_on(port, PROM, &["--web.enable-remote-write-receiver"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let got = raw(&c, &prom.base, "relabel");
+        let samples: usize = got.iter().map(|s| s.1.len()).sum();
+        if samples == 300 {
+            assert!(
+                got.iter().all(|s| s.0.contains("\"via\":\"new\"")),
+                "{got:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{samples} of 300\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -532,8 +532,10 @@ fn read_all_log(s: &Storage, after: u64) -> (Vec<(String, i64, f64)>, u64) {
         if b.last_seq == 0 {
             return (out, last);
         }
-        for (l, x) in b.samples {
-            out.push((l.metric_name().unwrap_or("").to_string(), x.t, x.v));
+        for (l, samples) in b.series {
+            for x in samples {
+                out.push((l.metric_name().unwrap_or("").to_string(), x.t, x.v));
+            }
         }
         last = b.last_seq;
     }

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::index::FastMap;
 use super::wal::{self, Prev};
@@ -28,13 +29,16 @@ pub struct Cursor {
     /// The segment's value references, for decoding.
     prev: Prev,
     /// Series defined in the records read, by id.
-    defined: FastMap<u64, Labels>,
+    defined: FastMap<u64, Arc<Labels>>,
 }
 
 /// Records read from the log.
 #[derive(Debug, Default)]
 pub struct LogBatch {
-    pub samples: Vec<(Labels, Sample)>,
+    /// Per series (in the order first met), its samples in log order.
+    pub series: Vec<(Arc<Labels>, Vec<Sample>)>,
+    /// Samples in `series`.
+    pub samples: usize,
     /// The sequence number of the last record in the batch (0: none).
     pub last_seq: u64,
     /// Samples of series whose labels are no longer known (deleted by
@@ -50,10 +54,12 @@ pub(super) fn read(
     cursor: &mut Cursor,
     after: u64,
     max_samples: usize,
-    labels: &dyn Fn(u64) -> Option<Labels>,
+    labels: &dyn Fn(u64) -> Option<Arc<Labels>>,
 ) -> std::io::Result<LogBatch> {
     let segments = wal::segments(dir)?;
     let mut out = LogBatch::default();
+    // Where each series is in `out.series`.
+    let mut at: FastMap<u64, usize> = FastMap::default();
     // The segment holding `after + 1`: the last one starting at or before it.
     let want = segments
         .iter()
@@ -83,14 +89,14 @@ pub(super) fn read(
         file.read_exact_at(&mut data, cursor.offset)?;
         let mut pos = 0;
         while let Some((seq, payload, size)) = wal::frame(&data[pos..]) {
-            let mut defs: Vec<(u64, Labels)> = Vec::new();
+            let mut defs: Vec<(u64, Arc<Labels>)> = Vec::new();
             let mut samples: Vec<(u64, Sample)> = Vec::new();
             let ok = wal::decode(
                 payload,
                 &mut cursor.prev,
                 |id, l| {
                     if let Some(l) = Labels::decode(l) {
-                        defs.push((id, l));
+                        defs.push((id, Arc::new(l)));
                     }
                 },
                 |id, s| samples.push((id, s)),
@@ -109,19 +115,27 @@ pub(super) fn read(
                 continue;
             }
             for (id, s) in samples {
-                let l = cursor.defined.get(&id).cloned().or_else(|| labels(id));
-                match l {
-                    Some(l) => out.samples.push((l, s)),
+                if let Some(&i) = at.get(&id) {
+                    out.series[i].1.push(s);
+                    out.samples += 1;
+                    continue;
+                }
+                match cursor.defined.get(&id).cloned().or_else(|| labels(id)) {
+                    Some(l) => {
+                        at.insert(id, out.series.len());
+                        out.series.push((l, vec![s]));
+                        out.samples += 1;
+                    }
                     None => out.unknown += 1,
                 }
             }
             out.last_seq = seq;
-            if out.samples.len() >= max_samples {
+            if out.samples >= max_samples {
                 break;
             }
         }
         cursor.offset += pos as u64;
-        if out.samples.len() >= max_samples {
+        if out.samples >= max_samples {
             break;
         }
         // At the end of what this segment holds: go on with the next one if

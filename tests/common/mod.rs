@@ -208,6 +208,13 @@ impl Mlmon {
         self.child.wait().unwrap()
     }
 
+    /// Stops with SIGTERM and hands over the directory (its data), to
+    /// start again with another configuration.
+    pub fn terminate_keeping_dir(mut self) -> tempfile::TempDir {
+        self.terminate();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     /// Starts again on the same data directory (after kill or terminate).
     pub fn restart(self) -> Mlmon {
         let mut this = self;

@@ -125,7 +125,7 @@ impl Storage {
         after: u64,
         max_samples: usize,
     ) -> Result<LogBatch, StorageError> {
-        let labels = |id: u64| lock(&self.state).index.labels(id).map(|l| (**l).clone());
+        let labels = |id: u64| lock(&self.state).index.labels(id).cloned();
         tail::read(&self.wal_dir, cursor, after, max_samples, &labels)
             .map_err(|e| StorageError::from_io("cannot read the write-ahead log", &e))
     }
