@@ -12,8 +12,10 @@
 //! endpoint goes on from its position (a batch sent but not yet recorded
 //! as sent is sent again; receivers take a repeated sample).
 //!
-//! One sender per endpoint keeps every series' samples in order (receivers
-//! refuse out-of-order samples). Network errors and 5xx are retried with
+//! A batch read from the log goes out on several shards at once, each
+//! series on one shard, and the next batch only once every shard is done:
+//! every series' samples stay in order (receivers refuse out-of-order
+//! samples). Network errors and 5xx are retried with
 //! backoff (`min_backoff` doubling to `max_backoff`), 429 too when
 //! `retry_on_http_429` is set (honouring `Retry-After`); other answers
 //! drop the batch and count it.
@@ -104,11 +106,8 @@ pub async fn run(
         }
         let read = {
             let s = storage.clone();
-            let max = ep
-                .config
-                .queue
-                .capacity
-                .max(ep.config.queue.max_samples_per_send);
+            let q = &ep.config.queue;
+            let max = q.capacity.max(q.max_samples_per_send) * SHARDS;
             let mut c = std::mem::take(&mut cursor);
             tokio::task::spawn_blocking(move || {
                 let r = s.read_log(&mut c, acked, max);
@@ -145,7 +144,7 @@ pub async fn run(
         ep.dropped
             .fetch_add(batch.unknown as u64, Ordering::Relaxed);
         let series = prepare(&ep, batch.series, &external_labels);
-        if !send_all(&ep, series, &mut stop).await {
+        if !send_sharded(&ep, series, &stop).await {
             break;
         }
         acked = batch.last_seq;
@@ -213,6 +212,38 @@ fn prepare(
         }
     }
     out
+}
+
+/// How many requests an endpoint has in flight at once: `min_shards` to
+/// `max_shards`, at most this many.
+const SHARDS: usize = 4;
+
+/// Sends a batch on several shards at once, each series on one shard (so
+/// its samples stay in order); the batch is done when every shard is.
+async fn send_sharded(
+    ep: &Arc<Endpoint>,
+    series: Vec<(Labels, Vec<Sample>)>,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    let q = &ep.config.queue;
+    let shards = SHARDS.clamp(q.min_shards.max(1), q.max_shards.max(1));
+    let mut parts: Vec<Vec<(Labels, Vec<Sample>)>> = vec![Vec::new(); shards];
+    for (labels, samples) in series {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&labels, &mut h);
+        let i = (std::hash::Hasher::finish(&h) % shards as u64) as usize;
+        parts[i].push((labels, samples));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for part in parts.into_iter().filter(|p| !p.is_empty()) {
+        let (ep, mut stop) = (ep.clone(), stop.clone());
+        set.spawn(async move { send_all(&ep, part, &mut stop).await });
+    }
+    let mut all = true;
+    while let Some(done) = set.join_next().await {
+        all &= done.unwrap_or(false);
+    }
+    all
 }
 
 /// Sends `series` in requests of at most `max_samples_per_send` samples,
