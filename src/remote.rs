@@ -343,12 +343,7 @@ async fn post(ep: &Endpoint, body: &[u8]) -> Sent {
     if status.is_success() {
         return Sent::Ok;
     }
-    let after = resp
-        .headers()
-        .get("Retry-After")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let after = crate::http::retry_after(&resp);
     let text = resp.text().await.unwrap_or_default();
     let e = format!(
         "{} answered HTTP {}: {}",

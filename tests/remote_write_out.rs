@@ -177,7 +177,7 @@ fn a_refused_batch_is_dropped_and_counted() {
 /// A receiver in front of `target` that answers `script`'s statuses to the
 /// first requests (429 with `Retry-After: 1`) and forwards the others.
 fn faulty_proxy(target: String, script: Vec<u16>) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = std::sync::Arc::new(std::sync::Mutex::new(script));
@@ -186,30 +186,9 @@ fn faulty_proxy(target: String, script: Vec<u16>) -> u16 {
             let Ok(mut conn) = conn else { return };
             let (script, target) = (script.clone(), target.clone());
             std::thread::spawn(move || loop {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                let Some((_, body)) = read_request(&conn) else {
                     return;
-                }
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_err() {
-                    return;
-                }
+                };
                 let scripted = {
                     let mut s = script.lock().unwrap();
                     (!s.is_empty()).then(|| s.remove(0))

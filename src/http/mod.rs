@@ -226,6 +226,16 @@ impl ServerCertVerifier for Named {
     }
 }
 
+/// The wait a `Retry-After` header asks for (in seconds; HTTP dates are
+/// not followed).
+pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 /// A fetch error as Prometheus words it, without the client's internals:
 /// the innermost cause says what happened ("Connection refused",
 /// "invalid peer certificate: UnknownIssuer", "received fatal alert:

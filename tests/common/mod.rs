@@ -446,9 +446,39 @@ pub struct HttpSink {
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
 }
 
+/// The next HTTP/1.1 request on `conn`: its path and body (`None` when
+/// the connection ends).
+pub fn read_request(conn: &std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((path, body))
+}
+
 impl HttpSink {
     pub fn start(script: &[u16], hang: bool) -> HttpSink {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::Write;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -459,31 +489,9 @@ impl HttpSink {
                 let Ok(mut conn) = conn else { return };
                 let (rec, script) = (rec.clone(), script.clone());
                 std::thread::spawn(move || loop {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    let Some((path, body)) = read_request(&conn) else {
                         return;
-                    }
-                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let mut len = 0;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
+                    };
                     if hang {
                         rec.lock().unwrap().push(Received {
                             path,

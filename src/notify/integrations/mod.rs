@@ -118,12 +118,7 @@ pub(super) async fn post_json(
     if status.is_success() {
         return Attempt::Ok;
     }
-    let retry_after = resp
-        .headers()
-        .get("Retry-After")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::http::retry_after(&resp);
     let m = format!("{host} answered HTTP {}", status.as_u16());
     if status.as_u16() == 429 {
         Attempt::Retry(m, retry_after.or(Some(Duration::from_secs(1))))
