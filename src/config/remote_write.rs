@@ -183,7 +183,13 @@ pub(super) fn resolve(raw: Vec<RawRemoteWrite>, v: &mut Validator) -> Vec<Remote
                 continue;
             }
         };
-        for h in r.headers.keys() {
+        for (h, value) in &r.headers {
+            if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                err(v, format!("headers: {h:?} is not a valid HTTP header"));
+                continue;
+            }
             let lower = h.to_ascii_lowercase();
             if [
                 "authorization",

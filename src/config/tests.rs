@@ -191,6 +191,10 @@ fn remote_write_loads_prometheus_keys_and_refuses_what_it_cannot_do() {
             "remote_write:\n  - url: http://x/w\n    sigv4: {region: x}\n",
             "sigv4",
         ),
+        (
+            "remote_write:\n  - url: http://x/w\n    headers: {\"a b\": x}\n",
+            "not a valid HTTP header",
+        ),
     ] {
         let e = Config::from_yaml(yaml, "m.yml", None)
             .unwrap_err()
