@@ -303,8 +303,12 @@ fn check_config(config: Config) -> bool {
     };
     if errors.is_empty() {
         let targets: usize = config.scrape.iter().map(|j| j.targets.len()).sum();
+        let remote = match config.remote_write.len() {
+            0 => String::new(),
+            n => format!("; remote write to {n} endpoints"),
+        };
         println!(
-            "SUCCESS: {name} is valid; {} rule files, {} rules; {} scrape jobs, {targets} targets; {notifier}",
+            "SUCCESS: {name} is valid; {} rule files, {} rules; {} scrape jobs, {targets} targets; {notifier}{remote}",
             report.files,
             report.rules,
             config.scrape.len()
