@@ -168,6 +168,9 @@ fn a_refused_batch_is_dropped_and_counted() {
     wait("the next batch sent", &|| {
         metric("mlmon_remote_write_samples_sent_total") == sent_before + 10.0
     });
+    // The status page shows the endpoint and what it did.
+    let page = c.get(m.url("/status")).send().unwrap().text().unwrap();
+    assert!(page.contains("Remote write") && page.contains("strict"), "{page}");
     // The first request was refused; it is not sent again.
     let statuses: Vec<u16> = sink.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses.first(), Some(&400), "{statuses:?}");

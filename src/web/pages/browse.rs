@@ -278,6 +278,27 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 } }
             }
         }
+        @if !state.remote.is_empty() {
+            h2 { "Remote write" }
+            table {
+                thead { tr { th { "Endpoint" } th { "Sent" } th { "Refused" } th { "Dropped" } th { "Backlog" } th { "Newest sent" } th { "Last error" } } }
+                tbody {
+                    @for ep in state.remote.iter() {
+                        @let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                        @let newest = crate::remote::highest_sent(ep);
+                        tr {
+                            td { (ep.config.name) " " code { (ep.config.url) } }
+                            td { (load(&ep.sent)) }
+                            td { (load(&ep.failed)) }
+                            td { (load(&ep.dropped) + state.storage.log_dropped(&ep.config.name)) }
+                            td { (chart::Unit::Bytes.format(state.storage.log_backlog_bytes(&ep.config.name) as f64)) }
+                            td { @if newest > 0 { (local_time(newest)) " (" (ago(newest, now)) ")" } @else { "—" } }
+                            td { (ep.last_error.lock().map(|e| e.clone()).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Configuration" }
         @match redacted_config(&state) {
             Some(t) => pre { (t) },
