@@ -170,7 +170,10 @@ fn a_refused_batch_is_dropped_and_counted() {
     });
     // The status page shows the endpoint and what it did.
     let page = c.get(m.url("/status")).send().unwrap().text().unwrap();
-    assert!(page.contains("Remote write") && page.contains("strict"), "{page}");
+    assert!(
+        page.contains("Remote write") && page.contains("strict"),
+        "{page}"
+    );
     // The first request was refused; it is not sent again.
     let statuses: Vec<u16> = sink.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses.first(), Some(&400), "{statuses:?}");
