@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::raw::Validator;
-use super::scrape::{relabel_rules, RawRelabel};
-use crate::http::config::{ClientConfig, RawAuthorization, RawBasicAuth, RawHttpConfig, RawTls};
+use super::scrape::{relabel_rules, resolve_http, RawRelabel};
+use crate::http::config::{with_http_client_keys, ClientConfig};
 use crate::model::{PromDuration, RelabelRule};
 
 /// One endpoint.
@@ -45,6 +45,7 @@ pub struct QueueConfig {
     pub max_disk_bytes: u64,
 }
 
+with_http_client_keys! {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRemoteWrite {
@@ -62,19 +63,7 @@ pub(super) struct RawRemoteWrite {
     send_native_histograms: Option<bool>,
     sigv4: Option<Value>,
     azuread: Option<Value>,
-    // Prometheus' HTTP client settings, inline (`http::config`).
-    basic_auth: Option<RawBasicAuth>,
-    authorization: Option<RawAuthorization>,
-    oauth2: Option<Value>,
-    bearer_token: Option<String>,
-    bearer_token_file: Option<String>,
-    tls_config: Option<RawTls>,
-    proxy_url: Option<String>,
-    no_proxy: Option<String>,
-    proxy_from_environment: Option<bool>,
-    proxy_connect_header: Option<Value>,
-    follow_redirects: Option<bool>,
-    enable_http2: Option<bool>,
+}
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +97,7 @@ pub(super) fn resolve(raw: Vec<RawRemoteWrite>, v: &mut Validator) -> Vec<Remote
     let base = v.base.to_path_buf();
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
-    for (i, r) in raw.into_iter().enumerate() {
+    for (i, mut r) in raw.into_iter().enumerate() {
         let err = |v: &mut Validator, msg: String| {
             v.error_at_item("remote_write", i, &format!("endpoint {}: {msg}", i + 1))
         };
@@ -157,24 +146,9 @@ pub(super) fn resolve(raw: Vec<RawRemoteWrite>, v: &mut Validator) -> Vec<Remote
             }
             let _ = (m.send_interval, m.max_samples_per_send);
         }
-        let (http, problems) = RawHttpConfig::inline(
-            r.basic_auth,
-            r.authorization,
-            r.oauth2,
-            (r.bearer_token, r.bearer_token_file),
-            r.tls_config,
-            (r.proxy_url, r.no_proxy, r.proxy_from_environment),
-            r.proxy_connect_header,
-            (r.follow_redirects, r.enable_http2),
-        )
-        .resolve(&base);
+        let (http, problems) = resolve_http(r.http_config(), &base);
         for p in problems {
-            let key = if p.key.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", p.key)
-            };
-            err(v, format!("{key}{}", p.message));
+            err(v, p);
         }
         let relabel = match relabel_rules(r.write_relabel_configs, "write_relabel_configs") {
             Ok(rules) => rules,

@@ -10,9 +10,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::raw::Validator;
-use crate::http::config::{
-    ClientConfig, Problem, RawAuthorization, RawBasicAuth, RawHttpConfig, RawTls,
-};
+use crate::http::config::{with_http_client_keys, ClientConfig, Problem, RawHttpConfig};
 use crate::model::{is_valid_label_name, PromDuration, RelabelAction, RelabelRule};
 
 /// One scrape job.
@@ -43,6 +41,7 @@ pub struct StaticTarget {
     pub labels: BTreeMap<String, String>,
 }
 
+with_http_client_keys! {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawScrapeConfig {
@@ -61,24 +60,12 @@ pub(super) struct RawScrapeConfig {
     relabel_configs: Vec<RawRelabel>,
     #[serde(default)]
     metric_relabel_configs: Vec<RawRelabel>,
-    // Prometheus' HTTP client settings, inline (`http::config`).
-    basic_auth: Option<RawBasicAuth>,
-    authorization: Option<RawAuthorization>,
-    oauth2: Option<Value>,
-    bearer_token: Option<String>,
-    bearer_token_file: Option<String>,
-    tls_config: Option<RawTls>,
-    proxy_url: Option<String>,
-    no_proxy: Option<String>,
-    proxy_from_environment: Option<bool>,
-    proxy_connect_header: Option<Value>,
-    follow_redirects: Option<bool>,
-    enable_http2: Option<bool>,
     body_size_limit: Option<Value>,
     label_limit: Option<usize>,
     label_name_length_limit: Option<usize>,
     label_value_length_limit: Option<usize>,
     target_limit: Option<usize>,
+}
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,9 +91,9 @@ pub(super) struct RawRelabel {
 }
 
 /// The HTTP client settings, checked, with every file they name read once
-/// (a scrape job or an Alertmanager whose files cannot be read is refused
-/// at load, not at its first request): the problems as `key: why`.
-fn resolve_http(raw: RawHttpConfig, base: &Path) -> (ClientConfig, Vec<String>) {
+/// (a scrape job, Alertmanager or remote write endpoint whose files cannot
+/// be read is refused at load, not at its first request): the problems as `key: why`.
+pub(super) fn resolve_http(raw: RawHttpConfig, base: &Path) -> (ClientConfig, Vec<String>) {
     let (http, mut problems) = raw.resolve(base);
     if problems.is_empty() {
         problems = http.check_files();
@@ -151,7 +138,8 @@ pub(super) fn resolve(
     let base = base.as_path();
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for (index, r) in raw.into_iter().enumerate() {
+    for (index, mut r) in raw.into_iter().enumerate() {
+        let http_keys = r.http_config();
         let job = r.job_name.clone();
         let err = |v: &mut Validator, msg: String| {
             v.error_at_item("scrape_configs", index, &format!("job {job:?}: {msg}"))
@@ -187,19 +175,7 @@ pub(super) fn resolve(
             "http" | "https" => {}
             other => err(v, format!("unknown scheme {other:?} (http or https)")),
         }
-        let (http, problems) = resolve_http(
-            RawHttpConfig::inline(
-                r.basic_auth,
-                r.authorization,
-                r.oauth2,
-                (r.bearer_token, r.bearer_token_file),
-                r.tls_config,
-                (r.proxy_url, r.no_proxy, r.proxy_from_environment),
-                r.proxy_connect_header,
-                (r.follow_redirects, r.enable_http2),
-            ),
-            base,
-        );
+        let (http, problems) = resolve_http(http_keys, base);
         for p in problems {
             err(v, p);
         }
@@ -294,6 +270,7 @@ pub(super) struct RawAlerting {
     alert_relabel_configs: Vec<RawRelabel>,
 }
 
+with_http_client_keys! {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlertmanager {
@@ -303,19 +280,7 @@ struct RawAlertmanager {
     path_prefix: Option<String>,
     timeout: Option<PromDuration>,
     api_version: Option<String>,
-    // Prometheus' HTTP client settings, inline (`http::config`).
-    basic_auth: Option<RawBasicAuth>,
-    authorization: Option<RawAuthorization>,
-    oauth2: Option<Value>,
-    bearer_token: Option<String>,
-    bearer_token_file: Option<String>,
-    tls_config: Option<RawTls>,
-    proxy_url: Option<String>,
-    no_proxy: Option<String>,
-    proxy_from_environment: Option<bool>,
-    proxy_connect_header: Option<Value>,
-    follow_redirects: Option<bool>,
-    enable_http2: Option<bool>,
+}
 }
 
 /// Checks `alerting`; errors go to `v`.
@@ -328,7 +293,8 @@ pub(super) fn resolve_alerting(raw: RawAlerting, v: &mut Validator) -> Vec<Alert
             "not supported by mlmon",
         );
     }
-    for (i, am) in raw.alertmanagers.into_iter().enumerate() {
+    for (i, mut am) in raw.alertmanagers.into_iter().enumerate() {
+        let http_keys = am.http_config();
         let what = format!("alertmanager {}", i + 1);
         if am.api_version.as_deref().is_some_and(|a| a != "v2") {
             v.error(
@@ -345,19 +311,7 @@ pub(super) fn resolve_alerting(raw: RawAlerting, v: &mut Validator) -> Vec<Alert
         }
         let prefix = am.path_prefix.unwrap_or_default();
         let prefix = prefix.trim_end_matches('/');
-        let (http, problems) = resolve_http(
-            RawHttpConfig::inline(
-                am.basic_auth,
-                am.authorization,
-                am.oauth2,
-                (am.bearer_token, am.bearer_token_file),
-                am.tls_config,
-                (am.proxy_url, am.no_proxy, am.proxy_from_environment),
-                am.proxy_connect_header,
-                (am.follow_redirects, am.enable_http2),
-            ),
-            &base,
-        );
+        let (http, problems) = resolve_http(http_keys, &base);
         for p in problems {
             v.error(&["alerting", "alertmanagers"], format!("{what}: {p}"));
         }

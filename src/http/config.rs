@@ -108,9 +108,9 @@ pub struct RawTls {
 }
 
 /// The HTTP client keys as written. Where they sit inline beside other
-/// keys (a scrape job), the enclosing struct declares them with these
-/// types and builds this with [`RawHttpConfig::inline`] (serde cannot
-/// flatten into a struct that refuses unknown keys).
+/// keys (a scrape job, an alertmanager, a remote write endpoint), the
+/// enclosing struct is declared with [`with_http_client_keys!`] (serde
+/// cannot flatten into a struct that refuses unknown keys).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHttpConfig {
@@ -127,6 +127,56 @@ pub struct RawHttpConfig {
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
 }
+
+/// Declares a serde struct whose own fields are followed by Prometheus'
+/// HTTP client keys, written inline as prometheus.yml writes them, with
+/// `http_config(&mut self)` taking those keys out as a [`RawHttpConfig`].
+macro_rules! with_http_client_keys {
+    (
+        $(#[$sm:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$sm])*
+        $vis struct $name {
+            $($(#[$fm])* $field: $ty,)*
+            basic_auth: Option<$crate::http::config::RawBasicAuth>,
+            authorization: Option<$crate::http::config::RawAuthorization>,
+            oauth2: Option<serde_yaml::Value>,
+            bearer_token: Option<String>,
+            bearer_token_file: Option<String>,
+            tls_config: Option<$crate::http::config::RawTls>,
+            proxy_url: Option<String>,
+            no_proxy: Option<String>,
+            proxy_from_environment: Option<bool>,
+            proxy_connect_header: Option<serde_yaml::Value>,
+            follow_redirects: Option<bool>,
+            enable_http2: Option<bool>,
+        }
+
+        impl $name {
+            /// The HTTP client keys written inline, taken out.
+            fn http_config(&mut self) -> $crate::http::config::RawHttpConfig {
+                $crate::http::config::RawHttpConfig {
+                    basic_auth: self.basic_auth.take(),
+                    authorization: self.authorization.take(),
+                    oauth2: self.oauth2.take(),
+                    bearer_token: self.bearer_token.take(),
+                    bearer_token_file: self.bearer_token_file.take(),
+                    tls_config: self.tls_config.take(),
+                    proxy_url: self.proxy_url.take(),
+                    no_proxy: self.no_proxy.take(),
+                    proxy_from_environment: self.proxy_from_environment.take(),
+                    proxy_connect_header: self.proxy_connect_header.take(),
+                    follow_redirects: self.follow_redirects.take(),
+                    enable_http2: self.enable_http2.take(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use with_http_client_keys;
 
 /// Credentials sent with every request.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,34 +267,6 @@ fn problem(key: &str, message: impl Into<String>) -> Problem {
 }
 
 impl RawHttpConfig {
-    /// The keys as a scrape job or an alertmanager entry has them inline.
-    #[allow(clippy::too_many_arguments)]
-    pub fn inline(
-        basic_auth: Option<RawBasicAuth>,
-        authorization: Option<RawAuthorization>,
-        oauth2: Option<serde_yaml::Value>,
-        bearer_token: (Option<String>, Option<String>),
-        tls_config: Option<RawTls>,
-        proxy: (Option<String>, Option<String>, Option<bool>),
-        proxy_connect_header: Option<serde_yaml::Value>,
-        (follow_redirects, enable_http2): (Option<bool>, Option<bool>),
-    ) -> RawHttpConfig {
-        RawHttpConfig {
-            basic_auth,
-            authorization,
-            oauth2,
-            bearer_token: bearer_token.0,
-            bearer_token_file: bearer_token.1,
-            tls_config,
-            proxy_url: proxy.0,
-            no_proxy: proxy.1,
-            proxy_from_environment: proxy.2,
-            proxy_connect_header,
-            follow_redirects,
-            enable_http2,
-        }
-    }
-
     /// Checks the settings as Prometheus does and resolves file names
     /// against `base` (the configuration file's directory).
     pub fn resolve(self, base: &Path) -> (ClientConfig, Vec<Problem>) {
