@@ -1,4 +1,5 @@
-//! Remote write out, side by side: `cargo bench --bench forward` runs
+//! Remote write out, side by side: `cargo bench --bench forward`, run from
+//! the repository root (mlmon's default collectors on, as on a VM), runs
 //! mlmon, Prometheus (its remote-write receiver on, `remote_write` to the
 //! receiver) and vmagent as forwarders, each in front of a VictoriaMetrics
 //! receiver of its own, on the same load. Prints figures, asserts nothing.
@@ -94,7 +95,8 @@ fn forwarder(kind: &str, port: u16, to: u16, dir: &Path) -> Proc {
             let cfg = dir.join("mlmon.yml");
             std::fs::write(
                 &cfg,
-                format!("host: {{interval: 0s}}\nartifacts: {{interval: 0s}}\nremote_write:\n  - url: {url}\n    name: bench\n"),
+                // The default collectors stay on, as on a real VM.
+                format!("remote_write:\n  - url: {url}\n    name: bench\n"),
             )
             .unwrap();
             let c = Command::new(env!("CARGO_BIN_EXE_mlmon"))
@@ -105,7 +107,8 @@ fn forwarder(kind: &str, port: u16, to: u16, dir: &Path) -> Proc {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--data-dir")
                 .arg(dir.join("data"))
-                .current_dir(dir)
+                // The artifacts collector reads `./artifacts` there.
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
