@@ -86,6 +86,7 @@ fn main() {
             address: "127.0.0.1:19200".into(),
             labels: Default::default(),
         }],
+        file_sd: vec![],
         relabel: vec![],
         metric_relabel: vec![],
     };

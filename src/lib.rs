@@ -2,12 +2,14 @@
 //! See `ARCHITECTURE.md` for the map of modules.
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod expfmt;
 pub mod gotmpl;
 pub mod http;
 pub mod ingest;
 pub mod init;
+pub mod live;
 pub mod model;
 pub mod notify;
 pub mod par;

@@ -53,9 +53,34 @@ enum Command {
         /// The mlmon to report to (else MLMON_URL, else http://127.0.0.1:8001).
         #[arg(long)]
         url: Option<String>,
+        /// Credentials and TLS settings for it, in Prometheus' http_config
+        /// format (basic_auth, authorization, tls_config: ca_file, cert_file,
+        /// key_file…), as promtool's flag (else MLMON_HTTP_CONFIG; a bearer
+        /// token in MLMON_TOKEN also works).
+        #[arg(long = "http.config.file", value_name = "FILE")]
+        http_config: Option<PathBuf>,
         /// The command and its arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
+    },
+    /// Write a consistent copy of a running mlmon's data (through its
+    /// admin API, while it ingests) to DEST, a new path on the machine it
+    /// runs on; DEST works as a --data-dir as it is.
+    Backup {
+        /// The mlmon to back up (else MLMON_URL, else http://127.0.0.1:8001).
+        #[arg(long)]
+        url: Option<String>,
+        /// Credentials and TLS settings for it (as for `mlmon run`).
+        #[arg(long = "http.config.file", value_name = "FILE")]
+        http_config: Option<PathBuf>,
+        dest: PathBuf,
+    },
+    /// Put a backup into a new or empty data directory (mlmon stopped),
+    /// and check that it opens.
+    Restore {
+        src: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Run tests: `mlmon test rules FILE…` runs rule unit tests written
     /// for `promtool test rules`.
@@ -96,6 +121,18 @@ struct ServeArgs {
     /// Log level filter (error, warn, info, debug, trace), or RUST_LOG.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Serve `POST /-/reload` on a non-loopback listener too (on loopback
+    /// it is always served).
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
+    /// Serve the admin API (`POST /api/v1/admin/tsdb/snapshot`) on a
+    /// non-loopback listener too.
+    #[arg(long = "web.enable-admin-api")]
+    enable_admin_api: bool,
+    /// Reload when a file the configuration reads changed, checked this
+    /// often (a Prometheus duration such as 30s).
+    #[arg(long = "config.auto-reload-interval", value_name = "DURATION")]
+    auto_reload_interval: Option<String>,
 }
 
 fn load_config(path: Option<PathBuf>) -> Result<Config, ConfigErrors> {
@@ -160,21 +197,81 @@ fn main() -> ExitCode {
         Some(Command::Run {
             pipeline,
             url,
+            http_config,
             command,
         }) => {
+            let http = match client_config(http_config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mlmon run: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let target = mlmon::run::Target {
-                url: url
-                    .or_else(|| std::env::var("MLMON_URL").ok())
-                    .unwrap_or_else(|| "http://127.0.0.1:8001".into()),
+                url: server_url(url),
                 pipeline,
-                token: std::env::var("MLMON_TOKEN").ok(),
+                http,
             };
             let code = mlmon::run::run(&command, &target);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
+        Some(Command::Backup {
+            url,
+            http_config,
+            dest,
+        }) => {
+            let result = client_config(http_config)
+                .and_then(|http| mlmon::backup::backup(&server_url(url), &http, &dest));
+            match result {
+                Ok(done) => {
+                    println!("backed up to {done}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mlmon backup: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Restore { src, data_dir }) => match mlmon::backup::restore(&src, &data_dir) {
+            Ok(done) => {
+                println!("restored into {done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mlmon restore: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
+}
+
+/// The mlmon a command talks to: `--url`, else MLMON_URL, else the
+/// default listener.
+fn server_url(url: Option<String>) -> String {
+    url.or_else(|| std::env::var("MLMON_URL").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:8001".into())
+}
+
+/// The HTTP client settings of mlmon's own commands: `--http.config.file`
+/// (else MLMON_HTTP_CONFIG), with a bearer token from MLMON_TOKEN when the
+/// file gives no credentials.
+fn client_config(file: Option<PathBuf>) -> Result<mlmon::http::ClientConfig, String> {
+    use mlmon::http::config::{load_file, Auth, Secret};
+    let file = file.or_else(|| std::env::var_os("MLMON_HTTP_CONFIG").map(PathBuf::from));
+    let mut http = match file {
+        Some(f) => load_file(&f)?,
+        None => Default::default(),
+    };
+    if let (None, Ok(token)) = (&http.auth, std::env::var("MLMON_TOKEN")) {
+        http.auth = Some(Auth::Authorization {
+            kind: "Bearer".into(),
+            credentials: Secret::Inline(token),
+        });
+    }
+    Ok(http)
 }
 
 /// Runs rule unit tests and reports like `promtool test rules`.
@@ -226,23 +323,40 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut options = mlmon::app::ServeOptions {
+        enable_lifecycle: args.enable_lifecycle,
+        enable_admin_api: args.enable_admin_api,
+        ..Default::default()
+    };
     if let Some(listen) = args.listen {
         match listen.parse() {
-            Ok(a) => config.web.listen = a,
+            Ok(a) => options.overrides.listen = Some(a),
             Err(_) => {
                 eprintln!("--listen: {listen:?} is not an address like 127.0.0.1:8001");
                 return ExitCode::from(2);
             }
         }
     }
-    if let Some(d) = args.data_dir {
-        config.storage.path = d;
+    if let Some(every) = args.auto_reload_interval {
+        match mlmon::model::parse_duration(&every) {
+            Ok(d) if d.millis() > 0 => options.auto_reload = Some(d.std()),
+            _ => {
+                eprintln!(
+                    "--config.auto-reload-interval: {every:?} is not a positive duration like 30s"
+                );
+                return ExitCode::from(2);
+            }
+        }
     }
-    if let Some(d) = args.artifacts_dir {
-        config.artifacts.dir = d;
-    }
+    options.overrides.data_dir = args.data_dir;
+    options.overrides.artifacts_dir = args.artifacts_dir;
+    options.overrides.apply(&mut config);
+    // Templates and rule files are parsed on these threads, 100 levels deep
+    // at most; 8 MiB (instead of 2) keeps that far from the stack's end in
+    // every build. Only the pages touched are committed.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(r) => r,
@@ -251,7 +365,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mlmon::app::serve(config)) {
+    match runtime.block_on(mlmon::app::serve(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(message = "mlmon stopped", error = format!("{e:#}"));

@@ -50,6 +50,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Takes over the counters of `old`, the same endpoint before a reload
+    /// changed its settings (its position in the log is durable anyway).
+    pub fn adopt(&self, old: &Endpoint) {
+        for (to, from) in [
+            (&self.sent, &old.sent),
+            (&self.failed, &old.failed),
+            (&self.retried, &old.retried),
+            (&self.dropped, &old.dropped),
+            (&self.highest_sent_ms, &old.highest_sent_ms),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     pub fn new(config: RemoteWriteConfig) -> Endpoint {
         Endpoint {
             config,

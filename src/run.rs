@@ -15,8 +15,9 @@ pub struct Target {
     /// `http://host:port` (a path prefix is kept).
     pub url: String,
     pub pipeline: Option<String>,
-    /// Sent as `Authorization: Bearer …` when set.
-    pub token: Option<String>,
+    /// Credentials and TLS settings (`--http.config.file`, or a bearer
+    /// token from `MLMON_TOKEN`).
+    pub http: crate::http::config::ClientConfig,
 }
 
 /// Runs `argv`, reports it to `target`, and returns the exit code to exit
@@ -86,29 +87,5 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// https).
 fn post(target: &Target, json: &str, timeout: Duration) -> Result<(), String> {
     let url = format!("{}/api/v1/runs", target.url.trim_end_matches('/'));
-    let client = crate::http::client(&Default::default())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let mut req = client
-            .post(&url)
-            .timeout(timeout)
-            .header("Content-Type", "application/json")
-            .body(json.to_string());
-        if let Some(t) = &target.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| crate::http::describe(&e, timeout))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = resp.text().await.unwrap_or_default();
-        Err(format!("HTTP {status}: {}", body.trim()))
-    })
+    crate::http::post_blocking(&target.http, &url, json, timeout).map(|_| ())
 }

@@ -863,6 +863,77 @@ async fn mutating_endpoints_need_auth_off_loopback() {
     );
 }
 
+/// Walks the router's own table: with authentication configured, every
+/// route but the health checks answers 401 with a challenge without
+/// credentials, and something else with them; a new route cannot be
+/// forgotten.
+#[tokio::test]
+async fn every_route_needs_credentials_once_auth_is_configured() {
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let app = App::with(Setup {
+        listen: "0.0.0.0:8001",
+        auth: AuthConfig {
+            basic_auth_users: vec![("ops".into(), hash)],
+            bearer_tokens: vec![],
+        },
+        ..Setup::default()
+    });
+    use base64::Engine;
+    let good = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ops:s3cret")
+    );
+    let bad = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ops:wrong")
+    );
+    let (_, table) = mlmon::web::routes(app.state.clone());
+    assert!(table.len() > 40, "{table:?}");
+    let mut open = Vec::new();
+    for route in &table {
+        // Path parameters get a value; `{*grouping}` a grouping key.
+        let path = route
+            .path
+            .replace("{*grouping}", "job/j")
+            .replace("{name}", "x")
+            .replace("{id}", "x");
+        let req = |auth: Option<&str>| {
+            let mut b = Request::builder().method(route.method.clone()).uri(&path);
+            if let Some(a) = auth {
+                b = b.header("Authorization", a);
+            }
+            b.body(Body::from("a 1\n")).unwrap()
+        };
+        let resp = mlmon::web::router(app.state.clone())
+            .oneshot(req(None))
+            .await
+            .unwrap();
+        if route.access == mlmon::web::Access::Open {
+            open.push(route.path);
+            assert_ne!(resp.status(), StatusCode::UNAUTHORIZED, "{route:?}");
+            continue;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{route:?}");
+        assert!(
+            resp.headers()
+                .get("www-authenticate")
+                .is_some_and(|v| v.to_str().unwrap().starts_with("Basic")),
+            "{route:?}"
+        );
+        assert_eq!(
+            app.send(req(Some(&bad))).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{route:?}"
+        );
+        let (status, body) = app.send(req(Some(&good))).await;
+        assert!(
+            status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+            "{route:?}: {status} {body}"
+        );
+    }
+    assert_eq!(open, ["/-/healthy", "/-/ready"]);
+}
+
 #[tokio::test]
 async fn queries_over_the_sample_limit_or_deadline_are_stopped() {
     let limited = mlmon::promql::QueryOptions {

@@ -9,6 +9,8 @@
 
 mod probe;
 mod raw;
+mod web;
+pub use web::{ClientAuth, HttpServerConfig, TlsServerConfig};
 mod remote_write;
 mod scrape;
 
@@ -22,7 +24,7 @@ use crate::model::{Labels, PromDuration};
 pub use crate::model::{ConfigError, ConfigErrors};
 pub use probe::{JsonRule, ProbeConfig};
 pub use remote_write::{QueueConfig, RemoteWriteConfig};
-pub use scrape::{AlertmanagerTarget, ScrapeConfig, StaticTarget};
+pub use scrape::{AlertmanagerTarget, FileSdConfig, ScrapeConfig, StaticTarget};
 
 /// Listen address and data locations used when neither the file nor the
 /// command line names them.
@@ -30,6 +32,29 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8001";
 pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_ARTIFACTS_DIR: &str = "artifacts";
 pub const DEFAULT_RULE_FILES: &str = "rules/*.yml";
+
+/// Command-line settings that win over mlmon.yml, applied again on each
+/// reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub artifacts_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(a) = self.listen {
+            c.web.listen = a;
+        }
+        if let Some(d) = &self.data_dir {
+            c.storage.path = d.clone();
+        }
+        if let Some(d) = &self.artifacts_dir {
+            c.artifacts.dir = d.clone();
+        }
+    }
+}
 
 /// A resolved, validated configuration.
 #[derive(Debug, Clone)]
@@ -90,6 +115,12 @@ pub struct WebConfig {
     pub external_url: Option<String>,
     /// Dashboard auto-refresh (0: off).
     pub refresh_interval: PromDuration,
+    /// The web-config file read for users and TLS (`web.config_file`).
+    pub config_file: Option<PathBuf>,
+    /// HTTPS (`tls_server_config`); `None`: plain HTTP.
+    pub tls: Option<TlsServerConfig>,
+    /// `http_server_config`: extra response headers.
+    pub http: HttpServerConfig,
     pub auth: AuthConfig,
 }
 
@@ -193,6 +224,31 @@ impl Config {
             (Some(c), true) => Ok(c),
             _ => Err(ConfigErrors(v.errors)),
         }
+    }
+
+    /// Reads the configuration again (a reload): the file it came from, or
+    /// the defaults, with the command line's `overrides`.
+    pub fn reload(source: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+        let mut c = match source {
+            Some(p) => Config::load(p)?,
+            None => Config::defaults(),
+        };
+        overrides.apply(&mut c);
+        Ok(c)
+    }
+
+    /// Every file the configuration reads (the config file, rule files, the
+    /// notifier's file, the web config), for `--config.auto-reload-interval`.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.source.iter().cloned().collect();
+        for pattern in self.rule_file_patterns() {
+            files.extend(glob::glob(&pattern).into_iter().flatten().flatten());
+        }
+        if let Some(NotifierSource::File(p)) = &self.notifier {
+            files.push(p.clone());
+        }
+        files.extend(self.web.config_file.iter().cloned());
+        files
     }
 
     /// The rule file globs resolved against the config file's directory.

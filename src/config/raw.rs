@@ -114,9 +114,9 @@ struct RawWeb {
     config_file: Option<PathBuf>,
     /// The same keys as a web-config file, inline.
     basic_auth_users: BTreeMap<String, String>,
-    tls_server_config: Option<Value>,
-    http_server_config: Option<Value>,
-    /// Bearer tokens accepted on mutating endpoints.
+    tls_server_config: Option<super::web::RawTlsServer>,
+    http_server_config: Option<super::web::RawHttpServer>,
+    /// Bearer tokens accepted like the users.
     bearer_tokens: Vec<String>,
     /// A file with one bearer token per line.
     bearer_token_file: Option<PathBuf>,
@@ -127,8 +127,8 @@ struct RawWeb {
 #[serde(deny_unknown_fields, default)]
 struct RawWebConfigFile {
     basic_auth_users: BTreeMap<String, String>,
-    tls_server_config: Option<Value>,
-    http_server_config: Option<Value>,
+    tls_server_config: Option<super::web::RawTlsServer>,
+    http_server_config: Option<super::web::RawHttpServer>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -454,31 +454,71 @@ impl RawWeb {
             }
         };
         let mut users: BTreeMap<String, String> = self.basic_auth_users;
-        let mut tls = self.tls_server_config.is_some();
-        if let Some(file) = &self.config_file {
-            let path = v.relative(file);
-            match std::fs::read_to_string(&path) {
+        let mut tls = None;
+        let mut http = super::HttpServerConfig::default();
+        // The inline keys, then the file's (which win, as the file is what
+        // Prometheus reads).
+        if let Some(t) = self.tls_server_config {
+            let (t, problems) = t.resolve(v.base);
+            for (k, why) in problems {
+                v.error(&["web", "tls_server_config", &k], why);
+            }
+            // The certificate, key and CA must load now, as the toolkit
+            // checks them before serving.
+            if let Some(Err(e)) = t.as_ref().map(crate::web::tls::check) {
+                v.error(&["web", "tls_server_config", e.key], e.message);
+            }
+            tls = t;
+        }
+        if let Some(h) = self.http_server_config {
+            let (h, problems) = h.resolve();
+            for (k, why) in problems {
+                v.error(&["web", "http_server_config", &k], why);
+            }
+            http = h;
+        }
+        let config_file = self.config_file.as_ref().map(|f| v.relative(f));
+        if let Some(path) = &config_file {
+            match std::fs::read_to_string(path) {
                 Err(e) => v.error(
                     &["web", "config_file"],
                     format!("cannot read {}: {e}", path.display()),
                 ),
-                Ok(text) => match crate::model::parse_yaml::<RawWebConfigFile>(&text) {
-                    Err(e) => {
-                        let e = ConfigError::new(&path.display().to_string(), e.line, e.message);
-                        v.error(&["web", "config_file"], e.to_string());
+                Ok(text) => {
+                    let name = path.display().to_string();
+                    match crate::model::parse_yaml::<RawWebConfigFile>(&text) {
+                        Err(e) => {
+                            let e = ConfigError::new(&name, e.line, e.message);
+                            v.error(&["web", "config_file"], e.to_string());
+                        }
+                        Ok(wc) => {
+                            // Errors inside the file name its own lines;
+                            // its relative paths are relative to it.
+                            let base = path.parent().unwrap_or(Path::new(""));
+                            let mut fv = Validator::new(&text, &name, base);
+                            if let Some(t) = wc.tls_server_config {
+                                let (t, problems) = t.resolve(base);
+                                for (k, why) in problems {
+                                    fv.error(&["tls_server_config", &k], why);
+                                }
+                                if let Some(Err(e)) = t.as_ref().map(crate::web::tls::check) {
+                                    fv.error(&["tls_server_config", e.key], e.message);
+                                }
+                                tls = t.or(tls);
+                            }
+                            if let Some(h) = wc.http_server_config {
+                                let (h, problems) = h.resolve();
+                                for (k, why) in problems {
+                                    fv.error(&["http_server_config", &k], why);
+                                }
+                                http = h;
+                            }
+                            v.errors.extend(fv.errors);
+                            users.extend(wc.basic_auth_users);
+                        }
                     }
-                    Ok(wc) => {
-                        tls |= wc.tls_server_config.is_some();
-                        users.extend(wc.basic_auth_users);
-                    }
-                },
+                }
             }
-        }
-        if tls {
-            v.error(
-                &["web", "tls_server_config"],
-                "TLS is not supported by this version of mlmon; listen on loopback and put a TLS-terminating proxy in front",
-            );
         }
         for (user, hash) in &users {
             if hash.parse::<bcrypt::HashParts>().is_err() {
@@ -544,6 +584,9 @@ impl RawWeb {
             read_timeout,
             external_url,
             refresh_interval,
+            config_file,
+            tls,
+            http,
             auth: AuthConfig {
                 basic_auth_users: users.into_iter().collect(),
                 bearer_tokens: tokens,

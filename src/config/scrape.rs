@@ -1,7 +1,8 @@
 //! `scrape_configs`, as in prometheus.yml: static targets, their labels,
 //! HTTP options, limits and relabeling. Checked as Prometheus checks them
-//! when loading; service discovery other than `static_configs` is refused
-//! by name (serde's unknown-field error) rather than silently ignored.
+//! when loading; service discovery other than `static_configs` and
+//! `file_sd_configs` is refused by name (serde's unknown-field error)
+//! rather than silently ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -30,11 +31,23 @@ pub struct ScrapeConfig {
     /// Credentials, `tls_config`, proxy and redirects.
     pub http: ClientConfig,
     pub targets: Vec<StaticTarget>,
+    /// `file_sd_configs`: targets read from files, changes picked up while
+    /// running.
+    pub file_sd: Vec<FileSdConfig>,
     pub relabel: Vec<RelabelRule>,
     pub metric_relabel: Vec<RelabelRule>,
 }
 
-#[derive(Debug, Clone)]
+/// One `file_sd_configs` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSdConfig {
+    /// Paths or globs (a `*` in the last element only), relative to the
+    /// config file's directory; `.json`, `.yml` or `.yaml`.
+    pub files: Vec<String>,
+    pub refresh_interval: PromDuration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct StaticTarget {
     /// `host:port`.
     pub address: String,
@@ -57,6 +70,8 @@ pub(super) struct RawScrapeConfig {
     #[serde(default)]
     static_configs: Vec<RawStaticConfig>,
     #[serde(default)]
+    file_sd_configs: Vec<RawFileSd>,
+    #[serde(default)]
     relabel_configs: Vec<RawRelabel>,
     #[serde(default)]
     metric_relabel_configs: Vec<RawRelabel>,
@@ -75,6 +90,25 @@ struct RawStaticConfig {
     targets: Vec<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileSd {
+    #[serde(default)]
+    files: Vec<String>,
+    refresh_interval: Option<PromDuration>,
+}
+
+/// Whether `name` is a path file discovery reads: a `*` only in the last
+/// element, ending in `.json`, `.yml` or `.yaml` (Prometheus' rule).
+fn valid_sd_path(name: &str) -> bool {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let dir = &name[..name.len() - last.len()];
+    let ext_ok = [".json", ".yml", ".yaml"]
+        .iter()
+        .any(|e| last.to_ascii_lowercase().ends_with(e));
+    !dir.contains('*') && last.matches('*').count() <= 1 && ext_ok
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +241,35 @@ pub(super) fn resolve(
                 });
             }
         }
+        let mut file_sd = Vec::new();
+        for sd in r.file_sd_configs {
+            if sd.files.is_empty() {
+                err(v, "file_sd_configs: no files given".into());
+            }
+            let mut files = Vec::new();
+            for f in sd.files {
+                if !valid_sd_path(&f) {
+                    err(v, format!("file_sd_configs: path name {f:?} is not valid for file discovery (a * only in the last path element; .json, .yml or .yaml)"));
+                    continue;
+                }
+                files.push(if Path::new(&f).is_absolute() {
+                    f
+                } else {
+                    base.join(&f).display().to_string()
+                });
+            }
+            let refresh_interval = sd.refresh_interval.unwrap_or(PromDuration(300_000));
+            if refresh_interval.millis() <= 0 {
+                err(
+                    v,
+                    "file_sd_configs: refresh_interval must be greater than 0".into(),
+                );
+            }
+            file_sd.push(FileSdConfig {
+                files,
+                refresh_interval,
+            });
+        }
         let relabel = relabel_rules(r.relabel_configs, "relabel_configs");
         let metric_relabel = relabel_rules(r.metric_relabel_configs, "metric_relabel_configs");
         let (relabel, metric_relabel) = match (relabel, metric_relabel) {
@@ -243,6 +306,7 @@ pub(super) fn resolve(
             sample_limit: r.sample_limit.unwrap_or(0),
             http,
             targets,
+            file_sd,
             relabel,
             metric_relabel,
         });

@@ -144,7 +144,10 @@ fn web_config_file_is_read_and_checked() {
     )
     .unwrap();
     let err = Config::load(&main).unwrap_err().to_string();
-    assert!(err.contains("TLS"), "{err}");
+    assert!(
+        err.contains("web.yml:1: tls_server_config.key_file: missing one of key or key_file"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -22,11 +22,20 @@ pub enum Secret {
     File(PathBuf),
 }
 
-/// Secrets stay out of logs and `mlmon check` output.
+/// Secrets stay out of logs and `mlmon check` output. An inline one shows
+/// as a digest keyed by a random key of this process (so a reload can tell
+/// a changed secret from the same one by comparing `Debug` output, while
+/// the text reveals nothing of the value).
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::hash::BuildHasher;
+        static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
         match self {
-            Secret::Inline(_) => f.write_str("<secret>"),
+            Secret::Inline(s) => write!(
+                f,
+                "<secret {:016x}>",
+                KEY.get_or_init(std::hash::RandomState::new).hash_one(s)
+            ),
             Secret::File(p) => write!(f, "<secret in {}>", p.display()),
         }
     }
@@ -264,6 +273,37 @@ fn problem(key: &str, message: impl Into<String>) -> Problem {
         key: key.to_string(),
         message: message.into(),
     }
+}
+
+/// An HTTP client configuration file, as promtool's and amtool's
+/// `--http.config.file` (for mlmon's own clients: `mlmon run`); relative
+/// paths in it are relative to it. Errors name the file, line and key.
+pub fn load_file(path: &Path) -> Result<ClientConfig, String> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let raw: RawHttpConfig = crate::model::parse_yaml(&text)
+        .map_err(|e| crate::model::ConfigError::new(&name, e.line, e.message).to_string())?;
+    let (config, mut problems) = raw.resolve(path.parent().unwrap_or(Path::new("")));
+    if problems.is_empty() {
+        problems = config.check_files();
+    }
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let lines = crate::model::YamlLines::new(&text, 0);
+    let errors: Vec<String> = problems
+        .into_iter()
+        .map(|p| {
+            let line = lines.line(&p.key);
+            let key = if p.key.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", p.key)
+            };
+            crate::model::ConfigError::new(&name, line, format!("{key}{}", p.message)).to_string()
+        })
+        .collect();
+    Err(errors.join("\n"))
 }
 
 impl RawHttpConfig {

@@ -63,6 +63,42 @@ pub fn client(config: &ClientConfig) -> Result<reqwest::Client, String> {
     Ok(c)
 }
 
+/// POSTs `body` (JSON) to `url` with `config`'s credentials and TLS
+/// settings, from a thread that is not async (mlmon's own commands:
+/// `mlmon run`, `mlmon backup`); the answer's body, or why it failed
+/// (with the server's text for an HTTP error).
+pub fn post_blocking(
+    config: &ClientConfig,
+    url: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let client = client(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let req = client
+            .post(url)
+            .timeout(timeout)
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        let resp = config
+            .authorize(req)?
+            .send()
+            .await
+            .map_err(|e| describe(&e, timeout))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("HTTP {status}: {}", text.trim()))
+        }
+    })
+}
+
 /// rustls' settings for `tls`: the system's roots plus `ca` (or no
 /// verification, with `insecure_skip_verify`), the certificate's name
 /// checked against `server_name` when given, a client certificate, and

@@ -3,9 +3,10 @@
 //! parser ([`text`]), the remote-write decoder ([`remote_write`]), the
 //! Pushgateway-compatible group store ([`push`]), the host collector
 //! ([`host`]), and the pipeline's artifacts ([`artifacts`]) with its runs
-//! ([`runs`]).
+//! ([`runs`]); scrape targets found in files ([`discovery`]).
 
 pub mod artifacts;
+pub mod discovery;
 pub mod host;
 pub mod probe;
 pub mod push;

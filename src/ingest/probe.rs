@@ -42,6 +42,9 @@ pub struct Probe {
     pub config: ProbeConfig,
     labels: Labels,
     status: Mutex<ProbeStatus>,
+    /// The series the last run wrote, for stale markers when the probe is
+    /// removed.
+    written: Mutex<Vec<Labels>>,
 }
 
 impl Probe {
@@ -62,6 +65,7 @@ impl Probe {
             config,
             labels,
             status: Mutex::new(status),
+            written: Mutex::new(Vec::new()),
         }
     }
 
@@ -116,10 +120,31 @@ impl Probe {
         outcome
     }
 
+    /// Takes over the status of `old`, the same probe before a reload
+    /// changed its settings.
+    pub fn adopt(&self, old: &Probe) {
+        let mut status = old.status();
+        status.url = self.config.url.clone();
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        let written = std::mem::take(&mut *old.written.lock().unwrap_or_else(|p| p.into_inner()));
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = written;
+    }
+
+    /// Ends the probe's series with stale markers at `now` (it was removed).
+    pub fn end(&self, storage: &Storage, now: Timestamp) -> Result<(), String> {
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut app = storage.appender().lazy_sync();
+        for labels in written {
+            app.append(labels, now, crate::model::stale_nan());
+        }
+        app.commit().map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// Writes the outcome at `now` and keeps it for the status API.
     pub fn record(&self, storage: &Storage, outcome: &Outcome, now: Timestamp) -> Option<String> {
         let mut app = storage.appender().lazy_sync();
         let success = if outcome.error.is_none() { 1.0 } else { 0.0 };
+        let mut written = Vec::new();
         for (name, v) in [
             ("probe_success", success),
             ("probe_duration_seconds", outcome.duration),
@@ -128,9 +153,12 @@ impl Probe {
         .into_iter()
         .chain(outcome.gauges.iter().map(|(n, v)| (n.as_str(), *v)))
         {
-            app.append(self.labels.with(METRIC_NAME, name), now, v);
+            let labels = self.labels.with(METRIC_NAME, name);
+            written.push(labels.clone());
+            app.append(labels, now, v);
         }
         let stored = app.commit();
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = written;
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.health = if outcome.error.is_none() {
             "up"

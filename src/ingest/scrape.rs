@@ -98,6 +98,15 @@ impl Entry {
     }
 }
 
+/// The series every scrape writes about itself.
+const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
 /// Cache entries not seen for this many scrapes are forgotten.
 const FORGET_AFTER: u64 = 10;
 
@@ -223,6 +232,37 @@ impl Target {
         Duration::from_millis(h % interval)
     }
 
+    /// Takes over the series cache and status of `old`, the same target
+    /// before a reload changed its job's settings (as Prometheus hands a
+    /// scrape loop's cache to its successor, without stale markers).
+    pub fn adopt(&self, old: &Target) {
+        let mut from = old.lock();
+        let mut to = self.lock();
+        to.status = from.status.clone();
+        to.cache = std::mem::take(&mut from.cache);
+        to.epoch = from.epoch;
+    }
+
+    /// Ends every series the last scrape wrote, the report series included,
+    /// with stale markers at `now` (the target was removed).
+    pub fn end(&self, storage: &Storage, now: Timestamp) -> Result<(), String> {
+        let st = self.lock();
+        let mut app = storage.appender().lazy_sync();
+        for e in st.cache.values().filter(|e| e.seen == st.epoch) {
+            match (&e.id, &e.labels) {
+                (Some(id), Some(_)) => app.append_id(*id, now, stale_nan()),
+                (None, Some(l)) => app.append(l.clone(), now, stale_nan()),
+                _ => {}
+            }
+        }
+        if st.epoch > 0 {
+            for name in REPORT_SERIES {
+                app.append(self.labels.with(METRIC_NAME, name), now, stale_nan());
+            }
+        }
+        app.commit_lenient().map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// Fetches the target's page (within the job's timeout).
     pub async fn fetch(&self) -> Result<(String, Format), String> {
         let timeout = self.config.timeout.std();
@@ -330,13 +370,13 @@ impl Target {
         });
         let duration = started.elapsed().as_secs_f64();
         let post_relabel = keep.len();
-        let report = [
-            ("up", if error.is_none() { 1.0 } else { 0.0 }),
-            ("scrape_duration_seconds", duration),
-            ("scrape_samples_scraped", scraped as f64),
-            ("scrape_samples_post_metric_relabeling", post_relabel as f64),
-            ("scrape_series_added", added as f64),
-        ];
+        let report = REPORT_SERIES.into_iter().zip([
+            if error.is_none() { 1.0 } else { 0.0 },
+            duration,
+            scraped as f64,
+            post_relabel as f64,
+            added as f64,
+        ]);
         let mut app = storage.appender().lazy_sync();
         for (series, t, v) in &keep {
             match series {
@@ -557,6 +597,7 @@ mod tests {
                 address: "localhost:8000".into(),
                 labels: [("env".to_string(), "prod".to_string())].into(),
             }],
+            file_sd: vec![],
             relabel: vec![],
             metric_relabel: vec![RelabelRule::new(
                 vec!["__name__".into()],

@@ -113,6 +113,48 @@ impl Group {
         }
     }
 
+    /// Takes over what `old`, the same group before a reload changed it,
+    /// knew (Prometheus' `CopyState`): each rule matched by name and labels
+    /// keeps its alerts (so a pending alert keeps its active-since time),
+    /// its health and the series it wrote. Returns the series of `old`'s
+    /// rules that have no counterpart, for stale markers.
+    pub fn adopt(&mut self, old: Group) -> Vec<Labels> {
+        type Key = (Option<String>, Option<String>, BTreeMap<String, String>);
+        let key = |r: &Rule| -> Key { (r.alert.clone(), r.record.clone(), r.labels.clone()) };
+        let mut by_key: BTreeMap<Key, std::collections::VecDeque<RuleState>> = BTreeMap::new();
+        for r in old.rules {
+            by_key.entry(key(&r.rule)).or_default().push_back(r);
+        }
+        for r in &mut self.rules {
+            let Some(prev) = by_key.get_mut(&key(&r.rule)).and_then(|q| q.pop_front()) else {
+                continue;
+            };
+            r.health = prev.health;
+            r.last_error = prev.last_error;
+            r.last_eval_ms = prev.last_eval_ms;
+            r.eval_seconds = prev.eval_seconds;
+            r.alerts = prev.alerts;
+            r.previous = prev.previous;
+            r.restore = prev.restore;
+        }
+        self.last_eval_ms = old.last_eval_ms;
+        self.eval_seconds = old.eval_seconds;
+        by_key
+            .into_values()
+            .flatten()
+            .flat_map(|r| r.previous)
+            .collect()
+    }
+
+    /// Every series the group's last evaluation wrote (stale markers for a
+    /// group removed by a reload).
+    pub fn written(&self) -> Vec<Labels> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.previous.iter().cloned())
+            .collect()
+    }
+
     /// Evaluates every rule at `t` and writes what they produce.
     pub fn eval(
         &mut self,

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use crate::model::{Labels, Matcher, Sample, Timestamp};
 
-pub use store::{Appender, LabelDecoder, Maintenance, Storage};
+pub use store::{Appender, LabelDecoder, Maintenance, SnapshotStats, Storage};
 pub use tail::{Cursor, LogBatch};
 
 /// Longest time span of one chunk; chunks are keyed by their first

@@ -341,7 +341,7 @@ pub async fn receivers(State(state): State<AppState>) -> Json<Value> {
 /// `GET /api/v2/status`
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let n = state.notify.lock();
-    let started = state.settings.started_ms();
+    let started = state.settings.get().started_ms();
     Json(json!({
         "cluster": {"name": "", "status": "disabled", "peers": []},
         "config": {"original": n.config().redacted()},
@@ -520,9 +520,17 @@ pub async fn test_receiver(
     Ok(success(json!({"receiver": name, "results": results})))
 }
 
-/// `POST /-/reload`: reloads the notifier's configuration (Alertmanager's
-/// and Prometheus' endpoint); 500 with the reason if the file is bad.
+/// `POST /-/reload`: reloads the whole configuration (Alertmanager's and
+/// Prometheus' endpoint); 500 with the reason if a file is bad, 403 unless
+/// the lifecycle API is on.
 pub async fn reload(State(state): State<AppState>) -> Response {
+    if !state.settings.get().lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (start mlmon with --web.enable-lifecycle).\n",
+        )
+            .into_response();
+    }
     let Some(tx) = state.reload.clone() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n").into_response();
     };

@@ -198,7 +198,7 @@ pub async fn query(
     let text = query_text(&params)?;
     let t = time_param(&params, "time", now_ms())?;
     let storage = state.storage.clone();
-    let opts = state.settings.query.clone();
+    let opts = state.settings.get().query.clone();
     let data = state
         .queries
         .run(move || -> Result<String, ApiError> {
@@ -231,7 +231,7 @@ pub async fn query_range(
             .ok_or_else(|| ApiError::BadData("invalid parameter \"step\": missing".into()))?,
     )?;
     let storage = state.storage.clone();
-    let opts = state.settings.query.clone();
+    let opts = state.settings.get().query.clone();
     let data = state
         .queries
         .run(move || -> Result<String, ApiError> {
@@ -430,7 +430,7 @@ pub async fn artifacts(State(state): State<AppState>) -> Json<Json_> {
 /// `GET /api/v1/targets[?state=active|dropped|any]`, in Prometheus' shape.
 pub async fn targets(State(state): State<AppState>, Params(params): Params) -> Json<Json_> {
     let which = param(&params, "state").unwrap_or("any");
-    let (active, dropped) = (&state.targets.active, &state.targets.dropped);
+    let (active, dropped) = (&state.targets.get().active, &state.targets.get().dropped);
     let active: Vec<Json_> = if which == "dropped" {
         Vec::new()
     } else {
@@ -470,6 +470,7 @@ pub async fn targets(State(state): State<AppState>, Params(params): Params) -> J
 pub async fn probes(State(state): State<AppState>) -> Json<Json_> {
     let list: Vec<Json_> = state
         .probes
+        .get()
         .iter()
         .map(|p| serde_json::to_value(p.status()).unwrap_or(Json_::Null))
         .collect();
@@ -493,6 +494,7 @@ pub async fn rules(State(state): State<AppState>, Params(params): Params) -> Jso
     let only = param(&params, "type").map(str::to_string);
     let groups: Vec<Json_> = state
         .rules
+        .get()
         .iter()
         .map(|g| {
             let g = g.lock().unwrap_or_else(|p| p.into_inner());
@@ -566,7 +568,7 @@ pub async fn rules(State(state): State<AppState>, Params(params): Params) -> Jso
 /// `GET /api/v1/alerts`: pending and firing alerts, in Prometheus' shape.
 pub async fn alerts(State(state): State<AppState>) -> Json<Json_> {
     let mut alerts = Vec::new();
-    for g in state.rules.iter() {
+    for g in state.rules.get().iter() {
         let g = g.lock().unwrap_or_else(|p| p.into_inner());
         alerts.extend(g.active_alerts().map(|(_, a)| alert_json(a)));
     }

@@ -1,12 +1,14 @@
-//! Who may call mutating endpoints (push, remote write; later silences and
-//! reload): HTTP basic auth against bcrypt hashes in Prometheus' web-config
-//! format, or bearer tokens. Tokens are compared in constant time; bcrypt
-//! results are cached so a client repeating its password does not pay the
-//! hash each time. With no auth configured, mutating endpoints answer only
-//! on a loopback listener.
+//! Who may call which route ([`Access`]): once authentication is
+//! configured (HTTP basic auth against bcrypt hashes in Prometheus'
+//! web-config format, or bearer tokens), every route but the health checks
+//! needs it, as with Prometheus' web config. Tokens are compared in
+//! constant time; bcrypt results are cached so a client repeating its
+//! password does not pay the hash each time. With no auth configured,
+//! reading is open and writing answers only on a loopback listener. The
+//! users and tokens are replaced on reload.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -16,13 +18,26 @@ use base64::Engine;
 
 use super::{ApiError, AppState};
 use crate::config::AuthConfig;
+use crate::live::Live;
 
 const CACHE_LIMIT: usize = 1024;
 
 pub struct Auth {
-    cfg: AuthConfig,
+    cfg: Live<AuthConfig>,
     loopback: bool,
     cache: Mutex<HashMap<(String, String), bool>>,
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the health checks load balancers call.
+    Open,
+    /// With credentials once authentication is configured.
+    Read,
+    /// As `Read`; with no authentication configured, only through a
+    /// loopback listener.
+    Write,
 }
 
 /// True when `a == b`, taking the same time for every `b` of a given length.
@@ -58,10 +73,21 @@ fn credentials(req: &Request) -> Option<Credentials> {
 impl Auth {
     pub fn new(cfg: AuthConfig, loopback: bool) -> Self {
         Auth {
-            cfg,
+            cfg: Live::new(cfg),
             loopback,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The users and tokens now configured.
+    pub fn config(&self) -> Arc<AuthConfig> {
+        self.cfg.get()
+    }
+
+    /// Replaces the users and tokens (a reload); cached checks are dropped.
+    pub fn set(&self, cfg: AuthConfig) {
+        self.cfg.set(cfg);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn verify_basic(&self, user: &str, pass: &str) -> bool {
@@ -76,7 +102,8 @@ impl Auth {
         }
         // Hash even for unknown users so timing does not reveal user names.
         const DUMMY: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
-        let (known, hash) = match self.cfg.basic_auth_users.iter().find(|(u, _)| u == user) {
+        let cfg = self.config();
+        let (known, hash) = match cfg.basic_auth_users.iter().find(|(u, _)| u == user) {
             Some((_, h)) => (true, h.as_str()),
             None => (false, DUMMY),
         };
@@ -90,17 +117,24 @@ impl Auth {
     }
 
     fn verify_bearer(&self, token: &str) -> bool {
-        self.cfg.bearer_tokens.iter().fold(false, |ok, t| {
+        self.config().bearer_tokens.iter().fold(false, |ok, t| {
             ok | constant_time_eq(t.as_bytes(), token.as_bytes())
         })
     }
 }
 
-/// Middleware for mutating routes.
-pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Middleware enforcing a route's [`Access`].
+pub async fn require(
+    State((state, access)): State<(AppState, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let auth = state.auth.clone();
-    if !auth.cfg.is_enabled() {
-        if auth.loopback {
+    if access == Access::Open {
+        return next.run(req).await;
+    }
+    if !auth.config().is_enabled() {
+        if access == Access::Read || auth.loopback {
             return next.run(req).await;
         }
         tracing::warn!(

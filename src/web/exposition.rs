@@ -149,7 +149,9 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         latency_sum = latency_sum.sample(&labels, v[4]);
     }
     let mut remote = Vec::new();
-    for (name, help, counter, samples) in crate::remote::metrics(&state.remote, &state.storage) {
+    for (name, help, counter, samples) in
+        crate::remote::metrics(&state.remote.get(), &state.storage)
+    {
         let mut f = Fam::new(name, if counter { Counter } else { Gauge }, help);
         for (remote_name, url, v) in samples {
             f = f.sample(
@@ -159,7 +161,20 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         }
         remote.push(f);
     }
+    let reloads = state.reloads.get();
     let mut families = vec![
+        Fam::new(
+            "mlmon_config_last_reload_successful",
+            Gauge,
+            "Whether the last configuration reload attempt was successful.",
+        )
+        .value(if reloads.ok { 1.0 } else { 0.0 }),
+        Fam::new(
+            "mlmon_config_last_reload_success_timestamp_seconds",
+            Gauge,
+            "Timestamp of the last successful configuration reload.",
+        )
+        .value(reloads.success_ms as f64 / 1000.0),
         runs,
         errors,
         took,
@@ -199,7 +214,7 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
             Gauge,
             "Most user queries run at once (query.max_concurrency).",
         )
-        .value(state.settings.max_concurrent_queries as f64),
+        .value(state.settings.get().max_concurrent_queries as f64),
         Fam::new("mlmon_storage_series", Gauge, "Series in the store.").value(s.series as f64),
         Fam::new(
             "mlmon_storage_head_samples",
@@ -412,7 +427,7 @@ pub async fn federate(
     }
     let now = now_ms();
     let storage = state.storage.clone();
-    let external = state.settings.external_labels.clone();
+    let external = state.settings.get().external_labels.clone();
     let body = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         let mut latest = Vec::new();
         for set in &selectors {

@@ -64,7 +64,7 @@ async fn write(state: AppState, headers: HeaderMap, body: Bytes) -> Result<(), A
             )));
         }
     }
-    let max = state.settings.max_request_bytes;
+    let max = state.settings.get().max_request_bytes;
     let refused = |e: DecodeError| match e {
         DecodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
         other => ApiError::BadData(other.to_string()),

@@ -4,6 +4,7 @@
 //! the ingest endpoints, like the tools they replace) and never shows
 //! internal error text to clients. Mutating endpoints sit behind [`auth`].
 
+mod admin;
 mod alertmanager;
 mod api;
 mod auth;
@@ -14,16 +15,18 @@ mod pages;
 mod queries;
 pub mod server;
 mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Form, FromRequest, MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::handler::Handler;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::config::{AuthConfig, Config};
@@ -31,9 +34,10 @@ use crate::ingest::artifacts::Artifacts;
 use crate::ingest::probe::Probe;
 use crate::ingest::push::PushGroups;
 use crate::ingest::scrape::Targets;
+use crate::live::Live;
 use crate::tsdb::Storage;
 
-pub use auth::Auth;
+pub use auth::{Access, Auth};
 pub use pages::render_overview;
 pub use telemetry::HttpMetrics;
 
@@ -45,26 +49,45 @@ pub struct AppState {
     pub push: Arc<PushGroups>,
     pub artifacts: Arc<Artifacts>,
     /// Scrape targets, active and dropped by relabeling.
-    pub targets: Arc<Targets>,
-    pub probes: Arc<Vec<Arc<Probe>>>,
+    pub targets: Arc<Live<Targets>>,
+    pub probes: Arc<Live<Vec<Arc<Probe>>>>,
     /// Rule groups, each evaluated by its own task.
-    pub rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
+    pub rules: Arc<Live<RuleGroups>>,
     pub notify: Arc<crate::notify::Shared>,
     /// Where `POST /-/reload` asks for a reload (`None`: not served).
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    /// How the last reload went.
+    pub reloads: Arc<Live<ReloadStatus>>,
     /// `remote_write` endpoints.
-    pub remote: Arc<Vec<Arc<crate::remote::Endpoint>>>,
-    pub settings: Arc<WebSettings>,
+    pub remote: Arc<Live<Vec<Arc<crate::remote::Endpoint>>>>,
+    pub settings: Arc<Live<WebSettings>>,
+    /// HTTPS, when the web config asks for it (replaced on reload).
+    pub tls: Arc<Live<Option<Arc<tls::TlsServer>>>>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
     /// Where user queries run (concurrency limit, priority).
     pub queries: Arc<queries::Queries>,
 }
 
-/// The parts of the config the handlers need at request time.
 /// A reload request and where its outcome goes.
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
 
+/// The rule groups, each shared with the task evaluating it.
+pub type RuleGroups = Vec<Arc<std::sync::Mutex<crate::rules::engine::Group>>>;
+
+/// How the configuration was last (re)loaded, for `/metrics` and the status
+/// page.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// The last reload succeeded (or none was tried since the start).
+    pub ok: bool,
+    /// When the configuration now running was loaded, in Unix ms.
+    pub success_ms: crate::model::Timestamp,
+    /// Why the last reload failed.
+    pub error: Option<String>,
+}
+
+/// The parts of the config the handlers need at request time.
 #[derive(Debug, Clone)]
 pub struct WebSettings {
     pub listen: SocketAddr,
@@ -80,6 +103,14 @@ pub struct WebSettings {
     /// Queries evaluated at once.
     pub max_concurrent_queries: usize,
     pub started: std::time::SystemTime,
+    /// `POST /-/reload` is served: on a loopback listener, else with
+    /// `--web.enable-lifecycle` (as Prometheus gates it).
+    pub lifecycle: bool,
+    /// The admin API (snapshots) is served: on a loopback listener, else
+    /// with `--web.enable-admin-api`.
+    pub admin: bool,
+    /// Headers added to every response (`http_server_config.headers`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl WebSettings {
@@ -115,6 +146,20 @@ impl WebSettings {
             },
             max_concurrent_queries: q.max_concurrency,
             started: std::time::SystemTime::now(),
+            lifecycle: config.web.listen.ip().is_loopback(),
+            admin: config.web.listen.ip().is_loopback(),
+            headers: config
+                .web
+                .http
+                .headers
+                .iter()
+                .filter_map(|(n, v)| {
+                    Some((
+                        HeaderName::from_bytes(n.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect(),
         }
     }
 }
@@ -125,12 +170,12 @@ pub struct Components {
     pub storage: Arc<Storage>,
     pub push: Arc<PushGroups>,
     pub artifacts: Arc<Artifacts>,
-    pub targets: Arc<Targets>,
-    pub probes: Arc<Vec<Arc<Probe>>>,
-    pub rules: Arc<Vec<std::sync::Mutex<crate::rules::engine::Group>>>,
+    pub targets: Targets,
+    pub probes: Vec<Arc<Probe>>,
+    pub rules: RuleGroups,
     pub notify: Arc<crate::notify::Shared>,
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
-    pub remote: Arc<Vec<Arc<crate::remote::Endpoint>>>,
+    pub remote: Vec<Arc<crate::remote::Endpoint>>,
 }
 
 impl Components {
@@ -147,12 +192,12 @@ impl Components {
             storage,
             push,
             artifacts,
-            targets: Arc::default(),
-            probes: Arc::default(),
-            rules: Arc::default(),
+            targets: Targets::default(),
+            probes: Vec::new(),
+            rules: Vec::new(),
             notify: Arc::new(crate::notify::Shared::new(notifier)),
             reload: None,
-            remote: Arc::default(),
+            remote: Vec::new(),
         }
     }
 }
@@ -168,13 +213,19 @@ impl AppState {
             storage: c.storage,
             push: c.push,
             artifacts: c.artifacts,
-            targets: c.targets,
-            probes: c.probes,
-            rules: c.rules,
+            targets: Arc::new(Live::new(c.targets)),
+            probes: Arc::new(Live::new(c.probes)),
+            rules: Arc::new(Live::new(c.rules)),
             notify: c.notify,
             reload: c.reload,
-            remote: c.remote,
-            settings: Arc::new(settings),
+            reloads: Arc::new(Live::new(ReloadStatus {
+                ok: true,
+                success_ms: crate::model::now_ms(),
+                error: None,
+            })),
+            remote: Arc::new(Live::new(c.remote)),
+            settings: Arc::new(Live::new(settings)),
+            tls: Arc::default(),
             auth: Arc::new(Auth::new(auth.clone(), loopback)),
             metrics: Arc::new(HttpMetrics::default()),
             queries,
@@ -182,86 +233,172 @@ impl AppState {
     }
 }
 
-/// Every route of mlmon.
-pub fn router(state: AppState) -> Router {
-    let authed = || middleware::from_fn_with_state(state.clone(), auth::require);
-    let mutating = Router::new()
-        .route("/api/v1/write", post(ingest::remote_write))
-        .route(
-            "/api/v1/receivers/{name}/test",
-            post(alertmanager::test_receiver),
-        )
-        .route("/-/reload", post(alertmanager::reload))
-        .route(
-            "/metrics/{*grouping}",
-            put(ingest::push_put)
-                .post(ingest::push_post)
-                .delete(ingest::push_delete),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
-    Router::new()
-        .route("/metrics", get(exposition::metrics))
-        .route("/federate", get(exposition::federate))
-        .route("/api/v1/query", get(api::query).post(api::query))
-        .route(
-            "/api/v1/query_range",
-            get(api::query_range).post(api::query_range),
-        )
-        .route("/api/v1/series", get(api::series).post(api::series))
-        .route("/api/v1/labels", get(api::labels).post(api::labels))
-        .route("/api/v1/label/{name}/values", get(api::label_values))
-        .route("/api/v1/status/buildinfo", get(api::buildinfo))
-        .route(
-            "/api/v1/format_query",
-            get(api::format_query).post(api::format_query),
-        )
-        .route("/api/v1/metadata", get(exposition::metadata))
-        .route(
-            "/api/v1/runs",
-            get(api::runs).merge(
-                post(api::record_run)
-                    .route_layer(middleware::from_fn_with_state(state.clone(), auth::require)),
-            ),
-        )
-        .route("/api/v1/artifacts", get(api::artifacts))
-        .route("/api/v1/targets", get(api::targets))
-        .route("/api/v1/probes", get(api::probes))
-        .route("/api/v1/rules", get(api::rules))
-        .route("/api/v1/alerts", get(api::alerts))
-        .route("/api/v1/alerts/history", get(alertmanager::history))
-        .route("/api/v1/notifications", get(alertmanager::recent))
-        .route("/api/v1/templates/preview", post(alertmanager::preview))
-        .route(
-            "/api/v2/alerts",
-            get(alertmanager::get_alerts)
-                .merge(post(alertmanager::post_alerts).route_layer(authed())),
-        )
-        .route(
-            "/api/v2/silences",
-            get(alertmanager::get_silences)
-                .merge(post(alertmanager::post_silence).route_layer(authed())),
-        )
-        .route(
-            "/api/v2/silence/{id}",
-            get(alertmanager::get_silence)
-                .merge(axum::routing::delete(alertmanager::delete_silence).route_layer(authed())),
-        )
-        .route("/api/v2/status", get(alertmanager::status))
-        .route("/api/v2/receivers", get(alertmanager::receivers))
-        .route("/-/healthy", get(|| async { "Healthy\n" }))
-        .route("/-/ready", get(|| async { "Ready\n" }))
-        .route("/health", get(api::health))
-        .route("/api/health", get(api::health))
-        .route("/ml-metrics", get(exposition::ml_metrics))
-        .merge(mutating)
-        .merge(pages::routes(&state))
-        .fallback(|| async { ApiError::NotFound })
-        .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+/// One route: a method on a path and who may call it.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
 }
 
-/// Counts requests by route and status code, and logs internal errors once.
+/// The router as it is built: every route goes through [`Table::add`],
+/// which puts its [`Access`] in front of it and lists it (tests walk the
+/// list, so no route escapes authentication by being forgotten).
+pub(crate) struct Table {
+    state: AppState,
+    routes: Vec<(&'static str, MethodRouter<AppState>)>,
+    info: Vec<RouteInfo>,
+}
+
+impl Table {
+    pub(crate) fn add<H, T>(
+        &mut self,
+        access: Access,
+        method: Method,
+        path: &'static str,
+        handler: H,
+    ) -> &mut Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+        let guard = middleware::from_fn_with_state((self.state.clone(), access), auth::require);
+        let route = axum::routing::on(filter, handler).route_layer(guard);
+        match self.routes.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(route),
+            None => self.routes.push((path, route)),
+        }
+        self.info.push(RouteInfo {
+            method,
+            path,
+            access,
+        });
+        self
+    }
+}
+
+/// Every route of mlmon, and the list of them with their access.
+pub fn routes(state: AppState) -> (Router, Vec<RouteInfo>) {
+    use Access::{Open, Read, Write};
+    use Method as M;
+    let mut t = Table {
+        state: state.clone(),
+        routes: Vec::new(),
+        info: Vec::new(),
+    };
+    t.add(Read, M::GET, "/metrics", exposition::metrics)
+        .add(Read, M::GET, "/federate", exposition::federate)
+        .add(Read, M::GET, "/api/v1/query", api::query)
+        .add(Read, M::POST, "/api/v1/query", api::query)
+        .add(Read, M::GET, "/api/v1/query_range", api::query_range)
+        .add(Read, M::POST, "/api/v1/query_range", api::query_range)
+        .add(Read, M::GET, "/api/v1/series", api::series)
+        .add(Read, M::POST, "/api/v1/series", api::series)
+        .add(Read, M::GET, "/api/v1/labels", api::labels)
+        .add(Read, M::POST, "/api/v1/labels", api::labels)
+        .add(
+            Read,
+            M::GET,
+            "/api/v1/label/{name}/values",
+            api::label_values,
+        )
+        .add(Read, M::GET, "/api/v1/status/buildinfo", api::buildinfo)
+        .add(Read, M::GET, "/api/v1/format_query", api::format_query)
+        .add(Read, M::POST, "/api/v1/format_query", api::format_query)
+        .add(Read, M::GET, "/api/v1/metadata", exposition::metadata)
+        .add(Read, M::GET, "/api/v1/runs", api::runs)
+        .add(Write, M::POST, "/api/v1/runs", api::record_run)
+        .add(Read, M::GET, "/api/v1/artifacts", api::artifacts)
+        .add(Read, M::GET, "/api/v1/targets", api::targets)
+        .add(Read, M::GET, "/api/v1/probes", api::probes)
+        .add(Read, M::GET, "/api/v1/rules", api::rules)
+        .add(Read, M::GET, "/api/v1/alerts", api::alerts)
+        .add(
+            Read,
+            M::GET,
+            "/api/v1/alerts/history",
+            alertmanager::history,
+        )
+        .add(Read, M::GET, "/api/v1/notifications", alertmanager::recent)
+        .add(
+            Read,
+            M::POST,
+            "/api/v1/templates/preview",
+            alertmanager::preview,
+        )
+        .add(Read, M::GET, "/api/v2/alerts", alertmanager::get_alerts)
+        .add(Write, M::POST, "/api/v2/alerts", alertmanager::post_alerts)
+        .add(Read, M::GET, "/api/v2/silences", alertmanager::get_silences)
+        .add(
+            Write,
+            M::POST,
+            "/api/v2/silences",
+            alertmanager::post_silence,
+        )
+        .add(
+            Read,
+            M::GET,
+            "/api/v2/silence/{id}",
+            alertmanager::get_silence,
+        )
+        .add(
+            Write,
+            M::DELETE,
+            "/api/v2/silence/{id}",
+            alertmanager::delete_silence,
+        )
+        .add(Read, M::GET, "/api/v2/status", alertmanager::status)
+        .add(Read, M::GET, "/api/v2/receivers", alertmanager::receivers)
+        .add(Open, M::GET, "/-/healthy", || async { "Healthy\n" })
+        .add(Open, M::GET, "/-/ready", || async { "Ready\n" })
+        .add(Read, M::GET, "/health", api::health)
+        .add(Read, M::GET, "/api/health", api::health)
+        .add(Read, M::GET, "/ml-metrics", exposition::ml_metrics)
+        .add(Write, M::POST, "/api/v1/write", ingest::remote_write)
+        .add(
+            Write,
+            M::POST,
+            "/api/v1/receivers/{name}/test",
+            alertmanager::test_receiver,
+        )
+        .add(Write, M::POST, "/-/reload", alertmanager::reload)
+        .add(
+            Write,
+            M::POST,
+            "/api/v1/admin/tsdb/snapshot",
+            admin::snapshot,
+        )
+        .add(Write, M::PUT, "/metrics/{*grouping}", ingest::push_put)
+        .add(Write, M::POST, "/metrics/{*grouping}", ingest::push_post)
+        .add(
+            Write,
+            M::DELETE,
+            "/metrics/{*grouping}",
+            ingest::push_delete,
+        );
+    pages::routes(&mut t);
+    let mut router = Router::new();
+    for (path, route) in t.routes {
+        router = router.route(path, route);
+    }
+    let router = router
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(
+            state.settings.get().max_request_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state);
+    (router, t.info)
+}
+
+/// Every route of mlmon.
+pub fn router(state: AppState) -> Router {
+    routes(state).0
+}
+
+/// Counts requests by route and status code, and adds the configured
+/// response headers.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let handler = req
         .extensions()
@@ -269,10 +406,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     state
         .metrics
         .observe(&handler, resp.status().as_u16(), start.elapsed());
+    for (name, value) in &state.settings.get().headers {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
     resp
 }
 

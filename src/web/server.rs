@@ -17,6 +17,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::tls::TlsServer;
+use crate::live::Live;
+
 /// Limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -33,11 +36,14 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes; over TLS
+/// while `tls` holds a setup (taken per connection, so a reload switches
+/// it for the next one).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Arc<Live<Option<Arc<TlsServer>>>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -79,12 +85,29 @@ pub async fn serve(
                     Ok::<_, std::convert::Infallible>(answer(router, req, read_timeout).await)
                 }
             });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
+        let (http, watcher) = (http.clone(), graceful.watcher());
+        match tls.get().as_ref().clone() {
+            None => {
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    let _ = watcher.watch(conn).await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                let within = HEADER_TIMEOUT.min(limits.read_timeout);
+                tokio::spawn(async move {
+                    match tls.accept(stream, within).await {
+                        Ok(stream) => {
+                            let conn = http.serve_connection(TokioIo::new(stream), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Err(e) => tracing::debug!(message = "TLS connection refused", error = %e),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {

@@ -364,68 +364,85 @@ pub fn remote_write(
 /// `IP:127.0.0.1` or `DNS:localhost`), made with openssl in `dir`:
 /// `(ca.pem, cert.pem, key.pem)`.
 pub fn certificates(dir: &Path, san: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let openssl = require("openssl");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=mlmon test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    sign(dir, "cert.pem", "key.pem", "mlmon test server", san);
     let d = |f: &str| dir.join(f);
+    (d("ca.pem"), d("cert.pem"), d("key.pem"))
+}
+
+/// A certificate `cert` with its key `key` (files in `dir`) for subject
+/// `cn` and `san`, signed by the CA [`certificates`] made there.
+pub fn sign(dir: &Path, cert: &str, key: &str, cn: &str, san: &str) {
+    let ext = format!("{cert}.cnf");
     std::fs::write(
-        d("ext.cnf"),
+        dir.join(&ext),
         format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let ok = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=mlmon test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=mlmon test server",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "req.csr",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "req.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ]);
-    (d("ca.pem"), d("cert.pem"), d("key.pem"))
+    let csr = format!("{cert}.csr");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            key,
+            "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            cert,
+        ],
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new(require("openssl"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl {args:?}");
 }
 
 /// One request an [`HttpSink`] received.

@@ -35,6 +35,8 @@ mod kv;
 mod maintain;
 mod open;
 mod read;
+mod snapshot;
+pub use snapshot::SnapshotStats;
 
 use append::{close_head, push_sample};
 pub use append::{Appender, LabelDecoder};
@@ -170,6 +172,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Storage {
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.opts.dir
     }
 
     /// Refuses a write, before it changes anything, when the filesystem

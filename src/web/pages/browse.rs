@@ -159,8 +159,8 @@ pub async fn rules(State(state): State<AppState>) -> Response {
     let now = now_ms();
     let body = html! {
         h1 { "Rules" }
-        @if state.rules.is_empty() { p.muted { "No rule files loaded (rule_files in mlmon.yml)." } }
-        @for g in state.rules.iter() {
+        @if state.rules.get().is_empty() { p.muted { "No rule files loaded (rule_files in mlmon.yml)." } }
+        @for g in state.rules.get().iter() {
             @let g = g.lock().unwrap_or_else(|p| p.into_inner());
             section.panel style="margin-bottom:1rem" {
                 h2 { (g.name) }
@@ -192,11 +192,11 @@ pub async fn targets(State(state): State<AppState>) -> Response {
     let body = html! {
         h1 { "Targets" }
         h2 { "Scrape targets" }
-        @if state.targets.active.is_empty() { p.muted { "No scrape_configs." } }
+        @if state.targets.get().active.is_empty() { p.muted { "No scrape_configs." } }
         @else {
             div.table-wrap { table {
                 thead { tr { th { "Endpoint" } th { "Job" } th { "Health" } th { "Last scrape" } th { "Error" } } }
-                tbody { @for t in &state.targets.active {
+                tbody { @for t in &state.targets.get().active {
                     @let st = t.status();
                     tr {
                         td { code { (t.url) } }
@@ -209,11 +209,11 @@ pub async fn targets(State(state): State<AppState>) -> Response {
             } }
         }
         h2 { "Probes" }
-        @if state.probes.is_empty() { p.muted { "No probes." } }
+        @if state.probes.get().is_empty() { p.muted { "No probes." } }
         @else {
             div.table-wrap { table {
                 thead { tr { th { "Probe" } th { "URL" } th { "Health" } th { "Last probe" } th { "Error" } } }
-                tbody { @for p in state.probes.iter() {
+                tbody { @for p in state.probes.get().iter() {
                     @let st = p.status();
                     tr {
                         td { (st.name) }
@@ -231,7 +231,7 @@ pub async fn targets(State(state): State<AppState>) -> Response {
 
 /// mlmon.yml as written, with secret values replaced.
 fn redacted_config(state: &AppState) -> Option<String> {
-    let path = state.settings.config_file.as_ref()?;
+    let path = state.settings.get().config_file.clone()?;
     let text = std::fs::read_to_string(path).ok()?;
     Some(crate::model::redact_secrets(&text))
 }
@@ -244,23 +244,31 @@ pub async fn status(State(state): State<AppState>) -> Response {
         .ok()
         .flatten();
     let st = state.storage.stats();
-    let started = state.settings.started_ms();
+    let started = state.settings.get().started_ms();
     let now = now_ms();
     let (receivers, am_config) = {
         let n = state.notify.lock();
         (n.config().receivers.len(), n.config().redacted())
     };
+    let reloads = state.reloads.get();
     let body = html! {
         h1 { "Status" }
+        @if let Some(e) = &reloads.error {
+            section.panel.error {
+                h2 { "The last reload failed; the configuration loaded " (ago(reloads.success_ms, now)) " keeps running" }
+                pre { (e) }
+            }
+        }
         div.grid {
             section.panel {
                 h2 { "Build and runtime" }
                 table { tbody {
                     tr { th { "Version" } td { (env!("CARGO_PKG_VERSION")) } }
                     tr { th { "Started" } td { (local_time(started)) " (" (ago(started, now)) ")" } }
-                    tr { th { "Listening on" } td { (state.settings.listen) } }
-                    tr { th { "Config file" } td { @match &state.settings.config_file { Some(p) => code { (p.display()) }, None => "built-in defaults" } } }
-                    tr { th { "Rule groups" } td { (state.rules.len()) } }
+                    tr { th { "Listening on" } td { (state.settings.get().listen) } }
+                    tr { th { "Config file" } td { @match &state.settings.get().config_file { Some(p) => code { (p.display()) }, None => "built-in defaults" } } }
+                    tr { th { "Configuration loaded" } td { (local_time(reloads.success_ms)) " (" (ago(reloads.success_ms, now)) ")" @if !reloads.ok { " · last reload failed" } } }
+                    tr { th { "Rule groups" } td { (state.rules.get().len()) } }
                     tr { th { "Receivers" } td { (receivers) } }
                 } }
             }
@@ -274,16 +282,16 @@ pub async fn status(State(state): State<AppState>) -> Response {
                     tr { th { "Chunks" } td { (st.chunks) " · " (chart::Unit::Bytes.format(st.chunk_bytes as f64)) } }
                     tr { th { "Head samples" } td { (st.head_samples) } }
                     tr { th { "WAL" } td { (chart::Unit::Bytes.format(st.wal_bytes as f64)) } }
-                    tr { th { "Retention" } td { (state.settings.retention) } }
+                    tr { th { "Retention" } td { (state.settings.get().retention) } }
                 } }
             }
         }
-        @if !state.remote.is_empty() {
+        @if !state.remote.get().is_empty() {
             h2 { "Remote write" }
             table {
                 thead { tr { th { "Endpoint" } th { "Sent" } th { "Refused" } th { "Dropped" } th { "Backlog" } th { "Newest sent" } th { "Last error" } } }
                 tbody {
-                    @for ep in state.remote.iter() {
+                    @for ep in state.remote.get().iter() {
                         @let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                         @let newest = crate::remote::highest_sent(ep);
                         tr {
@@ -315,6 +323,7 @@ pub async fn status_json(State(state): State<AppState>) -> Response {
     let st = state.storage.stats();
     let uptime = state
         .settings
+        .get()
         .started
         .elapsed()
         .map_or(0.0, |d| d.as_secs_f64());
@@ -329,9 +338,9 @@ pub async fn status_json(State(state): State<AppState>) -> Response {
         "uptime_seconds": uptime,
         "series": st.series,
         "firing_alerts": firing,
-        "rule_groups": state.rules.len(),
-        "scrape_targets": state.targets.active.len(),
-        "probes": state.probes.len(),
+        "rule_groups": state.rules.get().len(),
+        "scrape_targets": state.targets.get().active.len(),
+        "probes": state.probes.get().len(),
     }))
     .into_response()
 }
@@ -363,7 +372,7 @@ pub async fn graph(State(state): State<AppState>, Query(p): QueryMap) -> Respons
                     t
                 }
             })?;
-            let now = crate::promql::instant(&*s.storage, &e, now_ms(), &s.settings.query)
+            let now = crate::promql::instant(&*s.storage, &e, now_ms(), &s.settings.get().query)
                 .map_err(|e| e.to_string())?;
             let rows: Vec<(String, String)> = match now {
                 crate::promql::Value::Vector(v) => v

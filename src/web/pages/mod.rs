@@ -20,8 +20,6 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use chrono::{Local, TimeZone};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
@@ -32,38 +30,45 @@ use crate::model::{now_ms, Labels, Timestamp};
 const CSS: &str = include_str!("../../../static/style.css");
 const JS: &str = include_str!("../../../static/app.js");
 
-/// The pages and their forms; the forms that change state need
-/// authentication when it is configured.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let forms = Router::new()
-        .route("/alerts/silences", post(alerts::create_silence))
-        .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
-        .route("/alerts/receivers/{name}/test", post(alerts::test_receiver))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            super::auth::require,
-        ));
-    Router::new()
-        .route("/", get(overview::page))
-        .route("/runs", get(browse::runs))
-        .route("/runs/{id}", get(browse::run))
-        .route("/alerts", get(alerts::page))
-        .route("/alerts/receivers/{name}/preview", get(alerts::preview))
-        .route("/rules", get(browse::rules))
-        .route("/targets", get(browse::targets))
-        .route("/status", get(browse::status))
-        .route("/graph", get(browse::graph))
-        .route("/api/dashboard", get(overview::json))
-        .route("/api/status", get(browse::status_json))
-        .route(
-            "/static/style.css",
-            get(|| async { asset(CSS, "text/css") }),
+/// The pages and their forms.
+pub(super) fn routes(t: &mut super::Table) {
+    use super::Access::{Read, Write};
+    use axum::http::Method as M;
+    t.add(Read, M::GET, "/", overview::page)
+        .add(Read, M::GET, "/runs", browse::runs)
+        .add(Read, M::GET, "/runs/{id}", browse::run)
+        .add(Read, M::GET, "/alerts", alerts::page)
+        .add(
+            Read,
+            M::GET,
+            "/alerts/receivers/{name}/preview",
+            alerts::preview,
         )
-        .route(
-            "/static/app.js",
-            get(|| async { asset(JS, "text/javascript") }),
+        .add(Read, M::GET, "/rules", browse::rules)
+        .add(Read, M::GET, "/targets", browse::targets)
+        .add(Read, M::GET, "/status", browse::status)
+        .add(Read, M::GET, "/graph", browse::graph)
+        .add(Read, M::GET, "/api/dashboard", overview::json)
+        .add(Read, M::GET, "/api/status", browse::status_json)
+        .add(Read, M::GET, "/static/style.css", || async {
+            asset(CSS, "text/css")
+        })
+        .add(Read, M::GET, "/static/app.js", || async {
+            asset(JS, "text/javascript")
+        })
+        .add(Write, M::POST, "/alerts/silences", alerts::create_silence)
+        .add(
+            Write,
+            M::POST,
+            "/alerts/silences/{id}/expire",
+            alerts::expire_silence,
         )
-        .merge(forms)
+        .add(
+            Write,
+            M::POST,
+            "/alerts/receivers/{name}/test",
+            alerts::test_receiver,
+        );
 }
 
 fn asset(body: &'static str, kind: &'static str) -> Response {
@@ -90,7 +95,7 @@ const NAV: [(&str, &str); 7] = [
 /// A whole page: `title` names it in the tab, `active` marks the nav entry.
 fn layout(state: &AppState, title: &str, active: &str, refresh: bool, content: Markup) -> Markup {
     let every = if refresh {
-        state.settings.refresh_secs
+        state.settings.get().refresh_secs
     } else {
         0
     };
@@ -377,7 +382,7 @@ fn range_series(
         r.start,
         r.end,
         r.step,
-        &state.settings.query,
+        &state.settings.get().query,
     )
     .map_err(|e| e.to_string())?;
     Ok(series
@@ -393,7 +398,7 @@ fn range_series(
 
 /// The latest value of each series of an instant query.
 fn instant(state: &AppState, expr: &str) -> Vec<(Labels, f64)> {
-    crate::promql::instant_vector(&*state.storage, expr, now_ms(), &state.settings.query)
+    crate::promql::instant_vector(&*state.storage, expr, now_ms(), &state.settings.get().query)
         .unwrap_or_default()
 }
 

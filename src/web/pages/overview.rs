@@ -47,7 +47,7 @@ pub(super) struct AlertRow {
 /// Firing and pending alerts of every rule group, firing first.
 pub(super) fn rule_alerts(state: &AppState) -> Vec<AlertRow> {
     let mut out = Vec::new();
-    for g in state.rules.iter() {
+    for g in state.rules.get().iter() {
         let g = g.lock().unwrap_or_else(|p| p.into_inner());
         for (_, a) in g.active_alerts() {
             out.push(AlertRow {
@@ -201,7 +201,7 @@ fn gather(state: &AppState, r: Range) -> Data {
     Data {
         models: models(state),
         runs,
-        probes: state.probes.iter().map(|p| p.status()).collect(),
+        probes: state.probes.get().iter().map(|p| p.status()).collect(),
         alerts: rule_alerts(state),
         charts,
         errors,
@@ -419,7 +419,7 @@ pub async fn json(State(state): State<AppState>) -> Response {
                 "disk_usage_percent": first("100 * (1 - max(node_filesystem_avail_bytes{mountpoint=\"/\"} / node_filesystem_size_bytes{mountpoint=\"/\"}))"),
                 "load1": first("max(node_load1)"),
             },
-            "api": s.probes.iter().map(|p| serde_json::to_value(p.status()).unwrap_or_default()).collect::<Vec<_>>(),
+            "api": s.probes.get().iter().map(|p| serde_json::to_value(p.status()).unwrap_or_default()).collect::<Vec<_>>(),
             "alerts": rule_alerts(&s).iter().map(|a| json!({
                 "alertname": a.name,
                 "severity": a.severity,

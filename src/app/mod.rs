@@ -1,6 +1,10 @@
 //! Wiring: open the store, load push groups, build the router, spawn the
 //! background tasks, serve until SIGINT/SIGTERM, then stop the tasks and
-//! checkpoint the head. The only module that spawns long-lived tasks.
+//! checkpoint the head. The only module that spawns long-lived tasks; the
+//! ones that run from the configuration (and change on reload) belong to
+//! the [`supervisor`].
+
+mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use crate::config::Config;
 use crate::ingest::artifacts::Artifacts;
 use crate::ingest::push::PushGroups;
 use crate::ingest::{host, probe, scrape};
+use crate::live::Live;
 use crate::model::now_ms;
 use crate::tsdb::{Limits, Storage, StorageOptions};
 use crate::web::{router, AppState, Components, HttpMetrics, WebSettings};
@@ -33,12 +38,32 @@ pub fn storage_options(config: &Config) -> StorageOptions {
     o
 }
 
+/// How `mlmon serve` was started, beyond mlmon.yml.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Command-line settings applied again on each reload.
+    pub overrides: crate::config::Overrides,
+    /// `--web.enable-lifecycle`: `POST /-/reload` on a non-loopback
+    /// listener.
+    pub enable_lifecycle: bool,
+    /// `--web.enable-admin-api`: snapshots on a non-loopback listener.
+    pub enable_admin_api: bool,
+    /// `--config.auto-reload-interval`: reload when a file changed.
+    pub auto_reload: Option<Duration>,
+}
+
 /// Runs the server until a shutdown signal arrives.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     for note in &config.ignored {
         tracing::warn!(message = "Config section ignored", section = %note);
     }
     let settings = WebSettings::new(&config);
+    let loaded = tokio::task::spawn_blocking({
+        let c = config.clone();
+        move || supervisor::Loaded::load(c)
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let components = build(&config, &settings, reload_tx).await?;
     let state = AppState::new(components, settings, &config.web.auth);
@@ -54,13 +79,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(message = "Listening", address = %config.web.listen);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks = spawn_tasks(&config, &state, reload_rx, stop_rx);
+    let mut tasks = spawn_tasks(&config, &state, stop_rx.clone());
+    let alerting = Arc::new(Alerting {
+        notify: state.notify.clone(),
+        alertmanagers: Live::default(),
+    });
+    let mut supervisor = supervisor::Supervisor::new(state.clone(), alerting, options);
+    supervisor.apply(loaded).await;
+    tasks.push(tokio::spawn(supervisor.run(reload_rx, stop_rx)));
     let limits = crate::web::server::ServerLimits {
         max_connections: config.web.max_connections,
         read_timeout: config.web.read_timeout.std(),
     };
-    let storage = state.storage.clone();
-    crate::web::server::serve(listener, router(state), limits, shutdown_signal()).await;
+    let (storage, tls) = (state.storage.clone(), state.tls.clone());
+    let scheme = if tls.get().is_some() { "https" } else { "http" };
+    tracing::info!(message = "Serving", scheme, address = %config.web.listen);
+    crate::web::server::serve(listener, router(state), limits, tls, shutdown_signal()).await;
     tracing::info!(message = "Shutting down");
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -73,9 +107,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the store and loads everything the server runs: push groups,
-/// runs, scrape targets, probes, rule groups and the notifier with its
-/// durable state.
+/// Opens the store and loads what lives in it: push groups, runs and the
+/// notifier with its durable state. What runs from the configuration
+/// (targets, probes, rules, remote write) starts with the supervisor.
 async fn build(
     config: &Config,
     settings: &WebSettings,
@@ -94,58 +128,18 @@ async fn build(
     let artifacts = Arc::new(
         Artifacts::load(config.artifacts.clone(), &storage).context("cannot load pipeline runs")?,
     );
-    let probes = config
-        .probes
-        .iter()
-        .map(|c| Arc::new(probe::Probe::new(c.clone())))
-        .collect();
     let notify = load_notifier(config, settings, &storage).await?;
-    // Endpoints no longer configured keep no backlog.
-    let names: Vec<String> = config.remote_write.iter().map(|r| r.name.clone()).collect();
-    let s = storage.clone();
-    tokio::task::spawn_blocking(move || {
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        s.release_log_holds_except(&names)
-    })
-    .await?
-    .context("cannot update the remote write positions")?;
-    let remote = config
-        .remote_write
-        .iter()
-        .map(|c| Arc::new(crate::remote::Endpoint::new(c.clone())))
-        .collect();
     Ok(Components {
-        remote: Arc::new(remote),
-        targets: Arc::new(scrape::targets(&config.scrape)),
-        probes: Arc::new(probes),
-        rules: Arc::new(load_rules(config)?),
+        remote: Vec::new(),
+        targets: scrape::Targets::default(),
+        probes: Vec::new(),
+        rules: Vec::new(),
         notify,
         reload: Some(reload),
         storage,
         push,
         artifacts,
     })
-}
-
-/// Every group of every rule file the configuration names.
-fn load_rules(
-    config: &Config,
-) -> anyhow::Result<Vec<std::sync::Mutex<crate::rules::engine::Group>>> {
-    let mut groups = Vec::new();
-    for pattern in config.rule_file_patterns() {
-        for path in glob::glob(&pattern).into_iter().flatten().flatten() {
-            let file = crate::rules::load_file(&path)
-                .map_err(|errors| anyhow::anyhow!("cannot load rules:\n{errors}"))?;
-            for g in &file.groups {
-                groups.push(std::sync::Mutex::new(crate::rules::engine::Group::new(
-                    &path.display().to_string(),
-                    g,
-                    config.global.evaluation_interval.millis(),
-                )));
-            }
-        }
-    }
-    Ok(groups)
 }
 
 /// The notifier on its configuration, with the alerts, silences,
@@ -157,9 +151,6 @@ async fn load_notifier(
 ) -> anyhow::Result<Arc<crate::notify::Shared>> {
     let am = notifier_config(config)
         .map_err(|e| anyhow::anyhow!("cannot load the notifier configuration:\n{e}"))?;
-    for note in &am.notes {
-        tracing::warn!(message = "Notifier configuration", note = %note);
-    }
     let library = crate::notify::Library::load(&am.templates).map_err(anyhow::Error::msg)?;
     let store = Arc::new(KvStore(storage.clone()));
     let (external_url, retention) = (settings.external_url(), config.storage.retention.millis());
@@ -178,21 +169,16 @@ async fn load_notifier(
     Ok(Arc::new(crate::notify::Shared::new(notifier)))
 }
 
-/// Starts every long-lived task: the push emitter, store maintenance, the
-/// collectors, the reload task, the notifier's dispatch, one task per rule
-/// group, probe and scrape target.
+/// Starts the long-lived tasks that do not change on reload: the push
+/// emitter, store maintenance, the artifacts collector and the notifier's
+/// dispatch.
 fn spawn_tasks(
     config: &Config,
     state: &AppState,
-    reload: tokio::sync::mpsc::Receiver<crate::web::ReloadRequest>,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let (storage, metrics, notify) = (&state.storage, &state.metrics, &state.notify);
-    let alerting: Arc<dyn crate::rules::AlertSink> = Arc::new(Alerting {
-        notify: notify.clone(),
-        alertmanagers: config.alertmanagers.clone(),
-    });
-    let mut tasks = vec![
+    vec![
         tokio::spawn(push_task(
             storage.clone(),
             state.push.clone(),
@@ -210,57 +196,8 @@ fn spawn_tasks(
                 move || collect_artifacts(&s, &a)
             },
         )),
-        tokio::spawn(collector_loop(
-            "host",
-            config.host.interval.std(),
-            metrics.clone(),
-            stop.clone(),
-            {
-                let (s, instance) = (storage.clone(), host::hostname());
-                move || collect_host(&s, &instance)
-            },
-        )),
-        tokio::spawn(reload_task(
-            config.source.clone(),
-            notify.clone(),
-            reload,
-            stop.clone(),
-        )),
         tokio::spawn(notify_loop(notify.clone(), stop.clone())),
-    ];
-    for i in 0..state.rules.len() {
-        tasks.push(tokio::spawn(rule_loop(
-            state.clone(),
-            i,
-            alerting.clone(),
-            stop.clone(),
-        )));
-    }
-    for p in state.probes.iter() {
-        tasks.push(tokio::spawn(probe_loop(
-            storage.clone(),
-            p.clone(),
-            metrics.clone(),
-            stop.clone(),
-        )));
-    }
-    for ep in state.remote.iter() {
-        tasks.push(tokio::spawn(crate::remote::run(
-            storage.clone(),
-            ep.clone(),
-            config.global.external_labels.clone(),
-            stop.clone(),
-        )));
-    }
-    for t in &state.targets.active {
-        tasks.push(tokio::spawn(scrape_loop(
-            storage.clone(),
-            t.clone(),
-            metrics.clone(),
-            stop.clone(),
-        )));
-    }
-    tasks
+    ]
 }
 
 async fn shutdown_signal() {
@@ -282,72 +219,6 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-/// Reloads the notifier's configuration on SIGHUP and on `POST /-/reload`
-/// (whose caller hears how it went), as Alertmanager does; a bad file is
-/// reported and the running configuration kept. Other settings apply at
-/// the next start.
-async fn reload_task(
-    source: Option<std::path::PathBuf>,
-    notify: Arc<crate::notify::Shared>,
-    mut requests: tokio::sync::mpsc::Receiver<crate::web::ReloadRequest>,
-    mut stop: watch::Receiver<bool>,
-) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
-        let reply = tokio::select! {
-            _ = stop.changed() => return,
-            _ = hangup => None,
-            r = requests.recv() => match r {
-                Some(r) => Some(r),
-                None => return,
-            },
-        };
-        let (source, notify) = (source.clone(), notify.clone());
-        let result =
-            tokio::task::spawn_blocking(move || reload_notifier(source.as_deref(), &notify))
-                .await
-                .unwrap_or_else(|e| Err(format!("reload failed: {e}")));
-        match &result {
-            Ok(()) => tracing::info!(
-                message = "Notifier configuration reloaded; other settings apply at the next start"
-            ),
-            Err(e) => {
-                tracing::error!(message = "Reload failed; the running configuration stays", error = %e)
-            }
-        }
-        if let Some(reply) = reply {
-            let _ = reply.send(result);
-        }
-    }
-}
-
-fn reload_notifier(
-    source: Option<&std::path::Path>,
-    notify: &crate::notify::Shared,
-) -> Result<(), String> {
-    let config = match source {
-        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-        None => Config::defaults(),
-    };
-    let am = notifier_config(&config).map_err(|e| e.to_string())?;
-    let library = crate::notify::Library::load(&am.templates)?;
-    notify.lock().reload(Arc::new(am), library, now_ms());
-    notify.wake.notify_one();
-    Ok(())
 }
 
 /// Runs `run` every `every`, first after `offset`, until `stop`; a run may
@@ -463,7 +334,7 @@ const RESEND_DELAY_MS: i64 = 60_000;
 /// `alerting.alertmanagers`.
 struct Alerting {
     notify: Arc<crate::notify::Shared>,
-    alertmanagers: Vec<crate::config::AlertmanagerTarget>,
+    alertmanagers: Live<Vec<crate::config::AlertmanagerTarget>>,
 }
 
 impl crate::rules::AlertSink for Alerting {
@@ -473,8 +344,9 @@ impl crate::rules::AlertSink for Alerting {
         now: crate::model::Timestamp,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
+            let alertmanagers = self.alertmanagers.get();
             let body =
-                (!self.alertmanagers.is_empty()).then(|| crate::notify::forward::payload(&alerts));
+                (!alertmanagers.is_empty()).then(|| crate::notify::forward::payload(&alerts));
             let notify = self.notify.clone();
             let mut errors: Vec<String> = blocking("notifier", move || {
                 notify.put(alerts, now);
@@ -483,7 +355,7 @@ impl crate::rules::AlertSink for Alerting {
             .await
             .into_iter()
             .collect();
-            for am in &self.alertmanagers {
+            for am in alertmanagers.iter() {
                 let body = body.as_ref().unwrap_or(&serde_json::Value::Null);
                 let sent = crate::notify::forward::send(&am.url, am.timeout.std(), &am.http, body);
                 if let Err(e) = sent.await {
@@ -499,49 +371,37 @@ impl crate::rules::AlertSink for Alerting {
     }
 }
 
-/// Evaluates rule group `i` every interval of its own and hands the alerts
-/// due to `sink`.
+/// Evaluates `group` every interval of its own and hands the alerts due
+/// to `sink`.
+#[allow(clippy::too_many_arguments)]
 async fn rule_loop(
-    state: AppState,
-    i: usize,
+    storage: Arc<Storage>,
+    group: Arc<std::sync::Mutex<crate::rules::engine::Group>>,
+    opts: crate::promql::QueryOptions,
+    ext: Arc<std::collections::BTreeMap<String, String>>,
+    external_url: String,
+    metrics: Arc<HttpMetrics>,
     sink: Arc<dyn crate::rules::AlertSink>,
     stop: watch::Receiver<bool>,
 ) {
-    let AppState {
-        storage,
-        rules,
-        settings,
-        metrics,
-        ..
-    } = state;
     let (name, every) = {
-        let g = rules[i].lock().unwrap_or_else(|p| p.into_inner());
+        let g = group.lock().unwrap_or_else(|p| p.into_inner());
         (
             format!("rules/{}", g.name),
             Duration::from_millis(g.interval_ms.max(1) as u64),
         )
     };
-    let ext: std::collections::BTreeMap<String, String> = settings
-        .external_labels
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    let ext = Arc::new(ext);
-    let external_url = settings.external_url();
+    let opts = Arc::new(opts);
     periodic(name, every, Duration::ZERO, metrics, stop, || {
-        let (storage, rules, settings, ext) = (
-            storage.clone(),
-            rules.clone(),
-            settings.clone(),
-            ext.clone(),
-        );
+        let (storage, group, opts, ext) =
+            (storage.clone(), group.clone(), opts.clone(), ext.clone());
         let (sink, external_url) = (sink.clone(), external_url.clone());
         async move {
             let now = now_ms();
-            let (r, e) = (rules.clone(), ext.clone());
+            let (g, e) = (group.clone(), ext.clone());
             let error = blocking("rule evaluation", move || {
-                let mut g = r[i].lock().unwrap_or_else(|p| p.into_inner());
-                g.eval(&*storage, now, &settings.query, &e);
+                let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
+                g.eval(&*storage, now, &opts, &e);
                 let failed: Vec<String> = g
                     .rules
                     .iter()
@@ -551,7 +411,7 @@ async fn rule_loop(
                 (!failed.is_empty()).then(|| failed.join("; "))
             })
             .await;
-            let alerts = rules[i]
+            let alerts = group
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .alerts_to_send(now, RESEND_DELAY_MS, &ext, &external_url);
