@@ -29,6 +29,7 @@ pub fn storage_options(config: &Config) -> StorageOptions {
     let s = &config.storage;
     let mut o = StorageOptions::new(&s.path);
     o.retention_ms = s.retention.millis();
+    o.retention_bytes = s.retention_size;
     o.limits = Limits {
         max_series: s.max_series,
         max_labels_per_series: s.max_labels_per_series,
@@ -448,18 +449,60 @@ async fn probe_loop(
 }
 
 /// Host metrics as `job="node"`, `instance=<hostname>`.
-fn collect_host(storage: &Storage, instance: &str) -> Option<String> {
+fn collect_host(
+    storage: &Storage,
+    remote: &Live<Vec<Arc<crate::remote::Endpoint>>>,
+    instance: &str,
+) -> Option<String> {
     let snap = host::collect();
     let now = now_ms();
     let mut app = storage.appender().lazy_sync();
     for (labels, v) in snap.labelled(&[("job", "node"), ("instance", instance)]) {
         app.append(labels, now, v);
     }
+    own_metrics(&mut app, storage, remote, instance);
     let mut errors = snap.errors;
     if let Err(e) = app.commit() {
         errors.push(format!("cannot store host metrics: {e}"));
     }
     (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// The mlmon figures the shipped rules watch, written as `job="mlmon"`
+/// with the host metrics: the store's size and room (disk filling up) and
+/// each remote write endpoint's progress (a queue falling behind).
+fn own_metrics(
+    app: &mut crate::tsdb::Appender<'_>,
+    storage: &Storage,
+    remote: &Live<Vec<Arc<crate::remote::Endpoint>>>,
+    instance: &str,
+) {
+    let st = storage.stats();
+    let base = [("job", "mlmon"), ("instance", instance)];
+    let mut put = |name: &str, extra: &[(&str, &str)], v: f64| {
+        let pairs = base
+            .iter()
+            .chain(extra)
+            .copied()
+            .chain([("__name__", name)]);
+        if let Ok(labels) = crate::model::Labels::new(pairs) {
+            app.append(labels, now_ms(), v);
+        }
+    };
+    put("mlmon_storage_bytes", &[], st.disk_bytes() as f64);
+    if let Some(free) = storage.free_bytes() {
+        put("mlmon_storage_filesystem_avail_bytes", &[], free as f64);
+    }
+    put(
+        "mlmon_storage_retention_limit_bytes",
+        &[],
+        storage.retention_bytes().unwrap_or(0) as f64,
+    );
+    for (name, _, _, samples) in crate::remote::metrics(&remote.get(), storage) {
+        for (remote_name, url, v) in samples {
+            put(name, &[("remote_name", &remote_name), ("url", &url)], v);
+        }
+    }
 }
 
 /// One scan of the artifacts directory; unusable files are its errors.
@@ -506,8 +549,9 @@ async fn push_task(
 }
 
 /// Runs the store's maintenance ([`Storage::maintain`]: checkpoints by
-/// size and age, block merges, compaction when worth it) every tick and
-/// retention hourly.
+/// size and age, block merges, compaction when worth it) every tick,
+/// retention by age hourly and by size (`storage.retention_size`) at every
+/// tick the files are over it.
 async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     let mut last_retention: Option<tokio::time::Instant> = None;
@@ -545,13 +589,21 @@ async fn maintenance_task(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
                         );
                     }
                 }
-                if retention_due {
+                // Over storage.retention_size: the log goes into parts
+                // first, so that the oldest samples can go wherever they are.
+                let over_size = s.over_size();
+                if over_size {
+                    s.checkpoint()?;
+                }
+                if retention_due || over_size {
                     let (chunks, series) = s.apply_retention(now_ms())?;
-                    if chunks + series > 0 {
+                    if chunks + series > 0 || over_size {
                         tracing::info!(
                             message = "Retention applied",
+                            by_size = over_size,
                             chunks_deleted = chunks,
-                            series_deleted = series
+                            series_deleted = series,
+                            bytes = s.stats().disk_bytes()
                         );
                     }
                 }

@@ -213,15 +213,16 @@ impl Supervisor {
         let fingerprint = format!("{:?}", config.host);
         if !self.unchanged("host", &fingerprint) {
             self.stop("host").await;
-            let (s, m, every) = (
+            let (s, r, m, every) = (
                 state.storage.clone(),
+                state.remote.clone(),
                 state.metrics.clone(),
                 config.host.interval.std(),
             );
             self.start("host".into(), fingerprint, move |stop| {
                 super::collector_loop("host", every, m, stop, {
                     let instance = host::hostname();
-                    move || collect_host(&s, &instance)
+                    move || collect_host(&s, &r, &instance)
                 })
             });
         }

@@ -95,6 +95,9 @@ pub struct GlobalConfig {
 pub struct StorageConfig {
     pub path: PathBuf,
     pub retention: PromDuration,
+    /// Bytes every file of the data directory may take together (oldest
+    /// data dropped first); `None`: no bound.
+    pub retention_size: Option<u64>,
     pub max_series: usize,
     pub max_labels_per_series: usize,
     pub max_label_name_length: usize,

@@ -78,6 +78,9 @@ struct RawStorage {
     path: Option<PathBuf>,
     /// Default 15d.
     retention: Option<PromDuration>,
+    /// Prometheus' `--storage.tsdb.retention.size` (`512MB`, `2GB`); none
+    /// by default.
+    retention_size: Option<String>,
     /// Default 1,000,000.
     max_series: Option<usize>,
     /// Default 64.
@@ -409,9 +412,25 @@ impl RawConfig {
         if retention.millis() <= 0 {
             v.error(&["storage", "retention"], "must be greater than 0");
         }
+        let retention_size = match s.retention_size.as_deref().map(crate::model::parse_bytes) {
+            None | Some(Ok(0)) => None,
+            Some(Ok(n)) if n < 1 << 20 => {
+                v.error(
+                    &["storage", "retention_size"],
+                    "must be at least 1MB (or 0: no bound)",
+                );
+                None
+            }
+            Some(Ok(n)) => Some(n),
+            Some(Err(e)) => {
+                v.error(&["storage", "retention_size"], e);
+                None
+            }
+        };
         let c = StorageConfig {
             path: s.path.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             retention,
+            retention_size,
             max_series: s.max_series.unwrap_or(1_000_000),
             max_labels_per_series: s.max_labels_per_series.unwrap_or(64),
             max_label_name_length: s.max_label_name_length.unwrap_or(256),

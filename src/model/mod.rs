@@ -2,12 +2,14 @@
 //! Prometheus durations. No I/O, no async; every other module speaks in these
 //! types, so a series' identity is always one sorted, validated label set.
 
+mod bytes;
 mod duration;
 mod labels;
 mod matcher;
 mod relabel;
 mod yaml_lines;
 
+pub use bytes::parse_bytes;
 pub use duration::{format_duration, parse_duration, DurationError, PromDuration};
 pub use labels::{
     get_uvarint, get_varint, is_valid_label_name, is_valid_metric_name, put_uvarint, put_varint,

@@ -45,6 +45,9 @@ pub struct StorageOptions {
     pub dir: PathBuf,
     /// Chunks whose newest sample is older than this are deleted.
     pub retention_ms: i64,
+    /// The most bytes the data directory's files may take; the oldest
+    /// samples go first ([`Storage::apply_retention`]).
+    pub retention_bytes: Option<u64>,
     pub limits: Limits,
     /// A head chunk is closed when it holds this many samples (default 240).
     pub chunk_max_samples: usize,
@@ -61,6 +64,7 @@ impl StorageOptions {
         StorageOptions {
             dir: dir.into(),
             retention_ms: 15 * 86_400_000,
+            retention_bytes: None,
             limits: Limits::default(),
             chunk_max_samples: 240,
             checkpoint_samples: 4_000_000,
@@ -355,4 +359,12 @@ pub struct StorageStats {
     pub compactions_total: u64,
     pub retention_chunks_deleted_total: u64,
     pub retention_series_deleted_total: u64,
+}
+
+impl StorageStats {
+    /// Every file of the data directory: the data file, parts, series
+    /// files and the log (snapshots excluded).
+    pub fn disk_bytes(&self) -> u64 {
+        self.file_bytes + self.chunk_bytes + self.series_bytes + self.wal_bytes
+    }
 }

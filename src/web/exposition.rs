@@ -255,6 +255,24 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
         )
         .value(s.file_bytes as f64),
         Fam::new(
+            "mlmon_storage_bytes",
+            Gauge,
+            "Bytes of every file of the data directory: data file, parts, series files, log.",
+        )
+        .value(s.disk_bytes() as f64),
+        Fam::new(
+            "mlmon_storage_retention_limit_bytes",
+            Gauge,
+            "storage.retention_size (0: no bound).",
+        )
+        .value(state.storage.retention_bytes().unwrap_or(0) as f64),
+        Fam::new(
+            "mlmon_storage_filesystem_avail_bytes",
+            Gauge,
+            "Bytes free for mlmon on the filesystem holding the data directory.",
+        )
+        .value(state.storage.free_bytes().unwrap_or(0) as f64),
+        Fam::new(
             "mlmon_storage_samples_appended_total",
             Counter,
             "Samples written to the store.",

@@ -383,14 +383,55 @@ impl Storage {
         Ok(dropped)
     }
 
-    /// Drops the parts whose newest sample is older than `now - retention`,
+    /// Whether the data directory's files take more than
+    /// `retention_bytes`.
+    pub fn over_size(&self) -> bool {
+        self.opts
+            .retention_bytes
+            .is_some_and(|bound| self.stats().disk_bytes() > bound)
+    }
+
+    /// The time before which samples must go for the files to fit in
+    /// `retention_bytes` (oldest parts first; the part the bound falls in
+    /// is cut in proportion to its time span); `i64::MIN` when they fit.
+    fn size_cutoff(&self) -> Timestamp {
+        let Some(bound) = self.opts.retention_bytes else {
+            return i64::MIN;
+        };
+        let total = self.stats().disk_bytes();
+        if total <= bound {
+            return i64::MIN;
+        }
+        let need = total - bound;
+        let mut parts: Vec<Arc<Part>> = lock(&self.state).parts.iter().cloned().collect();
+        parts.sort_by_key(|p| (p.max_t, p.min_t));
+        let (mut freed, mut cutoff) = (0u64, i64::MIN);
+        for p in parts {
+            if freed >= need {
+                break;
+            }
+            if freed + p.bytes <= need {
+                freed += p.bytes;
+                cutoff = cutoff.max(p.max_t.saturating_add(1));
+                continue;
+            }
+            let share = (need - freed) as f64 / p.bytes.max(1) as f64;
+            let span = p.max_t.saturating_sub(p.min_t) as f64;
+            cutoff = cutoff.max(p.min_t + (share * span).ceil() as i64 + 1);
+            break;
+        }
+        cutoff
+    }
+
+    /// Drops the parts whose newest sample is older than `now - retention`
+    /// (or than what `retention_bytes` allows, whichever is later),
     /// rewrites those that begin before it without the older samples, and
     /// deletes series left without samples. Returns (sections dropped,
     /// series deleted): a section is one series' chunks in one part.
     pub fn apply_retention(&self, now: Timestamp) -> Result<(usize, usize), StorageError> {
         let _w = lock(&self.writer);
         self.check_usable()?;
-        let cutoff = now - self.opts.retention_ms;
+        let cutoff = (now - self.opts.retention_ms).max(self.size_cutoff());
         let parts = lock(&self.state).parts.clone();
         let mut dropped_sections = 0;
         let expired: Vec<Arc<Part>> = parts.iter().filter(|p| p.max_t < cutoff).cloned().collect();

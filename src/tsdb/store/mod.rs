@@ -179,6 +179,16 @@ impl Storage {
         &self.opts.dir
     }
 
+    /// Free bytes on the filesystem holding the data directory.
+    pub fn free_bytes(&self) -> Option<u64> {
+        free_bytes(&self.opts.dir)
+    }
+
+    /// `storage.retention_size`, if set.
+    pub fn retention_bytes(&self) -> Option<u64> {
+        self.opts.retention_bytes
+    }
+
     /// Refuses a write, before it changes anything, when the filesystem
     /// holding the data file has less than `reserve` free: a write that ran
     /// out of space halfway would leave redb refusing every later one until

@@ -236,6 +236,41 @@ fn redacted_config(state: &AppState) -> Option<String> {
     Some(crate::model::redact_secrets(&text))
 }
 
+/// How long the disk lasts at the rate samples arrived since the start:
+/// until `storage.retention_size` starts dropping the oldest data, or
+/// until the filesystem is full.
+fn projection(
+    state: &AppState,
+    st: &crate::tsdb::StorageStats,
+    samples: Option<u64>,
+    now: crate::model::Timestamp,
+) -> String {
+    let uptime_s = ((now - state.settings.get().started_ms()) as f64 / 1000.0).max(1.0);
+    let per_sample = match samples {
+        Some(n) if n > 0 => st.disk_bytes() as f64 / n as f64,
+        _ => return "—".into(),
+    };
+    let per_day = st.samples_appended_total as f64 / uptime_s * 86_400.0 * per_sample;
+    if per_day <= 0.0 {
+        return "no samples arriving".into();
+    }
+    let used = st.disk_bytes() as f64;
+    match (state.storage.retention_bytes(), state.storage.free_bytes()) {
+        (Some(bound), _) => format!(
+            "{:.1} days until retention_size is reached, then about {:.1} days kept ({} a day)",
+            ((bound as f64 - used) / per_day).max(0.0),
+            bound as f64 / per_day,
+            chart::Unit::Bytes.format(per_day)
+        ),
+        (None, Some(free)) => format!(
+            "{:.1} days until the disk is full ({} a day)",
+            free as f64 / per_day,
+            chart::Unit::Bytes.format(per_day)
+        ),
+        (None, None) => format!("{} a day", chart::Unit::Bytes.format(per_day)),
+    }
+}
+
 /// `GET /status`
 pub async fn status(State(state): State<AppState>) -> Response {
     let s = state.clone();
@@ -277,11 +312,14 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 table { tbody {
                     tr { th { "Series" } td { (st.series) } }
                     tr { th { "Samples" } td { @match samples { Some(n) => (n), None => "—" } } }
-                    tr { th { "Bytes per sample" } td { @match samples { Some(n) if n > 0 => (format!("{:.2}", st.chunk_bytes as f64 / n.saturating_sub(st.head_samples as u64).max(1) as f64)), _ => "—" } " (closed chunks)" } }
+                    tr { th { "Chunk bytes per sample" } td { @match samples { Some(n) if n > 0 => (format!("{:.2}", st.chunk_bytes as f64 / n.saturating_sub(st.head_samples as u64).max(1) as f64)), _ => "—" } " (closed chunks)" } }
                     tr { th { "Data file" } td { (chart::Unit::Bytes.format(st.file_bytes as f64)) } }
                     tr { th { "Chunks" } td { (st.chunks) " · " (chart::Unit::Bytes.format(st.chunk_bytes as f64)) } }
                     tr { th { "Head samples" } td { (st.head_samples) } }
                     tr { th { "WAL" } td { (chart::Unit::Bytes.format(st.wal_bytes as f64)) } }
+                    tr { th { "Disk used" } td { (chart::Unit::Bytes.format(st.disk_bytes() as f64)) @if let Some(b) = state.storage.retention_bytes() { " of " (chart::Unit::Bytes.format(b as f64)) " (retention_size)" } } }
+                    tr { th { "Bytes per sample" } td { @match samples { Some(n) if n > 0 => (format!("{:.2}", st.disk_bytes() as f64 / n as f64)), _ => "—" } " (all files)" } }
+                    tr { th { "Projected" } td { (projection(&state, &st, samples, now)) } }
                     tr { th { "Retention" } td { (state.settings.get().retention) } }
                 } }
             }
