@@ -322,3 +322,49 @@ fn a_restart_with_new_relabelling_keeps_the_position() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The same through a reload: mlmon.yml changes the endpoint's
+/// relabelling while the receiver is down; the sender restarts from its
+/// durable position, so what was stored before and after the reload all
+/// arrives, relabelled the new way.
+#[test]
+fn a_reload_with_new_relabelling_keeps_the_position() {
+    if !common::have(&["prometheus"]) {
+        return;
+    }
+    let port = free_port();
+    let m = Mlmon::start(Some(&config(port)));
+    let c = client();
+    remote_write(&c, &m.url("/api/v1/write"), &data("reloaded", 10, 30));
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(
+        m.dir.path().join("mlmon.yml"),
+        format!(
+            "{}    write_relabel_configs:\n      - target_label: via\n        replacement: reload\n",
+            config(port)
+        ),
+    )
+    .unwrap();
+    let r = c.post(m.url("/-/reload")).send().unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let later: Vec<(Labels, Vec<Sample>)> = data("reloaded", 10, 30)
+        .into_iter()
+        .map(|(l, s)| (l.with("batch", "after"), s))
+        .collect();
+    remote_write(&c, &m.url("/api/v1/write"), &later);
+    let prom = Prometheus::start_on(port, PROM, &["--web.enable-remote-write-receiver"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let got = raw(&c, &prom.base, "reloaded");
+        let samples: usize = got.iter().map(|s| s.1.len()).sum();
+        if samples == 600 {
+            assert!(
+                got.iter().all(|s| s.0.contains("\"via\":\"reload\"")),
+                "{got:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{samples} of 600\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
