@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs mlmon's whole test suite. Installs what the tests drive for real when
 # it is missing (Debian: prometheus with promtool, prometheus-node-exporter,
-# prometheus-alertmanager, victoria-metrics, chromium, openssl, curl; PyPI: prometheus_client, aiosmtpd for the email tests),
+# prometheus-alertmanager, victoria-metrics, chromium, openssl, curl; PyPI: prometheus_client, aiosmtpd for the email tests, the OpenTelemetry SDK and its OTLP/HTTP exporter),
 # then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +37,12 @@ if [ -n "$debs" ]; then
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $debs >/dev/null
 fi
-for pkg in prometheus_client aiosmtpd; do
-  if ! python3 -c "import $pkg" 2>/dev/null; then
+# module to import = PyPI package that provides it
+for pair in prometheus_client=prometheus_client aiosmtpd=aiosmtpd \
+    opentelemetry.sdk=opentelemetry-sdk \
+    opentelemetry.exporter.otlp.proto.http=opentelemetry-exporter-otlp-proto-http; do
+  module="${pair%%=*}" pkg="${pair#*=}"
+  if ! python3 -c "import $module" 2>/dev/null; then
     echo "installing PyPI package $pkg"
     python3 -m pip install -q "$pkg"
   fi

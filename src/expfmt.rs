@@ -5,6 +5,8 @@
 //! `/metrics` and `/federate` (`web`). Errors name the line and the
 //! reason; the input is either accepted whole or refused.
 
+pub mod protobuf;
+
 use std::collections::HashMap;
 
 use crate::model::{is_valid_label_name, is_valid_metric_name, parse_float};

@@ -62,6 +62,8 @@ pub struct Config {
     /// The file this came from (`None` for the embedded defaults).
     pub source: Option<PathBuf>,
     pub global: GlobalConfig,
+    /// How OTLP metrics are translated (`otlp:`, as in Prometheus 3).
+    pub otlp: crate::ingest::otlp::OtlpConfig,
     /// Rule file globs, relative to the config file's directory.
     pub rule_files: Vec<String>,
     pub storage: StorageConfig,

@@ -34,6 +34,16 @@ pub(super) struct RawConfig {
     host: RawHost,
     artifacts: RawArtifacts,
     query: RawQuery,
+    otlp: RawOtlp,
+}
+
+/// Prometheus 3's `otlp:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOtlp {
+    promote_resource_attributes: Vec<String>,
+    keep_identifying_resource_attributes: bool,
+    translation_strategy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +285,7 @@ impl RawConfig {
         }
 
         let global = self.resolve_global(v);
+        let otlp = self.resolve_otlp(v);
         let scrape = super::scrape::resolve(
             self.scrape_configs.take().unwrap_or_default(),
             global.scrape_interval,
@@ -349,6 +360,7 @@ impl RawConfig {
         }
         Some(Config {
             source: path.map(Path::to_path_buf),
+            otlp,
             global,
             rule_files,
             storage,
@@ -364,6 +376,39 @@ impl RawConfig {
             notifier,
             ignored,
         })
+    }
+
+    fn resolve_otlp(&self, v: &mut Validator) -> crate::ingest::otlp::OtlpConfig {
+        let o = &self.otlp;
+        match o.translation_strategy.as_deref() {
+            None | Some("UnderscoreEscapingWithSuffixes") => {}
+            Some(other) => v.error(
+                &["otlp", "translation_strategy"],
+                format!("{other:?} is not supported: mlmon stores names as Prometheus' default UnderscoreEscapingWithSuffixes writes them"),
+            ),
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &o.promote_resource_attributes {
+            if a.trim().is_empty() {
+                v.error(
+                    &["otlp", "promote_resource_attributes"],
+                    "empty attribute name",
+                );
+            } else if !seen.insert(a.trim()) {
+                v.error(
+                    &["otlp", "promote_resource_attributes"],
+                    format!("duplicated promoted OTel resource attribute {a:?}"),
+                );
+            }
+        }
+        crate::ingest::otlp::OtlpConfig {
+            promote_resource_attributes: o
+                .promote_resource_attributes
+                .iter()
+                .map(|a| a.trim().to_string())
+                .collect(),
+            keep_identifying_resource_attributes: o.keep_identifying_resource_attributes,
+        }
     }
 
     fn resolve_global(&self, v: &mut Validator) -> GlobalConfig {

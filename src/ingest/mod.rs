@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod discovery;
 pub mod host;
+pub mod otlp;
 pub mod probe;
 pub mod push;
 pub mod remote_write;

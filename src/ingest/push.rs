@@ -38,10 +38,16 @@ pub enum PushMethod {
 pub struct PushRequest {
     pub key: Labels,
     pub method: PushMethod,
-    pub body: String,
-    pub format: Format,
+    pub body: PushBody,
     /// A time-to-live asked for by the client.
     pub ttl_ms: Option<i64>,
+}
+
+/// A push's metrics: text to parse (0.0.4 or OpenMetrics), or families
+/// already decoded (the protobuf format).
+pub enum PushBody {
+    Text(String, Format),
+    Families(Vec<MetricFamily>),
 }
 
 /// Why a push was refused (all are the client's fault but `Storage`).
@@ -220,13 +226,17 @@ impl PushGroups {
             key,
             method,
             body,
-            format,
             ttl_ms,
         } = req;
-        let families = expfmt::parse(&body, format).map_err(|e| PushError::Parse {
-            line: e.line,
-            reason: e.reason,
-        })?;
+        let families = match body {
+            PushBody::Text(text, format) => {
+                expfmt::parse(&text, format).map_err(|e| PushError::Parse {
+                    line: e.line,
+                    reason: e.reason,
+                })?
+            }
+            PushBody::Families(f) => f,
+        };
         let mut groups = self.lock();
         let old = groups.get(&key).cloned();
         let checked = self.check(&groups, &key, &families, reserved);

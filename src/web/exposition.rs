@@ -194,7 +194,8 @@ fn own_families(state: &AppState) -> Vec<MetricFamily> {
             "Samples accepted, by source.",
         )
         .sample(&[("source", "push")], load(&m.samples_push))
-        .sample(&[("source", "remote_write")], load(&m.samples_remote_write)),
+        .sample(&[("source", "remote_write")], load(&m.samples_remote_write))
+        .sample(&[("source", "otlp")], load(&m.samples_otlp)),
         Fam::new(
             "mlmon_remote_write_histograms_dropped_total",
             Counter,

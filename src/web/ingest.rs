@@ -15,7 +15,7 @@ use super::exposition::reserved_names;
 use super::telemetry::HttpMetrics;
 use super::{ApiError, AppState};
 use crate::expfmt::{self, MetricType};
-use crate::ingest::push::{grouping_key, PushError, PushMethod, PushRequest};
+use crate::ingest::push::{grouping_key, PushBody, PushError, PushMethod, PushRequest};
 use crate::ingest::remote_write::{self, DecodeError, SeriesLabels};
 use crate::model::{now_ms, parse_duration};
 use crate::tsdb::AppendError;
@@ -37,6 +37,23 @@ impl From<PushError> for ApiError {
             other => ApiError::BadData(other.to_string()),
         }
     }
+}
+
+/// A gzip body, refused past `max` bytes decompressed (a small body
+/// cannot blow up into a large one).
+pub(super) fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::BadData(format!("the gzip body cannot be decompressed: {e}")))?;
+    if out.len() > max {
+        return Err(ApiError::TooLarge(format!(
+            "the body decompresses to more than {max} bytes (web.max_request_bytes)"
+        )));
+    }
+    Ok(out)
 }
 
 fn content_encoding(headers: &HeaderMap) -> Option<&str> {
@@ -156,22 +173,40 @@ async fn push_inner(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    if content_type.is_some_and(|c| c.starts_with("application/vnd.google.protobuf")) {
-        return Err(ApiError::UnsupportedMedia(
-            "protobuf pushes are not supported; push the text format (text/plain; version=0.0.4)"
-                .into(),
-        ));
-    }
-    if let Some(enc) = content_encoding(headers) {
-        if !enc.eq_ignore_ascii_case("identity") {
+    let max = state.settings.get().max_request_bytes;
+    let body = match content_encoding(headers) {
+        None => body.to_vec(),
+        Some(enc) if enc.eq_ignore_ascii_case("identity") => body.to_vec(),
+        Some(enc) if enc.eq_ignore_ascii_case("gzip") => gunzip(&body, max)?,
+        Some(enc) => {
             return Err(ApiError::UnsupportedMedia(format!(
-                "unsupported Content-Encoding {enc:?}; send the body uncompressed"
-            )));
+                "unsupported Content-Encoding {enc:?} (gzip or none)"
+            )))
         }
-    }
-    let format = expfmt::format_of(content_type);
-    let body = String::from_utf8(body.to_vec())
-        .map_err(|e| ApiError::BadData(format!("body is not valid UTF-8: {e}")))?;
+    };
+    let (body, samples) = match content_type {
+        Some(ct) if expfmt::protobuf::is_protobuf(ct) => {
+            if !ct.contains("encoding=delimited") {
+                return Err(ApiError::UnsupportedMedia(format!(
+                    "unsupported protobuf Content-Type {ct:?}; send {}",
+                    expfmt::protobuf::CONTENT_TYPE
+                )));
+            }
+            let families = expfmt::protobuf::parse_delimited(&body)
+                .map_err(|e| ApiError::BadData(e.reason))?;
+            let n = families.iter().map(|f| f.samples.len()).sum();
+            (PushBody::Families(families), n)
+        }
+        _ => {
+            let text = String::from_utf8(body)
+                .map_err(|e| ApiError::BadData(format!("body is not valid UTF-8: {e}")))?;
+            let n = text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .count();
+            (PushBody::Text(text, expfmt::format_of(content_type)), n)
+        }
+    };
     let ttl_text = query
         .iter()
         .find(|(k, _)| k == "ttl")
@@ -196,16 +231,11 @@ async fn push_inner(
         }
     };
     let reserved = reserved(state);
-    let samples = body
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .count();
     let (storage, groups) = (state.storage.clone(), state.push.clone());
     let req = PushRequest {
         key,
         method,
         body,
-        format,
         ttl_ms: ttl,
     };
     tokio::task::spawn_blocking(move || groups.push(&storage, req, reserved, now_ms())).await??;

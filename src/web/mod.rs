@@ -11,6 +11,7 @@ mod auth;
 pub mod chart;
 mod exposition;
 mod ingest;
+mod otlp;
 mod pages;
 mod queries;
 pub mod server;
@@ -109,6 +110,8 @@ pub struct WebSettings {
     /// The admin API (snapshots) is served: on a loopback listener, else
     /// with `--web.enable-admin-api`.
     pub admin: bool,
+    /// How OTLP metrics are translated.
+    pub otlp: crate::ingest::otlp::OtlpConfig,
     /// Headers added to every response (`http_server_config.headers`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -148,6 +151,7 @@ impl WebSettings {
             started: std::time::SystemTime::now(),
             lifecycle: config.web.listen.ip().is_loopback(),
             admin: config.web.listen.ip().is_loopback(),
+            otlp: config.otlp.clone(),
             headers: config
                 .web
                 .http
@@ -356,6 +360,8 @@ pub fn routes(state: AppState) -> (Router, Vec<RouteInfo>) {
         .add(Read, M::GET, "/api/health", api::health)
         .add(Read, M::GET, "/ml-metrics", exposition::ml_metrics)
         .add(Write, M::POST, "/api/v1/write", ingest::remote_write)
+        .add(Write, M::POST, "/api/v1/otlp/v1/metrics", otlp::metrics)
+        .add(Write, M::POST, "/v1/metrics", otlp::metrics)
         .add(
             Write,
             M::POST,

@@ -12,6 +12,7 @@ pub struct HttpMetrics {
     /// (handler, code) → (count, total seconds)
     requests: Mutex<BTreeMap<(String, u16), (u64, f64)>>,
     pub samples_remote_write: AtomicU64,
+    pub samples_otlp: AtomicU64,
     pub samples_push: AtomicU64,
     pub remote_write_histograms_dropped: AtomicU64,
     /// collector → its runs so far
