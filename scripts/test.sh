@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs mlmon's whole test suite. Installs what the tests drive for real when
 # it is missing (Debian: prometheus with promtool, prometheus-node-exporter,
-# prometheus-alertmanager, victoria-metrics, chromium, openssl, curl; PyPI: prometheus_client, aiosmtpd for the email tests, the OpenTelemetry SDK and its OTLP/HTTP exporter),
+# prometheus-alertmanager, victoria-metrics, prometheus-pushgateway, chromium, openssl, curl; PyPI: prometheus_client, aiosmtpd for the email tests, the OpenTelemetry SDK and its OTLP/HTTP exporter),
 # then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,9 @@ if ! command -v victoria-metrics >/dev/null; then
 fi
 if ! command -v openssl >/dev/null; then
   debs="$debs openssl"                    # certificates for the https tests
+fi
+if ! command -v prometheus-pushgateway >/dev/null; then
+  debs="$debs prometheus-pushgateway"     # the oracle for protobuf and gzip pushes
 fi
 if ! command -v curl >/dev/null; then
   debs="$debs curl"                       # a client of mlmon's https tests

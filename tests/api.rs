@@ -634,7 +634,7 @@ async fn pushed_groups_survive_a_restart() {
     let app = app.reopen();
     let (_, metrics) = app.get("/metrics").await;
     assert!(
-        metrics.contains("kept{job=\"keep\",path=\"/var/tmp\"} 42"),
+        metrics.contains("kept{instance=\"\",job=\"keep\",path=\"/var/tmp\"} 42"),
         "{metrics}"
     );
 }

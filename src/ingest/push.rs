@@ -378,8 +378,10 @@ impl PushGroups {
     }
 
     /// The families of all groups merged by name, with grouping labels
-    /// applied and `push_time_seconds` / `push_failure_time_seconds`, for
-    /// `/metrics`. Families come sorted by name.
+    /// applied (and `instance=""` where the group has no instance, as the
+    /// Pushgateway exposes them) and `push_time_seconds` /
+    /// `push_failure_time_seconds`, for `/metrics`. Families come sorted
+    /// by name.
     pub fn families(&self) -> Vec<MetricFamily> {
         let groups = self.lock();
         let mut by_name: BTreeMap<String, MetricFamily> = BTreeMap::new();
@@ -393,13 +395,21 @@ impl PushGroups {
                     });
                 for s in &fam.samples {
                     let labels = series_labels(key, s);
+                    let mut pairs: Vec<(String, String)> = labels
+                        .iter()
+                        .filter(|(n, _)| *n != METRIC_NAME)
+                        .map(|(n, v)| (n.to_string(), v.to_string()))
+                        .collect();
+                    // As the Pushgateway exposes them: an empty `instance`
+                    // when the group has none, so a scrape with
+                    // `honor_labels: true` does not put the exporter's own.
+                    if labels.get("instance").is_none() {
+                        pairs.push(("instance".into(), String::new()));
+                        pairs.sort();
+                    }
                     entry.samples.push(ParsedSample {
                         name: s.name.clone(),
-                        labels: labels
-                            .iter()
-                            .filter(|(n, _)| *n != METRIC_NAME)
-                            .map(|(n, v)| (n.to_string(), v.to_string()))
-                            .collect(),
+                        labels: pairs,
                         value: s.value,
                         timestamp_ms: None,
                         line: 0,
