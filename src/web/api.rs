@@ -247,6 +247,62 @@ pub async fn query_range(
     Ok(success_raw(data))
 }
 
+/// `limit` of the metadata endpoints (Prometheus 3): at most that many
+/// results, 0 or absent for all.
+fn limit_param(params: &[(String, String)]) -> Result<Option<usize>, ApiError> {
+    match param(params, "limit") {
+        None | Some("") => Ok(None),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n < 0 => Err(ApiError::BadData("limit must be non-negative".into())),
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(n as usize)),
+            Err(_) => Err(ApiError::BadData(format!(
+                "invalid parameter \"limit\": {s:?} is not a number"
+            ))),
+        },
+    }
+}
+
+/// A list answer cut at `limit`, with Prometheus' warning when cut.
+fn limited(mut items: Vec<Json_>, limit: Option<usize>) -> Json<Json_> {
+    match limit {
+        Some(n) if items.len() > n => {
+            items.truncate(n);
+            Json(json!({"status": "success", "data": items,
+                "warnings": ["results truncated due to limit"]}))
+        }
+        _ => success(Json_::Array(items)),
+    }
+}
+
+/// The series `match[]` (or every series) selects with samples between
+/// `start` and `end`.
+async fn series_in_range(
+    state: &AppState,
+    mut sel: Vec<Vec<Matcher>>,
+    start: Timestamp,
+    end: Timestamp,
+) -> Result<Vec<Arc<Labels>>, ApiError> {
+    if sel.is_empty() {
+        sel = parse_selector("{__name__=~\".+\"}")?;
+    }
+    let storage = state.storage.clone();
+    Ok(tokio::task::spawn_blocking(move || storage.series(&sel, start, end)).await??)
+}
+
+/// Whether the request names a time range (`start` or `end`): then the
+/// metadata endpoints answer from the series with samples in it, as
+/// Prometheus does, instead of every series in the index.
+fn time_range(params: &[(String, String)]) -> Result<Option<(Timestamp, Timestamp)>, ApiError> {
+    if param(params, "start").is_none() && param(params, "end").is_none() {
+        return Ok(None);
+    }
+    Ok(Some((
+        time_param(params, "start", i64::MIN / 2)?,
+        time_param(params, "end", i64::MAX / 2)?,
+    )))
+}
+
 pub async fn series(
     State(state): State<AppState>,
     Params(params): Params,
@@ -255,14 +311,11 @@ pub async fn series(
     if sel.is_empty() {
         return Err(ApiError::BadData("no match[] parameter provided".into()));
     }
+    let limit = limit_param(&params)?;
     let start = time_param(&params, "start", i64::MIN / 2)?;
     let end = time_param(&params, "end", i64::MAX / 2)?;
-    let storage = state.storage.clone();
-    let found: Vec<Arc<Labels>> =
-        tokio::task::spawn_blocking(move || storage.series(&sel, start, end)).await??;
-    Ok(success(Json_::Array(
-        found.iter().map(|l| metric(l)).collect(),
-    )))
+    let found = series_in_range(&state, sel, start, end).await?;
+    Ok(limited(found.iter().map(|l| metric(l)).collect(), limit))
 }
 
 pub async fn labels(
@@ -270,7 +323,21 @@ pub async fn labels(
     Params(params): Params,
 ) -> Result<Json<Json_>, ApiError> {
     let sel = selectors(&params)?;
-    Ok(success(json!(state.storage.label_names(&sel))))
+    let limit = limit_param(&params)?;
+    let names: Vec<String> = match time_range(&params)? {
+        None => state.storage.label_names(&sel),
+        Some((start, end)) => {
+            let mut names = std::collections::BTreeSet::new();
+            for l in series_in_range(&state, sel, start, end).await? {
+                names.extend(l.iter().map(|(n, _)| n.to_string()));
+            }
+            names.into_iter().collect()
+        }
+    };
+    Ok(limited(
+        names.into_iter().map(Json_::String).collect(),
+        limit,
+    ))
 }
 
 pub async fn label_values(
@@ -282,7 +349,37 @@ pub async fn label_values(
         return Err(ApiError::BadData(format!("invalid label name: {name:?}")));
     }
     let sel = selectors(&params)?;
-    Ok(success(json!(state.storage.label_values(&name, &sel))))
+    let limit = limit_param(&params)?;
+    let values: Vec<String> = match time_range(&params)? {
+        None => state.storage.label_values(&name, &sel),
+        Some((start, end)) => {
+            let mut values = std::collections::BTreeSet::new();
+            for l in series_in_range(&state, sel, start, end).await? {
+                values.extend(l.get(&name).map(str::to_string));
+            }
+            values.into_iter().collect()
+        }
+    };
+    Ok(limited(
+        values.into_iter().map(Json_::String).collect(),
+        limit,
+    ))
+}
+
+/// `/api/v1/query_exemplars`: mlmon keeps no exemplars, so the answer is
+/// Prometheus' for a store without any: an empty list (after the query and
+/// times were checked as Prometheus checks them).
+pub async fn query_exemplars(Params(params): Params) -> Result<Json<Json_>, ApiError> {
+    let text = query_text(&params)?;
+    promql::parse(&text).map_err(query_error)?;
+    let start = time_param(&params, "start", i64::MIN / 2)?;
+    let end = time_param(&params, "end", i64::MAX / 2)?;
+    if end < start {
+        return Err(ApiError::BadData(
+            "end timestamp must not be before start timestamp".into(),
+        ));
+    }
+    Ok(success(Json_::Array(Vec::new())))
 }
 
 /// Prometheus' `/api/v1/format_query`: the query, parsed and pretty-printed.

@@ -308,6 +308,18 @@ pub fn routes(state: AppState) -> (Router, Vec<RouteInfo>) {
             api::label_values,
         )
         .add(Read, M::GET, "/api/v1/status/buildinfo", api::buildinfo)
+        .add(
+            Read,
+            M::GET,
+            "/api/v1/query_exemplars",
+            api::query_exemplars,
+        )
+        .add(
+            Read,
+            M::POST,
+            "/api/v1/query_exemplars",
+            api::query_exemplars,
+        )
         .add(Read, M::GET, "/api/v1/format_query", api::format_query)
         .add(Read, M::POST, "/api/v1/format_query", api::format_query)
         .add(Read, M::GET, "/api/v1/metadata", exposition::metadata)
