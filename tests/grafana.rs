@@ -46,11 +46,13 @@ fn data(now_s: i64) -> Vec<(Labels, Vec<Sample>)> {
 
 /// (method, path, parameters) as Grafana sends them; `{start}`, `{end}`
 /// and `{now}` are the dashboard's range in seconds.
-fn calls() -> Vec<(
+type Call = (
     &'static str,
     &'static str,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+fn calls() -> Vec<Call> {
     vec![
         // Health check (datasource.ts: `1+1` instant query, POST form).
         (
