@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric};
 use prost::Message;
 
-use crate::model::{stale_nan, write_float, Labels, Sample, Timestamp};
+use crate::model::{stale_nan, write_float, FastMap, Labels, Sample, Timestamp};
 
 /// `otlp:` in mlmon.yml (Prometheus 3's keys).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -340,7 +340,7 @@ const SERVICE_INSTANCE: &str = "service.instance.id";
 /// (the store refuses them with a reason).
 pub fn translate(req: &ExportMetricsServiceRequest, cfg: &OtlpConfig) -> Translated {
     let mut out = Translated::default();
-    let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+    let mut series: FastMap<Labels, Vec<Sample>> = FastMap::default();
     for rm in &req.resource_metrics {
         let attrs: &[KeyValue] = rm
             .resource
@@ -408,6 +408,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, cfg: &OtlpConfig) -> Transla
         samples.dedup_by_key(|s| s.t);
         out.series.push((labels, samples));
     }
+    out.series.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
@@ -417,7 +418,7 @@ fn translate_metric(
     base: &BTreeMap<String, String>,
     job: &Option<String>,
     instance: &Option<String>,
-    series: &mut BTreeMap<Labels, Vec<Sample>>,
+    series: &mut FastMap<Labels, Vec<Sample>>,
     out: &mut Translated,
     newest: &mut Option<Timestamp>,
 ) {
