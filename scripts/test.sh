@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs mlmon's whole test suite. Installs what the tests drive for real when
 # it is missing (Debian: prometheus with promtool, prometheus-node-exporter,
-# prometheus-alertmanager, victoria-metrics, prometheus-pushgateway, chromium, openssl, curl; PyPI: prometheus_client, aiosmtpd for the email tests, the OpenTelemetry SDK and its OTLP/HTTP exporter),
+# prometheus-alertmanager, victoria-metrics, prometheus-pushgateway, chromium, openssl, curl; PyPI: prometheus_client, aiosmtpd for the email tests, the OpenTelemetry SDK and its OTLP/HTTP exporter, scipy and numpy for the drift statistics),
 # then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,8 @@ fi
 # module to import = PyPI package that provides it
 for pair in prometheus_client=prometheus_client aiosmtpd=aiosmtpd \
     opentelemetry.sdk=opentelemetry-sdk \
-    opentelemetry.exporter.otlp.proto.http=opentelemetry-exporter-otlp-proto-http; do
+    opentelemetry.exporter.otlp.proto.http=opentelemetry-exporter-otlp-proto-http \
+    scipy=scipy numpy=numpy; do
   module="${pair%%=*}" pkg="${pair#*=}"
   if ! python3 -c "import $module" 2>/dev/null; then
     echo "installing PyPI package $pkg"

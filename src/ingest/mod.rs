@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod host;
 pub mod otlp;
 pub mod probe;
+pub mod profile;
 pub mod push;
 pub mod remote_write;
 pub mod runs;
