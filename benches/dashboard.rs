@@ -233,6 +233,7 @@ fn fill(storage: &Storage) -> usize {
             .collect(),
             metrics: [("test_r2".to_string(), 0.8 + 0.001 * r as f64)].into(),
             report_ms: Some(finished),
+            ..Default::default()
         };
         runs::record(storage, &run, &[]).unwrap();
     }

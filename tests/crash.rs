@@ -142,7 +142,9 @@ fn sigkill_loses_no_acknowledged_sample() {
     let metrics = c.get(m.url("/metrics")).send().unwrap().text().unwrap();
     for i in pushed {
         assert!(
-            metrics.contains(&format!("crash_push{{job=\"crash\",n=\"{i}\"}} {i}\n")),
+            metrics.contains(&format!(
+                "crash_push{{instance=\"\",job=\"crash\",n=\"{i}\"}} {i}\n"
+            )),
             "push {i} lost"
         );
     }
@@ -322,7 +324,8 @@ fn random_kills_lose_nothing_acknowledged() {
         );
         let metrics = c.get(m.url("/metrics")).send().unwrap().text().unwrap();
         for (g, v) in &pushes {
-            let line = format!("crash_loop_push{{g=\"{g}\",job=\"crash_loop\"}} {v}\n");
+            let line =
+                format!("crash_loop_push{{g=\"{g}\",instance=\"\",job=\"crash_loop\"}} {v}\n");
             assert!(metrics.contains(&line), "round {round}: push {line:?} lost");
         }
         let listed = m.json("/api/v2/silences");

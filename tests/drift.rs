@@ -119,3 +119,163 @@ fn a_large_file_costs_the_row_cap() {
     let median = p.columns[0].quantiles[10];
     assert!((median - 500.0).abs() < 30.0, "{median}");
 }
+
+fn write(root: &std::path::Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A CSV of students: `age` around `mean`, `gender` drawn with `p_female`,
+/// `score` uniform; the age column named `age_name`.
+fn students(n: usize, mean: f64, p_female: f64, age_name: &str, seed: u64) -> String {
+    let mut rng = common::Rng(seed);
+    let mut out = format!("{age_name},gender,score\n");
+    for _ in 0..n {
+        let age = mean + (rng.unit() - 0.5) * 10.0;
+        let g = if rng.unit() < p_female {
+            "female"
+        } else {
+            "male"
+        };
+        out.push_str(&format!("{age:.2},{g},{}\n", (rng.unit() * 100.0) as u32));
+    }
+    out
+}
+
+/// One whole run in the artifacts directory with `raw.csv` as given.
+fn pipeline_run(root: &std::path::Path, raw: &str, r2: f64) {
+    write(root, "data_ingestion/raw.csv", raw);
+    write(
+        root,
+        "data_validation/status.txt",
+        "Validation status: True",
+    );
+    write(root, "data_transformation/preprocessor.json", "{}");
+    write(root, "model_trainer/model.json", "{}");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    write(
+        root,
+        "model_evaluation/evaluation_report.json",
+        &format!(
+            r#"{{"train_rmse": 5.3, "test_rmse": 5.4, "train_mae": 4.2, "test_mae": 4.1, "train_r2": 0.87, "test_r2": {r2}}}"#
+        ),
+    );
+}
+
+/// Through the artifacts collector: a healthy run, pinned as baseline; a
+/// drifted run carries its profile and drift (API and `ml_data_*`
+/// series), and the shipped rules fire; a renamed column is a schema
+/// change.
+#[test]
+fn runs_carry_profiles_and_drift_against_their_baseline() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("artifacts");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/ml_pipeline.yml");
+    let config = format!(
+        "global: {{evaluation_interval: 1s}}\nartifacts: {{dir: {}, pipeline: mathscore, interval: 1s}}\nrule_files: ['{}']\nhost: {{interval: 0s}}\n",
+        art.display(),
+        rules.display()
+    );
+    let m = common::Mlmon::start_in(dir, Some(config));
+    let runs = || -> Vec<Value> {
+        m.json("/api/v1/runs")["data"]["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let wait_runs = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = runs();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} runs of {n}\n{}",
+                r.len(),
+                m.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    pipeline_run(&art, &students(2000, 30.0, 0.5, "age", 1), 0.90);
+    let first = wait_runs(1)[0]["id"].as_str().unwrap().to_string();
+    let run: Value = m.json(&format!("/api/v1/runs/{first}"));
+    assert_eq!(run["data"]["profile"]["raw"]["rows"], 2000, "{run}");
+    assert_eq!(
+        run["data"]["profile"]["raw"]["columns"][0]["kind"],
+        "numeric"
+    );
+    let r = common::client()
+        .post(m.url(&format!("/api/v1/runs/{first}/baseline")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    // A drifted run: ages up, more women, R² down.
+    std::thread::sleep(Duration::from_millis(1100));
+    pipeline_run(&art, &students(2000, 40.0, 0.8, "age", 2), 0.80);
+    let second = wait_runs(2)[0]["id"].as_str().unwrap().to_string();
+    let run: Value = m.json(&format!("/api/v1/runs/{second}"));
+    let data = &run["data"];
+    assert_eq!(data["reference"], first.as_str(), "{data}");
+    assert!((data["r2_delta"].as_f64().unwrap() + 0.1).abs() < 1e-9);
+    let drift = data["drift"]["raw"].as_array().unwrap();
+    assert_eq!(drift[0]["column"], "age", "most severe first: {drift:?}");
+    assert!(drift[0]["psi"].as_f64().unwrap() > 0.25);
+    assert!(drift[0]["ks"].as_f64().unwrap() > 0.5);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = m.json("/api/v1/alerts").to_string();
+        if alerts.contains("DataDriftCritical") && alerts.contains("ModelR2DroppedVsBaseline") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drift alert: {alerts}\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let psi = m
+        .value("ml_data_drift_psi{pipeline=\"mathscore\",dataset=\"raw\",column=\"age\"}")
+        .unwrap();
+    assert!((psi - drift[0]["psi"].as_f64().unwrap()).abs() < 1e-9);
+
+    // A renamed column: a schema change against the baseline.
+    std::thread::sleep(Duration::from_millis(1100));
+    pipeline_run(&art, &students(2000, 30.0, 0.5, "age_years", 3), 0.90);
+    let third = wait_runs(3)[0]["id"].as_str().unwrap().to_string();
+    let run: Value = m.json(&format!("/api/v1/runs/{third}"));
+    let changes: Vec<(String, String)> = run["data"]["drift"]["raw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c["column"].as_str()?.to_string(),
+                c["schema_change"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    assert!(
+        changes.contains(&("age".into(), "removed".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("age_years".into(), "added".into())),
+        "{changes:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !m
+        .json("/api/v1/alerts")
+        .to_string()
+        .contains("DataSchemaChanged")
+    {
+        assert!(Instant::now() < deadline, "no schema alert\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -179,6 +179,10 @@ pub struct ArtifactsConfig {
     pub dir: PathBuf,
     pub pipeline: String,
     pub interval: PromDuration,
+    /// CSV files profiled for each run, relative to `dir`.
+    pub profile: Vec<String>,
+    /// Values kept per numeric column of a profile.
+    pub profile_row_cap: usize,
 }
 
 /// Where the notifier's `alertmanager.yml` comes from; `notify` parses it.

@@ -179,6 +179,12 @@ struct RawArtifacts {
     pipeline: Option<String>,
     /// Default 5s.
     interval: Option<PromDuration>,
+    /// CSV files (relative to the directory) profiled for each run; default
+    /// `data_ingestion/{raw,train,test}.csv`.
+    profile: Option<Vec<String>>,
+    /// Values kept per numeric column to profile and compare (a reservoir
+    /// sample); default 10,000.
+    profile_row_cap: Option<usize>,
 }
 
 /// Collects errors with file and line (the one YAML locator,
@@ -324,7 +330,17 @@ impl RawConfig {
                 .unwrap_or_else(|| DEFAULT_ARTIFACTS_DIR.into()),
             pipeline: self.artifacts.pipeline.unwrap_or_else(|| "default".into()),
             interval: dur(self.artifacts.interval, 5),
+            profile: self.artifacts.profile.unwrap_or_else(|| {
+                ["raw", "train", "test"]
+                    .iter()
+                    .map(|d| format!("data_ingestion/{d}.csv"))
+                    .collect()
+            }),
+            profile_row_cap: self.artifacts.profile_row_cap.unwrap_or(10_000),
         };
+        if artifacts.profile_row_cap == 0 {
+            v.error(&["artifacts", "profile_row_cap"], "must be greater than 0");
+        }
         if artifacts.interval.millis() < 0 {
             v.error(
                 &["artifacts", "interval"],

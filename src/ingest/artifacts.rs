@@ -27,6 +27,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::profile;
 use super::runs::{self, Run, Stage, StageStatus};
 use crate::config::ArtifactsConfig;
 use crate::expfmt::{self, Format};
@@ -175,6 +176,9 @@ impl Artifacts {
                 }
             }
             if let Some(mut run) = self.new_run(&st, &validation, &report, ingestion) {
+                for (file, why) in self.profile_run(storage, &mut run) {
+                    st.status.problems.insert(file, why);
+                }
                 // Written by a command still running: its pipeline's run
                 // (the command's report absorbs it when it ends).
                 if let Some((_, name)) = st.running.range(..=run.finished_ms).next_back() {
@@ -250,6 +254,11 @@ impl Artifacts {
             run.stages = a.stages.clone();
             run.metrics = a.metrics.clone();
             run.report_ms = a.report_ms;
+            run.profile = a.profile.clone();
+            run.drift = a.drift.clone();
+            run.reference = a.reference.clone();
+            run.r2_delta = a.r2_delta;
+            runs::rename_data(storage, &a.id, &run.id)?;
             replaces.push(a.id.clone());
         } else if run.stages.is_empty() {
             run.stages = self.stages_written(&run, previous_end);
@@ -403,7 +412,75 @@ impl Artifacts {
             stages,
             report_ms: (!metrics.is_empty()).then_some(finished),
             metrics,
+            ..Default::default()
         })
+    }
+
+    /// Profiles the run's data files (`artifacts.profile`) and compares
+    /// them with the reference run: the pipeline's pinned baseline, else
+    /// its newest earlier successful run whose data is kept. The
+    /// distributions are kept for later runs. Returns the files that could
+    /// not be profiled, and why.
+    fn profile_run(&self, storage: &Storage, run: &mut Run) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut data = runs::Distributions::new();
+        for rel in &self.config.profile {
+            let path = self.config.dir.join(rel);
+            let Ok(f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let dataset = Path::new(rel)
+                .file_stem()
+                .map_or_else(|| rel.clone(), |s| s.to_string_lossy().into_owned());
+            let reader = std::io::BufReader::new(f);
+            match profile::profile_csv(rel, reader, self.config.profile_row_cap) {
+                Ok((p, d)) => {
+                    run.profile.insert(dataset.clone(), p);
+                    data.insert(dataset, d);
+                }
+                Err(e) => problems.push((path.display().to_string(), e)),
+            }
+        }
+        if data.is_empty() {
+            return problems;
+        }
+        let earlier = runs::list(storage).unwrap_or_default();
+        let reference = runs::baseline(storage, &run.pipeline)
+            .ok()
+            .flatten()
+            .filter(|id| *id != run.id)
+            .and_then(|id| earlier.iter().find(|r| r.id == id))
+            .or_else(|| {
+                earlier.iter().find(|r| {
+                    r.pipeline == run.pipeline
+                        && r.success
+                        && r.finished_ms < run.finished_ms
+                        && !r.profile.is_empty()
+                })
+            });
+        if let Some(reference) = reference {
+            if let Ok(Some(rd)) = runs::load_data(storage, &reference.id) {
+                for (dataset, current) in &data {
+                    if let Some(r) = rd.get(dataset) {
+                        run.drift
+                            .insert(dataset.clone(), profile::drift(r, current));
+                    }
+                }
+                run.reference = Some(reference.id.clone());
+                run.r2_delta = match (run.metrics.get("test_r2"), reference.metrics.get("test_r2"))
+                {
+                    (Some(now), Some(then)) => Some(now - then),
+                    _ => None,
+                };
+            }
+        }
+        if let Err(e) = runs::save_data(storage, &run.id, &data) {
+            problems.push((
+                "runs.data".into(),
+                format!("cannot keep the run's data: {e}"),
+            ));
+        }
+        problems
     }
 
     /// What a command run that left no evaluation report did, judged by
@@ -473,9 +550,14 @@ impl Artifacts {
             .min_by_key(|r| distance(run.finished_ms, r));
         let merged = match command {
             Some(mut c) => {
+                runs::rename_data(storage, &run.id, &c.id)?;
                 c.stages = run.stages;
                 c.metrics = run.metrics;
                 c.report_ms = run.report_ms;
+                c.profile = run.profile;
+                c.drift = run.drift;
+                c.reference = run.reference;
+                c.r2_delta = run.r2_delta;
                 c
             }
             None => run,
@@ -539,9 +621,11 @@ fn series(name: &str, pipeline: &str) -> Labels {
     Labels::new([("__name__", name), ("pipeline", pipeline)]).unwrap_or_default()
 }
 
-/// A run's `ml_pipeline_*` values, labelled with its pipeline.
+/// A run's `ml_pipeline_*` values, labelled with its pipeline, and its
+/// data's profile and drift (`ml_data_*`, `ml_model_r2_delta_vs_baseline`).
 fn run_values(run: &Run) -> Vec<(Labels, f64)> {
-    vec![
+    let mut out = data_values(run);
+    out.extend([
         (
             series("ml_pipeline_success", &run.pipeline),
             flag(run.success),
@@ -554,7 +638,49 @@ fn run_values(run: &Run) -> Vec<(Labels, f64)> {
             series("ml_pipeline_last_run_timestamp", &run.pipeline),
             run.finished_ms as f64 / 1000.0,
         ),
-    ]
+    ]);
+    out
+}
+
+fn data_values(run: &Run) -> Vec<(Labels, f64)> {
+    let mut out = Vec::new();
+    let labelled = |name: &str, pairs: &[(&str, &str)]| {
+        let mut b = LabelsBuilder::new();
+        b.push("__name__", name);
+        b.push("pipeline", &run.pipeline);
+        for (k, v) in pairs {
+            b.push(*k, *v);
+        }
+        b.build().ok()
+    };
+    for (dataset, p) in &run.profile {
+        out.extend(labelled("ml_data_rows", &[("dataset", dataset)]).map(|l| (l, p.rows as f64)));
+        for c in &p.columns {
+            let l = labelled(
+                "ml_data_missing_ratio",
+                &[("dataset", dataset), ("column", &c.name)],
+            );
+            out.extend(l.map(|l| (l, c.missing_ratio)));
+        }
+    }
+    for (dataset, cols) in &run.drift {
+        let changes = cols.iter().filter(|c| c.schema_change.is_some()).count();
+        let l = labelled("ml_data_schema_changes", &[("dataset", dataset)]);
+        out.extend(l.map(|l| (l, changes as f64)));
+        for c in cols {
+            let pairs = [("dataset", dataset.as_str()), ("column", c.column.as_str())];
+            if let Some(v) = c.psi {
+                out.extend(labelled("ml_data_drift_psi", &pairs).map(|l| (l, v)));
+            }
+            if let Some(v) = c.ks {
+                out.extend(labelled("ml_data_drift_ks", &pairs).map(|l| (l, v)));
+            }
+        }
+    }
+    if let Some(d) = run.r2_delta {
+        out.push((series("ml_model_r2_delta_vs_baseline", &run.pipeline), d));
+    }
+    out
 }
 
 fn within(t: Timestamp, run: &Run) -> bool {
@@ -713,6 +839,8 @@ mod tests {
                 dir: art.clone(),
                 pipeline: "p".into(),
                 interval: crate::model::PromDuration(0),
+                profile: Vec::new(),
+                profile_row_cap: 10,
             },
             &storage,
         )
@@ -729,6 +857,7 @@ mod tests {
             stages: BTreeMap::new(),
             metrics: BTreeMap::new(),
             report_ms: None,
+            ..Default::default()
         };
         let now = crate::model::now_ms;
         let t0 = now();

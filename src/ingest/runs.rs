@@ -30,7 +30,7 @@ pub struct Stage {
 }
 
 /// One pipeline run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
     pub pipeline: String,
@@ -54,12 +54,101 @@ pub struct Run {
     /// When the evaluation report this run's metrics come from was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_ms: Option<Timestamp>,
+    /// Profiles of the run's data files, by dataset (`raw`, `train`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profile: BTreeMap<String, super::profile::Profile>,
+    /// Drift of each dataset against the reference run, most severe first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift: BTreeMap<String, Vec<super::profile::ColumnDrift>>,
+    /// The run the drift and `r2_delta` compare with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// `test_r2` minus the reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r2_delta: Option<f64>,
 }
 
 impl Run {
     pub fn duration_seconds(&self) -> f64 {
         (self.finished_ms - self.started_ms).max(0) as f64 / 1000.0
     }
+}
+
+/// A run's data distributions (what drift is computed from), by dataset.
+const NS_DATA: &str = "runs.data";
+/// The baseline run pinned for a pipeline.
+const NS_BASELINE: &str = "runs.baseline";
+/// Distributions kept besides the baselines': the newest runs'.
+const KEEP_DATA: usize = 5;
+
+pub type Distributions = BTreeMap<String, super::profile::Distribution>;
+
+/// Stores a run's distributions, keeping only the newest few and the
+/// baselines'.
+pub fn save_data(
+    storage: &Storage,
+    run_id: &str,
+    data: &Distributions,
+) -> Result<(), StorageError> {
+    let value = serde_json::to_vec(data).map_err(|e| StorageError::new(e.to_string()))?;
+    let key = format!("{:020}-{run_id}", crate::model::now_ms());
+    storage.kv_put(NS_DATA, key.as_bytes(), &value)?;
+    let pinned: Vec<String> = storage
+        .kv_scan(NS_BASELINE)?
+        .into_iter()
+        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+        .collect();
+    let rows = storage.kv_scan(NS_DATA)?;
+    let n = rows.len();
+    for (i, (k, _)) in rows.into_iter().enumerate() {
+        let id = data_key_id(&k);
+        if i + KEEP_DATA < n && !pinned.contains(&id) {
+            storage.kv_delete(NS_DATA, &k)?;
+        }
+    }
+    Ok(())
+}
+
+fn data_key_id(k: &[u8]) -> String {
+    String::from_utf8_lossy(k)
+        .split_once('-')
+        .map(|x| x.1.to_string())
+        .unwrap_or_default()
+}
+
+/// A run's distributions, if still kept.
+pub fn load_data(storage: &Storage, run_id: &str) -> Result<Option<Distributions>, StorageError> {
+    for (k, v) in storage.kv_scan(NS_DATA)?.into_iter().rev() {
+        if data_key_id(&k) == run_id {
+            return Ok(serde_json::from_slice(&v).ok());
+        }
+    }
+    Ok(None)
+}
+
+/// Moves a run's distributions to another id (a command run absorbed it).
+pub fn rename_data(storage: &Storage, from: &str, to: &str) -> Result<(), StorageError> {
+    if from == to {
+        return Ok(());
+    }
+    if let Some(d) = load_data(storage, from)? {
+        save_data(storage, to, &d)?;
+    }
+    Ok(())
+}
+
+/// Pins `run_id` as `pipeline`'s baseline.
+pub fn pin_baseline(storage: &Storage, pipeline: &str, run_id: &str) -> Result<(), StorageError> {
+    storage.kv_put(NS_BASELINE, pipeline.as_bytes(), run_id.as_bytes())
+}
+
+/// The run `pipeline` pinned as its baseline.
+pub fn baseline(storage: &Storage, pipeline: &str) -> Result<Option<String>, StorageError> {
+    Ok(storage
+        .kv_scan(NS_BASELINE)?
+        .into_iter()
+        .find(|(k, _)| k.as_slice() == pipeline.as_bytes())
+        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned()))
 }
 
 /// Runs sort by when they finished; the id breaks ties.

@@ -453,6 +453,51 @@ pub async fn runs(
     Ok(success(json!({"runs": page, "total": all.len()})))
 }
 
+/// `GET /api/v1/runs/<id>`: one run with its data profile (`profile`) and
+/// drift against its reference run (`drift`, `reference`, `r2_delta`).
+pub async fn run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let storage = state.storage.clone();
+    let all = tokio::task::spawn_blocking(move || runs::list(&storage)).await??;
+    let run = all.iter().find(|r| r.id == id).ok_or(ApiError::NotFound)?;
+    let baseline = {
+        let (storage, pipeline) = (state.storage.clone(), run.pipeline.clone());
+        tokio::task::spawn_blocking(move || runs::baseline(&storage, &pipeline)).await??
+    };
+    let mut v = run_json(run);
+    v["baseline"] = json!(baseline.as_deref() == Some(id.as_str()));
+    Ok(success(v))
+}
+
+/// `POST /api/v1/runs/<id>/baseline`: the run becomes its pipeline's
+/// baseline, the reference later runs' drift is computed against.
+pub async fn pin_baseline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let storage = state.storage.clone();
+    let pinned = tokio::task::spawn_blocking(move || -> Result<Option<Run>, ApiError> {
+        let Some(run) = runs::list(&storage)?.into_iter().find(|r| r.id == id) else {
+            return Ok(None);
+        };
+        if runs::load_data(&storage, &run.id)?.is_none() {
+            return Err(ApiError::BadData(format!(
+                "run {} has no data profile kept (its data files were not found, or it is older than the newest runs whose data is kept)",
+                run.id
+            )));
+        }
+        runs::pin_baseline(&storage, &run.pipeline, &run.id)?;
+        Ok(Some(run))
+    })
+    .await??
+    .ok_or(ApiError::NotFound)?;
+    Ok(success(
+        json!({"pipeline": pinned.pipeline, "baseline": pinned.id}),
+    ))
+}
+
 /// What `mlmon run` reports about a command it runs: at its start
 /// (`finished` and `exit_code` left out) and at its end.
 #[derive(serde::Deserialize)]
@@ -513,6 +558,7 @@ pub async fn record_run(
         stages: Default::default(),
         metrics: Default::default(),
         report_ms: None,
+        ..Default::default()
     };
     let (storage, artifacts) = (state.storage.clone(), state.artifacts.clone());
     let run = tokio::task::spawn_blocking(move || artifacts.command_run(&storage, run)).await??;

@@ -325,6 +325,13 @@ pub fn routes(state: AppState) -> (Router, Vec<RouteInfo>) {
         .add(Read, M::GET, "/api/v1/metadata", exposition::metadata)
         .add(Read, M::GET, "/api/v1/runs", api::runs)
         .add(Write, M::POST, "/api/v1/runs", api::record_run)
+        .add(Read, M::GET, "/api/v1/runs/{id}", api::run)
+        .add(
+            Write,
+            M::POST,
+            "/api/v1/runs/{id}/baseline",
+            api::pin_baseline,
+        )
         .add(Read, M::GET, "/api/v1/artifacts", api::artifacts)
         .add(Read, M::GET, "/api/v1/targets", api::targets)
         .add(Read, M::GET, "/api/v1/probes", api::probes)
