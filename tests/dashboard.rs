@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client, remote_write, require, write_file, Mlmon};
+use common::{browse, client, remote_write, text, write_file, Mlmon};
 use mlmon::model::{Labels, Sample};
 use serde_json::Value;
 
@@ -157,75 +157,13 @@ fn scenario() -> (Mlmon, tempfile::TempDir) {
     (m, dir)
 }
 
-fn artifacts_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/dashboard");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Loads `url` in headless Chromium: the DOM after scripts ran, and the
-/// console messages it logged.
-fn browse(url: &str, width: u32, screenshot: Option<&Path>) -> (String, Vec<String>) {
-    let chromium = require("chromium");
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(&chromium);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--no-first-run",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=3000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .arg(format!("--window-size={width},2400"));
-    match screenshot {
-        Some(p) => cmd.arg(format!("--screenshot={}", p.display())),
-        None => cmd.arg("--dump-dom"),
-    };
-    let out = cmd.arg(url).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let console: Vec<String> = stderr
-        .lines()
-        .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
-        .map(str::to_string)
-        .collect();
-    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
-}
-
-/// The visible text of a DOM dump (tags removed, entities decoded).
-fn text(dom: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in dom.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                out.push(' ');
-            }
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[test]
 fn every_page_loads_cleanly_and_shows_what_matters() {
     if !common::have(&["chromium"]) {
         return;
     }
     let (m, _dir) = scenario();
-    let out = artifacts_dir();
+    let out = common::test_artifacts("dashboard");
     let pages: [(&str, &str, &[&str]); 8] = [
         (
             "overview",

@@ -244,6 +244,32 @@ fn runs_carry_profiles_and_drift_against_their_baseline() {
         .value("ml_data_drift_psi{pipeline=\"mathscore\",dataset=\"raw\",column=\"age\"}")
         .unwrap();
     assert!((psi - drift[0]["psi"].as_f64().unwrap()).abs() < 1e-9);
+    // The run page lists the drifted columns, most severe first, and the
+    // compare page shows both runs.
+    let page = common::client()
+        .get(m.url(&format!("/runs/{second}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let drift_at = page.find("Data drift").expect("a drift section");
+    let age_at = page[drift_at..]
+        .find("<td>age</td>")
+        .expect("age in the drift table");
+    assert!(
+        page[drift_at + age_at..].contains("class=\"crit\""),
+        "{page}"
+    );
+    assert!(page.contains("<svg class=\"spark\""), "distribution charts");
+    let compare = common::client()
+        .get(m.url("/runs/compare"))
+        .query(&[("a", first.as_str()), ("b", second.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(compare.status(), 200);
+    let compare = compare.text().unwrap();
+    assert!(compare.contains(&first) && compare.contains(&second));
+    assert!(compare.contains("Drift of the second against the first"));
 
     // A renamed column: a schema change against the baseline.
     std::thread::sleep(Duration::from_millis(1100));

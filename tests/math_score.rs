@@ -233,6 +233,46 @@ alertmanager:
     assert!(drifted < 0.7, "drifted R² {drifted}");
     wait_firing(&m, "ModelAccuracyCritical");
 
+    // Why: the drifted run's data against the healthy run (its
+    // reference): the scores the drift shifted lead the drift table, the
+    // drift alert fires, and R² fell against the reference.
+    let healthy_id = runs(&m)[1]["id"].as_str().unwrap().to_string();
+    let drifted_id = runs(&m)[0]["id"].as_str().unwrap().to_string();
+    let detail = m.json(&format!("/api/v1/runs/{drifted_id}"));
+    assert_eq!(detail["data"]["reference"], healthy_id.as_str(), "{detail}");
+    assert!(detail["data"]["r2_delta"].as_f64().unwrap() < -0.05);
+    let top: Vec<&str> = detail["data"]["drift"]["raw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|c| c["column"].as_str().unwrap())
+        .collect();
+    assert!(
+        top.contains(&"reading_score") && top.contains(&"writing_score"),
+        "{top:?}"
+    );
+    wait_firing(&m, "DataDriftCritical");
+    wait_firing(&m, "ModelR2DroppedVsBaseline");
+    if common::have(&["chromium"]) {
+        let out = common::test_artifacts("math_score");
+        let (dom, console) = common::browse(&m.url(&format!("/runs/{drifted_id}")), 1280, None);
+        assert!(console.is_empty(), "{console:?}");
+        let t = common::text(&dom);
+        let drift_at = t.find("Data drift").expect("a drift section");
+        assert!(t[drift_at..].contains("reading_score"), "{t}");
+        let compare = format!("/runs/compare?a={healthy_id}&b={drifted_id}");
+        let (dom, _) = common::browse(&m.url(&compare), 1280, None);
+        assert!(common::text(&dom).contains("Drift of the second against the first"));
+        common::browse(
+            &m.url(&format!("/runs/{drifted_id}")),
+            1280,
+            Some(&out.join("drifted-run.png")),
+        );
+        common::browse(&m.url(&compare), 1280, Some(&out.join("compare.png")));
+        assert!(out.join("drifted-run.png").exists() && out.join("compare.png").exists());
+    }
+
     // 3. A run that fails at training.
     assert_eq!(
         pipeline(&m, &art, &["--fail-stage", "training", "--seed", "3"]),

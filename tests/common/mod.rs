@@ -603,3 +603,69 @@ pub fn proc_number(pid: u32, file: &str, key: &str) -> Option<u64> {
     let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
     rest.split_whitespace().next()?.parse().ok()
 }
+
+/// `target/test-artifacts/<name>`: screenshots and other files a test
+/// leaves for people to look at.
+pub fn test_artifacts(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-artifacts")
+        .join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Loads `url` in headless Chromium: the DOM after scripts ran, and the
+/// console messages it logged.
+pub fn browse(url: &str, width: u32, screenshot: Option<&Path>) -> (String, Vec<String>) {
+    let chromium = require("chromium");
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(&chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(format!("--window-size={width},2400"));
+    match screenshot {
+        Some(p) => cmd.arg(format!("--screenshot={}", p.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(url).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let console: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+/// The visible text of a DOM dump (tags removed, entities decoded).
+pub fn text(dom: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in dom.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -94,20 +94,32 @@ pub async fn runs(State(state): State<AppState>, Query(p): QueryMap) -> Response
 }
 
 /// `GET /runs/{id}`
-pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn run(State(state): State<AppState>, csrf: Csrf, Path(id): Path<String>) -> Response {
     let storage = state.storage.clone();
-    let all = tokio::task::spawn_blocking(move || runs::list(&storage)).await;
-    let Some(r) = all
+    let all = tokio::task::spawn_blocking(move || runs::list(&storage))
+        .await
         .ok()
         .and_then(Result::ok)
-        .and_then(|all| all.into_iter().find(|r| r.id == id))
-    else {
+        .unwrap_or_default();
+    let Some(r) = all.iter().find(|r| r.id == id).cloned() else {
         return problem(
             &state,
             StatusCode::NOT_FOUND,
             "Run not found",
             "No run has this id; it may be older than the retention.",
         );
+    };
+    let reference = r
+        .reference
+        .as_ref()
+        .and_then(|id| all.iter().find(|x| &x.id == id));
+    let baseline = {
+        let (storage, pipeline) = (state.storage.clone(), r.pipeline.clone());
+        tokio::task::spawn_blocking(move || runs::baseline(&storage, &pipeline))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
     };
     let now = now_ms();
     let body = html! {
@@ -143,15 +155,16 @@ pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         div.table-wrap { table { tbody { @for (k, v) in &r.metrics {
             tr { th { (k) } (metric_cell(Some(v), k.ends_with("r2"))) }
         } } } }
+        (super::data::sections(&r, reference, baseline.as_deref() == Some(r.id.as_str()), &csrf))
         p { a href="/runs" { "All runs" } }
     };
-    super::page(layout(
+    csrf.apply(super::page(layout(
         &state,
         &format!("Run {}", r.id),
         "/runs",
         false,
         body,
-    ))
+    )))
 }
 
 /// `GET /rules`

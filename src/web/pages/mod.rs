@@ -10,6 +10,7 @@
 
 mod alerts;
 mod browse;
+mod data;
 mod overview;
 
 pub use overview::render_overview;
@@ -36,7 +37,9 @@ pub(super) fn routes(t: &mut super::Table) {
     use axum::http::Method as M;
     t.add(Read, M::GET, "/", overview::page)
         .add(Read, M::GET, "/runs", browse::runs)
+        .add(Read, M::GET, "/runs/compare", data::compare)
         .add(Read, M::GET, "/runs/{id}", browse::run)
+        .add(Write, M::POST, "/runs/{id}/baseline", data::pin_baseline)
         .add(Read, M::GET, "/alerts", alerts::page)
         .add(
             Read,
