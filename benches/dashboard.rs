@@ -227,6 +227,7 @@ fn fill(storage: &Storage) -> usize {
                     Stage {
                         status: *s,
                         detail: None,
+                        ..Default::default()
                     },
                 )
             })

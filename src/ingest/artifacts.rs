@@ -259,6 +259,7 @@ impl Artifacts {
             run.reference = a.reference.clone();
             run.r2_delta = a.r2_delta;
             runs::rename_data(storage, &a.id, &run.id)?;
+            runs::stage_timings(&mut run, &STAGES);
             replaces.push(a.id.clone());
         } else if run.stages.is_empty() {
             run.stages = self.stages_written(&run, previous_end);
@@ -399,8 +400,22 @@ impl Artifacts {
             Read::Ok((r, t)) if ms(*t) == finished => r.metrics.clone(),
             _ => BTreeMap::new(),
         };
+        // Each stage's finish: its newest file of this run.
+        for key in STAGES {
+            let newest = std::fs::read_dir(dir.join(key))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.metadata().ok()?.modified().ok())
+                .map(ms)
+                .filter(|t| *t <= finished && *t >= started)
+                .max();
+            if let (Some(s), Some(t)) = (stages.get_mut(key), newest) {
+                s.finished_ms = Some(t);
+            }
+        }
         let success = stages.values().all(|s| s.status == StageStatus::Succeeded);
-        Some(Run {
+        let mut run = Run {
             id: format!("{}-{finished}", self.config.pipeline),
             pipeline: self.config.pipeline.clone(),
             source: "artifacts".into(),
@@ -413,7 +428,9 @@ impl Artifacts {
             report_ms: (!metrics.is_empty()).then_some(finished),
             metrics,
             ..Default::default()
-        })
+        };
+        runs::stage_timings(&mut run, &STAGES);
+        Some(run)
     }
 
     /// Profiles the run's data files (`artifacts.profile`) and compares
@@ -519,7 +536,14 @@ impl Artifacts {
                         run.exit_code.unwrap_or(-1)
                     )
                 });
-                out.insert(s.to_string(), Stage { status, detail });
+                out.insert(
+                    s.to_string(),
+                    Stage {
+                        status,
+                        detail,
+                        ..Default::default()
+                    },
+                );
             }
         }
         // A run that wrote nothing says nothing about stages.
@@ -558,6 +582,7 @@ impl Artifacts {
                 c.drift = run.drift;
                 c.reference = run.reference;
                 c.r2_delta = run.r2_delta;
+                runs::stage_timings(&mut c, &STAGES);
                 c
             }
             None => run,
@@ -680,6 +705,12 @@ fn data_values(run: &Run) -> Vec<(Labels, f64)> {
     if let Some(d) = run.r2_delta {
         out.push((series("ml_model_r2_delta_vs_baseline", &run.pipeline), d));
     }
+    for (stage, s) in &run.stages {
+        if let Some(secs) = s.seconds {
+            let l = labelled("ml_stage_duration_seconds", &[("stage", stage)]);
+            out.extend(l.map(|l| (l, secs)));
+        }
+    }
     out
 }
 
@@ -723,10 +754,12 @@ fn stage(result: Option<(bool, Option<String>)>) -> Stage {
                 StageStatus::Failed
             },
             detail,
+            ..Default::default()
         },
         None => Stage {
             status: StageStatus::Missing,
             detail: None,
+            ..Default::default()
         },
     }
 }

@@ -13,20 +13,27 @@ use crate::tsdb::{Storage, StorageError};
 const KV_NAMESPACE: &str = "runs";
 
 /// How a stage of the pipeline ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StageStatus {
     Succeeded,
     Failed,
     /// The stage left nothing behind.
+    #[default]
     Missing,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
     pub status: StageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// When the stage's last file was written (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<Timestamp>,
+    /// From the end of the stage before (or the run's start) to this one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 /// One pipeline run.
@@ -149,6 +156,21 @@ pub fn baseline(storage: &Storage, pipeline: &str) -> Result<Option<String>, Sto
         .into_iter()
         .find(|(k, _)| k.as_slice() == pipeline.as_bytes())
         .map(|(_, v)| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Fills each stage's `seconds` from the stages' finish times, in
+/// pipeline order, the first from the run's start (the wall clock of
+/// `mlmon run`, or the oldest artifact).
+pub fn stage_timings(run: &mut Run, order: &[&str]) {
+    let mut previous = run.started_ms;
+    for key in order {
+        if let Some(s) = run.stages.get_mut(*key) {
+            if let Some(f) = s.finished_ms {
+                s.seconds = Some((f - previous).max(0) as f64 / 1000.0);
+                previous = f;
+            }
+        }
+    }
 }
 
 /// Runs sort by when they finished; the id breaks ties.

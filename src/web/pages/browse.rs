@@ -132,7 +132,7 @@ pub async fn run(State(state): State<AppState>, csrf: Csrf, Path(id): Path<Strin
         @if let Some(c) = &r.command { p { "Command: " code { (c) } @if let Some(x) = r.exit_code { " exited " (x) } } }
         h2 { "Stages" }
         div.table-wrap { table {
-            thead { tr { th { "Stage" } th { "Result" } th { "Detail" } } }
+            thead { tr { th { "Stage" } th { "Result" } th { "Finished" } th { "Took" } th { "Detail" } } }
             tbody { @for (key, name) in STAGES {
                 tr {
                     td { (name) }
@@ -143,9 +143,11 @@ pub async fn run(State(state): State<AppState>, csrf: Csrf, Path(id): Path<Strin
                                 StageStatus::Failed => td.crit { "failed" },
                                 StageStatus::Missing => td.muted { "left nothing" },
                             }
+                            td { @match s.finished_ms { Some(t) => (local_time(t)), None => "—" } }
+                            td { @match s.seconds { Some(x) => (duration_text(x)), None => "—" } }
                             td { (s.detail.clone().unwrap_or_default()) }
                         }
-                        None => { td.muted { "—" } td {} }
+                        None => { td.muted { "—" } td {} td {} td {} }
                     }
                 }
             } }
