@@ -211,6 +211,13 @@ alertmanager:
     );
     let r2 = runs(&m)[0]["metrics"]["test_r2"].as_f64().unwrap();
     assert!((0.85..0.92).contains(&r2), "healthy R² {r2}");
+    // The healthy run becomes the pipeline's baseline.
+    let healthy = runs(&m)[0]["id"].as_str().unwrap().to_string();
+    let pinned = client()
+        .post(m.url(&format!("/api/v1/runs/{healthy}/baseline")))
+        .send()
+        .unwrap();
+    assert_eq!(pinned.status(), 200, "{}", pinned.text().unwrap());
 
     // The API, probed and scraped.
     let _api = start_api(&art, api_port, "5000");
@@ -236,8 +243,20 @@ alertmanager:
     // Why: the drifted run's data against the healthy run (its
     // reference): the scores the drift shifted lead the drift table, the
     // drift alert fires, and R² fell against the reference.
-    let healthy_id = runs(&m)[1]["id"].as_str().unwrap().to_string();
+    let healthy_id = healthy.clone();
     let drifted_id = runs(&m)[0]["id"].as_str().unwrap().to_string();
+    let detail = m.json(&format!("/api/v1/runs/{healthy_id}"));
+    assert_eq!(detail["data"]["baseline"], true);
+    // The drift alerts' link leads to the newest run.
+    let latest = client()
+        .get(m.url("/runs/latest?pipeline=mathscore"))
+        .send()
+        .unwrap();
+    assert!(
+        latest.url().path().ends_with(&drifted_id),
+        "{}",
+        latest.url()
+    );
     let detail = m.json(&format!("/api/v1/runs/{drifted_id}"));
     assert_eq!(detail["data"]["reference"], healthy_id.as_str(), "{detail}");
     assert!(detail["data"]["r2_delta"].as_f64().unwrap() < -0.05);

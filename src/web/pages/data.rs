@@ -299,3 +299,28 @@ pub async fn compare(State(state): State<AppState>, Query(p): QueryMap) -> Respo
     };
     super::page(layout(&state, "Compare runs", "/runs", false, body))
 }
+
+/// `GET /runs/latest?pipeline=NAME`: the pipeline's newest run page (the
+/// link in the drift rules' annotations).
+pub async fn latest(State(state): State<AppState>, Query(p): QueryMap) -> Response {
+    let pipeline = p.get("pipeline").cloned();
+    let storage = state.storage.clone();
+    let newest = tokio::task::spawn_blocking(move || {
+        runs::list(&storage)
+            .ok()?
+            .into_iter()
+            .find(|r| pipeline.as_ref().is_none_or(|p| &r.pipeline == p))
+    })
+    .await
+    .ok()
+    .flatten();
+    match newest {
+        Some(r) => Redirect::to(&format!("/runs/{}", percent_encode(&r.id))).into_response(),
+        None => problem(
+            &state,
+            StatusCode::NOT_FOUND,
+            "No run",
+            "This pipeline has no run yet.",
+        ),
+    }
+}

@@ -38,6 +38,7 @@ pub(super) fn routes(t: &mut super::Table) {
     t.add(Read, M::GET, "/", overview::page)
         .add(Read, M::GET, "/runs", browse::runs)
         .add(Read, M::GET, "/runs/compare", data::compare)
+        .add(Read, M::GET, "/runs/latest", data::latest)
         .add(Read, M::GET, "/runs/{id}", browse::run)
         .add(Write, M::POST, "/runs/{id}/baseline", data::pin_baseline)
         .add(Read, M::GET, "/alerts", alerts::page)
