@@ -22,21 +22,7 @@ use std::time::{Duration, Instant};
 use common::{client, free_port, remote_write, require, wait_ready, Proc};
 use mlmon::model::{Labels, Sample};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `(user + system)` CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
+use common::{cpu_seconds, env_number as env};
 
 fn peak_rss_mib(pid: u32) -> f64 {
     common::proc_number(pid, "status", "VmHWM:").unwrap_or(0) as f64 / 1024.0

@@ -20,7 +20,7 @@ use mlmon::tsdb::{Querier, Storage, StorageOptions};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::Rng;
+use common::{cpu_seconds, Rng};
 
 /// Series `i`: even ones are CPU-seconds counters, odd ones temperature
 /// gauges; values are kept in hundredths so they print with two decimals.
@@ -114,18 +114,6 @@ fn bench_appender() {
     let secs = start.elapsed().as_secs_f64();
     println!("appender ingest: {n} samples, 10,000 series, batches of 2,000: {:.0} samples/s ({secs:.2} s)", n as f64 / secs);
     s.close().unwrap();
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // SAFETY: sysconf reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / ticks
 }
 
 fn bench_remote_write() {

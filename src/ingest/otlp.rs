@@ -26,7 +26,9 @@ use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric};
+use opentelemetry_proto::tonic::metrics::v1::{
+    self as metric_data, metric, number_data_point, Metric,
+};
 use prost::Message;
 
 use crate::model::{stale_nan, write_float, FastMap, Labels, Sample, Timestamp};
@@ -496,22 +498,9 @@ fn translate_metric(
     const NO_RECORDED_VALUE: u32 = 1;
     let stale = |flags: u32| flags & NO_RECORDED_VALUE != 0;
     match data {
-        metric::Data::Gauge(g) => {
-            for p in &g.data_points {
-                let v = match (stale(p.flags), p.value) {
-                    (true, _) => stale_nan(),
-                    (_, Some(number_data_point::Value::AsDouble(d))) => d,
-                    (_, Some(number_data_point::Value::AsInt(i))) => i as f64,
-                    (_, None) => {
-                        out.reject(1, format!("a point of {:?} has no value", m.name));
-                        continue;
-                    }
-                };
-                add(&p.attributes, "", None, p.time_unix_nano, v, out);
-            }
-        }
-        metric::Data::Sum(s) => {
-            for p in &s.data_points {
+        metric::Data::Gauge(metric_data::Gauge { data_points })
+        | metric::Data::Sum(metric_data::Sum { data_points, .. }) => {
+            for p in data_points {
                 let v = match (stale(p.flags), p.value) {
                     (true, _) => stale_nan(),
                     (_, Some(number_data_point::Value::AsDouble(d))) => d,
