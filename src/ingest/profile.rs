@@ -34,7 +34,10 @@ use serde::{Deserialize, Serialize};
 /// (the common ones).
 const MISSING: &[&str] = &["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "-"];
 /// Distinct categories counted per column; more go to "other".
-const MAX_CATEGORIES: usize = 10_000;
+const MAX_CATEGORIES: usize = 2_000;
+/// Columns profiled per file (the first ones); a wider file's others are
+/// left out and the profile says how many.
+pub const MAX_COLUMNS: usize = 256;
 /// Categories shown in a profile (the rest summed as "other").
 const TOP_K: usize = 10;
 /// Floor of a bin's proportion in PSI.
@@ -83,6 +86,13 @@ pub struct Profile {
     pub columns: Vec<Column>,
     /// Whether the sample is every value (rows ≤ row cap).
     pub exact: bool,
+    /// Columns past [`MAX_COLUMNS`], not profiled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub columns_left_out: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The values drift is computed from: per numeric column its sample, per
@@ -136,8 +146,10 @@ pub fn profile_csv(
         .headers()
         .map_err(|e| format!("{file}: cannot read the header: {e}"))?
         .clone();
+    let columns_left_out = headers.len().saturating_sub(MAX_COLUMNS);
     let mut acc: Vec<Acc> = headers
         .iter()
+        .take(MAX_COLUMNS)
         .map(|h| Acc {
             name: h.trim().to_string(),
             missing: 0,
@@ -260,6 +272,7 @@ pub fn profile_csv(
             rows,
             columns,
             exact,
+            columns_left_out,
         },
         dist,
     ))
@@ -462,6 +475,24 @@ mod tests {
         assert_eq!(p.columns[2].missing_ratio, 0.5);
         assert_eq!(d.samples["a"], vec![1.0, 2.0, 3.5]);
         assert!(p.exact);
+    }
+
+    #[test]
+    fn a_very_wide_file_profiles_its_first_columns() {
+        let header: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+        let row: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let csv = format!("{}\n{}\n", header.join(","), row.join(","));
+        let (p, _) = profile_csv("wide.csv", csv.as_bytes(), 10).unwrap();
+        assert_eq!(p.columns.len(), MAX_COLUMNS);
+        assert_eq!(p.columns_left_out, 1000 - MAX_COLUMNS);
+    }
+
+    #[test]
+    fn ragged_and_binary_files_are_refused_with_the_file_named() {
+        let e = profile_csv("bad.csv", "a,b\n1\n".as_bytes(), 10).unwrap_err();
+        assert!(e.starts_with("bad.csv:"), "{e}");
+        let e = profile_csv("bin.csv", &b"a,b\n\xff\xfe,1\n"[..], 10).unwrap_err();
+        assert!(e.starts_with("bin.csv:"), "{e}");
     }
 
     #[test]

@@ -107,7 +107,10 @@ fn drift_table(cols: &[ColumnDrift]) -> Markup {
 fn profile_table(p: &Profile, reference: Option<&Profile>) -> Markup {
     let find = |name: &str| reference.and_then(|r| r.columns.iter().find(|c| c.name == name));
     html! {
-        p.muted { (p.file) ": " (p.rows) " rows" @if !p.exact { " (statistics from a sample)" } }
+        p.muted {
+            (p.file) ": " (p.rows) " rows" @if !p.exact { " (statistics from a sample)" }
+            @if p.columns_left_out > 0 { " · " (p.columns_left_out) " columns past the first " (profile::MAX_COLUMNS) " not profiled" }
+        }
         div.table-wrap { table {
             thead { tr { th { "Column" } th { "Type" } th { "Missing" } th { "Min" } th { "Mean" } th { "Max" } th { "Std" } th { "Median" } th { "Distribution / top values" } } }
             tbody { @for c in &p.columns {
