@@ -410,7 +410,6 @@ pub fn translate(req: &ExportMetricsServiceRequest, cfg: &OtlpConfig) -> Transla
         samples.dedup_by_key(|s| s.t);
         out.series.push((labels, samples));
     }
-    out.series.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 

@@ -79,9 +79,7 @@ async fn store(
         }
         let mut app = storage.appender();
         for (labels, samples) in t.series {
-            for s in samples {
-                app.append(labels.clone(), s.t, s.v);
-            }
+            app.append_series(labels, samples);
         }
         let stored = app.commit()?;
         Ok((stored, t.rejected, t.errors))
