@@ -274,6 +274,16 @@ async fn send_all(
     let mut n = 0;
     let mut chunks = Vec::new();
     for (labels, samples) in series {
+        // A series that fits in one request moves into it whole.
+        if samples.len() <= max {
+            if n + samples.len() > max && n > 0 {
+                chunks.push(std::mem::take(&mut request));
+                n = 0;
+            }
+            n += samples.len();
+            request.push((labels, samples));
+            continue;
+        }
         for part in samples.chunks(max) {
             if n + part.len() > max && n > 0 {
                 chunks.push(std::mem::take(&mut request));

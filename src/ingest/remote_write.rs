@@ -307,7 +307,84 @@ impl<'a> Wire<'a> {
 
 /// Encodes a request as a client would (tests, benchmarks, forwarding).
 pub fn encode(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
-    let req = WriteRequest {
+    snap::raw::Encoder::new()
+        .compress_vec(&encode_request(series))
+        .expect("snappy compression of an in-memory buffer")
+}
+
+/// The protobuf `WriteRequest` of `series`, written straight from the
+/// borrowed labels and samples (no owned copy of every label string, as
+/// building prost's structs would make), byte for byte what prost writes:
+/// fields in tag order, default values left out.
+fn encode_request(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    fn string_field(s: &str) -> usize {
+        if s.is_empty() {
+            0
+        } else {
+            1 + encoded_len_varint(s.len() as u64) + s.len()
+        }
+    }
+    fn label_len(n: &str, v: &str) -> usize {
+        string_field(n) + string_field(v)
+    }
+    fn sample_len(s: &Sample) -> usize {
+        (if s.v != 0.0 { 9 } else { 0 })
+            + (if s.t != 0 {
+                1 + encoded_len_varint(s.t as u64)
+            } else {
+                0
+            })
+    }
+    fn nested(len: usize) -> usize {
+        1 + encoded_len_varint(len as u64) + len
+    }
+    fn put_string(out: &mut Vec<u8>, tag: u8, s: &str) {
+        if !s.is_empty() {
+            out.push(tag << 3 | 2);
+            encode_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    let series_len = |labels: &Labels, samples: &[Sample]| -> usize {
+        labels
+            .iter()
+            .map(|(n, v)| nested(label_len(n, v)))
+            .sum::<usize>()
+            + samples.iter().map(|s| nested(sample_len(s))).sum::<usize>()
+    };
+    let total: usize = series.iter().map(|(l, s)| nested(series_len(l, s))).sum();
+    let mut out = Vec::with_capacity(total);
+    for (labels, samples) in series {
+        out.push(1 << 3 | 2);
+        encode_varint(series_len(labels, samples) as u64, &mut out);
+        for (n, v) in labels.iter() {
+            out.push(1 << 3 | 2);
+            encode_varint(label_len(n, v) as u64, &mut out);
+            put_string(&mut out, 1, n);
+            put_string(&mut out, 2, v);
+        }
+        for s in samples {
+            out.push(2 << 3 | 2);
+            encode_varint(sample_len(s) as u64, &mut out);
+            if s.v != 0.0 {
+                out.push(1 << 3 | 1);
+                out.extend_from_slice(&s.v.to_le_bytes());
+            }
+            if s.t != 0 {
+                out.push(2 << 3);
+                encode_varint(s.t as u64, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// The same request through prost's structs (the reference the direct
+/// encoder is tested against).
+#[cfg(test)]
+fn encode_request_with_prost(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
+    WriteRequest {
         timeseries: series
             .iter()
             .map(|(labels, samples)| TimeSeries {
@@ -329,15 +406,46 @@ pub fn encode(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
             })
             .collect(),
         metadata: Vec::new(),
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy compression of an in-memory buffer")
+    }
+    .encode_to_vec()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_direct_encoder_writes_what_prost_writes() {
+        let l = |pairs: &[(&str, &str)]| Labels::new(pairs.iter().copied()).unwrap();
+        let series = vec![
+            (
+                l(&[("__name__", "up"), ("job", "a"), ("instance", "h:1")]),
+                vec![
+                    Sample {
+                        t: 1_700_000_000_000,
+                        v: 1.0,
+                    },
+                    Sample { t: 0, v: 0.0 },
+                    Sample { t: -5, v: -0.0 },
+                    Sample { t: 7, v: f64::NAN },
+                    Sample {
+                        t: 8,
+                        v: crate::model::stale_nan(),
+                    },
+                ],
+            ),
+            (l(&[("__name__", "x".repeat(300).as_str())]), vec![]),
+            (
+                l(&[("__name__", "u"), ("k", "é€")]),
+                vec![Sample {
+                    t: i64::MAX,
+                    v: f64::INFINITY,
+                }],
+            ),
+        ];
+        assert_eq!(encode_request(&series), encode_request_with_prost(&series));
+        assert_eq!(encode_request(&[]), encode_request_with_prost(&[]));
+    }
 
     type Owned = Vec<(Vec<(String, String)>, Vec<Sample>)>;
 
