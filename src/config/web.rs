@@ -110,14 +110,15 @@ const HEADERS: &[(&str, &[&str])] = &[
 ];
 
 fn version(text: Option<&str>, default: TlsVersion) -> Result<TlsVersion, String> {
-    match text {
-        None | Some("") => Ok(default),
-        Some("TLS13") => Ok(TlsVersion::Tls13),
-        Some("TLS12") => Ok(TlsVersion::Tls12),
-        Some(v @ ("TLS11" | "TLS10")) => Err(format!(
+    let Some(v) = text.filter(|v| !v.is_empty()) else {
+        return Ok(default);
+    };
+    match crate::http::config::tls_version(v) {
+        Some(t) if t >= TlsVersion::Tls12 => Ok(t),
+        Some(_) => Err(format!(
             "{v} is not supported by mlmon (rustls speaks TLS12 and TLS13)"
         )),
-        Some(v) => Err(format!("unknown TLS version: {v}")),
+        None => Err(format!("unknown TLS version: {v}")),
     }
 }
 

@@ -451,20 +451,27 @@ impl RawHttpConfig {
     }
 }
 
-fn version(text: &str, key: &str, problems: &mut Vec<Problem>) -> Option<TlsVersion> {
+/// A TLS version as Prometheus' configurations name it (`TLS10` …
+/// `TLS13`).
+pub fn tls_version(text: &str) -> Option<TlsVersion> {
     match text {
         "TLS10" => Some(TlsVersion::Tls10),
         "TLS11" => Some(TlsVersion::Tls11),
         "TLS12" => Some(TlsVersion::Tls12),
         "TLS13" => Some(TlsVersion::Tls13),
-        other => {
-            problems.push(problem(
-                key,
-                format!("unknown TLS version {other:?} (TLS10, TLS11, TLS12 or TLS13)"),
-            ));
-            None
-        }
+        _ => None,
     }
+}
+
+fn version(text: &str, key: &str, problems: &mut Vec<Problem>) -> Option<TlsVersion> {
+    let v = tls_version(text);
+    if v.is_none() {
+        problems.push(problem(
+            key,
+            format!("unknown TLS version {text:?} (TLS10, TLS11, TLS12 or TLS13)"),
+        ));
+    }
+    v
 }
 
 impl RawTls {

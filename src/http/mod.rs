@@ -121,7 +121,7 @@ pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String
         return Err("tls_config: no TLS version mlmon speaks (1.2, 1.3) is allowed".into());
     }
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
-        Arc::new(AnyCertificate(provider.clone()))
+        Arc::new(AnyCertificate(Signatures(provider.clone())))
     } else {
         let mut extra = Vec::new();
         if let Some(ca) = &tls.ca {
@@ -168,10 +168,44 @@ pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String
     Ok(config)
 }
 
+/// The handshake signatures a verifier checks with a provider's
+/// algorithms; also what a verifier that accepts any certificate still
+/// checks (the peer must hold the certificate's key). Shared by the
+/// client's `insecure_skip_verify` and the server's
+/// `RequestClientCert`/`RequireAnyClientCert`.
+#[derive(Debug, Clone)]
+pub(crate) struct Signatures(pub Arc<rustls::crypto::CryptoProvider>);
+
+impl Signatures {
+    pub fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    pub fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// `insecure_skip_verify`: any certificate is accepted, but the handshake
 /// is still signed with it.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct AnyCertificate(Signatures);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -191,12 +225,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -205,16 +234,11 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
 

@@ -144,9 +144,31 @@ pub fn rename_data(storage: &Storage, from: &str, to: &str) -> Result<(), Storag
     Ok(())
 }
 
-/// Pins `run_id` as `pipeline`'s baseline.
-pub fn pin_baseline(storage: &Storage, pipeline: &str, run_id: &str) -> Result<(), StorageError> {
-    storage.kv_put(NS_BASELINE, pipeline.as_bytes(), run_id.as_bytes())
+/// Why a run could not become its pipeline's baseline.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("no run has this id")]
+    NotFound,
+    #[error("run {0} has no data profile kept (its data files were not found, or it is older than the newest runs whose data is kept)")]
+    NotKept(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The run with this id.
+pub fn get(storage: &Storage, id: &str) -> Result<Option<Run>, StorageError> {
+    Ok(list(storage)?.into_iter().find(|r| r.id == id))
+}
+
+/// Pins run `id` as its pipeline's baseline (the reference later runs'
+/// drift is computed against); its distributions must still be kept.
+pub fn pin_baseline(storage: &Storage, id: &str) -> Result<Run, PinError> {
+    let run = get(storage, id)?.ok_or(PinError::NotFound)?;
+    if load_data(storage, &run.id)?.is_none() {
+        return Err(PinError::NotKept(run.id));
+    }
+    storage.kv_put(NS_BASELINE, run.pipeline.as_bytes(), run.id.as_bytes())?;
+    Ok(run)
 }
 
 /// The run `pipeline` pinned as its baseline.

@@ -459,14 +459,15 @@ pub async fn run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let storage = state.storage.clone();
-    let all = tokio::task::spawn_blocking(move || runs::list(&storage)).await??;
-    let run = all.iter().find(|r| r.id == id).ok_or(ApiError::NotFound)?;
+    let (storage, wanted) = (state.storage.clone(), id.clone());
+    let run = tokio::task::spawn_blocking(move || runs::get(&storage, &wanted))
+        .await??
+        .ok_or(ApiError::NotFound)?;
     let baseline = {
         let (storage, pipeline) = (state.storage.clone(), run.pipeline.clone());
         tokio::task::spawn_blocking(move || runs::baseline(&storage, &pipeline)).await??
     };
-    let mut v = run_json(run);
+    let mut v = run_json(&run);
     v["baseline"] = json!(baseline.as_deref() == Some(id.as_str()));
     Ok(success(v))
 }
@@ -478,21 +479,14 @@ pub async fn pin_baseline(
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
     let storage = state.storage.clone();
-    let pinned = tokio::task::spawn_blocking(move || -> Result<Option<Run>, ApiError> {
-        let Some(run) = runs::list(&storage)?.into_iter().find(|r| r.id == id) else {
-            return Ok(None);
-        };
-        if runs::load_data(&storage, &run.id)?.is_none() {
-            return Err(ApiError::BadData(format!(
-                "run {} has no data profile kept (its data files were not found, or it is older than the newest runs whose data is kept)",
-                run.id
-            )));
-        }
-        runs::pin_baseline(&storage, &run.pipeline, &run.id)?;
-        Ok(Some(run))
-    })
-    .await??
-    .ok_or(ApiError::NotFound)?;
+    let pinned = tokio::task::spawn_blocking(move || runs::pin_baseline(&storage, &id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("pinning failed: {e}")))?
+        .map_err(|e| match e {
+            runs::PinError::NotFound => ApiError::NotFound,
+            runs::PinError::NotKept(_) => ApiError::BadData(e.to_string()),
+            runs::PinError::Storage(s) => s.into(),
+        })?;
     Ok(success(
         json!({"pipeline": pinned.pipeline, "baseline": pinned.id}),
     ))

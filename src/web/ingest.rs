@@ -39,9 +39,26 @@ impl From<PushError> for ApiError {
     }
 }
 
+/// A body as sent (`Content-Encoding` none or `identity`) or gunzipped
+/// (`gzip`); other encodings are 415.
+pub(super) fn decoded_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, ApiError> {
+    match content_encoding(headers) {
+        None => Ok(body.to_vec()),
+        Some(enc) if enc.eq_ignore_ascii_case("identity") => Ok(body.to_vec()),
+        Some(enc) if enc.eq_ignore_ascii_case("gzip") => gunzip(body, max),
+        Some(enc) => Err(ApiError::UnsupportedMedia(format!(
+            "unsupported Content-Encoding {enc:?} (gzip or none)"
+        ))),
+    }
+}
+
 /// A gzip body, refused past `max` bytes decompressed (a small body
 /// cannot blow up into a large one).
-pub(super) fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
+fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
     use std::io::Read;
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(body)
@@ -173,17 +190,7 @@ async fn push_inner(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let max = state.settings.get().max_request_bytes;
-    let body = match content_encoding(headers) {
-        None => body.to_vec(),
-        Some(enc) if enc.eq_ignore_ascii_case("identity") => body.to_vec(),
-        Some(enc) if enc.eq_ignore_ascii_case("gzip") => gunzip(&body, max)?,
-        Some(enc) => {
-            return Err(ApiError::UnsupportedMedia(format!(
-                "unsupported Content-Encoding {enc:?} (gzip or none)"
-            )))
-        }
-    };
+    let body = decoded_body(headers, &body, state.settings.get().max_request_bytes)?;
     let (body, samples) = match content_type {
         Some(ct) if expfmt::protobuf::is_protobuf(ct) => {
             if !ct.contains("encoding=delimited") {

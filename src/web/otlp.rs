@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message;
 
-use super::ingest::gunzip;
+use super::ingest::decoded_body;
 use super::telemetry::HttpMetrics;
 use super::{ApiError, AppState};
 use crate::ingest::otlp;
@@ -50,20 +50,7 @@ async fn store(
     json: bool,
 ) -> Result<Response, ApiError> {
     let settings = state.settings.get();
-    let max = settings.max_request_bytes;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let body = match encoding {
-        None => body.to_vec(),
-        Some(e) if e.eq_ignore_ascii_case("identity") => body.to_vec(),
-        Some(e) if e.eq_ignore_ascii_case("gzip") => gunzip(body, max)?,
-        Some(e) => {
-            return Err(ApiError::UnsupportedMedia(format!(
-                "unsupported Content-Encoding {e:?} (gzip or none)"
-            )))
-        }
-    };
+    let body = decoded_body(headers, body, settings.max_request_bytes)?;
     let cfg = settings.otlp.clone();
     let storage = state.storage.clone();
     let (stored, rejected, errors) = tokio::task::spawn_blocking(move || {

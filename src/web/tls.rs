@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{ClientAuth, TlsServerConfig};
 use crate::http::config::{Secret, TlsVersion};
+use crate::http::Signatures;
 
 /// What is wrong with a `tls_server_config`: the key and why.
 #[derive(Debug)]
@@ -113,7 +114,7 @@ impl TlsServer {
             ClientAuth::NoClientCert => builder.with_no_client_auth(),
             ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => builder
                 .with_client_cert_verifier(Arc::new(AnyClientCert {
-                    provider: provider.clone(),
+                    signatures: Signatures(provider.clone()),
                     mandatory: t.client_auth == ClientAuth::RequireAnyClientCert,
                 })),
             ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
@@ -261,7 +262,7 @@ impl ResolvesServerCert for CertFiles {
 /// for (required by the second) and not verified.
 #[derive(Debug)]
 struct AnyClientCert {
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    signatures: Signatures,
     mandatory: bool,
 }
 
@@ -289,12 +290,7 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -303,17 +299,10 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }

@@ -263,15 +263,6 @@ pub async fn page(State(state): State<AppState>, csrf: Csrf, Query(p): QueryMap)
     csrf.apply(super::page(layout(&state, "Alerts", "/alerts", true, body)))
 }
 
-fn forbidden(state: &AppState) -> Response {
-    problem(
-        state,
-        StatusCode::FORBIDDEN,
-        "Form expired",
-        "This form's security token does not match your browser's; reload the page and submit it again.",
-    )
-}
-
 /// `POST /alerts/silences` (the form on each alert).
 pub async fn create_silence(
     State(state): State<AppState>,
@@ -279,7 +270,7 @@ pub async fn create_silence(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if !csrf.accepts(&form) {
-        return forbidden(&state);
+        return form_expired(&state);
     }
     let get = |k: &str| {
         form.iter()
@@ -349,7 +340,7 @@ pub async fn expire_silence(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if !csrf.accepts(&form) {
-        return forbidden(&state);
+        return form_expired(&state);
     }
     let notify = state.notify.clone();
     let r = tokio::task::spawn_blocking(move || notify.lock().expire_silence(&id, now_ms())).await;
@@ -373,7 +364,7 @@ pub async fn test_receiver(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if !csrf.accepts(&form) {
-        return forbidden(&state);
+        return form_expired(&state);
     }
     let Some(results) = state
         .notify

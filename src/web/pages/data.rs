@@ -176,49 +176,42 @@ pub async fn pin_baseline(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if !csrf.accepts(&form) {
-        return problem(
-            &state,
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "This form's security token does not match your browser's; reload the page and submit it again.",
-        );
+        return form_expired(&state);
     }
-    let storage = state.storage.clone();
-    let target = id.clone();
-    let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
-        let Some(run) = runs::list(&storage)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|r| r.id == target)
-        else {
-            return Ok(false);
-        };
-        if runs::load_data(&storage, &run.id)
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            return Err("this run's data profile is no longer kept".into());
-        }
-        runs::pin_baseline(&storage, &run.pipeline, &run.id).map_err(|e| e.to_string())?;
-        Ok(true)
-    })
-    .await;
+    let (storage, target) = (state.storage.clone(), id.clone());
+    let done = tokio::task::spawn_blocking(move || runs::pin_baseline(&storage, &target)).await;
     match done {
-        Ok(Ok(true)) => Redirect::to(&format!("/runs/{}", percent_encode(&id))).into_response(),
-        Ok(Ok(false)) => problem(
+        Ok(Ok(_)) => Redirect::to(&format!("/runs/{}", percent_encode(&id))).into_response(),
+        Ok(Err(runs::PinError::NotFound)) => problem(
             &state,
             StatusCode::NOT_FOUND,
             "Run not found",
             "No run has this id.",
         ),
-        Ok(Err(why)) => problem(&state, StatusCode::BAD_REQUEST, "Not pinned", &why),
-        Err(_) => problem(
+        Ok(Err(e @ runs::PinError::NotKept(_))) => problem(
             &state,
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_REQUEST,
             "Not pinned",
-            "internal error; the details are in mlmon's log",
+            &e.to_string(),
         ),
+        Ok(Err(runs::PinError::Storage(e))) => {
+            tracing::error!(message = "Pinning a baseline failed", error = %e);
+            internal(&state)
+        }
+        Err(e) => {
+            tracing::error!(message = "Pinning a baseline failed", error = %e);
+            internal(&state)
+        }
     }
+}
+
+fn internal(state: &AppState) -> Response {
+    problem(
+        state,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Not pinned",
+        "internal error; the details are in mlmon's log",
+    )
 }
 
 /// `GET /runs/compare?a=ID&b=ID`: two runs side by side: metrics, stage

@@ -146,6 +146,16 @@ fn page(markup: Markup) -> Response {
 }
 
 /// A page for a request that went wrong (bad parameter, missing run).
+/// A form whose CSRF token does not match the browser's (403).
+fn form_expired(state: &AppState) -> Response {
+    problem(
+        state,
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "This form's security token does not match your browser's; reload the page and submit it again.",
+    )
+}
+
 fn problem(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
     let body = layout(
         state,
