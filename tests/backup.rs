@@ -124,13 +124,16 @@ fn a_backup_under_load_holds_everything_acknowledged_before_it() {
 
     // `mlmon restore` into an empty directory opens and checks the copy.
     let restored = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .args(["restore"])
-        .arg(&dest)
-        .arg("--data-dir")
-        .arg(restored.path().join("data"))
-        .output()
-        .unwrap();
+    let restore = || {
+        Command::new(env!("CARGO_BIN_EXE_mlmon"))
+            .args(["restore"])
+            .arg(&dest)
+            .arg("--data-dir")
+            .arg(restored.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    let out = restore();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -139,13 +142,7 @@ fn a_backup_under_load_holds_everything_acknowledged_before_it() {
     );
     assert!(said.contains("series"), "{said}");
     // Into a directory that holds data it refuses.
-    let out = Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .args(["restore"])
-        .arg(&dest)
-        .arg("--data-dir")
-        .arg(restored.path().join("data"))
-        .output()
-        .unwrap();
+    let out = restore();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 

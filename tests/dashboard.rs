@@ -377,12 +377,7 @@ fn silences_are_created_and_expired_through_the_page() {
     assert!(r.status().is_success());
     let t = text(&r.text().unwrap());
     assert!(t.contains("log[0]: sent"), "{t}");
-    let preview = client()
-        .get(m.url("/alerts/receivers/log/preview"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let preview = m.text("/alerts/receivers/log/preview");
     assert!(
         text(&preview).contains("[FIRING:1] HighCPUUsage"),
         "{preview}"

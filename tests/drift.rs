@@ -246,12 +246,7 @@ fn runs_carry_profiles_and_drift_against_their_baseline() {
     assert!((psi - drift[0]["psi"].as_f64().unwrap()).abs() < 1e-9);
     // The run page lists the drifted columns, most severe first, and the
     // compare page shows both runs.
-    let page = common::client()
-        .get(m.url(&format!("/runs/{second}")))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = m.text(&format!("/runs/{second}"));
     let drift_at = page.find("Data drift").expect("a drift section");
     let age_at = page[drift_at..]
         .find("<td>age</td>")

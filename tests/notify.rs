@@ -273,12 +273,7 @@ fn the_original_stack_notifies_by_email_slack_and_webhook_with_inhibition() {
         .collect();
     assert_eq!(sent.len(), 3, "{sent:?}");
     assert!(sent.iter().all(|s| s.ends_with("\"sent\"")), "{sent:?}");
-    let metrics = client()
-        .get(m.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = m.text("/metrics");
     assert!(
         metrics.contains("mlmon_notifications_total{integration=\"email\"} 1"),
         "{}",
@@ -334,12 +329,7 @@ fn smtp_down_then_back_delivers_once() {
         outcomes.contains(&"retried"),
         "failed attempts are in the history: {outcomes:?}"
     );
-    let failed = client()
-        .get(m.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let failed = m.text("/metrics");
     assert!(
         failed.lines().any(|l| l
             .starts_with("mlmon_notifications_failed_total{integration=\"email\"}")
@@ -729,10 +719,7 @@ fn the_notifier_configuration_reloads_on_request_and_on_sighup() {
         "route:\n  receiver: third\nreceivers:\n  - name: third\n",
     )
     .unwrap();
-    Command::new("kill")
-        .args(["-HUP", &m.child.id().to_string()])
-        .status()
-        .unwrap();
+    m.hup();
     let deadline = Instant::now() + Duration::from_secs(5);
     while m.json("/api/v2/receivers") != json!([{"name": "third"}]) {
         assert!(

@@ -36,13 +36,6 @@ fn rules(threshold: u32) -> String {
     )
 }
 
-fn hup(m: &Mlmon) {
-    Command::new("kill")
-        .args(["-HUP", &m.child.id().to_string()])
-        .status()
-        .unwrap();
-}
-
 #[test]
 fn an_edited_threshold_keeps_the_pending_timer_and_a_bad_file_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +57,7 @@ fn an_edited_threshold_keeps_the_pending_timer_and_a_bad_file_changes_nothing() 
     let edited = "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Slow\n        expr: ml_pipeline_duration_seconds > 200\n        for: 8s\n";
     std::fs::write(&rule_file, edited).unwrap();
     assert!(m.value("doubled").is_some());
-    hup(&m);
+    m.hup();
     wait_for(
         "the rule was not replaced",
         &m,
@@ -112,22 +105,12 @@ fn an_edited_threshold_keeps_the_pending_timer_and_a_bad_file_changes_nothing() 
     let body = r.text().unwrap();
     assert!(body.contains("rules.yml:4"), "{body}");
     assert_eq!(m.value("mlmon_config_last_reload_successful"), None);
-    let metrics = client()
-        .get(m.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = m.text("/metrics");
     assert!(
         metrics.contains("\nmlmon_config_last_reload_successful 0\n"),
         "{metrics}"
     );
-    let status = client()
-        .get(m.url("/status"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let status = m.text("/status");
     assert!(status.contains("rules.yml:4"), "{status}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(alert(&m).unwrap().0, "firing");
@@ -141,12 +124,7 @@ fn an_edited_threshold_keeps_the_pending_timer_and_a_bad_file_changes_nothing() 
     std::fs::write(&rule_file, edited).unwrap();
     let r = client().post(m.url("/-/reload")).send().unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let metrics = client()
-        .get(m.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = m.text("/metrics");
     assert!(metrics.contains("\nmlmon_config_last_reload_successful 1\n"));
 }
 
@@ -174,7 +152,7 @@ fn scrape_targets_added_and_removed_by_a_reload() {
 
     // Unchanged on a reload that changes something else: still scraped.
     std::fs::write(&config_path, format!("{job}push:\n  interval: 2s\n")).unwrap();
-    hup(&m);
+    m.hup();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(m.value("up{job=\"self\"}"), Some(1.0));
 

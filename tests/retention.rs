@@ -90,12 +90,7 @@ fn the_data_directory_stays_within_retention_size_while_ingest_goes_on() {
         "sizes: {all:?}; kept {kept} of {} samples a series",
         written / 200
     );
-    let metrics = client()
-        .get(m.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = m.text("/metrics");
     assert!(
         metrics.contains(&format!("mlmon_storage_retention_limit_bytes {BOUND}")),
         "{metrics}"

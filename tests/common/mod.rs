@@ -160,6 +160,19 @@ impl Mlmon {
         json(&client(), &self.url(path))
     }
 
+    /// GET `path` as text, whatever the status.
+    pub fn text(&self, path: &str) -> String {
+        client().get(self.url(path)).send().unwrap().text().unwrap()
+    }
+
+    /// SIGHUP: reload the configuration.
+    pub fn hup(&self) {
+        Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
     /// The result list of an instant query at now.
     pub fn query(&self, q: &str) -> Vec<serde_json::Value> {
         let v: serde_json::Value = client()
