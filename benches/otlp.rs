@@ -93,7 +93,7 @@ fn export(series: usize, t_ns: u64, step: u64) -> Vec<u8> {
 fn main() {
     let series = env("OTLP_SERIES", 10_000).max(100) / 100 * 100;
     let exports = env("OTLP_EXPORTS", 100);
-    let m = Mlmon::start(Some("web: {max_request_bytes: 268435456}\n"));
+    let m = Mlmon::start_in_repository(Some("web: {max_request_bytes: 268435456}\n"));
     let c = client();
     let pid = m.child.id();
     let t0 = (mlmon::model::now_ms() as u64 - exports as u64 * 15_000) * 1_000_000;

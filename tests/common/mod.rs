@@ -120,6 +120,23 @@ impl Mlmon {
 
     /// Starts in `dir` (its `data` subdirectory holds the store).
     pub fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Mlmon {
+        let cwd = dir.path().to_path_buf();
+        Self::spawn(dir, config, &cwd)
+    }
+
+    /// Starts with the repository root as its working directory, as a
+    /// user runs it there (benchmarks: the default collectors find what
+    /// they find on this machine); data and log in a temporary directory.
+    pub fn start_in_repository(config: Option<&str>) -> Mlmon {
+        let dir = tempfile::tempdir().unwrap();
+        Self::spawn(
+            dir,
+            config.map(str::to_string),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+        )
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: Option<String>, cwd: &Path) -> Mlmon {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlmon"));
         cmd.arg("serve")
@@ -127,7 +144,7 @@ impl Mlmon {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .current_dir(dir.path())
+            .current_dir(cwd)
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.path().join("mlmon.log")).unwrap(),
