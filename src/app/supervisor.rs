@@ -31,7 +31,7 @@ pub(super) struct Loaded {
     /// Rule groups by key (file and name), with their fingerprints.
     rules: Vec<(String, String, Group)>,
     notifier: (Arc<crate::notify::AmConfig>, crate::notify::Library),
-    tls: Option<Arc<crate::web::tls::TlsServer>>,
+    tls: Option<Arc<crate::http::tls_server::TlsServer>>,
 }
 
 impl Loaded {
@@ -66,7 +66,7 @@ impl Loaded {
         }
         let tls = match &config.web.tls {
             Some(t) => Some(Arc::new(
-                crate::web::tls::TlsServer::new(t).map_err(|e| e.to_string())?,
+                crate::http::tls_server::TlsServer::new(t).map_err(|e| e.to_string())?,
             )),
             None => None,
         };

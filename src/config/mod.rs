@@ -10,7 +10,8 @@
 mod probe;
 mod raw;
 mod web;
-pub use web::{ClientAuth, HttpServerConfig, TlsServerConfig};
+pub use crate::http::config::{ClientAuth, TlsServerConfig};
+pub use web::HttpServerConfig;
 mod remote_write;
 mod scrape;
 
@@ -56,6 +57,16 @@ impl Overrides {
     }
 }
 
+/// `otlp:` in mlmon.yml (Prometheus 3's keys).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OtlpConfig {
+    /// Resource attributes copied onto every series of the resource.
+    pub promote_resource_attributes: Vec<String>,
+    /// `service.name`, `service.namespace` and `service.instance.id` stay
+    /// on `target_info` too.
+    pub keep_identifying_resource_attributes: bool,
+}
+
 /// A resolved, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -63,7 +74,7 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub global: GlobalConfig,
     /// How OTLP metrics are translated (`otlp:`, as in Prometheus 3).
-    pub otlp: crate::ingest::otlp::OtlpConfig,
+    pub otlp: OtlpConfig,
     /// Rule file globs, relative to the config file's directory.
     pub rule_files: Vec<String>,
     pub storage: StorageConfig,

@@ -394,7 +394,7 @@ impl RawConfig {
         })
     }
 
-    fn resolve_otlp(&self, v: &mut Validator) -> crate::ingest::otlp::OtlpConfig {
+    fn resolve_otlp(&self, v: &mut Validator) -> super::OtlpConfig {
         let o = &self.otlp;
         match o.translation_strategy.as_deref() {
             None | Some("UnderscoreEscapingWithSuffixes") => {}
@@ -417,7 +417,7 @@ impl RawConfig {
                 );
             }
         }
-        crate::ingest::otlp::OtlpConfig {
+        super::OtlpConfig {
             promote_resource_attributes: o
                 .promote_resource_attributes
                 .iter()
@@ -545,7 +545,7 @@ impl RawWeb {
             }
             // The certificate, key and CA must load now, as the toolkit
             // checks them before serving.
-            if let Some(Err(e)) = t.as_ref().map(crate::web::tls::check) {
+            if let Some(Err(e)) = t.as_ref().map(crate::http::tls_server::check) {
                 v.error(&["web", "tls_server_config", e.key], e.message);
             }
             tls = t;
@@ -581,7 +581,8 @@ impl RawWeb {
                                 for (k, why) in problems {
                                     fv.error(&["tls_server_config", &k], why);
                                 }
-                                if let Some(Err(e)) = t.as_ref().map(crate::web::tls::check) {
+                                if let Some(Err(e)) = t.as_ref().map(crate::http::tls_server::check)
+                                {
                                     fv.error(&["tls_server_config", e.key], e.message);
                                 }
                                 tls = t.or(tls);

@@ -226,6 +226,38 @@ pub struct TlsConfig {
     pub max_version: Option<TlsVersion>,
 }
 
+/// Go's `tls.ClientAuthType`, as `client_auth_type` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+/// `tls_server_config`, resolved: mlmon serves HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsServerConfig {
+    /// PEM certificate chain and key; files are read at each handshake, so
+    /// a rotated certificate is served to the next connection.
+    pub cert: Secret,
+    pub key: Secret,
+    pub client_auth: ClientAuth,
+    pub client_ca: Option<Secret>,
+    /// DNS names or IP addresses one of which a client certificate must
+    /// carry.
+    pub client_allowed_sans: Vec<String>,
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+    /// TLS 1.2 suites by Go's names, in preference order (empty: rustls'
+    /// defaults).
+    pub cipher_suites: Vec<String>,
+    pub prefer_server_cipher_suites: bool,
+    /// `X25519`, `CurveP256`, `CurveP384` in preference order.
+    pub curve_preferences: Vec<String>,
+}
+
 /// Which proxy requests go through.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Proxy {

@@ -3,9 +3,11 @@
 //! HTTP client settings (`config`: auth, `tls_config`, proxy, redirects):
 //! rustls with ring, the system's roots plus configured CAs, client
 //! certificates, `server_name`; and errors worded without the client's
-//! internals.
+//! internals. The server side of TLS (HTTPS for mlmon's own listener) is
+//! [`tls_server`], so that every rustls setup is in this one module.
 
 pub mod config;
+pub mod tls_server;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -31,17 +31,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use prost::Message;
 
+use crate::config::OtlpConfig;
 use crate::model::{stale_nan, write_float, FastMap, Labels, Sample, Timestamp};
-
-/// `otlp:` in mlmon.yml (Prometheus 3's keys).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct OtlpConfig {
-    /// Resource attributes copied onto every series of the resource.
-    pub promote_resource_attributes: Vec<String>,
-    /// `service.name`, `service.namespace` and `service.instance.id` stay
-    /// on `target_info` too.
-    pub keep_identifying_resource_attributes: bool,
-}
 
 /// What a request turned into.
 #[derive(Debug, Default)]

@@ -16,7 +16,6 @@ mod pages;
 mod queries;
 pub mod server;
 mod telemetry;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,7 +62,7 @@ pub struct AppState {
     pub remote: Arc<Live<Vec<Arc<crate::remote::Endpoint>>>>,
     pub settings: Arc<Live<WebSettings>>,
     /// HTTPS, when the web config asks for it (replaced on reload).
-    pub tls: Arc<Live<Option<Arc<tls::TlsServer>>>>,
+    pub tls: Arc<Live<Option<Arc<crate::http::tls_server::TlsServer>>>>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<HttpMetrics>,
     /// Where user queries run (concurrency limit, priority).
@@ -111,7 +110,7 @@ pub struct WebSettings {
     /// with `--web.enable-admin-api`.
     pub admin: bool,
     /// How OTLP metrics are translated.
-    pub otlp: crate::ingest::otlp::OtlpConfig,
+    pub otlp: crate::config::OtlpConfig,
     /// Headers added to every response (`http_server_config.headers`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

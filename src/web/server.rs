@@ -17,7 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::tls::TlsServer;
+use crate::http::tls_server::TlsServer;
 use crate::live::Live;
 
 /// Limits of the HTTP server.

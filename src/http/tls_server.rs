@@ -17,9 +17,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::net::TcpStream;
 
-use crate::config::{ClientAuth, TlsServerConfig};
-use crate::http::config::{Secret, TlsVersion};
-use crate::http::Signatures;
+use super::config::{ClientAuth, Secret, TlsServerConfig, TlsVersion};
+use super::Signatures;
 
 /// What is wrong with a `tls_server_config`: the key and why.
 #[derive(Debug)]
