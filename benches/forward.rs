@@ -1,16 +1,23 @@
 //! Remote write out, side by side: `cargo bench --bench forward`, run from
 //! the repository root (mlmon's default collectors on, as on a VM), runs
 //! mlmon, Prometheus (its remote-write receiver on, `remote_write` to the
-//! receiver) and vmagent as forwarders, each in front of a VictoriaMetrics
+//! receiver, with the queue defaults of Prometheus 2.44+, which are
+//! mlmon's) and vmagent as forwarders, each in front of a VictoriaMetrics
 //! receiver of its own, on the same load. Prints figures, asserts nothing.
 //!
-//! 1. **steady**: the receiver is up; `FORWARD_SERIES` (default 2,000)
-//!    series × `FORWARD_POINTS` (default 300) samples are remote-written
-//!    to the forwarder; CPU seconds (user + system) the forwarder spent
-//!    until the receiver had them all, per million samples.
-//! 2. **catch-up**: the receiver is down while the same load arrives (as
-//!    during an outage), then starts; seconds until it has everything,
-//!    samples per second, and the forwarder's peak RSS.
+//! 1. **steady**, one forwarder at a time: the receiver is up;
+//!    `FORWARD_SERIES` (default 10,000) series × `FORWARD_POINTS` (default
+//!    500) samples are remote-written to the forwarder; CPU seconds (user +
+//!    system) the forwarder spent until the receiver had them all, per
+//!    million samples.
+//! 2. **outage**, all forwarders at once: their receivers are down for
+//!    `FORWARD_OUTAGE` seconds (default 600) while every second one sample
+//!    of each of the `FORWARD_SERIES` series arrives, stamped with the
+//!    time, as scrapes would; then, one forwarder after the other, its
+//!    receiver starts: seconds until the receiver has the whole backlog,
+//!    samples per second, the forwarder's CPU seconds per million while
+//!    draining, and its largest RSS while draining (sampled every 100 ms)
+//!    and before (while the backlog built up).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -23,10 +30,6 @@ use common::{client, free_port, remote_write, require, wait_ready, Proc};
 use mlmon::model::{Labels, Sample};
 
 use common::{cpu_seconds, env_number as env};
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    common::proc_number(pid, "status", "VmHWM:").unwrap_or(0) as f64 / 1024.0
-}
 
 /// A VictoriaMetrics receiver on `port`, data in `dir`.
 fn receiver(port: u16, dir: &Path) -> Proc {
@@ -54,7 +57,7 @@ fn received(port: u16) -> usize {
         .query(&[
             (
                 "query",
-                "sum(count_over_time(bench_forward[30m]))".to_string(),
+                "sum(count_over_time(bench_forward[1d]))".to_string(),
             ),
             // The load's last samples are a little ahead of now.
             ("time", format!("{}", mlmon::model::now_ms() / 1000 + 120)),
@@ -103,7 +106,13 @@ fn forwarder(kind: &str, port: u16, to: u16, dir: &Path) -> Proc {
         }
         "prometheus" => {
             let cfg = dir.join("prometheus.yml");
-            std::fs::write(&cfg, format!("remote_write:\n  - url: {url}\n")).unwrap();
+            // Prometheus 2.44's queue defaults (mlmon's), not 2.42's
+            // smaller requests.
+            std::fs::write(
+                &cfg,
+                format!("remote_write:\n  - url: {url}\n    queue_config: {{capacity: 10000, max_shards: 50, max_samples_per_send: 2000}}\n"),
+            )
+            .unwrap();
             let c = Command::new(require("prometheus"))
                 .arg(format!("--config.file={}", cfg.display()))
                 .arg(format!(
@@ -148,17 +157,7 @@ fn send_load(port: u16, series: usize, points: usize) {
     let c = client();
     let url = format!("http://127.0.0.1:{port}/api/v1/write");
     let now = mlmon::model::now_ms();
-    let labels: Vec<Labels> = (0..series)
-        .map(|i| {
-            Labels::new([
-                ("__name__", "bench_forward"),
-                ("job", "bench"),
-                ("instance", &format!("host-{}", i % 50)),
-                ("series", &i.to_string()),
-            ])
-            .unwrap()
-        })
-        .collect();
+    let labels = load_labels(series);
     for chunk in (0..points).collect::<Vec<_>>().chunks(10) {
         let batch: Vec<(Labels, Vec<Sample>)> = labels
             .iter()
@@ -189,18 +188,39 @@ fn wait_all(port: u16, total: usize, within: Duration) -> Option<Duration> {
     None
 }
 
+fn rss_mib(pid: u32) -> f64 {
+    common::proc_number(pid, "status", "VmRSS:").unwrap_or(0) as f64 / 1024.0
+}
+
+/// The labels of the load's series.
+fn load_labels(series: usize) -> Vec<Labels> {
+    (0..series)
+        .map(|i| {
+            Labels::new([
+                ("__name__", "bench_forward"),
+                ("job", "bench"),
+                ("instance", &format!("host-{}", i % 50)),
+                ("series", &i.to_string()),
+            ])
+            .unwrap()
+        })
+        .collect()
+}
+
 fn main() {
     for tool in ["victoria-metrics", "vmagent", "prometheus"] {
         require(tool);
     }
-    let series = env("FORWARD_SERIES", 2000);
-    let points = env("FORWARD_POINTS", 300);
+    let series = env("FORWARD_SERIES", 10_000);
+    let points = env("FORWARD_POINTS", 500);
+    let outage = env("FORWARD_OUTAGE", 600);
+    let kinds = std::env::var("FORWARD_KINDS").unwrap_or("mlmon,prometheus,vmagent".into());
+    let kinds: Vec<&str> = kinds.split(',').collect();
     let total = series * points;
-    println!("load: {series} series × {points} samples = {total} samples");
-    println!("| forwarder | steady CPU-s per 1M | catch-up seconds | catch-up samples/s | peak RSS during catch-up (MiB) |");
-    println!("|---|---|---|---|---|");
-    for kind in ["mlmon", "prometheus", "vmagent"] {
-        // Steady.
+    println!("steady: {series} series × {points} samples = {total} samples, receiver up");
+    println!("| forwarder | steady CPU-s per 1M |");
+    println!("|---|---|");
+    for kind in &kinds {
         let dir = tempfile::tempdir().unwrap();
         let (rport, fport) = (free_port(), free_port());
         let _r = receiver(rport, &dir.path().join("receiver"));
@@ -210,33 +230,93 @@ fn main() {
         send_load(fport, series, points);
         let steady = wait_all(rport, total, Duration::from_secs(600));
         let cpu = cpu_seconds(f.0.id()) - before;
-        drop(f);
-        // Catch-up.
-        let dir2 = tempfile::tempdir().unwrap();
-        let (rport, fport) = (free_port(), free_port());
-        let f = forwarder(kind, fport, rport, &dir2.path().join("fwd"));
-        send_load(fport, series, points);
-        std::thread::sleep(Duration::from_secs(5));
-        let _r = receiver(rport, &dir2.path().join("receiver"));
-        let caught = wait_all(rport, total, Duration::from_secs(900));
-        let rss = peak_rss_mib(f.0.id());
-        let fmt = |d: Option<Duration>| {
-            d.map_or("did not finish".into(), |d| {
-                format!("{:.1}", d.as_secs_f64())
-            })
-        };
         println!(
-            "| {kind} | {} | {} | {} | {rss:.0} |",
+            "| {kind} | {} |",
             if steady.is_some() {
                 format!("{:.2}", cpu / (total as f64 / 1e6))
             } else {
                 "did not finish".into()
-            },
-            fmt(caught),
-            caught.map_or("-".into(), |d| format!(
-                "{:.0}",
-                total as f64 / d.as_secs_f64()
-            )),
+            }
         );
+    }
+
+    // The outage: every forwarder takes the same load, receivers down.
+    let dir = tempfile::tempdir().unwrap();
+    let rports: Vec<u16> = kinds.iter().map(|_| free_port()).collect();
+    let forwarders: Vec<(&str, Proc, u16)> = kinds
+        .iter()
+        .zip(&rports)
+        .map(|(kind, rport)| {
+            let fport = free_port();
+            let f = forwarder(kind, fport, *rport, &dir.path().join(kind));
+            (*kind, f, fport)
+        })
+        .collect();
+    let labels = load_labels(series);
+    let c = client();
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut before_peak = vec![0f64; forwarders.len()];
+    for tick in 0..outage {
+        let t = mlmon::model::now_ms();
+        let batch: Vec<(Labels, Vec<Sample>)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let v = (i * 7 + tick) as f64 * 0.25;
+                (l.clone(), vec![Sample { t, v }])
+            })
+            .collect();
+        for (k, (_, f, fport)) in forwarders.iter().enumerate() {
+            remote_write(
+                &c,
+                &format!("http://127.0.0.1:{fport}/api/v1/write"),
+                &batch,
+            );
+            before_peak[k] = before_peak[k].max(rss_mib(f.0.id()));
+        }
+        sent += series;
+        let next = Duration::from_secs(tick as u64 + 1);
+        if let Some(wait) = next.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    println!();
+    println!(
+        "outage: receivers down {outage} s while {series} series × 1 sample/s arrive = {sent} samples; then each receiver starts in turn"
+    );
+    println!("| forwarder | drain seconds | drain samples/s | drain CPU-s per 1M | peak RSS while draining (MiB) | peak RSS during the outage (MiB) |");
+    println!("|---|---|---|---|---|---|");
+    for (k, (kind, f, _)) in forwarders.iter().enumerate() {
+        let pid = f.0.id();
+        let cpu0 = cpu_seconds(pid);
+        let t0 = Instant::now();
+        let _r = receiver(rports[k], &dir.path().join(format!("receiver-{kind}")));
+        let mut peak = 0f64;
+        let mut done = None;
+        let mut polls = 0;
+        while t0.elapsed() < Duration::from_secs(1800) {
+            peak = peak.max(rss_mib(pid));
+            std::thread::sleep(Duration::from_millis(100));
+            polls += 1;
+            if polls % 5 == 0 && received(rports[k]) >= sent {
+                done = Some(t0.elapsed());
+                break;
+            }
+        }
+        let cpu = cpu_seconds(pid) - cpu0;
+        match done {
+            Some(d) => println!(
+                "| {kind} | {:.1} | {:.0} | {:.2} | {peak:.0} | {:.0} |",
+                d.as_secs_f64(),
+                sent as f64 / d.as_secs_f64(),
+                cpu / (sent as f64 / 1e6),
+                before_peak[k],
+            ),
+            None => println!(
+                "| {kind} | did not finish | - | - | {peak:.0} | {:.0} |",
+                before_peak[k]
+            ),
+        }
     }
 }

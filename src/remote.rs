@@ -20,6 +20,7 @@
 //! `retry_on_http_429` is set (honouring `Retry-After`); other answers
 //! drop the batch and count it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,8 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::RemoteWriteConfig;
-use crate::model::{relabel, Labels, Sample, Timestamp};
-use crate::tsdb::{Cursor, Storage};
+use crate::model::{relabel, Labels, RelabelRule, Sample, Timestamp};
+use crate::tsdb::{Cursor, Storage, StorageError};
 
 /// How often an endpoint's position is written when it moves.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
@@ -111,7 +112,7 @@ pub async fn run(
         }
         Err(_) => return,
     };
-    let mut cursor = Cursor::default();
+    let mut reader = Reader::default();
     let mut written = acked;
     let mut last_write = Instant::now();
     loop {
@@ -119,23 +120,23 @@ pub async fn run(
             break;
         }
         let read = {
-            let s = storage.clone();
+            let (s, e, x) = (storage.clone(), ep.clone(), external_labels.clone());
             let q = &ep.config.queue;
             let max = q.capacity.max(q.max_samples_per_send) * SHARDS;
-            let mut c = std::mem::take(&mut cursor);
+            let mut r = std::mem::take(&mut reader);
             tokio::task::spawn_blocking(move || {
-                let r = s.read_log(&mut c, acked, max);
-                (c, r)
+                let b = r.read(&s, &e, &x, acked, max);
+                (r, b)
             })
             .await
         };
         let batch = match read {
-            Ok((c, Ok(b))) => {
-                cursor = c;
+            Ok((r, Ok(b))) => {
+                reader = r;
                 b
             }
-            Ok((c, Err(e))) => {
-                cursor = c;
+            Ok((r, Err(e))) => {
+                reader = r;
                 ep.error(&e.to_string());
                 tracing::warn!(message = "Remote write cannot read the log", remote_name = %name, error = %e);
                 if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
@@ -155,10 +156,8 @@ pub async fn run(
             }
             continue;
         }
-        ep.dropped
-            .fetch_add(batch.unknown as u64, Ordering::Relaxed);
-        let series = prepare(&ep, batch.series, &external_labels);
-        if !send_sharded(&ep, series, &stop).await {
+        ep.dropped.fetch_add(batch.dropped, Ordering::Relaxed);
+        if !send_sharded(&ep, batch.series, &stop).await {
             break;
         }
         acked = batch.last_seq;
@@ -193,39 +192,106 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// The series as the receiver gets them: relabelled by
-/// `write_relabel_configs` (once per series), external labels added where
-/// a series has no label of that name, samples older than
-/// `sample_age_limit` dropped.
-fn prepare(
-    ep: &Endpoint,
-    series: Vec<(Arc<Labels>, Vec<Sample>)>,
-    external: &Labels,
-) -> Vec<(Labels, Vec<Sample>)> {
-    let limit = ep.config.queue.sample_age_limit.millis();
-    let oldest = (limit > 0).then(|| crate::model::now_ms() - limit);
-    let mut out = Vec::with_capacity(series.len());
-    for (labels, mut samples) in series {
-        if let Some(o) = oldest {
-            let before = samples.len();
-            samples.retain(|s| s.t >= o);
-            ep.dropped
-                .fetch_add((before - samples.len()) as u64, Ordering::Relaxed);
-            if samples.is_empty() {
-                continue;
+/// One series' labels as the receiver gets them, encoded for the request.
+type Encoded = Arc<[u8]>;
+
+/// Series remembered before their encoded labels are forgotten and worked
+/// out again (series churn would grow the memory without a bound).
+const MAX_REMEMBERED: usize = 1 << 20;
+
+/// An endpoint's reading side: its place in the log and, per series (by
+/// the store's id, stable while the process runs), the labels the
+/// receiver gets, worked out once (`None`: relabelling drops the series).
+#[derive(Default)]
+struct Reader {
+    cursor: Cursor,
+    labels: HashMap<u64, Option<Encoded>, foldhash::fast::RandomState>,
+}
+
+/// A batch ready to send.
+struct Batch {
+    /// Per series: its id, outgoing labels and samples.
+    series: Vec<(u64, Encoded, Vec<Sample>)>,
+    /// The last log record in the batch (0: none).
+    last_seq: u64,
+    /// Samples left out: older than `sample_age_limit`, or of a series
+    /// deleted before it was read.
+    dropped: u64,
+}
+
+impl Reader {
+    /// The records after `after`, about `max` samples, as `ep` sends them.
+    fn read(
+        &mut self,
+        storage: &Storage,
+        ep: &Endpoint,
+        external: &Labels,
+        after: u64,
+        max: usize,
+    ) -> Result<Batch, StorageError> {
+        let log = storage.read_log(&mut self.cursor, after, max)?;
+        if self.labels.len() > MAX_REMEMBERED {
+            self.labels = HashMap::default();
+        }
+        let unknown: Vec<u64> = log
+            .series
+            .iter()
+            .filter(|s| s.labels.is_none() && !self.labels.contains_key(&s.id))
+            .map(|s| s.id)
+            .collect();
+        let mut found: HashMap<u64, Arc<Labels>> = unknown
+            .iter()
+            .zip(storage.series_labels(&unknown))
+            .filter_map(|(id, l)| Some((*id, l?)))
+            .collect();
+        let limit = ep.config.queue.sample_age_limit.millis();
+        let oldest = (limit > 0).then(|| crate::model::now_ms() - limit);
+        let mut out = Batch {
+            series: Vec::with_capacity(log.series.len()),
+            last_seq: log.last_seq,
+            dropped: 0,
+        };
+        for s in log.series {
+            let mut samples = s.samples;
+            if let Some(o) = oldest {
+                let before = samples.len();
+                samples.retain(|s| s.t >= o);
+                out.dropped += (before - samples.len()) as u64;
+                if samples.is_empty() {
+                    continue;
+                }
+            }
+            let encoded = match self.labels.get(&s.id) {
+                Some(e) => e.clone(),
+                None => {
+                    let Some(labels) = s.labels.or_else(|| found.remove(&s.id)) else {
+                        out.dropped += samples.len() as u64;
+                        continue;
+                    };
+                    let e = outgoing(&labels, external, &ep.config.relabel)
+                        .map(|l| Encoded::from(crate::ingest::remote_write::encode_labels(&l)));
+                    self.labels.insert(s.id, e.clone());
+                    e
+                }
+            };
+            if let Some(e) = encoded {
+                out.series.push((s.id, e, samples));
             }
         }
-        let mut l = (*labels).clone();
-        for (n, v) in external.iter() {
-            if l.get(n).is_none() {
-                l = l.with(n, v);
-            }
-        }
-        if let Some(l) = relabel(&l, &ep.config.relabel) {
-            out.push((l, samples));
+        Ok(out)
+    }
+}
+
+/// A series' labels as the receiver gets them: external labels added
+/// where it has no label of that name, then `write_relabel_configs`.
+fn outgoing(labels: &Labels, external: &Labels, rules: &[RelabelRule]) -> Option<Labels> {
+    let mut l = labels.clone();
+    for (n, v) in external.iter() {
+        if l.get(n).is_none() {
+            l = l.with(n, v);
         }
     }
-    out
+    relabel(&l, rules)
 }
 
 /// How many requests an endpoint has in flight at once: `min_shards` to
@@ -236,17 +302,14 @@ const SHARDS: usize = 4;
 /// its samples stay in order); the batch is done when every shard is.
 async fn send_sharded(
     ep: &Arc<Endpoint>,
-    series: Vec<(Labels, Vec<Sample>)>,
+    series: Vec<(u64, Encoded, Vec<Sample>)>,
     stop: &watch::Receiver<bool>,
 ) -> bool {
     let q = &ep.config.queue;
     let shards = SHARDS.clamp(q.min_shards.max(1), q.max_shards.max(1));
-    let mut parts: Vec<Vec<(Labels, Vec<Sample>)>> = vec![Vec::new(); shards];
-    for (labels, samples) in series {
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&labels, &mut h);
-        let i = (std::hash::Hasher::finish(&h) % shards as u64) as usize;
-        parts[i].push((labels, samples));
+    let mut parts: Vec<Vec<(Encoded, Vec<Sample>)>> = vec![Vec::new(); shards];
+    for (id, labels, samples) in series {
+        parts[(id % shards as u64) as usize].push((labels, samples));
     }
     let mut set = tokio::task::JoinSet::new();
     for part in parts.into_iter().filter(|p| !p.is_empty()) {
@@ -260,86 +323,81 @@ async fn send_sharded(
     all
 }
 
+/// One request being built: the protobuf written so far, its samples and
+/// newest timestamp.
+#[derive(Default)]
+struct Request {
+    raw: Vec<u8>,
+    samples: u64,
+    newest: Timestamp,
+}
+
 /// Sends `series` in requests of at most `max_samples_per_send` samples,
 /// each retried until it is acknowledged or refused; `false` if `stop`
 /// came first.
 async fn send_all(
     ep: &Endpoint,
-    series: Vec<(Labels, Vec<Sample>)>,
+    series: Vec<(Encoded, Vec<Sample>)>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
-    let q = &ep.config.queue;
-    let max = q.max_samples_per_send;
-    let mut request: Vec<(Labels, Vec<Sample>)> = Vec::new();
-    let mut n = 0;
-    let mut chunks = Vec::new();
-    for (labels, samples) in series {
-        // A series that fits in one request moves into it whole.
-        if samples.len() <= max {
-            if n + samples.len() > max && n > 0 {
-                chunks.push(std::mem::take(&mut request));
-                n = 0;
-            }
-            n += samples.len();
-            request.push((labels, samples));
-            continue;
-        }
+    let max = ep.config.queue.max_samples_per_send;
+    let mut request = Request::default();
+    for (labels, samples) in &series {
         for part in samples.chunks(max) {
-            if n + part.len() > max && n > 0 {
-                chunks.push(std::mem::take(&mut request));
-                n = 0;
+            if request.samples as usize + part.len() > max && request.samples > 0 {
+                let full = std::mem::take(&mut request);
+                if !send(ep, full, stop).await {
+                    return false;
+                }
             }
-            n += part.len();
-            request.push((labels.clone(), part.to_vec()));
+            crate::ingest::remote_write::put_series(&mut request.raw, labels, part);
+            request.samples += part.len() as u64;
+            request.newest = request.newest.max(part.last().map_or(0, |s| s.t));
         }
     }
-    if n > 0 {
-        chunks.push(request);
-    }
-    for chunk in chunks {
-        let count = chunk.iter().map(|(_, s)| s.len()).sum::<usize>() as u64;
-        let newest = chunk
-            .iter()
-            .filter_map(|(_, s)| s.last())
-            .map(|s| s.t)
-            .max()
-            .unwrap_or(0);
-        let body = crate::ingest::remote_write::encode(&chunk);
-        let mut backoff = q.min_backoff.std();
-        loop {
-            if *stop.borrow() {
-                return false;
-            }
-            match post(ep, &body).await {
-                Sent::Ok => {
-                    ep.sent.fetch_add(count, Ordering::Relaxed);
-                    ep.highest_sent_ms
-                        .fetch_max(newest.max(0) as u64, Ordering::Relaxed);
-                    break;
-                }
-                Sent::Refused(e) => {
-                    ep.failed.fetch_add(count, Ordering::Relaxed);
-                    ep.error(&e);
-                    tracing::warn!(message = "Remote write batch refused, dropped", remote_name = %ep.config.name, samples = count, error = %e);
-                    break;
-                }
-                Sent::Retry(e, after) => {
-                    ep.retried.fetch_add(count, Ordering::Relaxed);
-                    ep.error(&e);
-                    tracing::debug!(message = "Remote write failed, retrying", remote_name = %ep.config.name, error = %e);
-                    let wait = after.unwrap_or(backoff);
-                    if sleep_or_stop(wait, stop).await {
-                        return false;
-                    }
-                    backoff = (backoff * 2).min(q.max_backoff.std());
-                }
-            }
-        }
-    }
-    true
+    request.samples == 0 || send(ep, request, stop).await
 }
 
-async fn post(ep: &Endpoint, body: &[u8]) -> Sent {
+/// Sends one request until it is acknowledged or refused; `false` if
+/// `stop` came first.
+async fn send(ep: &Endpoint, request: Request, stop: &mut watch::Receiver<bool>) -> bool {
+    let q = &ep.config.queue;
+    let body = bytes::Bytes::from(crate::ingest::remote_write::compress(&request.raw));
+    drop(request.raw);
+    let count = request.samples;
+    let mut backoff = q.min_backoff.std();
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        match post(ep, body.clone()).await {
+            Sent::Ok => {
+                ep.sent.fetch_add(count, Ordering::Relaxed);
+                ep.highest_sent_ms
+                    .fetch_max(request.newest.max(0) as u64, Ordering::Relaxed);
+                return true;
+            }
+            Sent::Refused(e) => {
+                ep.failed.fetch_add(count, Ordering::Relaxed);
+                ep.error(&e);
+                tracing::warn!(message = "Remote write batch refused, dropped", remote_name = %ep.config.name, samples = count, error = %e);
+                return true;
+            }
+            Sent::Retry(e, after) => {
+                ep.retried.fetch_add(count, Ordering::Relaxed);
+                ep.error(&e);
+                tracing::debug!(message = "Remote write failed, retrying", remote_name = %ep.config.name, error = %e);
+                let wait = after.unwrap_or(backoff);
+                if sleep_or_stop(wait, stop).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(q.max_backoff.std());
+            }
+        }
+    }
+}
+
+async fn post(ep: &Endpoint, body: bytes::Bytes) -> Sent {
     let c = &ep.config;
     let timeout = c.timeout.std();
     let client = match crate::http::client(&c.http) {
@@ -355,7 +413,7 @@ async fn post(ep: &Endpoint, body: &[u8]) -> Sent {
     for (k, v) in &c.headers {
         req = req.header(k, v);
     }
-    let req = match c.http.authorize(req.body(body.to_vec())) {
+    let req = match c.http.authorize(req.body(body)) {
         Ok(r) => r,
         Err(e) => return Sent::Retry(e, None),
     };

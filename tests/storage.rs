@@ -532,8 +532,14 @@ fn read_all_log(s: &Storage, after: u64) -> (Vec<(String, i64, f64)>, u64) {
         if b.last_seq == 0 {
             return (out, last);
         }
-        for (l, samples) in b.series {
-            for x in samples {
+        let ids: Vec<u64> = b.series.iter().map(|s| s.id).collect();
+        let indexed = s.series_labels(&ids);
+        for (series, indexed) in b.series.into_iter().zip(indexed) {
+            let l = series
+                .labels
+                .or(indexed)
+                .expect("labels in the log or the index");
+            for x in series.samples {
                 out.push((l.metric_name().unwrap_or("").to_string(), x.t, x.v));
             }
         }

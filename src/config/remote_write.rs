@@ -189,11 +189,13 @@ pub(super) fn resolve(raw: Vec<RawRemoteWrite>, v: &mut Validator) -> Vec<Remote
         }
         let q = r.queue_config;
         let d = |x: Option<PromDuration>, ms: i64| x.unwrap_or(PromDuration(ms));
+        // The defaults of Prometheus since 2.44 (prometheus#12203; 2.42 had
+        // 2500, 200 and 500): larger requests cost less per sample.
         let queue = QueueConfig {
-            capacity: q.capacity.unwrap_or(2500),
+            capacity: q.capacity.unwrap_or(10_000),
             min_shards: q.min_shards.unwrap_or(1),
-            max_shards: q.max_shards.unwrap_or(200),
-            max_samples_per_send: q.max_samples_per_send.unwrap_or(500).max(1),
+            max_shards: q.max_shards.unwrap_or(50),
+            max_samples_per_send: q.max_samples_per_send.unwrap_or(2000).max(1),
             batch_send_deadline: d(q.batch_send_deadline, 5_000),
             min_backoff: d(q.min_backoff, 30),
             max_backoff: d(q.max_backoff, 5_000),

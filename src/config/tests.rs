@@ -172,7 +172,7 @@ fn remote_write_loads_prometheus_keys_and_refuses_what_it_cannot_do() {
     assert_eq!(r.queue.max_samples_per_send, 2000);
     assert!(r.queue.retry_on_http_429);
     assert_eq!(r.queue.max_disk_bytes, 1 << 20);
-    assert_eq!(c.remote_write[1].queue.max_samples_per_send, 500);
+    assert_eq!(c.remote_write[1].queue.max_samples_per_send, 2000);
     assert_eq!(c.remote_write[1].name.len(), 6);
     assert!(c.ignored.iter().all(|i| !i.contains("remote_write")));
 

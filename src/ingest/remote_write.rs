@@ -136,7 +136,10 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, DecodeError> {
 type SeriesParts<'a> = (SeriesLabels<'a>, Vec<Sample>, usize);
 
 fn time_series(buf: &[u8]) -> Result<SeriesParts<'_>, DecodeError> {
-    let (mut samples, mut histograms) = (Vec::with_capacity(1), 0);
+    // A sample takes at least 12 bytes (timestamps in milliseconds since
+    // 1970 take 6): room for as many as the message could hold, less its
+    // labels' share.
+    let (mut samples, mut histograms) = (Vec::with_capacity(buf.len() / 24 + 1), 0);
     // The span of the `Label` fields while they are contiguous.
     let mut span: Option<(usize, usize)> = None;
     let mut contiguous = true;
@@ -247,6 +250,13 @@ impl<'a> Wire<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Keys and most lengths are one byte.
+        if let Some((&b, rest)) = self.0.split_first() {
+            if b < 0x80 {
+                self.0 = rest;
+                return Ok(u64::from(b));
+            }
+        }
         let mut v = 0u64;
         for i in 0..10 {
             let (&b, rest) = self.0.split_first().ok_or_else(Self::truncated)?;
@@ -305,18 +315,33 @@ impl<'a> Wire<'a> {
     }
 }
 
-/// Encodes a request as a client would (tests, benchmarks, forwarding).
+/// Encodes a request as a client would (tests, benchmarks).
 pub fn encode(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
+    compress(&encode_request(series))
+}
+
+/// Snappy block compression of a request body, as remote write sends it.
+pub fn compress(request: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new()
-        .compress_vec(&encode_request(series))
+        .compress_vec(request)
         .expect("snappy compression of an in-memory buffer")
 }
 
-/// The protobuf `WriteRequest` of `series`, written straight from the
-/// borrowed labels and samples (no owned copy of every label string, as
-/// building prost's structs would make), byte for byte what prost writes:
-/// fields in tag order, default values left out.
+/// The protobuf `WriteRequest` of `series`, byte for byte what prost
+/// writes (fields in tag order, default values left out).
 fn encode_request(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
+    let labels: Vec<Vec<u8>> = series.iter().map(|(l, _)| encode_labels(l)).collect();
+    let mut out = Vec::new();
+    for ((_, samples), l) in series.iter().zip(&labels) {
+        put_series(&mut out, l, samples);
+    }
+    out
+}
+
+/// The `labels` fields of a `TimeSeries` (each a nested `Label`), written
+/// straight from the borrowed labels: what a forwarder keeps per series,
+/// so the labels are encoded once, not once per request.
+pub fn encode_labels(labels: &Labels) -> Vec<u8> {
     use prost::encoding::{encode_varint, encoded_len_varint};
     fn string_field(s: &str) -> usize {
         if s.is_empty() {
@@ -325,9 +350,27 @@ fn encode_request(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
             1 + encoded_len_varint(s.len() as u64) + s.len()
         }
     }
-    fn label_len(n: &str, v: &str) -> usize {
-        string_field(n) + string_field(v)
+    fn put_string(out: &mut Vec<u8>, tag: u8, s: &str) {
+        if !s.is_empty() {
+            out.push(tag << 3 | 2);
+            encode_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
     }
+    let mut out = Vec::new();
+    for (n, v) in labels.iter() {
+        out.push(1 << 3 | 2);
+        encode_varint((string_field(n) + string_field(v)) as u64, &mut out);
+        put_string(&mut out, 1, n);
+        put_string(&mut out, 2, v);
+    }
+    out
+}
+
+/// Appends one `TimeSeries` (field 1 of `WriteRequest`) of labels encoded
+/// by [`encode_labels`] and `samples`.
+pub fn put_series(out: &mut Vec<u8>, labels: &[u8], samples: &[Sample]) {
+    use prost::encoding::{encode_varint, encoded_len_varint};
     fn sample_len(s: &Sample) -> usize {
         (if s.v != 0.0 { 9 } else { 0 })
             + (if s.t != 0 {
@@ -336,48 +379,30 @@ fn encode_request(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
                 0
             })
     }
-    fn nested(len: usize) -> usize {
-        1 + encoded_len_varint(len as u64) + len
-    }
-    fn put_string(out: &mut Vec<u8>, tag: u8, s: &str) {
-        if !s.is_empty() {
-            out.push(tag << 3 | 2);
-            encode_varint(s.len() as u64, out);
-            out.extend_from_slice(s.as_bytes());
-        }
-    }
-    let series_len = |labels: &Labels, samples: &[Sample]| -> usize {
-        labels
+    let len = labels.len()
+        + samples
             .iter()
-            .map(|(n, v)| nested(label_len(n, v)))
-            .sum::<usize>()
-            + samples.iter().map(|s| nested(sample_len(s))).sum::<usize>()
-    };
-    let total: usize = series.iter().map(|(l, s)| nested(series_len(l, s))).sum();
-    let mut out = Vec::with_capacity(total);
-    for (labels, samples) in series {
-        out.push(1 << 3 | 2);
-        encode_varint(series_len(labels, samples) as u64, &mut out);
-        for (n, v) in labels.iter() {
-            out.push(1 << 3 | 2);
-            encode_varint(label_len(n, v) as u64, &mut out);
-            put_string(&mut out, 1, n);
-            put_string(&mut out, 2, v);
+            .map(|s| {
+                let l = sample_len(s);
+                1 + encoded_len_varint(l as u64) + l
+            })
+            .sum::<usize>();
+    out.reserve(1 + encoded_len_varint(len as u64) + len);
+    out.push(1 << 3 | 2);
+    encode_varint(len as u64, out);
+    out.extend_from_slice(labels);
+    for s in samples {
+        out.push(2 << 3 | 2);
+        encode_varint(sample_len(s) as u64, out);
+        if s.v != 0.0 {
+            out.push(1 << 3 | 1);
+            out.extend_from_slice(&s.v.to_le_bytes());
         }
-        for s in samples {
-            out.push(2 << 3 | 2);
-            encode_varint(sample_len(s) as u64, &mut out);
-            if s.v != 0.0 {
-                out.push(1 << 3 | 1);
-                out.extend_from_slice(&s.v.to_le_bytes());
-            }
-            if s.t != 0 {
-                out.push(2 << 3);
-                encode_varint(s.t as u64, &mut out);
-            }
+        if s.t != 0 {
+            out.push(2 << 3);
+            encode_varint(s.t as u64, out);
         }
     }
-    out
 }
 
 /// The same request through prost's structs (the reference the direct

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use crate::model::{Labels, Matcher, Sample, Timestamp};
 
 pub use store::{Appender, LabelDecoder, Maintenance, SnapshotStats, Storage};
-pub use tail::{Cursor, LogBatch};
+pub use tail::{Cursor, LogBatch, LogSeries};
 
 /// Longest time span of one chunk; chunks are keyed by their first
 /// timestamp, so a read for `[mint, maxt]` starts at `mint - CHUNK_SPAN`.

@@ -19,6 +19,11 @@ use super::index::FastMap;
 use super::wal::{self, Prev};
 use crate::model::{Labels, Sample};
 
+/// Bytes of a segment read at once: a reader far behind does not read
+/// the rest of a long segment for every batch (a record longer than this
+/// is read whole).
+const WINDOW: usize = if cfg!(test) { 64 } else { 4 << 20 };
+
 /// Where a reader is in the log.
 #[derive(Default)]
 pub struct Cursor {
@@ -30,36 +35,62 @@ pub struct Cursor {
     prev: Prev,
     /// Series defined in the records read, by id.
     defined: FastMap<u64, Arc<Labels>>,
+    /// The bytes read last, and where each series is in the batch being
+    /// read (both kept to be reused).
+    buf: Vec<u8>,
+    at: FastMap<u64, usize>,
+}
+
+/// One series' samples in a [`LogBatch`].
+#[derive(Debug)]
+pub struct LogSeries {
+    /// The store's id of the series: the same series for as long as the
+    /// process runs.
+    pub id: u64,
+    /// Its labels if the log defines them; else the index has them
+    /// ([`Storage::series_labels`](super::Storage::series_labels)), unless
+    /// retention deleted the series before it was read.
+    pub labels: Option<Arc<Labels>>,
+    /// Its samples in log order.
+    pub samples: Vec<Sample>,
 }
 
 /// Records read from the log.
 #[derive(Debug, Default)]
 pub struct LogBatch {
     /// Per series (in the order first met), its samples in log order.
-    pub series: Vec<(Arc<Labels>, Vec<Sample>)>,
+    pub series: Vec<LogSeries>,
     /// Samples in `series`.
     pub samples: usize,
     /// The sequence number of the last record in the batch (0: none).
     pub last_seq: u64,
-    /// Samples of series whose labels are no longer known (deleted by
-    /// retention before they were forwarded).
-    pub unknown: usize,
+}
+
+/// Reads from `offset` of `file` (`avail` bytes written there) at most
+/// [`WINDOW`] bytes, or the first record whole if it is longer.
+fn read_window(file: &File, offset: u64, avail: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut n = avail.min(WINDOW);
+    loop {
+        buf.resize(n, 0);
+        file.read_exact_at(buf, offset)?;
+        match wal::framed_len(buf) {
+            Some(need) if need > n && need <= avail => n = need,
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Reads the records after `after` from the segments in `dir`, whole, until
-/// `max_samples` were read or the log's end; `labels` names a series the
-/// records do not define. A record not fully written yet ends the batch.
+/// `max_samples` were read or the log's end. A record not fully written
+/// yet ends the batch.
 pub(super) fn read(
     dir: &Path,
     cursor: &mut Cursor,
     after: u64,
     max_samples: usize,
-    labels: &dyn Fn(u64) -> Option<Arc<Labels>>,
 ) -> std::io::Result<LogBatch> {
     let segments = wal::segments(dir)?;
     let mut out = LogBatch::default();
-    // Where each series is in `out.series`.
-    let mut at: FastMap<u64, usize> = FastMap::default();
     // The segment holding `after + 1`: the last one starting at or before it.
     let want = segments
         .iter()
@@ -74,9 +105,17 @@ pub(super) fn read(
         *cursor = Cursor {
             segment: Some(want),
             defined: std::mem::take(&mut cursor.defined),
+            buf: std::mem::take(&mut cursor.buf),
+            at: std::mem::take(&mut cursor.at),
             ..Cursor::default()
         };
     }
+    let mut data = std::mem::take(&mut cursor.buf);
+    // Where each series is in `out.series`.
+    let mut at = std::mem::take(&mut cursor.at);
+    at.clear();
+    let mut defs: Vec<(u64, Arc<Labels>)> = Vec::new();
+    let mut samples: Vec<(u64, Sample)> = Vec::new();
     while let Some(current) = cursor.segment {
         let Some((_, path)) = segments.iter().find(|(s, _)| *s == current) else {
             // Deleted under us (the budget): start again where the log is.
@@ -85,12 +124,13 @@ pub(super) fn read(
         };
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        let mut data = vec![0; (len.saturating_sub(cursor.offset)) as usize];
-        file.read_exact_at(&mut data, cursor.offset)?;
+        let avail = len.saturating_sub(cursor.offset) as usize;
+        read_window(&file, cursor.offset, avail, &mut data)?;
         let mut pos = 0;
+        let mut ends_segment = false;
         while let Some((seq, payload, size)) = wal::frame(&data[pos..]) {
-            let mut defs: Vec<(u64, Arc<Labels>)> = Vec::new();
-            let mut samples: Vec<(u64, Sample)> = Vec::new();
+            defs.clear();
+            samples.clear();
             let ok = wal::decode(
                 payload,
                 &mut cursor.prev,
@@ -104,39 +144,51 @@ pub(super) fn read(
             if ok.is_none() {
                 // A record that does not decode ends its segment (as replay
                 // decides).
-                pos = data.len();
+                ends_segment = true;
                 break;
             }
-            for (id, l) in defs {
+            for (id, l) in defs.drain(..) {
                 cursor.defined.insert(id, l);
             }
             pos += size;
             if seq <= after {
                 continue;
             }
-            for (id, s) in samples {
-                if let Some(&i) = at.get(&id) {
-                    out.series[i].1.push(s);
-                    out.samples += 1;
-                    continue;
-                }
-                match cursor.defined.get(&id).cloned().or_else(|| labels(id)) {
-                    Some(l) => {
-                        at.insert(id, out.series.len());
-                        out.series.push((l, vec![s]));
-                        out.samples += 1;
-                    }
-                    None => out.unknown += 1,
-                }
+            // A record holds each series' samples together: look a series
+            // up once per run of its samples.
+            let mut last: Option<(u64, usize)> = None;
+            for &(id, s) in &samples {
+                out.samples += 1;
+                let i = match last {
+                    Some((l, i)) if l == id => i,
+                    _ => *at.entry(id).or_insert_with(|| {
+                        out.series.push(LogSeries {
+                            id,
+                            labels: cursor.defined.get(&id).cloned(),
+                            samples: Vec::new(),
+                        });
+                        out.series.len() - 1
+                    }),
+                };
+                out.series[i].samples.push(s);
+                last = Some((id, i));
             }
             out.last_seq = seq;
             if out.samples >= max_samples {
                 break;
             }
         }
-        cursor.offset += pos as u64;
+        cursor.offset = if ends_segment {
+            len
+        } else {
+            cursor.offset + pos as u64
+        };
         if out.samples >= max_samples {
             break;
+        }
+        // More of this segment than the window held: read on.
+        if !ends_segment && pos > 0 && data.len() < avail {
+            continue;
         }
         // At the end of what this segment holds: go on with the next one if
         // there is one (the committer writes only to the newest, so this
@@ -153,5 +205,65 @@ pub(super) fn read(
             None => break,
         }
     }
+    if data.capacity() > 2 * WINDOW {
+        data = Vec::new();
+    }
+    cursor.buf = data;
+    cursor.at = at;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsdb::{Storage, StorageOptions};
+
+    /// With a window of a few dozen bytes, records longer than it, several
+    /// in one window, and batches ending mid-segment all read back once
+    /// and in order, across a checkpoint's new segment.
+    #[test]
+    fn a_reader_reads_a_segment_window_by_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(StorageOptions::new(dir.path())).unwrap();
+        let start = s.hold_log("r", u64::MAX).unwrap();
+        let mut want = Vec::new();
+        for k in 0..40i64 {
+            let mut app = s.appender();
+            // A few series, the first records defining them (long), later
+            // ones a sample or two (short).
+            for j in 0..(1 + k % 3) {
+                let l = Labels::new([("__name__", "m"), ("j", &j.to_string())]).unwrap();
+                app.append(l, k, (k * 10 + j) as f64);
+                want.push((j.to_string(), k));
+            }
+            app.commit().unwrap();
+            if k == 25 {
+                s.checkpoint().unwrap();
+            }
+        }
+        let mut got = Vec::new();
+        let (mut cursor, mut after) = (Cursor::default(), start);
+        loop {
+            let b = s.read_log(&mut cursor, after, 2).unwrap();
+            if b.last_seq == 0 {
+                break;
+            }
+            let ids: Vec<u64> = b.series.iter().map(|x| x.id).collect();
+            for (x, indexed) in b.series.into_iter().zip(s.series_labels(&ids)) {
+                let l = x.labels.or(indexed).unwrap();
+                for smp in x.samples {
+                    got.push((l.get("j").unwrap().to_string(), smp.t));
+                }
+            }
+            after = b.last_seq;
+        }
+        // Each series' samples in order, none twice.
+        for j in ["0", "1", "2"] {
+            let ts: Vec<i64> = got.iter().filter(|(x, _)| x == j).map(|x| x.1).collect();
+            assert!(ts.windows(2).all(|w| w[0] < w[1]), "{j}: {ts:?}");
+        }
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    }
 }

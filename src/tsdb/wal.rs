@@ -374,6 +374,13 @@ pub(super) fn remove_before(dir: &Path, first_seq: u64) -> io::Result<u64> {
     Ok(freed)
 }
 
+/// The size with its frame of the record whose frame starts `data`
+/// (`None`: not a whole frame header, or a length taken for corruption).
+pub(super) fn framed_len(data: &[u8]) -> Option<usize> {
+    let len = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?) as usize;
+    (len <= MAX_RECORD_BYTES).then_some(FRAME_BYTES + len)
+}
+
 /// The record framed at the start of `data`, if it is whole and checks:
 /// its sequence number, payload and size with the frame.
 pub(super) fn frame(data: &[u8]) -> Option<(u64, &[u8], usize)> {

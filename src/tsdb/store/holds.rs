@@ -117,17 +117,23 @@ impl Storage {
             .sum()
     }
 
-    /// Records after `after`, up to about `max_samples` samples, with
-    /// their series' labels; `cursor` keeps where reading stopped.
+    /// Records after `after`, up to about `max_samples` samples;
+    /// `cursor` keeps where reading stopped.
     pub fn read_log(
         &self,
         cursor: &mut Cursor,
         after: u64,
         max_samples: usize,
     ) -> Result<LogBatch, StorageError> {
-        let labels = |id: u64| lock(&self.state).index.labels(id).cloned();
-        tail::read(&self.wal_dir, cursor, after, max_samples, &labels)
+        tail::read(&self.wal_dir, cursor, after, max_samples)
             .map_err(|e| StorageError::from_io("cannot read the write-ahead log", &e))
+    }
+
+    /// The labels of each series in `ids` (`None`: no such series, e.g.
+    /// deleted by retention).
+    pub fn series_labels(&self, ids: &[u64]) -> Vec<Option<Arc<Labels>>> {
+        let st = lock(&self.state);
+        ids.iter().map(|id| st.index.labels(*id).cloned()).collect()
     }
 
     /// The first segment to keep below `first_seq` (the checkpoint's): the
