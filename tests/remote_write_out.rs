@@ -368,3 +368,125 @@ fn a_reload_with_new_relabelling_keeps_the_position() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// `count_over_time(<selector>[1h])` at `at` per series on a server,
+/// sorted.
+fn counts(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    selector: &str,
+    at: f64,
+) -> Vec<(String, String)> {
+    let q = format!("count_over_time({selector}[1h])");
+    let r: Value = c
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", q.as_str()), ("time", &at.to_string())])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut out: Vec<(String, String)> = r["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| (s["metric"].to_string(), s["value"][1].to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The samples the endpoint had acknowledged, from mlmon's `/metrics`.
+fn sent(m: &Mlmon) -> f64 {
+    m.text("/metrics")
+        .lines()
+        .find(|l| l.starts_with("mlmon_remote_write_samples_sent_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A receiver down for three minutes while data keeps arriving (remote
+/// write in every second, the host collector every second), mlmon killed
+/// with SIGKILL in the middle of the outage and again while it catches
+/// up: the receiver ends with every sample mlmon stored, series by series.
+#[test]
+fn a_receiver_down_for_minutes_misses_nothing_through_two_kill_9s() {
+    if !common::have(&["prometheus"]) {
+        return;
+    }
+    const OUTAGE: u64 = 180;
+    const SERIES: usize = 500;
+    let port = free_port();
+    // Small requests on one shard, so catching up takes long enough to be
+    // interrupted.
+    let cfg = format!(
+        "host: {{interval: 1s}}\nartifacts: {{interval: 0s}}\nremote_write:\n  - url: http://127.0.0.1:{port}/api/v1/write\n    name: receiver\n    queue_config: {{min_backoff: 50ms, max_backoff: 2s, max_shards: 1, max_samples_per_send: 50}}\n"
+    );
+    let mut m = Mlmon::start(Some(&cfg));
+    let c = client();
+    let labels: Vec<Labels> = (0..SERIES)
+        .map(|i| {
+            Labels::new([
+                ("__name__", "forwarded"),
+                ("tag", "minutes"),
+                ("i", &i.to_string()),
+            ])
+            .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    for tick in 0..OUTAGE {
+        let t = mlmon::model::now_ms();
+        let batch: Vec<(Labels, Vec<Sample>)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let v = i as f64 + tick as f64 * 0.25;
+                (l.clone(), vec![Sample { t, v }])
+            })
+            .collect();
+        remote_write(&c, &m.url("/api/v1/write"), &batch);
+        if tick == OUTAGE / 2 {
+            m.kill();
+            m = m.restart();
+        }
+        if let Some(wait) = Duration::from_secs(tick + 1).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let prom = Prometheus::start_on(port, PROM, &["--web.enable-remote-write-receiver"]);
+    // Killed again once the backlog has started to drain.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent(&m) == 0.0 {
+        assert!(Instant::now() < deadline, "nothing sent\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = (SERIES as u64 * OUTAGE) as f64;
+    assert!(sent(&m) < total, "caught up before the kill");
+    m.kill();
+    let m = m.restart();
+    wait_same(&m, &prom.base, "minutes", Duration::from_secs(120));
+    let stored = raw(&c, &m.url(""), "minutes");
+    assert_eq!(stored.len(), SERIES);
+    assert_eq!(
+        stored.iter().map(|s| s.1.len()).sum::<usize>(),
+        SERIES * OUTAGE as usize
+    );
+    // The host collector's samples too, up to a moment just past.
+    let at = (mlmon::model::now_ms() / 1000 - 2) as f64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let want = counts(&c, &m.url(""), "node_load1", at);
+        let got = counts(&c, &prom.base, "node_load1", at);
+        if !want.is_empty() && want == got {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{want:?} vs {got:?}\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -379,29 +379,36 @@ pub fn put_series(out: &mut Vec<u8>, labels: &[u8], samples: &[Sample]) {
                 0
             })
     }
-    let len = labels.len()
-        + samples
-            .iter()
-            .map(|s| {
-                let l = sample_len(s);
-                1 + encoded_len_varint(l as u64) + l
-            })
-            .sum::<usize>();
+    // Each sample: tag, one length byte, its fields.
+    let len = labels.len() + samples.iter().map(|s| 2 + sample_len(s)).sum::<usize>();
     out.reserve(1 + encoded_len_varint(len as u64) + len);
     out.push(1 << 3 | 2);
     encode_varint(len as u64, out);
     out.extend_from_slice(labels);
     for s in samples {
-        out.push(2 << 3 | 2);
-        encode_varint(sample_len(s) as u64, out);
+        // Tag, length (one byte: at most 20), value, timestamp.
+        let mut b = [0u8; 22];
+        let mut n = 2;
         if s.v != 0.0 {
-            out.push(1 << 3 | 1);
-            out.extend_from_slice(&s.v.to_le_bytes());
+            b[n] = 1 << 3 | 1;
+            b[n + 1..n + 9].copy_from_slice(&s.v.to_le_bytes());
+            n += 9;
         }
         if s.t != 0 {
-            out.push(2 << 3);
-            encode_varint(s.t as u64, out);
+            b[n] = 2 << 3;
+            n += 1;
+            let mut t = s.t as u64;
+            while t >= 0x80 {
+                b[n] = t as u8 | 0x80;
+                t >>= 7;
+                n += 1;
+            }
+            b[n] = t as u8;
+            n += 1;
         }
+        b[0] = 2 << 3 | 2;
+        b[1] = (n - 2) as u8;
+        out.extend_from_slice(&b[..n]);
     }
 }
 

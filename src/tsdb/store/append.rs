@@ -251,7 +251,8 @@ impl Storage {
             let mut st = lock(&self.state);
             // Pass 1: resolve series and merge repeated ones, in order.
             let mut ids: Vec<Option<u64>> = Vec::with_capacity(batch.len());
-            let mut first_of: FastMap<u64, usize> = FastMap::default();
+            let mut first_of: FastMap<u64, usize> =
+                FastMap::with_capacity_and_hasher(batch.len(), Default::default());
             let mut new_first: HashMap<Labels, usize> = HashMap::new();
             let mut new = 0usize;
             // Encodings decoded in this batch, remembered once resolved.
