@@ -341,11 +341,20 @@ async fn send_all(
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     let max = ep.config.queue.max_samples_per_send;
+    // Each request starts with room for one as large as the last.
+    let mut room = 0;
     let mut request = Request::default();
     for (labels, samples) in &series {
         for part in samples.chunks(max) {
             if request.samples as usize + part.len() > max && request.samples > 0 {
-                let full = std::mem::take(&mut request);
+                room = room.max(request.raw.len());
+                let full = std::mem::replace(
+                    &mut request,
+                    Request {
+                        raw: Vec::with_capacity(room),
+                        ..Request::default()
+                    },
+                );
                 if !send(ep, full, stop).await {
                     return false;
                 }

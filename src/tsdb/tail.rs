@@ -115,7 +115,9 @@ pub(super) fn read(
     let mut at = std::mem::take(&mut cursor.at);
     at.clear();
     let mut defs: Vec<(u64, Arc<Labels>)> = Vec::new();
-    let mut samples: Vec<(u64, Sample)> = Vec::new();
+    // Series of the batch a record added to: where, and how many samples
+    // they had before it.
+    let mut touched: Vec<(usize, usize)> = Vec::new();
     while let Some(current) = cursor.segment {
         let Some((_, path)) = segments.iter().find(|(s, _)| *s == current) else {
             // Deleted under us (the budget): start again where the log is.
@@ -129,8 +131,14 @@ pub(super) fn read(
         let mut pos = 0;
         let mut ends_segment = false;
         while let Some((seq, payload, size)) = wal::frame(&data[pos..]) {
-            defs.clear();
-            samples.clear();
+            // Samples go straight into the batch; a record that does not
+            // decode is taken back out.
+            let (series_before, samples_before) = (out.series.len(), out.samples);
+            touched.clear();
+            let wanted = seq > after;
+            // A record holds each series' samples together: look a series
+            // up once per run of its samples.
+            let mut last: Option<(u64, usize)> = None;
             let ok = wal::decode(
                 payload,
                 &mut cursor.prev,
@@ -139,9 +147,44 @@ pub(super) fn read(
                         defs.push((id, Arc::new(l)));
                     }
                 },
-                |id, s| samples.push((id, s)),
+                |id, s| {
+                    if !wanted {
+                        return;
+                    }
+                    let i = match last {
+                        Some((l, i)) if l == id => i,
+                        _ => match at.get(&id) {
+                            Some(&i) => {
+                                touched.push((i, out.series[i].samples.len()));
+                                i
+                            }
+                            None => {
+                                at.insert(id, out.series.len());
+                                out.series.push(LogSeries {
+                                    id,
+                                    labels: None,
+                                    // A batch holds a few records of each
+                                    // series, usually.
+                                    samples: Vec::with_capacity(4),
+                                });
+                                out.series.len() - 1
+                            }
+                        },
+                    };
+                    out.series[i].samples.push(s);
+                    out.samples += 1;
+                    last = Some((id, i));
+                },
             );
             if ok.is_none() {
+                for x in out.series.drain(series_before..) {
+                    at.remove(&x.id);
+                }
+                for &(i, len) in &touched {
+                    out.series[i].samples.truncate(len);
+                }
+                out.samples = samples_before;
+                defs.clear();
                 // A record that does not decode ends its segment (as replay
                 // decides).
                 ends_segment = true;
@@ -150,28 +193,12 @@ pub(super) fn read(
             for (id, l) in defs.drain(..) {
                 cursor.defined.insert(id, l);
             }
-            pos += size;
-            if seq <= after {
-                continue;
+            for x in &mut out.series[series_before..] {
+                x.labels = cursor.defined.get(&x.id).cloned();
             }
-            // A record holds each series' samples together: look a series
-            // up once per run of its samples.
-            let mut last: Option<(u64, usize)> = None;
-            for &(id, s) in &samples {
-                out.samples += 1;
-                let i = match last {
-                    Some((l, i)) if l == id => i,
-                    _ => *at.entry(id).or_insert_with(|| {
-                        out.series.push(LogSeries {
-                            id,
-                            labels: cursor.defined.get(&id).cloned(),
-                            samples: Vec::new(),
-                        });
-                        out.series.len() - 1
-                    }),
-                };
-                out.series[i].samples.push(s);
-                last = Some((id, i));
+            pos += size;
+            if !wanted {
+                continue;
             }
             out.last_seq = seq;
             if out.samples >= max_samples {
@@ -217,6 +244,44 @@ pub(super) fn read(
 mod tests {
     use super::*;
     use crate::tsdb::{Storage, StorageOptions};
+
+    /// A record that frames but does not decode ends its segment: what it
+    /// added to the batch is taken back, the records before it stay, and
+    /// reading goes on in the next segment.
+    #[test]
+    fn a_record_that_does_not_decode_is_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = wal::Wal::open(dir.path(), |m| m + 1).unwrap();
+        let a = Labels::new([("__name__", "a")]).unwrap();
+        let b = Labels::new([("__name__", "b")]).unwrap();
+        let smp = |t: i64| [Sample { t, v: t as f64 }];
+        fn entry(id: u64, samples: &[Sample], prev: Option<u64>) -> wal::Entry<'_> {
+            wal::Entry { id, samples, prev }
+        }
+        let (s10, s20, s30) = (smp(10), smp(20), smp(30));
+        let first = wal::encode(&[(1, a.encode())], &[entry(1, &s10, None)]);
+        let mut second = wal::encode(
+            &[(2, b.encode())],
+            &[entry(1, &s20, Some(10f64.to_bits())), entry(2, &s20, None)],
+        );
+        second.truncate(second.len() - 2);
+        w.append([(1, &first[..]), (2, &second[..])].into_iter(), true)
+            .unwrap();
+        w.rotate(3).unwrap();
+        let third = wal::encode(&[], &[entry(1, &s30, None)]);
+        w.append([(3, &third[..])].into_iter(), true).unwrap();
+        let mut cursor = Cursor::default();
+        let got = read(dir.path(), &mut cursor, 0, 1000).unwrap();
+        let ids: Vec<(u64, Vec<i64>)> = got
+            .series
+            .iter()
+            .map(|x| (x.id, x.samples.iter().map(|s| s.t).collect()))
+            .collect();
+        assert_eq!(ids, [(1, vec![10, 30])]);
+        assert_eq!(got.samples, 2);
+        assert_eq!(got.last_seq, 3);
+        assert_eq!(got.series[0].labels.as_deref(), Some(&a));
+    }
 
     /// With a window of a few dozen bytes, records longer than it, several
     /// in one window, and batches ending mid-segment all read back once
