@@ -233,7 +233,7 @@ fn main() {
         println!(
             "| {kind} | {} |",
             if steady.is_some() {
-                format!("{:.2}", cpu / (total as f64 / 1e6))
+                format!("{:.3}", cpu / (total as f64 / 1e6))
             } else {
                 "did not finish".into()
             }

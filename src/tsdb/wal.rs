@@ -94,8 +94,12 @@ pub(super) fn decode(
     for _ in 0..count {
         id = id.wrapping_add(get_varint(&mut b)? as u64);
         let n = get_uvarint(&mut b)?;
+        if n == 0 {
+            continue;
+        }
         let mut t = base;
-        let mut v = prev.get(&id).copied().unwrap_or(0);
+        let slot = prev.entry(id).or_insert(0);
+        let mut v = *slot;
         for _ in 0..n {
             t = t.wrapping_add(get_varint(&mut b)?);
             v ^= get_xor(&mut b)?;
@@ -107,9 +111,7 @@ pub(super) fn decode(
                 },
             );
         }
-        if n > 0 {
-            prev.insert(id, v);
-        }
+        *slot = v;
     }
     b.is_empty().then_some(())
 }

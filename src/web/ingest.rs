@@ -114,6 +114,7 @@ async fn write(state: AppState, headers: HeaderMap, body: Bytes) -> Result<(), A
             req.histograms_dropped as u64,
         );
         let mut app = storage.appender();
+        app.reserve(req.series.len());
         for (labels, samples) in req.series {
             match labels {
                 SeriesLabels::Encoded(bytes) => app.append_encoded(bytes, decode_labels, samples),

@@ -106,6 +106,11 @@ impl<'a> Appender<'a> {
         self.batch.is_empty()
     }
 
+    /// Room for `series` more series (a request of known size).
+    pub fn reserve(&mut self, series: usize) {
+        self.batch.reserve(series);
+    }
+
     /// Commits without waiting for the disk: the batch is in the log when
     /// the commit returns (a killed process loses nothing) but reaches the
     /// disk with the next synced batch or within a minute, so a power

@@ -112,12 +112,25 @@ impl Storage {
                 let Some(ms) = st.series.get(&id) else {
                     continue;
                 };
+                let n = ms.pending.iter().map(|p| p.samples.len()).sum();
+                // The run of samples in one day (they come in time order).
+                let mut run: Option<(i64, Vec<Sample>)> = None;
                 for s in ms.pending.iter().flat_map(|p| &p.samples) {
-                    let day = closed.entry(part::day_of(s.t)).or_default();
-                    match day.last_mut() {
-                        Some((last, samples)) if *last == id => samples.push(*s),
-                        _ => day.push((id, vec![*s])),
+                    let d = part::day_of(s.t);
+                    match &mut run {
+                        Some((day, samples)) if *day == d => samples.push(*s),
+                        _ => {
+                            if let Some((day, samples)) = run.take() {
+                                closed.entry(day).or_default().push((id, samples));
+                            }
+                            let mut samples = Vec::with_capacity(n);
+                            samples.push(*s);
+                            run = Some((d, samples));
+                        }
                     }
+                }
+                if let Some((day, samples)) = run {
+                    closed.entry(day).or_default().push((id, samples));
                 }
             }
             st.records_bytes = 0;
