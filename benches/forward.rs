@@ -7,9 +7,12 @@
 //!
 //! 1. **steady**, one forwarder at a time: the receiver is up;
 //!    `FORWARD_SERIES` (default 10,000) series × `FORWARD_POINTS` (default
-//!    500) samples are remote-written to the forwarder; CPU seconds (user +
-//!    system) the forwarder spent until the receiver had them all, per
-//!    million samples.
+//!    500) samples are remote-written to the forwarder, once as a *burst*
+//!    (requests of 10 samples per series, as fast as the forwarder takes
+//!    them) and once *paced* at `FORWARD_RATE` samples per second (default
+//!    100,000: one sample per series per request, stamped with the time);
+//!    CPU seconds (user + system) the forwarder spent until the receiver
+//!    had them all, per million samples.
 //! 2. **outage**, all forwarders at once: their receivers are down for
 //!    `FORWARD_OUTAGE` seconds (default 600) while every second one sample
 //!    of each of the `FORWARD_SERIES` series arrives, stamped with the
@@ -177,6 +180,31 @@ fn send_load(port: u16, series: usize, points: usize) {
     }
 }
 
+/// The same load at `rate` samples per second: one sample of every
+/// series per request, stamped with the time it is sent.
+fn send_paced(port: u16, series: usize, points: usize, rate: usize) {
+    let c = client();
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let labels = load_labels(series);
+    let every = Duration::from_secs_f64(series as f64 / rate as f64);
+    let start = Instant::now();
+    for k in 0..points {
+        let t = mlmon::model::now_ms();
+        let batch: Vec<(Labels, Vec<Sample>)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let v = (i * 7 + k) as f64 * 0.25;
+                (l.clone(), vec![Sample { t, v }])
+            })
+            .collect();
+        remote_write(&c, &url, &batch);
+        if let Some(wait) = (every * (k as u32 + 1)).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
 fn wait_all(port: u16, total: usize, within: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < within {
@@ -217,27 +245,34 @@ fn main() {
     let kinds = std::env::var("FORWARD_KINDS").unwrap_or("mlmon,prometheus,vmagent".into());
     let kinds: Vec<&str> = kinds.split(',').collect();
     let total = series * points;
-    println!("steady: {series} series × {points} samples = {total} samples, receiver up");
-    println!("| forwarder | steady CPU-s per 1M |");
-    println!("|---|---|");
+    let rate = env("FORWARD_RATE", 100_000);
+    println!(
+        "steady: {series} series × {points} samples = {total} samples, receiver up; burst: as fast as the forwarder takes them; paced: {rate} samples/s"
+    );
+    println!("| forwarder | burst CPU-s per 1M | paced CPU-s per 1M |");
+    println!("|---|---|---|");
     for kind in &kinds {
-        let dir = tempfile::tempdir().unwrap();
-        let (rport, fport) = (free_port(), free_port());
-        let _r = receiver(rport, &dir.path().join("receiver"));
-        let f = forwarder(kind, fport, rport, &dir.path().join("fwd"));
-        std::thread::sleep(Duration::from_secs(2));
-        let before = cpu_seconds(f.0.id());
-        send_load(fport, series, points);
-        let steady = wait_all(rport, total, Duration::from_secs(600));
-        let cpu = cpu_seconds(f.0.id()) - before;
-        println!(
-            "| {kind} | {} |",
-            if steady.is_some() {
-                format!("{:.3}", cpu / (total as f64 / 1e6))
+        let mut cells = Vec::new();
+        for paced in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (rport, fport) = (free_port(), free_port());
+            let _r = receiver(rport, &dir.path().join("receiver"));
+            let f = forwarder(kind, fport, rport, &dir.path().join("fwd"));
+            std::thread::sleep(Duration::from_secs(2));
+            let before = cpu_seconds(f.0.id());
+            if paced {
+                send_paced(fport, series, points, rate);
             } else {
-                "did not finish".into()
+                send_load(fport, series, points);
             }
-        );
+            let done = wait_all(rport, total, Duration::from_secs(600));
+            let cpu = cpu_seconds(f.0.id()) - before;
+            cells.push(match done {
+                Some(_) => format!("{:.3}", cpu / (total as f64 / 1e6)),
+                None => "did not finish".into(),
+            });
+        }
+        println!("| {kind} | {} | {} |", cells[0], cells[1]);
     }
 
     // The outage: every forwarder takes the same load, receivers down.

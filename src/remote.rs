@@ -229,7 +229,7 @@ impl Reader {
         after: u64,
         max: usize,
     ) -> Result<Batch, StorageError> {
-        let log = storage.read_log(&mut self.cursor, after, max)?;
+        let log = storage.read_log(&ep.config.name, &mut self.cursor, after, max)?;
         if self.labels.len() > MAX_REMEMBERED {
             self.labels = HashMap::default();
         }

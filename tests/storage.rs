@@ -528,7 +528,7 @@ fn read_all_log(s: &Storage, after: u64) -> (Vec<(String, i64, f64)>, u64) {
     let mut cursor = mlmon::tsdb::Cursor::default();
     let (mut out, mut last) = (Vec::new(), after);
     loop {
-        let b = s.read_log(&mut cursor, last, 1000).unwrap();
+        let b = s.read_log("r", &mut cursor, last, 1000).unwrap();
         if b.last_seq == 0 {
             return (out, last);
         }

@@ -10,6 +10,7 @@
 //! them, or until they pass the reader's disk budget, when the oldest are
 //! deleted anyway and the samples lost counted.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -64,6 +65,131 @@ pub struct LogBatch {
     pub samples: usize,
     /// The sequence number of the last record in the batch (0: none).
     pub last_seq: u64,
+}
+
+/// The most samples the [`Tap`] keeps (about 16 MiB).
+const TAP_SAMPLES: usize = 1 << 20;
+
+/// The newest log records, kept in memory while a reader is registered: a
+/// reader that keeps up reads them here instead of reading and decoding
+/// what was just written. A record is served only once it is in the log
+/// (`written`), so a reader sees nothing the log has not; the oldest go
+/// when every reader has had them acknowledged or past [`TAP_SAMPLES`],
+/// and a reader behind what the tap holds reads the segments.
+#[derive(Default)]
+pub(super) struct Tap {
+    active: bool,
+    /// Every record from this sequence number on is here (or not written
+    /// yet).
+    from: u64,
+    /// Every record up to this one is written to the log.
+    written: u64,
+    records: VecDeque<TapRecord>,
+    samples: usize,
+}
+
+/// One record's samples: per series its id and where its samples end.
+struct TapRecord {
+    seq: u64,
+    series: Vec<(u64, usize)>,
+    samples: Vec<Sample>,
+}
+
+impl Tap {
+    /// Keeps the records from `next_seq` on (called under the store's
+    /// state lock, which orders records).
+    pub(super) fn start(&mut self, next_seq: u64) {
+        if !self.active {
+            *self = Tap {
+                active: true,
+                from: next_seq,
+                written: next_seq.saturating_sub(1),
+                ..Tap::default()
+            };
+        }
+    }
+
+    /// Keeps nothing any more (no reader left).
+    pub(super) fn stop(&mut self) {
+        *self = Tap::default();
+    }
+
+    /// Keeps record `seq` (in sequence order, under the state lock).
+    pub(super) fn push<'a>(&mut self, seq: u64, series: impl Iterator<Item = (u64, &'a [Sample])>) {
+        if !self.active {
+            return;
+        }
+        let mut r = TapRecord {
+            seq,
+            series: Vec::new(),
+            samples: Vec::new(),
+        };
+        for (id, samples) in series {
+            r.samples.extend_from_slice(samples);
+            r.series.push((id, r.samples.len()));
+        }
+        self.samples += r.samples.len();
+        self.records.push_back(r);
+        while self.samples > TAP_SAMPLES {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(old) = self.records.pop_front() {
+            self.samples -= old.samples.len();
+            self.from = old.seq + 1;
+        }
+    }
+
+    /// Record `seq`, and so every one before it, is in the log.
+    pub(super) fn written(&mut self, seq: u64) {
+        self.written = self.written.max(seq);
+    }
+
+    /// Forgets the records up to `acked` (every reader had them
+    /// acknowledged).
+    pub(super) fn prune(&mut self, acked: u64) {
+        while self.records.front().is_some_and(|r| r.seq <= acked) {
+            self.pop();
+        }
+    }
+
+    /// The records after `after`, as [`read`] would give them (labels left
+    /// to the index), if the tap holds every one of them.
+    pub(super) fn read(&self, after: u64, max_samples: usize) -> Option<LogBatch> {
+        if !self.active || self.from > after.saturating_add(1) {
+            return None;
+        }
+        let mut out = LogBatch::default();
+        let mut at: FastMap<u64, usize> = FastMap::default();
+        let start = self.records.partition_point(|r| r.seq <= after);
+        for r in self.records.range(start..) {
+            if r.seq > self.written {
+                break;
+            }
+            let mut begin = 0;
+            for &(id, end) in &r.series {
+                let samples = &r.samples[begin..end];
+                begin = end;
+                let i = *at.entry(id).or_insert_with(|| {
+                    out.series.push(LogSeries {
+                        id,
+                        labels: None,
+                        samples: Vec::with_capacity(samples.len() * 4),
+                    });
+                    out.series.len() - 1
+                });
+                out.series[i].samples.extend_from_slice(samples);
+                out.samples += samples.len();
+            }
+            out.last_seq = r.seq;
+            if out.samples >= max_samples {
+                break;
+            }
+        }
+        Some(out)
+    }
 }
 
 /// Reads from `offset` of `file` (`avail` bytes written there) at most
@@ -245,6 +371,75 @@ mod tests {
     use super::*;
     use crate::tsdb::{Storage, StorageOptions};
 
+    fn tap_samples(b: &LogBatch) -> Vec<(u64, i64)> {
+        b.series
+            .iter()
+            .flat_map(|x| x.samples.iter().map(move |s| (x.id, s.t)))
+            .collect()
+    }
+
+    /// The tap serves only written records, everything after a position
+    /// it holds whole, and nothing (`None`: read the segments) once the
+    /// records after a position are gone from it.
+    #[test]
+    fn the_tap_serves_written_records_it_holds_whole() {
+        let mut tap = Tap::default();
+        let smp = |t| [Sample { t, v: 1.0 }];
+        tap.push(1, [(7, &smp(1)[..])].into_iter());
+        assert!(tap.records.is_empty(), "inactive: keeps nothing");
+        tap.start(5);
+        assert!(tap.read(3, 100).is_none(), "record 4 is not here");
+        tap.push(5, [(7, &smp(5)[..]), (8, &smp(5)[..])].into_iter());
+        tap.push(7, [(7, &smp(7)[..])].into_iter());
+        let b = tap.read(4, 100).unwrap();
+        assert_eq!(b.last_seq, 0, "nothing written yet");
+        tap.written(5);
+        let b = tap.read(4, 100).unwrap();
+        assert_eq!((b.last_seq, tap_samples(&b)), (5, vec![(7, 5), (8, 5)]));
+        tap.written(7);
+        let b = tap.read(4, 100).unwrap();
+        assert_eq!(b.last_seq, 7);
+        assert_eq!(tap_samples(&b), [(7, 5), (7, 7), (8, 5)]);
+        // Whole records up to the limit.
+        assert_eq!(tap.read(4, 1).unwrap().last_seq, 5);
+        // From a gap (6 was never a record) on.
+        assert_eq!(tap_samples(&tap.read(6, 100).unwrap()), [(7, 7)]);
+        tap.prune(5);
+        assert!(tap.read(4, 100).is_none(), "record 5 is gone");
+        assert_eq!(tap.read(5, 100).unwrap().last_seq, 7);
+        // Past its size the oldest go.
+        let many = vec![Sample { t: 9, v: 0.0 }; TAP_SAMPLES];
+        tap.push(9, [(7, &many[..])].into_iter());
+        tap.written(9);
+        assert!(tap.read(5, 100).is_none());
+        assert_eq!(tap.read(8, 100).unwrap().last_seq, 9);
+        tap.stop();
+        assert!(tap.read(8, 100).is_none());
+    }
+
+    /// A registered reader that keeps up is served from memory: with the
+    /// segment files gone it still gets every sample, in order.
+    #[test]
+    fn a_reader_that_keeps_up_reads_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(StorageOptions::new(dir.path())).unwrap();
+        let start = s.hold_log("r", u64::MAX).unwrap();
+        let l = Labels::new([("__name__", "m")]).unwrap();
+        for t in 0..5 {
+            let mut app = s.appender();
+            app.append(l.clone(), t, t as f64);
+            app.commit().unwrap();
+        }
+        for (_, path) in wal::segments(&dir.path().join("wal")).unwrap() {
+            std::fs::remove_file(path).unwrap();
+        }
+        let b = s.read_log("r", &mut Cursor::default(), start, 100).unwrap();
+        assert_eq!(b.series.len(), 1);
+        let ts: Vec<i64> = b.series[0].samples.iter().map(|x| x.t).collect();
+        assert_eq!(ts, [0, 1, 2, 3, 4]);
+        assert_eq!(s.series_labels(&[b.series[0].id]), [Some(Arc::new(l))]);
+    }
+
     /// A record that frames but does not decode ends its segment: what it
     /// added to the batch is taken back, the records before it stay, and
     /// reading goes on in the next segment.
@@ -306,10 +501,15 @@ mod tests {
                 s.checkpoint().unwrap();
             }
         }
+        // After a restart nothing is in memory: the segments are read.
+        s.close().unwrap();
+        drop(s);
+        let s = Storage::open(StorageOptions::new(dir.path())).unwrap();
+        assert_eq!(s.hold_log("r", u64::MAX).unwrap(), start);
         let mut got = Vec::new();
         let (mut cursor, mut after) = (Cursor::default(), start);
         loop {
-            let b = s.read_log(&mut cursor, after, 2).unwrap();
+            let b = s.read_log("r", &mut cursor, after, 2).unwrap();
             if b.last_seq == 0 {
                 break;
             }

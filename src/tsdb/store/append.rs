@@ -252,7 +252,7 @@ impl Storage {
         self.check_space(DISK_RESERVE)?;
         let sender = self.sender()?;
         let limits = &self.opts.limits;
-        let (rx, stored) = {
+        let (rx, stored, seq) = {
             let mut st = lock(&self.state);
             // Pass 1: resolve series and merge repeated ones, in order.
             let mut ids: Vec<Option<u64>> = Vec::with_capacity(batch.len());
@@ -436,13 +436,15 @@ impl Storage {
             st.records_bytes += payload.len() as u64;
             st.records_samples += stored;
             st.new_series.extend(new_series);
+            lock(&self.tap).push(seq, rec.iter().map(|e| (e.id, e.samples)));
             let (reply, rx) = mpsc::sync_channel(1);
             sender
                 .send((Op::Append { seq, payload, sync }, reply))
                 .map_err(|_| StorageError::new("storage is closed"))?;
-            (rx, stored)
+            (rx, stored, seq)
         };
         self.wait(rx)?;
+        lock(&self.tap).written(seq);
         self.counters
             .samples_appended
             .fetch_add(stored as u64, Ordering::Relaxed);

@@ -58,6 +58,11 @@ impl Storage {
                 end
             }
         };
+        {
+            // Under the state lock: every record from `next_seq` on is kept.
+            let st = lock(&self.state);
+            lock(&self.tap).start(st.next_seq);
+        }
         lock(&self.holds).insert(
             name.to_string(),
             Hold {
@@ -77,7 +82,11 @@ impl Storage {
                 self.kv_delete(NS_HOLDS, &k)?;
             }
         }
-        lock(&self.holds).retain(|n, _| keep.contains(&n.as_str()));
+        let mut holds = lock(&self.holds);
+        holds.retain(|n, _| keep.contains(&n.as_str()));
+        if holds.is_empty() {
+            lock(&self.tap).stop();
+        }
         Ok(())
     }
 
@@ -85,12 +94,20 @@ impl Storage {
     /// receiver), durably.
     pub fn log_acked(&self, name: &str, seq: u64) -> Result<(), StorageError> {
         // The budget may have moved the reader further already.
-        let seq = match lock(&self.holds).get_mut(name) {
-            Some(h) => {
-                h.acked = h.acked.max(seq);
-                h.acked
+        let seq = {
+            let mut holds = lock(&self.holds);
+            let seq = match holds.get_mut(name) {
+                Some(h) => {
+                    h.acked = h.acked.max(seq);
+                    h.acked
+                }
+                None => seq,
+            };
+            // What every reader had acknowledged leaves memory.
+            if let Some(all) = holds.values().map(|h| h.acked).min() {
+                lock(&self.tap).prune(all);
             }
-            None => seq,
+            seq
         };
         self.kv_put(NS_HOLDS, name.as_bytes(), &seq.to_le_bytes())
     }
@@ -117,14 +134,25 @@ impl Storage {
             .sum()
     }
 
-    /// Records after `after`, up to about `max_samples` samples;
-    /// `cursor` keeps where reading stopped.
+    /// Reader `name`'s records after `after` (or after where its disk
+    /// budget moved it, if that is later: those records were dropped), up
+    /// to about `max_samples` samples: from memory if the reader keeps up,
+    /// else from the log's segments (`cursor` keeps where reading them
+    /// stopped).
     pub fn read_log(
         &self,
+        name: &str,
         cursor: &mut Cursor,
         after: u64,
         max_samples: usize,
     ) -> Result<LogBatch, StorageError> {
+        let after = match lock(&self.holds).get(name) {
+            Some(h) => after.max(h.acked),
+            None => after,
+        };
+        if let Some(batch) = lock(&self.tap).read(after, max_samples) {
+            return Ok(batch);
+        }
         tail::read(&self.wal_dir, cursor, after, max_samples)
             .map_err(|e| StorageError::from_io("cannot read the write-ahead log", &e))
     }

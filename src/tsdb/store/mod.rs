@@ -71,6 +71,9 @@ pub struct Storage {
     counters: Counters,
     /// Log readers' positions and budgets (`holds`).
     holds: Mutex<std::collections::BTreeMap<String, holds::Hold>>,
+    /// The newest log records, for readers that keep up (`tail::Tap`;
+    /// locked after `state` and `holds`, never before).
+    tap: Mutex<super::tail::Tap>,
 }
 
 #[derive(Default)]

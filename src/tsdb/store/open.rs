@@ -101,6 +101,7 @@ impl Storage {
             failed: AtomicBool::new(false),
             counters: Counters::default(),
             holds: Mutex::default(),
+            tap: Mutex::default(),
         };
         let (loaded, wal) = storage.load()?;
         // Readers' positions hold their segments from the first deletion on.
