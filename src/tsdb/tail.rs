@@ -67,14 +67,14 @@ pub struct LogBatch {
     pub last_seq: u64,
 }
 
-/// The most samples the [`Tap`] keeps (about 16 MiB).
-const TAP_SAMPLES: usize = 1 << 20;
+/// The most bytes of samples and series references the [`Tap`] keeps.
+const TAP_BYTES: usize = 16 << 20;
 
 /// The newest log records, kept in memory while a reader is registered: a
 /// reader that keeps up reads them here instead of reading and decoding
 /// what was just written. A record is served only once it is in the log
 /// (`written`), so a reader sees nothing the log has not; the oldest go
-/// when every reader has had them acknowledged or past [`TAP_SAMPLES`],
+/// when every reader has had them acknowledged or past [`TAP_BYTES`],
 /// and a reader behind what the tap holds reads the segments.
 #[derive(Default)]
 pub(super) struct Tap {
@@ -85,7 +85,7 @@ pub(super) struct Tap {
     /// Every record up to this one is written to the log.
     written: u64,
     records: VecDeque<TapRecord>,
-    samples: usize,
+    bytes: usize,
 }
 
 /// One record's samples: per series its id and where its samples end.
@@ -93,6 +93,13 @@ struct TapRecord {
     seq: u64,
     series: Vec<(u64, usize)>,
     samples: Vec<Sample>,
+}
+
+impl TapRecord {
+    fn bytes(&self) -> usize {
+        self.samples.len() * std::mem::size_of::<Sample>()
+            + self.series.len() * std::mem::size_of::<(u64, usize)>()
+    }
 }
 
 impl Tap {
@@ -128,16 +135,16 @@ impl Tap {
             r.samples.extend_from_slice(samples);
             r.series.push((id, r.samples.len()));
         }
-        self.samples += r.samples.len();
+        self.bytes += r.bytes();
         self.records.push_back(r);
-        while self.samples > TAP_SAMPLES {
+        while self.bytes > TAP_BYTES {
             self.pop();
         }
     }
 
     fn pop(&mut self) {
         if let Some(old) = self.records.pop_front() {
-            self.samples -= old.samples.len();
+            self.bytes -= old.bytes();
             self.from = old.seq + 1;
         }
     }
@@ -408,7 +415,7 @@ mod tests {
         assert!(tap.read(4, 100).is_none(), "record 5 is gone");
         assert_eq!(tap.read(5, 100).unwrap().last_seq, 7);
         // Past its size the oldest go.
-        let many = vec![Sample { t: 9, v: 0.0 }; TAP_SAMPLES];
+        let many = vec![Sample { t: 9, v: 0.0 }; TAP_BYTES / 16 - 2];
         tap.push(9, [(7, &many[..])].into_iter());
         tap.written(9);
         assert!(tap.read(5, 100).is_none());
