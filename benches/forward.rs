@@ -189,15 +189,7 @@ fn send_paced(port: u16, series: usize, points: usize, rate: usize) {
     let every = Duration::from_secs_f64(series as f64 / rate as f64);
     let start = Instant::now();
     for k in 0..points {
-        let t = mlmon::model::now_ms();
-        let batch: Vec<(Labels, Vec<Sample>)> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let v = (i * 7 + k) as f64 * 0.25;
-                (l.clone(), vec![Sample { t, v }])
-            })
-            .collect();
+        let batch = common::one_sample_each(&labels, |i| (i * 7 + k) as f64 * 0.25);
         remote_write(&c, &url, &batch);
         if let Some(wait) = (every * (k as u32 + 1)).checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
@@ -293,15 +285,7 @@ fn main() {
     let mut sent = 0;
     let mut before_peak = vec![0f64; forwarders.len()];
     for tick in 0..outage {
-        let t = mlmon::model::now_ms();
-        let batch: Vec<(Labels, Vec<Sample>)> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let v = (i * 7 + tick) as f64 * 0.25;
-                (l.clone(), vec![Sample { t, v }])
-            })
-            .collect();
+        let batch = common::one_sample_each(&labels, |i| (i * 7 + tick) as f64 * 0.25);
         for (k, (_, f, fport)) in forwarders.iter().enumerate() {
             remote_write(
                 &c,

@@ -1,8 +1,10 @@
 //! `remote_write` out to a real receiver (Prometheus 2.42 with its
-//! remote-write receiver on): every sample mlmon stored arrives with the
-//! same value and timestamp — while the receiver is up, after an outage,
-//! and after mlmon was killed with SIGKILL during the outage. A receiver
-//! that refuses a batch (400) gets it dropped and counted.
+//! remote-write receiver on, and VictoriaMetrics): every sample mlmon
+//! stored arrives with the same value and timestamp — while the receiver
+//! is up, after a short outage, after a three-minute outage under
+//! continuous ingest, and after mlmon was killed with SIGKILL during an
+//! outage and again while catching up. A receiver that refuses a batch
+//! (400) gets it dropped and counted.
 
 mod common;
 
@@ -437,15 +439,7 @@ fn a_receiver_down_for_minutes_misses_nothing_through_two_kill_9s() {
         .collect();
     let start = Instant::now();
     for tick in 0..OUTAGE {
-        let t = mlmon::model::now_ms();
-        let batch: Vec<(Labels, Vec<Sample>)> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let v = i as f64 + tick as f64 * 0.25;
-                (l.clone(), vec![Sample { t, v }])
-            })
-            .collect();
+        let batch = one_sample_each(&labels, |i| i as f64 + tick as f64 * 0.25);
         remote_write(&c, &m.url("/api/v1/write"), &batch);
         if tick == OUTAGE / 2 {
             m.kill();

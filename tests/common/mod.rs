@@ -369,6 +369,20 @@ impl Rng {
 
 /// Sends `batch` with Prometheus remote write 1.0 to `url` (mlmon or a
 /// real Prometheus) and asserts it was accepted.
+/// One sample of each series, stamped now, valued `value(i)` for the
+/// `i`th: what a scrape of them all would store.
+pub fn one_sample_each(
+    labels: &[mlmon::model::Labels],
+    value: impl Fn(usize) -> f64,
+) -> Vec<(mlmon::model::Labels, Vec<mlmon::model::Sample>)> {
+    let t = mlmon::model::now_ms();
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), vec![mlmon::model::Sample { t, v: value(i) }]))
+        .collect()
+}
+
 pub fn remote_write(
     c: &reqwest::blocking::Client,
     url: &str,
