@@ -322,8 +322,13 @@ pub fn encode(series: &[(Labels, Vec<Sample>)]) -> Vec<u8> {
 
 /// Snappy block compression of a request body, as remote write sends it.
 pub fn compress(request: &[u8]) -> Vec<u8> {
-    snap::raw::Encoder::new()
-        .compress_vec(request)
+    // An encoder keeps its 32 KiB hash table between calls: one per thread.
+    thread_local! {
+        static ENCODER: std::cell::RefCell<snap::raw::Encoder> =
+            std::cell::RefCell::new(snap::raw::Encoder::new());
+    }
+    ENCODER
+        .with(|e| e.borrow_mut().compress_vec(request))
         .expect("snappy compression of an in-memory buffer")
 }
 
