@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{client, free_port, Mlmon};
 use serde_json::Value;
@@ -52,15 +52,8 @@ fn get(m: &Mlmon, path: &str, query: &[(&str, &str)]) -> Value {
         .unwrap()
 }
 
-fn wait_for<T>(what: &str, m: &Mlmon, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for<T>(what: &str, m: &Mlmon, f: impl FnMut() -> Option<T>) -> T {
+    common::wait_for(what, Duration::from_secs(15), f, || m.log())
 }
 
 fn runs(m: &Mlmon) -> Vec<Value> {

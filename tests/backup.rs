@@ -100,18 +100,11 @@ fn a_backup_under_load_holds_everything_acknowledged_before_it() {
     let before: Vec<(usize, i64, f64)> = acked.lock().unwrap().clone();
     let backup_dir = tempfile::tempdir().unwrap();
     let dest = backup_dir.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_mlmon"))
-        .args(["backup", "--url", &m.url("")])
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said = common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_mlmon"))
+            .args(["backup", "--url", &m.url("")])
+            .arg(&dest),
     );
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("backed up to"), "{said}");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);

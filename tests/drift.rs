@@ -227,19 +227,18 @@ fn runs_carry_profiles_and_drift_against_their_baseline() {
     assert_eq!(drift[0]["column"], "age", "most severe first: {drift:?}");
     assert!(drift[0]["psi"].as_f64().unwrap() > 0.25);
     assert!(drift[0]["ks"].as_f64().unwrap() > 0.5);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let alerts = m.json("/api/v1/alerts").to_string();
-        if alerts.contains("DataDriftCritical") && alerts.contains("ModelR2DroppedVsBaseline") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no drift alert: {alerts}\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let alerts = std::cell::RefCell::new(String::new());
+    common::wait_for(
+        "no drift alert",
+        Duration::from_secs(20),
+        || {
+            let a = m.json("/api/v1/alerts").to_string();
+            let both = a.contains("DataDriftCritical") && a.contains("ModelR2DroppedVsBaseline");
+            *alerts.borrow_mut() = a;
+            both.then_some(())
+        },
+        || format!("{}\n{}", alerts.borrow(), m.log()),
+    );
     let psi = m
         .value("ml_data_drift_psi{pipeline=\"mathscore\",dataset=\"raw\",column=\"age\"}")
         .unwrap();

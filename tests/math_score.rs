@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{client, free_port, write_file, HttpSink, Mlmon, Proc};
 use serde_json::{json, Value};
@@ -86,11 +86,7 @@ fn wait_firing(m: &Mlmon, name: &str) {
 }
 
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}\n{}", log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_for(what, within, || f().then_some(()), log)
 }
 
 fn firing(m: &Mlmon) -> Vec<String> {

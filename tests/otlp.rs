@@ -55,17 +55,7 @@ provider.shutdown()
 "#;
 
 fn sdk(url: &str, mode: &str, run: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", SDK, url, mode, run])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::run_ok(Command::new("python3").args(["-c", SDK, url, mode, run]))
 }
 
 /// Every series of `instance`, as `name{labels}` (without job and

@@ -10,15 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{client, Mlmon};
 
-fn wait_for<T>(what: &str, m: &Mlmon, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for<T>(what: &str, m: &Mlmon, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    common::wait_for(what, within, f, || m.log())
 }
 
 fn alert(m: &Mlmon) -> Option<(String, String)> {

@@ -469,18 +469,16 @@ fn a_receiver_down_for_minutes_misses_nothing_through_two_kill_9s() {
     );
     // The host collector's samples too, up to a moment just past.
     let at = (mlmon::model::now_ms() / 1000 - 2) as f64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let want = counts(&c, &m.url(""), "node_load1", at);
-        let got = counts(&c, &prom.base, "node_load1", at);
-        if !want.is_empty() && want == got {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{want:?} vs {got:?}\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let last = std::cell::RefCell::new(String::new());
+    wait_for(
+        "the receiver has the host collector's samples",
+        Duration::from_secs(60),
+        || {
+            let want = counts(&c, &m.url(""), "node_load1", at);
+            let got = counts(&c, &prom.base, "node_load1", at);
+            *last.borrow_mut() = format!("{want:?} vs {got:?}");
+            (!want.is_empty() && want == got).then_some(())
+        },
+        || format!("{}\n{}", last.borrow(), m.log()),
+    );
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{free_port, Mlmon};
 use serde_json::Value;
@@ -31,11 +31,12 @@ fn start_exporter(port: u16) -> std::process::Child {
 }
 
 fn wait_for(what: &str, m: &Mlmon, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for(
+        what,
+        Duration::from_secs(20),
+        || ok().then_some(()),
+        || m.log(),
+    )
 }
 
 #[test]

@@ -369,6 +369,36 @@ impl Rng {
 
 /// Sends `batch` with Prometheus remote write 1.0 to `url` (mlmon or a
 /// real Prometheus) and asserts it was accepted.
+/// Runs `cmd`, fails with its output unless it succeeds; its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` every 100 ms until it gives a value; fails with `what` and
+/// `log()` (the server's log, usually) after `within`.
+pub fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    log: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One sample of each series, stamped now, valued `value(i)` for the
 /// `i`th: what a scrape of them all would store.
 pub fn one_sample_each(
